@@ -1,0 +1,130 @@
+"""Every on-disk location toolbox uses, decided once and passed around.
+
+Nothing else in toolbox joins path strings for its own files: it asks a Layout. Paths are plain
+strings (not pathlib) because the launch path imports this module, and pathlib alone costs ~17 ms.
+
+Where things live (platformdirs' directories unless overridden):
+- cache dir: the content store (blobs, unpacked layers, image records). Everything there can be
+  pulled again.
+- data dir: what cannot be re-created: named volumes, kept containers, trust decisions.
+- config dir: config.toml (registries, mirrors) and the user's own recipes.
+
+Environment overrides, so tests and unusual setups stay isolated: TOOLBOX_HOME puts all three
+under one directory; TOOLBOX_CACHE_DIR, TOOLBOX_DATA_DIR, TOOLBOX_CONFIG_DIR override one each;
+TOOLBOX_CONFIG names the config file itself.
+"""
+
+import os
+
+APP_NAME = "toolbox"
+
+
+class Layout:
+    __slots__ = ("cache_dir", "data_dir", "config_dir", "config_file")
+
+    def __init__(self, cache_dir, data_dir, config_dir, config_file=None):
+        set_ = object.__setattr__
+        set_(self, "cache_dir", os.fspath(cache_dir))
+        set_(self, "data_dir", os.fspath(data_dir))
+        set_(self, "config_dir", os.fspath(config_dir))
+        set_(self, "config_file", os.fspath(config_file or os.path.join(config_dir, "config.toml")))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Layout is immutable")
+
+    def __repr__(self):
+        return f"Layout(cache_dir={self.cache_dir!r}, data_dir={self.data_dir!r}, config_dir={self.config_dir!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, Layout) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __hash__(self):
+        return hash(tuple(getattr(self, s) for s in self.__slots__))
+
+    @classmethod
+    def under(cls, root):
+        """Everything below one directory (tests, TOOLBOX_HOME)."""
+        root = os.fspath(root)
+        return cls(os.path.join(root, "cache"), os.path.join(root, "data"), os.path.join(root, "config"))
+
+    @classmethod
+    def from_env(cls, environ=None):
+        env = os.environ if environ is None else environ
+        home = env.get("TOOLBOX_HOME")
+        base = cls.under(home) if home else None
+
+        def pick(var, attr, platformdirs_func):
+            if env.get(var):
+                return env[var]
+            if base is not None:
+                return getattr(base, attr)
+            import platformdirs  # ~30 ms: only when no override says where to look
+
+            return getattr(platformdirs, platformdirs_func)(APP_NAME)
+
+        config_dir = pick("TOOLBOX_CONFIG_DIR", "config_dir", "user_config_dir")
+        return cls(
+            cache_dir=pick("TOOLBOX_CACHE_DIR", "cache_dir", "user_cache_dir"),
+            data_dir=pick("TOOLBOX_DATA_DIR", "data_dir", "user_data_dir"),
+            config_dir=config_dir,
+            config_file=env.get("TOOLBOX_CONFIG") or None,
+        )
+
+    # -- the content store (cache dir) -------------------------------------------------------
+    @property
+    def store_dir(self):
+        return os.path.join(self.cache_dir, "store")
+
+    @property
+    def blobs_dir(self):
+        return os.path.join(self.store_dir, "blobs")
+
+    def blob_path(self, digest):
+        """A verified blob (manifest, index, config), keyed like an OCI layout: blobs/<alg>/<hex>."""
+        return os.path.join(self.blobs_dir, digest.algorithm, digest.hex)
+
+    @property
+    def layers_dir(self):
+        return os.path.join(self.store_dir, "layers")
+
+    def layer_dir(self, diff_id):
+        """An unpacked layer, keyed by its diff_id (the digest of the uncompressed tar), so the same
+        layer compressed two ways is stored once. Holds `tree/` (the files, with overlay-style
+        whiteouts) and `layer.json`."""
+        return os.path.join(self.layers_dir, diff_id.algorithm, diff_id.hex)
+
+    def layer_tree(self, diff_id):
+        return os.path.join(self.layer_dir(diff_id), "tree")
+
+    @property
+    def images_dir(self):
+        """One record per stored image reference."""
+        return os.path.join(self.store_dir, "images")
+
+    @property
+    def tmp_dir(self):
+        """Work in progress. Same filesystem as the store, so finished work is renamed into place."""
+        return os.path.join(self.store_dir, "tmp")
+
+    @property
+    def locks_dir(self):
+        return os.path.join(self.store_dir, "locks")
+
+    @property
+    def store_lock(self):
+        """Shared by pulls and runs, exclusive for garbage collection."""
+        return os.path.join(self.locks_dir, "store.lock")
+
+    # -- the user's state (data dir) ---------------------------------------------------------
+    @property
+    def volumes_dir(self):
+        return os.path.join(self.data_dir, "volumes")
+
+    @property
+    def containers_dir(self):
+        return os.path.join(self.data_dir, "containers")
+
+    # -- configuration ------------------------------------------------------------------------
+    @property
+    def user_recipes_dir(self):
+        return os.path.join(self.config_dir, "recipes")
