@@ -1,0 +1,68 @@
+"""Retries, Retry-After and resumed downloads, through a fault-injecting proxy in front of the
+real registry."""
+
+import time
+
+import pytest
+
+from tests.support.faults import FaultProxy
+from toolbox.errors import IntegrityError, RegistryError
+
+
+@pytest.fixture
+def proxy(registry):
+    with FaultProxy(registry.url) as proxy:
+        yield proxy
+
+
+def proxied(proxy, image):
+    return f"{proxy.host}/{image.repository}:{image.tag}"
+
+
+def test_retries_429_honouring_retry_after_and_5xx(toolbox, proxy, pushed_images):
+    toolbox.trust(proxy)
+    proxy.add(r"/manifests/", "status", code=429, headers={"Retry-After": "1"})
+    proxy.add(r"/blobs/", "status", code=503, times=2)
+    start = time.monotonic()
+    record = toolbox.pull(proxied(proxy, pushed_images["busybox"]))
+    assert time.monotonic() - start >= 1.0  # waited as the registry asked
+    assert str(record.digest) == pushed_images["busybox"].manifest_digest
+    assert [entry[3] for entry in proxy.log].count("status") == 3
+
+
+def test_a_broken_blob_download_resumes_with_range(toolbox, proxy, pushed_images):
+    toolbox.trust(proxy)
+    image = pushed_images["busybox"]
+    layer = image.built.layers[0]["digest"]
+    proxy.add(rf"/blobs/{layer}", "cut_after", after=100_000)
+    record = toolbox.pull(proxied(proxy, image))
+    assert str(record.digest) == image.manifest_digest
+    ranges = [entry[2] for entry in proxy.log if layer in entry[1]]
+    assert ranges == [None, "bytes=100000-"]
+
+
+def test_a_stalled_download_times_out_and_resumes(toolbox, proxy, pushed_images):
+    toolbox.trust(proxy)
+    toolbox.env["TOOLBOX_READ_TIMEOUT"] = "1"
+    image = pushed_images["shared_a"]
+    layer = image.built.layers[0]["digest"]
+    proxy.add(rf"/blobs/{layer}", "stall_after", after=50_000, seconds=5)
+    record = toolbox.pull(proxied(proxy, image))
+    assert str(record.digest) == image.manifest_digest
+    assert [entry[2] for entry in proxy.log if layer in entry[1]] == [None, "bytes=50000-"]
+
+
+def test_wrong_bytes_are_refused(toolbox, proxy, pushed_images):
+    toolbox.trust(proxy)
+    image = pushed_images["whiteout"]
+    proxy.add(rf"/blobs/{image.built.layers[1]['digest']}", "corrupt")
+    with pytest.raises(IntegrityError):
+        toolbox.pull(proxied(proxy, image))
+    assert toolbox.leftovers() == [] and toolbox.store.records() == []
+
+
+def test_persistent_5xx_gives_up_with_a_clear_error(toolbox, proxy, pushed_images):
+    toolbox.trust(proxy)
+    proxy.add(r"/manifests/", "status", code=500, times=100)
+    with pytest.raises(RegistryError, match="kept failing"):
+        toolbox.pull(proxied(proxy, pushed_images["busybox"]))

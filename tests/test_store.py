@@ -1,0 +1,96 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from toolbox.digest import Digest
+from toolbox.errors import ImageNotStored, IntegrityError
+from toolbox.layout import Layout
+from toolbox.store import ImageRecord, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(Layout.under(tmp_path))
+    store.prepare()
+    return store
+
+
+def test_put_blob_verifies_and_is_idempotent(store):
+    digest = Digest.of_bytes(b"config")
+    store.put_blob(digest, b"config")
+    store.put_blob(digest, b"config")
+    assert store.read_blob(digest) == b"config"
+    with pytest.raises(IntegrityError):
+        store.put_blob(Digest.of_bytes(b"other"), b"config")
+    assert not store.has_blob(Digest.of_bytes(b"other"))
+    assert os.listdir(os.path.dirname(store.layout.blob_path(digest))) == [digest.hex]
+
+
+def test_staging_is_removed_on_error(store):
+    with pytest.raises(RuntimeError):
+        with store.staging("layer") as path:
+            open(os.path.join(path, "f"), "w").close()
+            os.chmod(path, 0o500)  # even a read-only directory is cleaned up
+            raise RuntimeError("boom")
+    assert os.listdir(store.layout.tmp_dir) == []
+
+
+def test_commit_layer_and_gc(store):
+    diff_id = Digest.of_bytes(b"layer")
+    with store.staging("layer") as path:
+        os.makedirs(os.path.join(path, "tree", "ro"))
+        open(os.path.join(path, "tree", "ro", "f"), "w").write("x" * 10000)
+        os.chmod(os.path.join(path, "tree", "ro"), 0o555)
+        store.commit_layer(path, diff_id, {"files": 1})
+    assert store.has_layer(diff_id)
+    assert store.layer_info(diff_id)["disk_bytes"] >= 10000
+    assert os.listdir(store.layout.tmp_dir) == []
+    report = store.collect_garbage()  # no image references it
+    assert report.layers_removed == 1 and not store.has_layer(diff_id)
+    assert os.listdir(store.layout.tmp_dir) == []
+
+
+def test_find_by_reference_and_digest_prefix(store):
+    digest = Digest.of_bytes(b"m")
+    store.put_image(ImageRecord("docker.io/library/jq:latest", digest, "linux/amd64", "now"))
+    assert [r.reference for r in store.find("jq")] == ["docker.io/library/jq:latest"]
+    assert store.find(digest.hex[:6])[0].digest == digest
+    assert store.find(f"jq@{digest}")[0].digest == digest
+    with pytest.raises(ImageNotStored) as info:
+        store.get("yq")
+    assert "toolbox pull yq" in info.value.hint
+
+
+def test_abandoned_staging_of_a_dead_process_is_cleaned(store, tmp_path):
+    # A child process starts staging, then dies without cleaning up (as with SIGKILL).
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from toolbox.layout import Layout
+        from toolbox.store import Store
+        store = Store(Layout.under({str(tmp_path)!r}))
+        cm = store.staging("layer")
+        path = cm.__enter__()
+        open(os.path.join(path, "half"), "w").write("x")
+        os._exit(9)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=False)
+    assert os.listdir(store.layout.tmp_dir)
+    with store.staging("live") as live:
+        assert store.clean_abandoned() == 1
+        assert os.path.isdir(live)  # a live staging directory is left alone
+    assert os.listdir(store.layout.tmp_dir) == []
+
+
+def test_records_survive_garbage(store):
+    os.makedirs(store.layout.images_dir, exist_ok=True)
+    with open(os.path.join(store.layout.images_dir, "broken"), "w") as f:
+        f.write("{")
+    assert store.records() == []
+    json.dumps([r.to_json() for r in store.records()])

@@ -1,0 +1,274 @@
+"""The `toolbox` command. Each command parses its options, calls a use case, renders the result.
+Errors become one message, a hint, and an exit code here and nowhere else."""
+
+import json
+import logging
+import sys
+
+import typer
+
+from . import __version__
+from .errors import EXIT_TOOLBOX_FAILED, ToolboxError
+
+app = typer.Typer(
+    name="toolbox",
+    help="Run command-line tools from OCI images as if they were installed: rootless, daemonless, pinned per project.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value):
+    if value:
+        print(f"toolbox {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Log registry traffic and retries to stderr (never secrets)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+):
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="toolbox: %(message)s")
+
+
+def _services():
+    from .services import load_services
+
+    return load_services()
+
+
+def _print_json(value):
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def _platform(text):
+    if text is None:
+        return None
+    from .platform import Platform
+
+    return Platform.parse(text)
+
+
+@app.command()
+def pull(
+    reference: str = typer.Argument(..., help="Image reference: jq, ghcr.io/jqlang/jq:1.7.1, name@sha256:…"),
+    platform: str = typer.Option(None, "--platform", help="os/arch[/variant] to pull instead of this machine's."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the reference and digest."),
+):
+    """Download an image into the local store (verified, deduplicated, unpacked)."""
+    from .progress import progress_for
+    from .pull import PullOptions, pull_image
+    from .reference import ImageRef
+
+    ref = ImageRef.parse(reference)
+    services = _services()
+    client = services.registry_client()
+    try:
+        record = pull_image(ref, store=services.store, client=client, options=PullOptions(platform=_platform(platform)), progress=progress_for(quiet))
+    finally:
+        client.close()
+    print(f"{record.reference}@{record.index_digest or record.digest}" if not record.reference.count("@") else record.reference)
+
+
+@app.command()
+def images(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List stored images."""
+    from .images import list_images
+    from .progress import human_bytes
+
+    summaries = list_images(_services().store)
+    if as_json:
+        _print_json([s.to_json() for s in summaries])
+        return
+    rows = [("REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED")]
+    for s in summaries:
+        size = human_bytes(s.size) + ("" if s.complete else " (incomplete)")
+        rows.append((s.reference, s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at))
+    _print_table(rows)
+
+
+def _print_table(rows):
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+@app.command()
+def inspect(
+    reference: str = typer.Argument(..., help="A stored image: reference or digest prefix."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+):
+    """Show a stored image's configuration and layers."""
+    from .images import inspect_image
+    from .progress import human_bytes
+
+    info = inspect_image(_services().store, reference)
+    if as_json:
+        _print_json(info)
+        return
+    config = info["config"]
+    print(f"Reference:   {info['reference']}")
+    print(f"Digest:      {info['digest']}")
+    if info["index_digest"]:
+        print(f"Index:       {info['index_digest']}")
+    print(f"Platform:    {config['platform']}")
+    print(f"Entrypoint:  {json.dumps(config['entrypoint'])}")
+    print(f"Cmd:         {json.dumps(config['cmd'])}")
+    print(f"WorkingDir:  {config['working_dir'] or '/'}")
+    print(f"User:        {config['user'] or '(image default: root)'}")
+    print("Env:")
+    for entry in config["env"]:
+        print(f"  {entry}")
+    print("Layers:")
+    for layer in info["layers"]:
+        print(f"  {layer['digest'].split(':', 1)[1][:12]}  {human_bytes(layer['size']):>9} compressed  {human_bytes(layer['unpacked_bytes']):>9} on disk")
+
+
+@app.command()
+def rmi(references: list[str] = typer.Argument(..., help="Stored images to remove.")):
+    """Remove images, and the layers no other image uses."""
+    from .images import remove_images
+    from .progress import human_bytes
+
+    removed, report = remove_images(_services().store, references)
+    for reference in removed:
+        print(f"Removed {reference}")
+    print(f"Freed {human_bytes(report.bytes_freed)} ({report.layers_removed} layers)", file=sys.stderr)
+
+
+@app.command()
+def prune():
+    """Remove layers and blobs no stored image needs, and leftovers of interrupted work."""
+    from .images import prune as prune_store
+    from .progress import human_bytes
+
+    report = prune_store(_services().store)
+    print(f"Removed {report.layers_removed} layers, {report.blobs_removed} blobs, {report.temp_removed} leftovers; freed {human_bytes(report.bytes_freed)}")
+
+
+@app.command()
+def df(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Disk use of the store: per image, what is shared with other images and what is its own."""
+    from .images import disk_usage
+    from .progress import human_bytes
+
+    usage = disk_usage(_services().store)
+    if as_json:
+        _print_json(usage.to_json())
+        return
+    rows = [("IMAGE", "SIZE", "SHARED", "UNIQUE")]
+    rows += [(u.reference, human_bytes(u.size), human_bytes(u.shared), human_bytes(u.unique)) for u in usage.images]
+    _print_table(rows)
+    print()
+    print(f"Layers: {usage.layers_count}, {human_bytes(usage.layers_bytes)}")
+    print(f"Blobs:  {usage.blobs_count}, {human_bytes(usage.blobs_bytes)}")
+    print(f"Reclaimable by `toolbox prune`: {human_bytes(usage.reclaimable)}")
+
+
+@app.command()
+def load(
+    path: str = typer.Argument(..., help="A `docker save` archive, or an OCI image layout (directory or tar)."),
+    name: str = typer.Argument(None, help="Reference to store the image under (when the archive names none)."),
+    platform: str = typer.Option(None, "--platform", help="os/arch[/variant] to pick from a multi-platform layout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Load images from a file, offline."""
+    from .load import load_images
+    from .progress import progress_for
+
+    records = load_images(path, store=_services().store, name=name, platform=_platform(platform), progress=progress_for(quiet))
+    for record in records:
+        print(f"Loaded {record.reference}@{record.digest}")
+
+
+@app.command()
+def login(
+    registry: str = typer.Argument(..., help="Registry host, e.g. ghcr.io or docker.io."),
+    username: str = typer.Option(None, "--username", "-u"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password or token from standard input."),
+):
+    """Store credentials for a registry (checked against it first), as `docker login` does."""
+    from .auth import Credentials
+
+    if username is None:
+        username = typer.prompt("Username")
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True)
+    if not password:
+        raise ToolboxError("empty password", hint="pass the password or token on standard input with --password-stdin")
+    host = _registry_host(registry)
+    services = _services()
+    credentials = Credentials(username, password)
+    client = services.registry_client()
+    try:
+        client.check_login(host, credentials)
+    finally:
+        client.close()
+    path = services.credentials.store(host, credentials)
+    print(f"Login succeeded; credentials stored in {path}")
+
+
+@app.command()
+def logout(registry: str = typer.Argument(..., help="Registry host.")):
+    """Forget the stored credentials for a registry."""
+    host = _registry_host(registry)
+    if _services().credentials.erase(host):
+        print(f"Removed credentials for {host}")
+    else:
+        raise ToolboxError(f"no stored credentials for {host}")
+
+
+def _registry_host(text):
+    from .reference import DOCKER_HUB
+
+    host = text.removeprefix("https://").removeprefix("http://").split("/", 1)[0].lower()
+    return DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host
+
+
+EXIT_INTERRUPTED = 130
+# Work in progress lives in locked temp directories, removed on the way out (or by the next
+# toolbox run if this one was killed outright), so an interrupt never leaves half an image.
+INTERRUPTED_MESSAGE = "toolbox: interrupted; nothing partial was kept"
+
+
+def report_error(err, stream=None):
+    stream = stream or sys.stderr
+    print(f"toolbox: error: {err.message}", file=stream)
+    if err.hint:
+        print(f"toolbox: hint: {err.hint}", file=stream)
+
+
+def main(argv=None):
+    try:
+        app(args=argv, prog_name="toolbox")
+    except ToolboxError as err:
+        report_error(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exit_:
+        return _exit_code(exit_.code)
+    return 0
+
+
+def _exit_code(code):
+    """typer ends every run with SystemExit: 0, 130 for Ctrl-C inside a command (after printing
+    nothing), 1 or 2 for its own usage errors (already printed), which are toolbox failures."""
+    if code is None or code == 0:
+        return 0
+    if code == EXIT_INTERRUPTED:
+        print(INTERRUPTED_MESSAGE, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if code in (1, 2):
+        return EXIT_TOOLBOX_FAILED
+    return code if isinstance(code, int) else EXIT_TOOLBOX_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The user's configuration file (TOML): registry mirrors, insecure registries, CA files.
+
+    # ~/.config/toolbox/config.toml (or $TOOLBOX_CONFIG)
+    [registries."docker.io"]
+    mirrors = ["mirror.corp.example", "https://cache.example:5000/dockerhub"]
+
+    [registries."registry.local:5000"]
+    insecure = true            # plain HTTP, and no certificate check when HTTPS is tried
+    ca_file = "/etc/corp/ca.pem"
+
+A mirror is tried first and the registry itself when every mirror fails. A mirror may carry a
+path prefix (`host/dockerhub` serves `dockerhub/library/jq`). Settings for a mirror's own host
+(insecure, ca_file) come from that host's own [registries."host"] table.
+"""
+
+import tomllib
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+_REGISTRY_KEYS = {"mirrors", "insecure", "ca_file"}
+
+
+@dataclass(frozen=True)
+class Mirror:
+    host: str
+    path_prefix: str = ""
+    scheme: str | None = None  # from an explicit http:// or https:// in the config
+
+    @classmethod
+    def parse(cls, text, where):
+        scheme = None
+        for prefix in ("https://", "http://"):
+            if text.startswith(prefix):
+                scheme, text = prefix[:-3], text[len(prefix):]
+        host, _, path = text.strip("/").partition("/")
+        if not host:
+            raise ConfigError(f"{where}: empty mirror", hint="a mirror is host[:port][/path], e.g. mirror.example.com")
+        return cls(host.lower(), path, scheme)
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    mirrors: tuple = ()
+    insecure: bool = False
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    path: str | None = None
+    registries: dict = field(default_factory=dict)
+
+    def registry(self, host):
+        return self.registries.get(host.lower(), RegistrySettings())
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, "rb") as file:
+                doc = tomllib.load(file)
+        except FileNotFoundError:
+            return cls(path)
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{path}: not valid TOML: {err}", hint="fix the syntax, or move the file away to use defaults") from None
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+        return cls(path, _parse_registries(doc, path))
+
+
+def _parse_registries(doc, path):
+    unknown = set(doc) - {"registries"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}", hint="allowed: [registries.\"host\"] tables")
+    tables = doc.get("registries", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: 'registries' must be a table of hosts")
+    return {host.lower(): _parse_registry(host, table, path) for host, table in tables.items()}
+
+
+def _parse_registry(host, table, path):
+    where = f'{path}: [registries."{host}"]'
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(table) - _REGISTRY_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}", hint=f"allowed keys: {', '.join(sorted(_REGISTRY_KEYS))}")
+    mirrors = table.get("mirrors", [])
+    if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
+        raise ConfigError(f"{where}: 'mirrors' must be a list of strings")
+    insecure = table.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise ConfigError(f"{where}: 'insecure' must be true or false")
+    ca_file = table.get("ca_file")
+    if ca_file is not None and not isinstance(ca_file, str):
+        raise ConfigError(f"{where}: 'ca_file' must be a path string")
+    return RegistrySettings(tuple(Mirror.parse(m, f"{where} mirrors") for m in mirrors), insecure, ca_file)

@@ -1,0 +1,31 @@
+"""Builds the cold-tier services from the environment: one place that knows how they fit."""
+
+import os
+from dataclasses import dataclass
+
+from .layout import Layout
+
+
+@dataclass(frozen=True)
+class Services:
+    layout: Layout
+    config: object  # UserConfig
+    credentials: object  # CredentialStore
+    store: object  # Store
+    environ: object  # the environment they were built from
+
+    def registry_client(self):
+        from .registry import ClientSettings, RegistryClient
+
+        return RegistryClient(self.config, self.credentials, ClientSettings.from_env(self.environ))
+
+
+def load_services(layout=None, environ=None):
+    from .auth import CredentialStore
+    from .config import UserConfig
+    from .store import Store
+
+    environ = os.environ if environ is None else environ
+    layout = layout or Layout.from_env(environ)
+    credentials = CredentialStore(environ=environ, home=environ.get("HOME"))
+    return Services(layout, UserConfig.load(layout.config_file), credentials, Store(layout), environ)

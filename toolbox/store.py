@@ -1,0 +1,338 @@
+"""The content-addressed store: verified blobs, unpacked layers and image records.
+
+On disk (see Layout):
+    store/blobs/sha256/<hex>          manifests, indexes and configs, verified before they land
+    store/layers/sha256/<diff_id>/    one unpacked layer: tree/ plus layer.json
+    store/images/<quoted reference>   one JSON record per stored reference
+    store/tmp/                        work in progress, renamed into place when complete
+    store/locks/                      flock files
+
+Sharing: layers are keyed by diff_id (the digest of the uncompressed tar), and each is unpacked
+once into its own tree. An image is the ordered list of its layer trees; the runtime stacks them
+as overlayfs lower directories (read-only) under a writable scratch layer. Whiteouts are stored
+in overlayfs's own format (0/0 character devices, `user.overlay.opaque` xattrs), so a layer
+tree never depends on the layers below it and two images with the same base share its tree.
+Compressed layer blobs are not kept: they are verified while streaming and unpacked on the fly.
+
+Atomicity: nothing appears under blobs/, layers/ or images/ until it is complete and verified
+(temp file or directory in tmp/, then rename). Work in progress holds an flock on its temp
+directory, so the next toolbox process can tell an abandoned temp directory (its owner died)
+from a live one and removes only the former.
+
+Locks: pulls hold the store lock shared; garbage collection takes it exclusively. Unpacking a
+layer holds that layer's lock, so concurrent pulls of one image unpack each layer once.
+"""
+
+import datetime
+import json
+import os
+import secrets
+import urllib.parse
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import fsutil
+from .digest import Digest
+from .errors import ImageNotStored, IntegrityError, InvalidReference, StoreError
+from .manifest import parse_config, parse_manifest
+from .reference import ImageRef
+
+LAYER_INFO = "layer.json"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    reference: str  # normalised: registry/repository[:tag][@digest]
+    digest: Digest  # the image manifest for the chosen platform
+    platform: str
+    pulled_at: str
+    index_digest: Digest | None = None
+    source: str = "registry"  # or "load"
+
+    def to_json(self):
+        return {
+            "reference": self.reference,
+            "digest": str(self.digest),
+            "index_digest": str(self.index_digest) if self.index_digest else None,
+            "platform": self.platform,
+            "pulled_at": self.pulled_at,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, doc):
+        return cls(
+            reference=doc["reference"],
+            digest=Digest.parse(doc["digest"]),
+            index_digest=Digest.parse(doc["index_digest"]) if doc.get("index_digest") else None,
+            platform=doc.get("platform", ""),
+            pulled_at=doc.get("pulled_at", ""),
+            source=doc.get("source", "registry"),
+        )
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    record: ImageRecord
+    manifest: object  # Manifest
+    config: object  # ImageConfig
+    config_digest: Digest
+
+    @property
+    def diff_ids(self):
+        return self.config.diff_ids
+
+
+@dataclass(frozen=True)
+class GcReport:
+    blobs_removed: int
+    layers_removed: int
+    temp_removed: int
+    bytes_freed: int
+
+
+def now_utc():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+class Store:
+    def __init__(self, layout):
+        self.layout = layout
+
+    def prepare(self):
+        for path in (self.layout.blobs_dir, self.layout.layers_dir, self.layout.images_dir, self.layout.tmp_dir, self.layout.locks_dir):
+            fsutil.ensure_dir(path)
+
+    # -- locks -----------------------------------------------------------------------------------
+    def shared_lock(self):
+        """Held by pulls (and runs): garbage collection waits for them."""
+        return fsutil.locked(self.layout.store_lock, shared=True)
+
+    def exclusive_lock(self):
+        return fsutil.locked(self.layout.store_lock, shared=False)
+
+    def layer_lock(self, diff_id):
+        return fsutil.locked(os.path.join(self.layout.locks_dir, f"layer-{diff_id.algorithm}-{diff_id.hex}.lock"))
+
+    # -- staging ---------------------------------------------------------------------------------
+    @contextmanager
+    def staging(self, kind):
+        """A fresh temp directory in the store's filesystem, locked while we work in it and
+        removed afterwards unless its content was committed (renamed away)."""
+        fsutil.ensure_dir(self.layout.tmp_dir)
+        path = os.path.join(self.layout.tmp_dir, f"{kind}-{os.getpid()}-{secrets.token_hex(6)}")
+        # Lock before the directory exists: a cleaner that sees the directory finds it locked.
+        with fsutil.locked(path + ".lock"):
+            try:
+                os.mkdir(path, 0o700)
+                yield path
+            finally:
+                fsutil.remove_tree(path)
+                fsutil.unlink_quietly(path + ".lock")
+
+    def clean_abandoned(self):
+        """Remove temp entries whose owner died (their lock is free). Returns how many."""
+        try:
+            names = os.listdir(self.layout.tmp_dir)
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for base in sorted({name.removesuffix(".lock") for name in names}):
+            path = os.path.join(self.layout.tmp_dir, base)
+            try:
+                with fsutil.locked(path + ".lock", blocking=False):
+                    if os.path.lexists(path):
+                        fsutil.remove_tree(path)
+                        removed += 1
+                    # Unlinked while we hold it: a process that opened it meanwhile notices
+                    # (fsutil.locked checks the inode) and retries on a fresh file.
+                    fsutil.unlink_quietly(path + ".lock")
+            except StoreError:
+                continue  # a live process is working there
+        return removed
+
+    # -- blobs -----------------------------------------------------------------------------------
+    def has_blob(self, digest):
+        return os.path.exists(self.layout.blob_path(digest))
+
+    def put_blob(self, digest, data):
+        if not digest.matches(data):
+            raise IntegrityError(f"content does not match its digest {digest}; not stored")
+        path = self.layout.blob_path(digest)
+        if not os.path.exists(path):
+            fsutil.atomic_write(path, data)
+
+    def blob_size(self, digest):
+        return _size_of(self.layout.blob_path(digest))
+
+    def read_blob(self, digest):
+        try:
+            with open(self.layout.blob_path(digest), "rb") as file:
+                return file.read()
+        except FileNotFoundError:
+            raise ImageNotStored(f"blob {digest} is missing from the store", hint="pull the image again, or run `toolbox prune`") from None
+
+    # -- layers ----------------------------------------------------------------------------------
+    def has_layer(self, diff_id):
+        # A layer directory only ever appears by rename, after its tree and layer.json are done.
+        return os.path.exists(self.layout.layer_dir(diff_id))
+
+    def layer_info(self, diff_id):
+        try:
+            with open(os.path.join(self.layout.layer_dir(diff_id), LAYER_INFO), "rb") as file:
+                return json.load(file)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def commit_layer(self, staging_dir, diff_id, info):
+        """Move a finished layer (staging_dir/tree) into place. If another process committed the
+        same layer meanwhile, ours is dropped: both are the same content."""
+        info = dict(info, diff_id=str(diff_id), disk_bytes=fsutil.disk_usage(os.path.join(staging_dir, "tree")), unpacked_at=now_utc())
+        with open(os.path.join(staging_dir, LAYER_INFO), "w") as file:
+            json.dump(info, file, indent=1, sort_keys=True)
+        final = self.layout.layer_dir(diff_id)
+        fsutil.ensure_dir(os.path.dirname(final))
+        try:
+            os.rename(staging_dir, final)
+        except OSError as err:
+            if not self.has_layer(diff_id):  # else another process won the race: same content
+                raise StoreError(f"cannot move layer {diff_id.short} into the store: {err.strerror}") from None
+
+    # -- images ----------------------------------------------------------------------------------
+    def _record_path(self, reference):
+        return os.path.join(self.layout.images_dir, urllib.parse.quote(reference, safe=""))
+
+    def put_image(self, record):
+        fsutil.atomic_write(self._record_path(record.reference), json.dumps(record.to_json(), indent=1, sort_keys=True).encode())
+
+    def records(self):
+        try:
+            names = sorted(os.listdir(self.layout.images_dir))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if name.startswith("."):
+                continue
+            try:
+                with open(os.path.join(self.layout.images_dir, name), "rb") as file:
+                    found.append(ImageRecord.from_json(json.load(file)))
+            except (OSError, ValueError, KeyError):
+                continue  # `toolbox check` reports unreadable records
+        return found
+
+    def find(self, text):
+        """Records matching what a user typed: a reference (normalised like a pull), or a prefix of
+        an image digest of at least 4 hex digits."""
+        records = self.records()
+        try:
+            ref = ImageRef.parse(text)
+        except InvalidReference:
+            ref = None
+        if ref is not None:
+            exact = [r for r in records if r.reference == str(ref)]
+            if exact:
+                return exact
+            if ref.digest:  # name@digest finds name:tag records of that digest too
+                return [r for r in records if r.digest == ref.digest and ImageRef.parse(r.reference).name == ref.name]
+        prefix = text.removeprefix("sha256:").lower()
+        if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
+            return [r for r in records if r.digest.hex.startswith(prefix)]
+        return []
+
+    def get_all(self, text):
+        """Every record `text` names; at least one."""
+        matches = self.find(text)
+        if not matches:
+            raise ImageNotStored(f"image {text!r} is not in the store", hint=f"pull it first: toolbox pull {text}")
+        return matches
+
+    def get(self, text):
+        """The one image `text` names (several references to one digest count as one)."""
+        matches = self.get_all(text)
+        if len({r.digest for r in matches}) > 1:
+            raise StoreError(f"{text!r} matches several images", hint="use more digits or the full reference")
+        return matches[0]
+
+    def remove_record(self, record):
+        fsutil.unlink_quietly(self._record_path(record.reference))
+
+    def load_image(self, record):
+        manifest = parse_manifest(self.read_blob(record.digest), what=f"manifest of {record.reference}")
+        config = parse_config(self.read_blob(manifest.config.digest), what=f"config of {record.reference}")
+        return StoredImage(record, manifest, config, manifest.config.digest)
+
+    def missing_layers(self, image):
+        return [d for d in image.diff_ids if not self.has_layer(d)]
+
+    # -- garbage collection ----------------------------------------------------------------------
+    def referenced(self):
+        """Blobs and layers that some image record needs."""
+        blobs, layers = set(), set()
+        for record in self.records():
+            blobs.add(record.digest)
+            if record.index_digest:
+                blobs.add(record.index_digest)
+            try:
+                image = self.load_image(record)
+            except Exception:  # a broken record keeps what it names; `toolbox check` deals with it
+                continue
+            blobs.add(image.config_digest)
+            layers.update(image.diff_ids)
+        return blobs, layers
+
+    def stored_blobs(self):
+        return list(_digests_below(self.layout.blobs_dir))
+
+    def stored_layers(self):
+        return list(_digests_below(self.layout.layers_dir))
+
+    def collect_garbage(self):
+        """Remove unreferenced blobs and layers and abandoned temp entries. Callers hold the
+        exclusive lock."""
+        blobs, layers = self.referenced()
+        freed = blobs_removed = layers_removed = 0
+        for digest in self.stored_blobs():
+            if digest not in blobs:
+                path = self.layout.blob_path(digest)
+                freed += _size_of(path)
+                fsutil.unlink_quietly(path)
+                blobs_removed += 1
+        for diff_id in self.stored_layers():
+            if diff_id not in layers:
+                freed += self.layer_info(diff_id).get("disk_bytes", 0)
+                self._remove_layer(diff_id)
+                layers_removed += 1
+        temp_removed = self.clean_abandoned()
+        return GcReport(blobs_removed, layers_removed, temp_removed, freed)
+
+    def _remove_layer(self, diff_id):
+        # Rename first so the layer disappears at once; a crash mid-delete leaves only temp junk.
+        fsutil.ensure_dir(self.layout.tmp_dir)
+        doomed = os.path.join(self.layout.tmp_dir, f"doomed-{os.getpid()}-{secrets.token_hex(6)}")
+        try:
+            os.rename(self.layout.layer_dir(diff_id), doomed)
+        except FileNotFoundError:
+            return
+        fsutil.remove_tree(doomed)
+
+
+def _digests_below(root):
+    """Yield the digests stored as root/<algorithm>/<hex>."""
+    try:
+        algorithms = os.listdir(root)
+    except FileNotFoundError:
+        return
+    for algorithm in algorithms:
+        for name in os.listdir(os.path.join(root, algorithm)):
+            try:
+                yield Digest.parse(f"{algorithm}:{name}")
+            except InvalidReference:
+                continue  # a stray temp file, not content
+
+
+def _size_of(path):
+    try:
+        return os.lstat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
