@@ -2,7 +2,8 @@
 """Cold-pull benchmark: an image of ~35 MB compressed / ~110 MB unpacked (the host's Python
 standard library and dist-packages, in two layers) served by Debian's docker-registry on 127.0.0.1.
 
-Measures, each from an empty store, the median of N runs of:
+Measures, each from an empty store, in turn (round robin, page cache flushed before each), the
+median of N runs of:
   toolbox pull            (the CLI, as a user runs it)
   podman pull             (fresh --root/--runroot), when podman is installed
   skopeo copy + umoci unpack --rootless, when both are installed
@@ -100,57 +101,65 @@ def timed(command, env=None, cwd=None):
     return time.perf_counter() - start
 
 
-def bench_toolbox(reference, registry, workdir, runs):
+def toolbox_pull(reference, registry, workdir, i):
     toolbox = shutil.which("toolbox") or None
     command = [toolbox] if toolbox else [sys.executable, "-m", "toolbox"]
-    times = []
-    for i in range(runs):
-        home = workdir / f"toolbox-{i}"
-        (home / "config").mkdir(parents=True)
-        (home / "config" / "config.toml").write_text(registry.toolbox_config_toml())
-        env = dict(os.environ, TOOLBOX_HOME=str(home), PYTHONPATH=str(REPO))
-        times.append(timed(command + ["pull", "--quiet", reference], env=env))
+    home = workdir / f"toolbox-{i}"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "config.toml").write_text(registry.toolbox_config_toml())
+    env = dict(os.environ, TOOLBOX_HOME=str(home), PYTHONPATH=str(REPO))
+    try:
+        return timed(command + ["pull", "--quiet", reference], env=env)
+    finally:
         shutil.rmtree(home, ignore_errors=True)
-    return times
 
 
-def bench_podman(reference, workdir, runs):
-    if not shutil.which("podman"):
-        return None
-    times = []
-    for i in range(runs):
-        root, runroot = workdir / f"podman-{i}" / "root", workdir / f"podman-{i}" / "run"
-        command = ["podman", "--root", str(root), "--runroot", str(runroot), "--storage-driver", "overlay", "pull", "--quiet", "--tls-verify=false", reference]
-        try:
-            times.append(timed(command))
-        except subprocess.CalledProcessError as err:
-            print(f"podman failed: {err.stderr.decode(errors='replace').strip()[:300]}", file=sys.stderr)
-            return None
-        finally:
-            subprocess.run(["podman", "unshare", "rm", "-rf", str(workdir / f"podman-{i}")], check=False, capture_output=True)
-            shutil.rmtree(workdir / f"podman-{i}", ignore_errors=True)
-    return times
+def podman_pull(reference, registry, workdir, i):
+    top = workdir / f"podman-{i}"
+    command = ["podman", "--root", str(top / "root"), "--runroot", str(top / "run"), "--storage-driver", "overlay", "pull", "--quiet", "--tls-verify=false", reference]
+    try:
+        return timed(command)
+    finally:
+        subprocess.run(["podman", "unshare", "rm", "-rf", str(top)], check=False, capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
 
 
-def bench_skopeo_umoci(reference, workdir, runs):
-    if not (shutil.which("skopeo") and shutil.which("umoci")):
-        return None
+def skopeo_umoci_pull(reference, registry, workdir, i):
     policy = workdir / "policy.json"
     policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
-    times = []
-    for i in range(runs):
-        target = workdir / f"skopeo-{i}"
-        target.mkdir()
-        start = time.perf_counter()
-        try:
-            subprocess.run(["skopeo", "--policy", str(policy), "copy", "--src-tls-verify=false", f"docker://{reference}", f"oci:{target}/layout:img"], check=True, capture_output=True)
-            subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{target}/layout:img", str(target / "bundle")], check=True, capture_output=True)
-        except subprocess.CalledProcessError as err:
-            print(f"{err.cmd[0]} failed: {err.stderr.decode(errors='replace').strip()[:300]}", file=sys.stderr)
-            return None
-        times.append(time.perf_counter() - start)
+    target = workdir / f"skopeo-{i}"
+    target.mkdir()
+    start = time.perf_counter()
+    try:
+        subprocess.run(["skopeo", "--policy", str(policy), "copy", "--src-tls-verify=false", f"docker://{reference}", f"oci:{target}/layout:img"], check=True, capture_output=True)
+        subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{target}/layout:img", str(target / "bundle")], check=True, capture_output=True)
+        return time.perf_counter() - start
+    finally:
         shutil.rmtree(target, ignore_errors=True)
-    return times
+
+
+CONTENDERS = [
+    ("toolbox pull", toolbox_pull, ()),
+    ("podman pull", podman_pull, ("podman",)),
+    ("skopeo copy + umoci unpack", skopeo_umoci_pull, ("skopeo", "umoci")),
+]
+
+
+def run_round_robin(reference, registry, workdir, runs):
+    """One run of each tool in turn, so slow phases of a noisy machine hit all of them alike;
+    the page cache is flushed before every run, so no run pays for the previous one's writes."""
+    results = {name: ([] if all(shutil.which(p) for p in needs) else None) for name, _, needs in CONTENDERS}
+    for i in range(runs):
+        for name, pull, _ in CONTENDERS:
+            if results[name] is None:
+                continue
+            os.sync()
+            try:
+                results[name].append(pull(reference, registry, workdir, i))
+            except subprocess.CalledProcessError as err:
+                print(f"{name} failed: {(err.stderr or b'').decode(errors='replace').strip()[:300]}", file=sys.stderr)
+                results[name] = None
+    return results
 
 
 def main():
@@ -164,9 +173,7 @@ def main():
             push_raw(registry, "bench/python", "1", built)
             reference = f"{registry.host}/bench/python:1"
             print(f"image: {len(built.layers)} layers, {compressed / 1e6:.1f} MB compressed, {unpacked / 1e6:.1f} MB unpacked; {args.runs} cold pulls each")
-            results = {"toolbox pull": bench_toolbox(reference, registry, workdir, args.runs)}
-            results["podman pull"] = bench_podman(reference, workdir, args.runs)
-            results["skopeo copy + umoci unpack"] = bench_skopeo_umoci(reference, workdir, args.runs)
+            results = run_round_robin(reference, registry, workdir, args.runs)
         ours = statistics.median(results["toolbox pull"])
         for name, times in results.items():
             if times is None:

@@ -281,3 +281,22 @@ def test_images_inspect_rmi_prune_df_agree_with_disk(toolbox, registry, pushed_i
     assert json.loads(toolbox.cli("images", "--json").stdout) == []
     prune = toolbox.cli("prune")
     assert prune.returncode == 0 and "Removed 0 layers" in prune.stdout
+
+
+@pytest.mark.parametrize("which", ["basic", "token"])
+def test_wrong_stored_credentials_are_a_clear_error(toolbox, which, request):
+    import base64
+
+    server = request.getfixturevalue(f"{which}_registry")
+    images = request.getfixturevalue(f"{which}_pushed_images")
+    image = images["busybox"] if which == "basic" else images["private"]["busybox"]
+    toolbox.trust(server)
+    config = toolbox.home / ".docker" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    bad = base64.b64encode(f"{server.username}:not-the-password".encode()).decode()
+    config.write_text(json.dumps({"auths": {server.host: {"auth": bad}}}))
+    with pytest.raises(AuthError) as info:
+        toolbox.pull(image.reference)
+    assert "not-the-password" not in str(info.value) + str(info.value.hint)
+    assert "toolbox login" in info.value.hint
+    assert toolbox.store.records() == [] and toolbox.leftovers() == []

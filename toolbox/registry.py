@@ -151,8 +151,9 @@ class RegistryClient:
 
     def _get_manifest(self, endpoint, ref, reference):
         response = self._request(endpoint, "GET", f"manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
+        what = f"manifest {reference}" if reference.startswith(("sha256:", "sha512:")) else f"tag {reference!r}"
         with response:
-            self._raise_for_status(response, endpoint, f"manifest {reference}")
+            self._raise_for_status(response, endpoint, what)
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_SIZE:
                 raise RegistryError(f"manifest {reference} from {endpoint.describe()} is {declared} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")

@@ -89,13 +89,23 @@ class _Unpacker:
     def __init__(self, dest_dir, limits):
         self._limits = limits
         self._root_fd = os.open(dest_dir, _DIR_FLAGS)
+        # Open directories by path, so a member does not re-walk its path from the root (members
+        # come grouped by directory). Safe: every fd was opened with O_NOFOLLOW one level at a
+        # time; forgotten whenever a directory is removed or replaced.
+        self._dir_fds = {}
         self._dir_mtimes = {}  # tuple(parts) -> mtime in ns, applied at the end
         self._counts = dict(files=0, dirs=0, symlinks=0, hardlinks=0, whiteouts=0, opaque_dirs=0, bytes=0)
         self._skipped = []
         self._entries = 0
 
     def close(self):
+        self._forget_dirs()
         os.close(self._root_fd)
+
+    def _forget_dirs(self):
+        for fd in self._dir_fds.values():
+            os.close(fd)
+        self._dir_fds.clear()
 
     def stats(self):
         return LayerStats(skipped=tuple(self._skipped), **self._counts)
@@ -131,24 +141,21 @@ class _Unpacker:
             kind = "FIFO" if member.isfifo() else "device node"
             self._skipped.append((member.name, f"{kind} skipped: unprivileged users cannot create it"))
             return
-        parent = self._open_parent(parts, member.name)
-        try:
-            base = parts[-1]
-            if member.isdir():
-                self._directory(parent, base, member, parts)
-            elif member.isreg():
-                self._regular_file(parent, base, member, tar)
-            elif member.issym():
-                self._replace(parent, base)
-                os.symlink(member.linkname, base, dir_fd=parent)
-                os.utime(base, ns=(_ns(member.mtime),) * 2, dir_fd=parent, follow_symlinks=False)
-                self._counts["symlinks"] += 1
-            elif member.islnk():
-                self._hard_link(parent, base, member)
-            else:
-                self._skipped.append((member.name, f"unsupported tar member type {member.type!r}"))
-        finally:
-            os.close(parent)
+        parent = self._parent_fd(parts, member.name)
+        base = parts[-1]
+        if member.isdir():
+            self._directory(parent, base, member, parts)
+        elif member.isreg():
+            self._regular_file(parent, base, member, tar)
+        elif member.issym():
+            self._replace(parent, base)
+            os.symlink(member.linkname, base, dir_fd=parent)
+            os.utime(base, ns=(_ns(member.mtime),) * 2, dir_fd=parent, follow_symlinks=False)
+            self._counts["symlinks"] += 1
+        elif member.islnk():
+            self._hard_link(parent, base, member)
+        else:
+            self._skipped.append((member.name, f"unsupported tar member type {member.type!r}"))
 
     def _directory(self, parent, base, member, parts):
         existing = _lstat(base, parent)
@@ -217,51 +224,50 @@ class _Unpacker:
     def _whiteout(self, parent_parts, target, name):
         if target in ("", ".", "..") or "/" in target:
             raise LayerError(f"whiteout {name!r} names {target!r}: refusing a layer that deletes outside its tree")
-        parent = self._open_parent(parent_parts + [target], name)
+        parent = self._parent_fd(parent_parts + [target], name)
+        self._replace(parent, target)
         try:
-            self._replace(parent, target)
             os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
         except PermissionError:
             raise LayerError(
                 f"cannot record whiteout {name!r}: this kernel does not let unprivileged users create overlay whiteouts",
                 hint="Linux 5.8 or later is needed",
             ) from None
-        finally:
-            os.close(parent)
         self._counts["whiteouts"] += 1
 
     def _opaque(self, dir_parts, name):
         if not dir_parts:
             # An opaque root hides every lower layer: refuse rather than guess.
             raise LayerError(f"opaque whiteout {name!r} at the layer root is not supported")
-        parent = self._open_parent(dir_parts, name)
+        parent = self._parent_fd(dir_parts, name)
+        base = dir_parts[-1]
+        existing = _lstat(base, parent)
+        if existing is None or not stat.S_ISDIR(existing.st_mode):
+            self._replace(parent, base)
+            os.mkdir(base, 0o755, dir_fd=parent)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
         try:
-            base = dir_parts[-1]
-            existing = _lstat(base, parent)
-            if existing is None or not stat.S_ISDIR(existing.st_mode):
-                self._replace(parent, base)
-                os.mkdir(base, 0o755, dir_fd=parent)
-            fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
-            try:
-                os.setxattr(fd, OPAQUE_XATTR, b"y")
-            finally:
-                os.close(fd)
+            os.setxattr(fd, OPAQUE_XATTR, b"y")
         finally:
-            os.close(parent)
+            os.close(fd)
         self._counts["opaque_dirs"] += 1
 
     # -- walking the tree safely -----------------------------------------------------------------
-    def _open_parent(self, parts, member_name):
-        """An fd of the directory that will hold parts[-1], creating missing directories and
-        refusing to pass through anything that is not a real directory."""
-        fd = os.dup(self._root_fd)
-        try:
-            for depth, part in enumerate(parts[:-1]):
-                fd = self._step_into(fd, part, parts[: depth + 1], member_name)
-            return fd
-        except BaseException:
-            os.close(fd)
-            raise
+    def _parent_fd(self, parts, member_name):
+        """The fd (owned by the cache: do not close) of the directory that will hold parts[-1],
+        creating missing directories and refusing to pass through anything that is not a real
+        directory."""
+        key = tuple(parts[:-1])
+        depth = len(key)
+        while depth and key[:depth] not in self._dir_fds:
+            depth -= 1
+        fd = self._dir_fds[key[:depth]] if depth else self._root_fd
+        for index in range(depth, len(key)):
+            fd = self._step_into(fd, key[index], key[: index + 1], member_name)
+            if len(self._dir_fds) >= 1024:
+                self._forget_dirs()  # the new fd is not in the cache yet, so it stays open
+            self._dir_fds[key[: index + 1]] = fd
+        return fd
 
     def _step_into(self, fd, part, walked, member_name):
         try:
@@ -283,7 +289,6 @@ class _Unpacker:
                 os.setxattr(child, OPAQUE_XATTR, b"y")
             else:
                 raise LayerError(f"layer member {member_name!r} needs {'/'.join(walked)!r} to be a directory, but it is a file") from None
-        os.close(fd)
         return child
 
     def _open_existing_parent(self, parts):
@@ -310,10 +315,19 @@ class _Unpacker:
             return
         if stat.S_ISDIR(existing.st_mode):
             shutil.rmtree(base, dir_fd=parent)
-            # Deeper directories' pending mtimes refer to a tree that is gone; harmless, as
-            # finish() skips paths it cannot open.
+            # Cached fds below it now name deleted directories. (Pending mtimes of paths that
+            # are gone are harmless: finish() skips what it cannot open.)
+            self._forget_dirs_except(parent)
         else:
             os.unlink(base, dir_fd=parent)
+
+    def _forget_dirs_except(self, parent):
+        # `parent` itself may be a cached fd that callers still use, so keep that one.
+        keep = {key: fd for key, fd in self._dir_fds.items() if fd == parent}
+        for key, fd in self._dir_fds.items():
+            if key not in keep:
+                os.close(fd)
+        self._dir_fds = keep
 
     def _copy_xattrs(self, fd, member):
         for key, value in member.pax_headers.items():
