@@ -48,9 +48,16 @@ def test_layout_from_env_overrides(tmp_path):
         layout.cache_dir = "/elsewhere"
 
 
-def test_layout_defaults_follow_platformdirs(tmp_path):
-    layout = Layout.from_env({})
+@pytest.mark.parametrize("xdg", [{}, {"XDG_CACHE_HOME": "/x/cache", "XDG_DATA_HOME": "/x/data", "XDG_CONFIG_HOME": "/x/config"}, {"XDG_CACHE_HOME": "relative"}])
+def test_layout_defaults_follow_platformdirs(tmp_path, monkeypatch, xdg):
     import platformdirs
 
+    env = {"HOME": str(tmp_path), **xdg}
+    for key in ("HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    layout = Layout.from_env(env)
     assert layout.cache_dir == platformdirs.user_cache_dir("toolbox")
+    assert layout.data_dir == platformdirs.user_data_dir("toolbox")
     assert layout.config_dir == platformdirs.user_config_dir("toolbox")

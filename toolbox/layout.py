@@ -11,12 +11,22 @@ Where things live (platformdirs' directories unless overridden):
 
 Environment overrides, so tests and unusual setups stay isolated: TOOLBOX_HOME puts all three
 under one directory; TOOLBOX_CACHE_DIR, TOOLBOX_DATA_DIR, TOOLBOX_CONFIG_DIR override one each;
-TOOLBOX_CONFIG names the config file itself.
+TOOLBOX_CONFIG names the config file itself. Without overrides the directories are
+platformdirs' (the XDG base directories on Linux), computed here without importing platformdirs.
 """
 
 import os
 
 APP_NAME = "toolbox"
+
+
+def _xdg_dir(env, variable, default_below_home):
+    """platformdirs' rule on Linux (the XDG base directory spec), without importing platformdirs
+    (~30 ms) on the launch path; tests/test_config.py checks the two agree."""
+    value = env.get(variable, "").strip()
+    if value and os.path.isabs(value):
+        return value
+    return os.path.join(env.get("HOME") or os.path.expanduser("~"), default_below_home)
 
 
 class Layout:
@@ -53,20 +63,17 @@ class Layout:
         home = env.get("TOOLBOX_HOME")
         base = cls.under(home) if home else None
 
-        def pick(var, attr, platformdirs_func):
+        def pick(var, attr, xdg_var, xdg_default):
             if env.get(var):
                 return env[var]
             if base is not None:
                 return getattr(base, attr)
-            import platformdirs  # ~30 ms: only when no override says where to look
+            return os.path.join(_xdg_dir(env, xdg_var, xdg_default), APP_NAME)
 
-            return getattr(platformdirs, platformdirs_func)(APP_NAME)
-
-        config_dir = pick("TOOLBOX_CONFIG_DIR", "config_dir", "user_config_dir")
         return cls(
-            cache_dir=pick("TOOLBOX_CACHE_DIR", "cache_dir", "user_cache_dir"),
-            data_dir=pick("TOOLBOX_DATA_DIR", "data_dir", "user_data_dir"),
-            config_dir=config_dir,
+            cache_dir=pick("TOOLBOX_CACHE_DIR", "cache_dir", "XDG_CACHE_HOME", ".cache"),
+            data_dir=pick("TOOLBOX_DATA_DIR", "data_dir", "XDG_DATA_HOME", ".local/share"),
+            config_dir=pick("TOOLBOX_CONFIG_DIR", "config_dir", "XDG_CONFIG_HOME", ".config"),
             config_file=env.get("TOOLBOX_CONFIG") or None,
         )
 
@@ -105,6 +112,22 @@ class Layout:
     def tmp_dir(self):
         """Work in progress. Same filesystem as the store, so finished work is renamed into place."""
         return os.path.join(self.store_dir, "tmp")
+
+    @property
+    def plans_dir(self):
+        """Run plans: what `toolbox run IMAGE` needs, precomputed (marshal), so the launch path
+        reads one small file instead of parsing references, manifests and configs."""
+        return os.path.join(self.store_dir, "plans")
+
+    def run_plan_path(self, image_text):
+        # Keyed by the text the user typed, hex-encoded: no parsing and no quoting module needed.
+        return os.path.join(self.plans_dir, image_text.encode("utf-8", "surrogateescape").hex() + ".plan")
+
+    @property
+    def scratch_mountpoint(self):
+        """An empty directory the runtime mounts its scratch tmpfs on, inside its own mount
+        namespace (invisible outside)."""
+        return os.path.join(self.store_dir, "mnt")
 
     @property
     def locks_dir(self):

@@ -202,6 +202,9 @@ class Store:
     def _record_path(self, reference):
         return os.path.join(self.layout.images_dir, urllib.parse.quote(reference, safe=""))
 
+    def record_path(self, record):
+        return self._record_path(record.reference)
+
     def put_image(self, record):
         fsutil.atomic_write(self._record_path(record.reference), json.dumps(record.to_json(), indent=1, sort_keys=True).encode())
 

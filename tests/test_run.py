@@ -1,0 +1,157 @@
+"""`toolbox run` as an ordinary user: a real user + mount namespace, overlayfs over the stored
+layer trees, exec in place."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from toolbox import _sys_build
+
+FORBIDDEN_ON_LAUNCH_PATH = {"typer", "click", "rich", "requests", "urllib3", "platformdirs", "tomllib", "json", "dataclasses", "cffi", "pycparser"}
+
+
+def userns_overlay_available():
+    if shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returncode == 0
+
+
+needs_userns = pytest.mark.skipif(not userns_overlay_available(), reason="unprivileged user namespaces are not available here")
+
+
+@pytest.fixture
+def busybox(toolbox, registry, pushed_images):
+    toolbox.trust(registry)
+    image = pushed_images["busybox"]
+    toolbox.pull(image.reference)
+    return image.reference
+
+
+def run(toolbox, *args, input=None, cwd=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "toolbox", "run", *args],
+        env=dict(toolbox.env, **(env or {})),
+        input=input,
+        capture_output=True,
+        cwd=cwd or toolbox.root,
+        timeout=60,
+    )
+
+
+@needs_userns
+def test_pipes_and_arguments(toolbox, busybox):
+    result = run(toolbox, busybox, "cat", input=b'{"a":1}\n')
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b'{"a":1}\n'
+    result = run(toolbox, busybox, "sh", "-c", 'printf "%s|" "$@"', "sh", "two words", "", "-x", "*")
+    assert result.stdout == b"two words||-x|*|"
+
+
+@needs_userns
+def test_exit_codes(toolbox, busybox, tmp_path):
+    assert run(toolbox, busybox, "true").returncode == 0
+    assert run(toolbox, busybox, "sh", "-c", "exit 3").returncode == 3
+    missing = run(toolbox, busybox, "no-such-command")
+    assert missing.returncode == 127 and b"command not found in the image" in missing.stderr
+    not_executable = run(toolbox, busybox, "/etc/passwd")
+    assert not_executable.returncode == 126, not_executable.stderr
+    not_stored = run(toolbox, "127.0.0.1:1/not-pulled:1", "true")
+    assert not_stored.returncode == 125 and b"not in the store" in not_stored.stderr and b"toolbox pull" in not_stored.stderr
+    bad_option = run(toolbox, "--bogus", busybox)
+    assert bad_option.returncode == 125 and b"unknown option --bogus" in bad_option.stderr
+    # Killed by a signal: the shell that started it sees 128 + the signal, as for any program.
+    shell = subprocess.run(
+        ["sh", "-c", f'"$0" -m toolbox run {busybox} sh -c "kill -TERM \\$\\$"; echo $?', sys.executable],
+        env=toolbox.env, capture_output=True, cwd=toolbox.root, timeout=60,
+    )
+    assert shell.stdout.strip() == b"143", shell.stderr
+
+
+@needs_userns
+def test_files_written_to_the_cwd_belong_to_the_user(toolbox, busybox, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "input.txt").write_text("from the host\n")
+    result = run(toolbox, busybox, "sh", "-c", "cat input.txt > output.txt && pwd && id -u && whoami && echo $HOME", cwd=project)
+    assert result.returncode == 0, result.stderr
+    pwd, uid, name, home = result.stdout.decode().split()
+    assert pwd == str(project) and uid == str(os.getuid())
+    assert home.startswith("/home/")
+    assert (project / "output.txt").read_text() == "from the host\n"
+    assert (project / "output.txt").stat().st_uid == os.getuid()
+
+
+@needs_userns
+def test_the_scratch_layer_vanishes_and_the_store_is_untouched(toolbox, busybox, tmp_path):
+    assert run(toolbox, busybox, "sh", "-c", "echo scratch > /etc/new && rm /bin/sh.bak 2>/dev/null; rm -f /bin/busybox.x; echo x > /tmp/t").returncode == 0
+    assert run(toolbox, busybox, "cat", "/etc/new").returncode == 1
+    assert os.listdir(toolbox.layout.scratch_mountpoint) == []
+    assert toolbox.leftovers() == []
+    read_only = run(toolbox, "--read-only", busybox, "touch", "/etc/nope")
+    assert read_only.returncode != 0 and b"Read-only file system" in read_only.stderr
+
+
+@needs_userns
+def test_image_env_entrypoint_and_options(toolbox, busybox, tmp_path):
+    env = run(toolbox, "-e", "GREETING=hi", "-e", "FROM_HOST", busybox, "env", env={"FROM_HOST": "passed", "TERM": "xterm-test"})
+    lines = set(env.stdout.decode().splitlines())
+    assert {"GREETING=hi", "FROM_HOST=passed", "TERM=xterm-test"} <= lines
+    assert any(line.startswith("PATH=") for line in lines)
+    workdir = run(toolbox, "--no-cwd", "-w", "/tmp", busybox, "pwd")
+    assert workdir.stdout == b"/tmp\n"
+    entrypoint = run(toolbox, "--entrypoint", "echo", busybox, "via", "entrypoint")
+    assert entrypoint.stdout == b"via entrypoint\n"
+
+
+@needs_userns
+def test_sigterm_to_the_toolbox_pid_reaches_the_tool(toolbox, busybox):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done"],
+        env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=toolbox.root,
+    )
+    assert process.stdout.readline() == b"ready\n"
+    process.send_signal(signal.SIGTERM)  # the pid we started is the tool itself: exec in place
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 7, err
+    assert out == b"got TERM\n"
+
+
+@needs_userns
+def test_launch_path_loads_no_heavy_module(toolbox, busybox, tmp_path):
+    report = tmp_path / "modules.txt"
+    assert run(toolbox, busybox, "true").returncode == 0  # the first run writes the plan
+    result = run(toolbox, busybox, "true", env={"TOOLBOX_REPORT_MODULES": str(report)})
+    assert result.returncode == 0, result.stderr
+    loaded = set(report.read_text().split())
+    assert "toolbox.launch" in loaded and "toolbox.runtime" in loaded
+    assert not loaded & FORBIDDEN_ON_LAUNCH_PATH, loaded & FORBIDDEN_ON_LAUNCH_PATH
+    assert not {m for m in loaded if m in ("toolbox.store", "toolbox.reference", "toolbox.cli", "toolbox.registry")}
+
+
+@needs_userns
+def test_a_new_pull_of_the_tag_refreshes_the_plan(toolbox, registry, pushed_images, busybox):
+    from tests.support.push import push_raw
+
+    assert run(toolbox, busybox, "cat", "/a.txt").returncode == 1
+    push_raw(registry, "busybox", "replaced", pushed_images["shared_a"].built)
+    reference = busybox.rsplit(":", 1)[0] + ":replaced"
+    toolbox.pull(reference)
+    assert run(toolbox, reference, "cat", "/a.txt").stdout == b"image A\n"
+
+
+def test_the_generated_syscall_module_is_current(tmp_path):
+    generated = tmp_path / "_sys.py"
+    _sys_build.builder().emit_python_code(str(generated))
+    committed = os.path.join(os.path.dirname(_sys_build.__file__), "_sys.py")
+    assert generated.read_text() == open(committed).read(), "run `python -m toolbox._sys_build`"
+
+
+def test_usage_errors_without_a_namespace(toolbox):
+    result = run(toolbox)
+    assert result.returncode == 125 and b"no image given" in result.stderr
+    assert run(toolbox, "--help").returncode == 0

@@ -1,0 +1,231 @@
+"""`toolbox run`: the launch path. Light by design — standard library and the generated cffi
+module only, no typer, requests, json, dataclasses or platformdirs — because it runs before every
+tool. It parses the options, reads the image's run plan (made by the cold tier on first use),
+builds a RunSpec and hands this process over to the runtime, which becomes the tool.
+
+Exit status: the tool's own; 125 when toolbox fails; 126 when the command cannot be executed;
+127 when it is not found in the image.
+"""
+
+import marshal
+import os
+import sys
+
+from .errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError
+from .layout import Layout
+from .runtime import CommandNotExecutable, CommandNotFound, RunSpec, RuntimeStepError, exec_container
+
+USAGE = "usage: toolbox run [OPTIONS] IMAGE [COMMAND [ARG...]]"
+HELP = USAGE + """
+
+Run a command in a stored image, as you, in the current directory.
+
+Options:
+  -e, --env KEY[=VALUE]   set a variable (KEY alone passes the host's value)
+  -w, --workdir DIR       working directory inside (default: the current directory)
+  --entrypoint CMD        replace the image's entrypoint
+  --no-cwd                do not mount the current directory
+  --read-only             make the image's root read-only
+  -i, -t, --rm            accepted, for muscle memory: stdin and the terminal are always the tool's
+"""
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PASSED_FROM_HOST = ("TERM", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "COLORTERM", "TZ")
+# Set by tests to check what the launch path imported, just before it execs.
+MODULES_REPORT_ENV = "TOOLBOX_REPORT_MODULES"
+
+
+class UsageError(Exception):
+    pass
+
+
+class RunOptions:
+    __slots__ = ("image", "command", "env", "workdir", "entrypoint", "mount_cwd", "read_only")
+
+    def __init__(self):
+        self.image = None
+        self.command = []
+        self.env = []
+        self.workdir = None
+        self.entrypoint = None
+        self.mount_cwd = True
+        self.read_only = False
+
+
+_FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
+          "--no-cwd": "mount_cwd", "--read-only": "read_only"}
+_WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint"}
+
+
+def parse_args(argv):
+    options = RunOptions()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        if not arg.startswith("-") or arg == "-":
+            options.image = arg
+            break
+        name, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, False, None)
+        if name in _FLAGS:
+            if _FLAGS[name] == "mount_cwd":
+                options.mount_cwd = False
+            elif _FLAGS[name] == "read_only":
+                options.read_only = True
+            continue
+        if name in _WITH_VALUE:
+            if not has_value:
+                if not args:
+                    raise UsageError(f"option {name} needs a value")
+                value = args.pop(0)
+            attribute = _WITH_VALUE[name]
+            if attribute == "env":
+                options.env.append(value)
+            else:
+                setattr(options, attribute, value)
+            continue
+        if arg in ("-h", "--help"):
+            raise UsageError(None)
+        raise UsageError(f"unknown option {arg}")
+    if options.image is None:
+        if not args:
+            raise UsageError("no image given")
+        options.image = args.pop(0)
+    options.command = args
+    return options
+
+
+def load_plan(layout, image_text):
+    """The image's run plan: read from the cache, or made by the cold tier when missing or stale."""
+    try:
+        with open(layout.run_plan_path(image_text), "rb") as file:
+            plan = marshal.load(file)
+        st = os.stat(plan["record"])
+        if plan.get("v") == 1 and plan.get("record_id") == [st.st_ino, st.st_mtime_ns]:
+            return plan
+    except (OSError, EOFError, ValueError, TypeError, KeyError):
+        pass
+    from .runplan import make_plan  # the cold tier, once per image and spelling
+
+    return make_plan(layout, image_text)
+
+
+def command_line(plan, options):
+    """Docker's rules: --entrypoint replaces the entrypoint and drops the image's Cmd; arguments
+    replace Cmd."""
+    if options.entrypoint is not None:
+        entrypoint = [options.entrypoint] if options.entrypoint else []
+        cmd = options.command
+    else:
+        entrypoint = plan["entrypoint"] or []
+        cmd = options.command or (plan["cmd"] or [])
+    argv = entrypoint + cmd
+    if not argv:
+        raise ToolboxError(f"{plan['reference']} has no entrypoint or command, and none was given", hint=USAGE)
+    return argv
+
+
+def environment(plan, options, home, user_name):
+    env = {}
+    for entry in plan["env"]:
+        key, _, value = entry.partition("=")
+        env[key] = value
+    env.setdefault("PATH", DEFAULT_PATH)
+    for name in PASSED_FROM_HOST:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env["HOME"] = home
+    env["USER"] = user_name
+    for item in options.env:
+        key, has_value, value = item.partition("=")
+        if not key:
+            raise UsageError(f"invalid -e {item!r}: expected KEY or KEY=VALUE")
+        if has_value:
+            env[key] = value
+        elif key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
+def _user_name():
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if name and ":" not in name and "\n" not in name:
+        return name
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return "user"
+
+
+def make_spec(layout, plan, options):
+    user_name = _user_name()
+    home = f"/home/{user_name}"
+    binds = []
+    host_cwd = os.getcwd()
+    if options.mount_cwd and host_cwd != "/":
+        binds.append((host_cwd, host_cwd, False))
+        workdir = options.workdir or host_cwd
+    else:
+        workdir = options.workdir or plan["working_dir"] or "/"
+    os.makedirs(layout.scratch_mountpoint, exist_ok=True)
+    return RunSpec(
+        layers_dir=layout.layers_dir,
+        layers=plan["layers"],
+        scratch_dir=layout.scratch_mountpoint,
+        argv=command_line(plan, options),
+        env=environment(plan, options, home, user_name),
+        cwd=workdir,
+        binds=binds,
+        user_name=user_name,
+        home=home,
+        read_only=options.read_only,
+    )
+
+
+def _report_modules():
+    path = os.environ.get(MODULES_REPORT_ENV)
+    if path:
+        with open(path, "w") as file:
+            file.write("\n".join(sorted(sys.modules)))
+
+
+def _fail(message, hint=None, code=EXIT_TOOLBOX_FAILED):
+    print(f"toolbox: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"toolbox: hint: {hint}", file=sys.stderr)
+    return code
+
+
+def main(argv):
+    try:
+        options = parse_args(argv)
+        layout = Layout.from_env()
+        spec = make_spec(layout, load_plan(layout, options.image), options)
+        _report_modules()
+        exec_container(spec)
+    except UsageError as err:
+        if err.args[0] is None:
+            print(HELP)
+            return 0
+        return _fail(str(err), USAGE)
+    except ToolboxError as err:
+        return _fail(err.message, err.hint, err.exit_code)
+    except RuntimeStepError as err:
+        return _fail(f"cannot start the container: {err}", _runtime_hint(err))
+    except CommandNotFound as err:
+        return _fail(f"command not found in the image: {err}", "check the command name, or the image's PATH", EXIT_NOT_FOUND)
+    except CommandNotExecutable as err:
+        return _fail(f"cannot execute {err}", None, EXIT_CANNOT_RUN)
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_TOOLBOX_FAILED  # not reached: exec_container does not return
+
+
+def _runtime_hint(err):
+    if err.step.startswith("unshare") and err.errno in (1, 22, 28):
+        return "unprivileged user namespaces seem disabled (e.g. kernel.unprivileged_userns_clone=0, or Ubuntu's AppArmor restriction)"
+    if err.step.startswith("assemble") and err.errno in (1, 22):
+        return "this kernel cannot mount overlayfs in a user namespace (Linux 5.11 or later with userxattr is needed)"
+    return None

@@ -1,0 +1,194 @@
+"""The rootless runtime: build a container around this very process, then become the tool.
+
+The launch path: no daemon, no helper, no fork. The order follows bubblewrap and runc:
+unshare user + mount namespaces → write id maps (setgroups denied before gid_map) → make every
+mount private → assemble the root (tmpfs scratch, overlayfs of the image's layer trees) → system
+mounts (/proc, /sys, a minimal /dev) and the user's binds → pivot_root → chdir →
+no_new_privs → execve. The process keeps its pid, its terminal, its stdin/stdout/stderr and
+its parent, so pipes, job control, signals and the exit status are the tool's own.
+
+It knows nothing of images or recipes: it receives a RunSpec. Every failure names the step and
+the path (RuntimeStepError); the caller turns it into exit status 125.
+"""
+
+import os
+
+from . import syscalls as sc
+
+DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+
+
+class RunSpec:
+    """What to run and how: the one contract between planning and the runtime."""
+
+    __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "user_name", "home", "read_only")
+
+    def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), user_name="user", home="/home/user", read_only=False):
+        self.layers_dir = layers_dir  # the directory that holds the layer trees
+        self.layers = layers  # layer tree names relative to layers_dir, topmost first
+        self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
+        self.argv = argv
+        self.env = env  # dict
+        self.cwd = cwd  # working directory inside
+        self.binds = binds  # (host path, container path, read_only)
+        self.user_name = user_name
+        self.home = home
+        self.read_only = read_only
+
+
+class RuntimeStepError(Exception):
+    def __init__(self, step, err):
+        super().__init__(f"{step}: {err.strerror if isinstance(err, OSError) and err.strerror else err}")
+        self.step = step
+        self.errno = getattr(err, "errno", None)
+
+
+class CommandNotFound(Exception):
+    pass
+
+
+class CommandNotExecutable(Exception):
+    pass
+
+
+def exec_container(spec):
+    """Never returns: execs the tool, or raises."""
+    uid, gid = os.getuid(), os.getgid()
+    _step("unshare user and mount namespaces", sc.unshare, sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
+    _step("write id maps", write_id_maps, uid, gid)
+    _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    root = _step("assemble the root filesystem", assemble_root, spec)
+    _step("mount /proc, /sys and /dev", mount_system, root)
+    _step("add the user to /etc/passwd", add_user, root, spec, uid, gid)
+    for host, inside, read_only in spec.binds:
+        _step(f"bind {host} to {inside}", bind, root, host, inside, read_only)
+    if spec.read_only:
+        _step("make the root read-only", sc.mount, None, root, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+    _step("pivot_root", pivot_into, root)
+    _step(f"chdir {spec.cwd}", os.chdir, spec.cwd)
+    _step("set no_new_privs", sc.set_no_new_privs)
+    execute(spec.argv, spec.env)
+
+
+def _step(name, function, *args):
+    try:
+        return function(*args)
+    except OSError as err:
+        raise RuntimeStepError(name, err) from None
+
+
+def write_id_maps(uid, gid):
+    """Map our own ids to themselves: files we create are ours outside too. setgroups must be
+    denied before an unprivileged process may write gid_map (user_namespaces(7))."""
+    with open("/proc/self/setgroups", "w") as file:
+        file.write("deny")
+    with open("/proc/self/uid_map", "w") as file:
+        file.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as file:
+        file.write(f"{gid} {gid} 1")
+
+
+def assemble_root(spec):
+    """A tmpfs holds the writable scratch layer (gone when the namespace goes) under an overlayfs
+    of the read-only layer trees."""
+    scratch = spec.scratch_dir
+    sc.mount("toolbox-scratch", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
+    for name in ("upper", "work", "root"):
+        os.mkdir(os.path.join(scratch, name), 0o755)
+    # Layer paths relative to the layers directory keep the option string short: the mount data
+    # is limited to one page.
+    os.chdir(spec.layers_dir)
+    options = f"userxattr,lowerdir={':'.join(spec.layers)},upperdir={scratch}/upper,workdir={scratch}/work"
+    root = os.path.join(scratch, "root")
+    sc.mount("toolbox", root, "overlay", 0, options)
+    return root
+
+
+def mount_system(root):
+    # /proc: a new procfs needs a new pid namespace, which would need a resident parent; the
+    # host's /proc is bound instead, as Charliecloud does.
+    proc = _mountpoint(root, "proc", directory=True)
+    sc.mount("/proc", proc, None, sc.MS_BIND | sc.MS_REC)
+    sys_dir = _mountpoint(root, "sys", directory=True)
+    sc.mount("/sys", sys_dir, None, sc.MS_BIND | sc.MS_REC)
+    try:
+        sc.mount(None, sys_dir, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    except OSError:
+        pass  # locked flags on the host's /sys: it stays as the host has it
+    dev = _mountpoint(root, "dev", directory=True)
+    sc.mount("toolbox-dev", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755")
+    for name in DEVICE_NODES:
+        if os.path.exists(f"/dev/{name}"):
+            target = _mountpoint(root, f"dev/{name}", directory=False)
+            sc.mount(f"/dev/{name}", target, None, sc.MS_BIND)
+    if os.path.isdir("/dev/pts"):
+        sc.mount("/dev/pts", _mountpoint(root, "dev/pts", directory=True), None, sc.MS_BIND | sc.MS_REC)
+        os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    sc.mount("toolbox-shm", _mountpoint(root, "dev/shm", directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, os.path.join(dev, name))
+    for name in ("resolv.conf", "hosts"):
+        if os.path.exists(f"/etc/{name}"):
+            sc.mount(f"/etc/{name}", _mountpoint(root, f"etc/{name}", directory=False), None, sc.MS_BIND)
+
+
+def _mountpoint(root, relative, directory):
+    """Create what a mount needs to sit on, inside the scratch layer (never following a symlink
+    out of the root: the image's own /dev or /etc entries may be symlinks)."""
+    path = os.path.join(root, relative)
+    if os.path.islink(path):
+        os.unlink(path)
+    if directory:
+        os.makedirs(path, exist_ok=True)
+    elif not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+    return path
+
+
+def add_user(root, spec, uid, gid):
+    """So that `whoami`, `id` and `~` work: an entry for the user, and a writable home."""
+    home = os.path.join(root, spec.home.lstrip("/"))
+    os.makedirs(home, exist_ok=True)
+    _append_if_missing(os.path.join(root, "etc", "passwd"), f"{spec.user_name}:x:{uid}:{gid}:{spec.user_name}:{spec.home}:/bin/sh\n", f":{uid}:")
+    _append_if_missing(os.path.join(root, "etc", "group"), f"{spec.user_name}:x:{gid}:\n", f":{gid}:")
+
+
+def _append_if_missing(path, line, id_field):
+    if os.path.islink(path):
+        return  # an image whose /etc/passwd is a symlink keeps it as it is
+    try:
+        with open(path) as file:
+            for existing in file:
+                fields = existing.split(":")
+                if len(fields) > 2 and f":{fields[2]}:" == id_field:
+                    return
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as file:
+        file.write(line)
+
+
+def bind(root, host, inside, read_only):
+    target = _mountpoint(root, inside.lstrip("/"), directory=os.path.isdir(host))
+    sc.mount(host, target, None, sc.MS_BIND | sc.MS_REC)
+    if read_only:
+        sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+
+
+def pivot_into(root):
+    """pivot_root(".", "."), then detach the old root that now sits on top (the trick runc uses:
+    no directory for the old root is needed)."""
+    os.chdir(root)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+
+
+def execute(argv, env):
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        raise CommandNotFound(argv[0]) from None
+    except (PermissionError, IsADirectoryError, OSError) as err:
+        raise CommandNotExecutable(f"{argv[0]}: {err.strerror}") from None
