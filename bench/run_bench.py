@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Warm-launch benchmark: `jq --version` from an image holding the host's jq and its shared
+libraries, served by Debian's docker-registry on 127.0.0.1 and pulled once beforehand.
+
+Prints the median of N runs of: native jq; `toolbox run IMAGE --version` (the `toolbox` on
+PATH, as scripts/install makes it, else `python -m toolbox`); and, when they
+are installed, bwrap and ch-run on the unpacked root filesystem and `podman run --rm` —
+and each one's ratio to toolbox. Run it as an ordinary user:
+
+    python3 bench/run_bench.py [--runs 30]
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.support import images  # noqa: E402
+from tests.support.push import push_raw  # noqa: E402
+from tests.support.registry import RegistryServer  # noqa: E402
+
+
+def shared_libraries(binary):
+    output = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    paths = []
+    for line in output.splitlines():
+        parts = line.split("=>")
+        candidate = (parts[1] if len(parts) > 1 else parts[0]).split("(")[0].strip()
+        if candidate.startswith("/"):
+            paths.append(candidate)
+    return paths
+
+
+def jq_image():
+    entries = [images.directory(d) for d in ("bin", "dev", "etc", "home", "lib", "lib64", "proc", "sys", "tmp", "usr", "usr/bin")]
+    entries.append(images.file("usr/bin/jq", Path("/usr/bin/jq").read_bytes(), 0o755))
+    entries.append(images.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"))
+    entries.append(images.file("etc/group", "root:x:0:\n"))
+    seen_dirs = set()
+    for library in shared_libraries("/usr/bin/jq"):
+        real = os.path.realpath(library)
+        for directory in (os.path.dirname(library), os.path.dirname(real)):
+            parts = directory.strip("/").split("/")
+            for depth in range(1, len(parts) + 1):
+                sub = "/".join(parts[:depth])
+                if sub not in seen_dirs and sub not in ("bin", "dev", "etc", "home", "lib", "lib64", "proc", "sys", "tmp", "usr", "usr/bin"):
+                    seen_dirs.add(sub)
+                    entries.append(images.directory(sub))
+        entries.append(images.file(real.lstrip("/"), Path(real).read_bytes(), 0o755))
+        if library != real:
+            entries.append(images.symlink(library.lstrip("/"), real))
+    spec = images.ImageSpec(layers=(images.Layer(tuple(entries)),), entrypoint=("/usr/bin/jq",))
+    return images.build_image(spec)
+
+
+def median_ms(command, runs, env=None):
+    subprocess.run(command, env=env, check=True, capture_output=True)  # warm-up (and plan cache)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="toolbox-run-bench-"))
+    try:
+        built = jq_image()
+        with RegistryServer(workdir / "registry", "plain") as registry:
+            push_raw(registry, "bench/jq", "1", built)
+            reference = f"{registry.host}/bench/jq:1"
+            home = workdir / "toolbox"
+            (home / "config").mkdir(parents=True)
+            (home / "config" / "config.toml").write_text(registry.toolbox_config_toml())
+            env = dict(os.environ, TOOLBOX_HOME=str(home), PYTHONPATH=str(REPO))
+            toolbox = [shutil.which("toolbox")] if shutil.which("toolbox") else [sys.executable, "-m", "toolbox"]
+            subprocess.run(toolbox + ["pull", "-q", reference], env=env, check=True, capture_output=True)
+            rootfs = workdir / "rootfs"
+            rootfs.mkdir()
+            from toolbox.digest import Digest
+            from toolbox.layout import Layout
+            from toolbox.unpack import merge_layers
+
+            layout = Layout.from_env(env)
+            merge_layers([layout.layer_tree(Digest.parse(d)) for d in built.diff_ids], str(rootfs))
+
+            results = {"native jq": median_ms(["/usr/bin/jq", "--version"], args.runs)}
+            results["toolbox run"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"], args.runs, env=env)
+            peers = {
+                "bwrap": ["bwrap", "--unshare-user", "--ro-bind", str(rootfs), "/", "--dev-bind", "/dev", "/dev", "--ro-bind", "/proc", "/proc", "/usr/bin/jq", "--version"],
+                "ch-run": ["ch-run", str(rootfs), "--", "/usr/bin/jq", "--version"],
+            }
+            for name, command in peers.items():
+                if not shutil.which(command[0]):
+                    continue
+                try:
+                    results[name] = median_ms(command, args.runs)
+                except subprocess.CalledProcessError as err:
+                    print(f"{name} failed: {(err.stderr or b'').decode(errors='replace')[:300]}", file=sys.stderr)
+            if shutil.which("podman"):
+                # runc: crun 1.8 refuses hybrid v1/v2 cgroup hosts such as this one.
+                runtime = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"] if shutil.which("runc") else []
+                podman = ["podman", "--root", str(workdir / "podman"), "--runroot", str(workdir / "podman-run"), "--storage-driver", "overlay", *runtime]
+                try:
+                    subprocess.run(podman + ["pull", "-q", "--tls-verify=false", reference], check=True, capture_output=True)
+                    # No cgroups: a hybrid v1/v2 host without systemd (like the CI machine) has none to offer.
+                    results["podman run --rm"] = median_ms(podman + ["run", "--rm", *(["--cgroups=disabled"] if not runtime else []), "--network", "host", reference, "--version"], max(5, args.runs // 3))
+                except subprocess.CalledProcessError as err:
+                    print(f"podman failed: {err.stderr.decode(errors='replace')[:300]}", file=sys.stderr)
+                finally:
+                    subprocess.run(["podman", "unshare", "rm", "-rf", str(workdir / "podman")], capture_output=True)
+        ours = results["toolbox run"]
+        print(f"jq --version, median of {args.runs} warm runs each")
+        for name, value in results.items():
+            relation = "" if name == "toolbox run" else f"   toolbox is {value / ours:.2f}x its time" if value > ours else f"   {ours / value:.1f}x faster than toolbox"
+            print(f"{name:18s} {value:8.1f} ms{relation}")
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(workdir)], capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
