@@ -7,12 +7,12 @@ Exit status: the tool's own; 125 when toolbox fails; 126 when the command cannot
 127 when it is not found in the image.
 """
 
-import marshal
 import os
 import sys
 
 from .errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError
 from .layout import Layout
+from .plan import read_current_plan
 from .runtime import CommandNotExecutable, CommandNotFound, RunSpec, RuntimeStepError, exec_container
 
 USAGE = "usage: toolbox run [OPTIONS] IMAGE [COMMAND [ARG...]]"
@@ -97,14 +97,9 @@ def parse_args(argv):
 
 def load_plan(layout, image_text):
     """The image's run plan: read from the cache, or made by the cold tier when missing or stale."""
-    try:
-        with open(layout.run_plan_path(image_text), "rb") as file:
-            plan = marshal.load(file)
-        st = os.stat(plan["record"])
-        if plan.get("v") == 1 and plan.get("record_id") == [st.st_ino, st.st_mtime_ns]:
-            return plan
-    except (OSError, EOFError, ValueError, TypeError, KeyError):
-        pass
+    plan = read_current_plan(layout.run_plan_path(image_text))
+    if plan is not None:
+        return plan
     from .runplan import make_plan  # the cold tier, once per image and spelling
 
     return make_plan(layout, image_text)

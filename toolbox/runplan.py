@@ -8,9 +8,8 @@ import os
 
 from . import fsutil
 from .errors import StoreError
+from .plan import PLAN_VERSION
 from .store import Store
-
-PLAN_VERSION = 1
 
 
 def make_plan(layout, image_text):
@@ -24,18 +23,14 @@ def make_plan(layout, image_text):
             hint=f"pull it again: toolbox pull {record.reference}",
         )
     record_stat = os.stat(store.record_path(record))
-    config = image.config
+    config = image.config.to_json()
     plan = {
         "v": PLAN_VERSION,
         "reference": record.reference,
         "record": store.record_path(record),
         "record_id": [record_stat.st_ino, record_stat.st_mtime_ns],
         "layers": _lowerdirs(image.diff_ids),
-        "entrypoint": list(config.entrypoint) if config.entrypoint is not None else None,
-        "cmd": list(config.cmd) if config.cmd is not None else None,
-        "env": list(config.env),
-        "working_dir": config.working_dir,
-        "user": config.user,
+        **{key: config[key] for key in ("entrypoint", "cmd", "env", "working_dir", "user")},
     }
     data = marshal.dumps(plan)
     for key in {image_text, record.reference}:
@@ -53,10 +48,3 @@ def _lowerdirs(diff_ids):
             lowerdirs.append(f"{diff_id.algorithm}/{diff_id.hex}/tree")
     return lowerdirs
 
-
-def plan_is_current(plan):
-    try:
-        st = os.stat(plan["record"])
-    except (OSError, KeyError, TypeError):
-        return False
-    return plan.get("v") == PLAN_VERSION and plan.get("record_id") == [st.st_ino, st.st_mtime_ns]
