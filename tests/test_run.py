@@ -155,3 +155,29 @@ def test_usage_errors_without_a_namespace(toolbox):
     result = run(toolbox)
     assert result.returncode == 125 and b"no image given" in result.stderr
     assert run(toolbox, "--help").returncode == 0
+
+
+@needs_userns
+def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, tmp_path):
+    """/etc and /home as absolute symlinks to a host directory: the runtime prepares the root
+    before pivot_root, and must resolve them inside the image, not on the host."""
+    from tests.support import images
+    from tests.support.push import push_raw
+
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    (canary / "passwd").write_text("host file\n")
+    entries = [e for e in images.busybox_entries() if e.path.split("/")[0] not in ("etc", "home")]
+    entries += [images.symlink("etc", str(canary)), images.symlink("home", str(canary))]
+    built = images.build_image(images.ImageSpec(layers=(images.Layer(tuple(entries)),)))
+    push_raw(registry, "hostile/symlinked-dirs", "1", built)
+    toolbox.trust(registry)
+    reference = f"{registry.host}/hostile/symlinked-dirs:1"
+    toolbox.pull(reference)
+    project = tmp_path / "project"
+    project.mkdir()
+    result = run(toolbox, reference, "sh", "-c", "pwd; cat /etc/passwd", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert str(project).encode() in result.stdout  # the user's entry went to the image's own /etc
+    assert [p.name for p in canary.iterdir()] == ["passwd"]
+    assert (canary / "passwd").read_text() == "host file\n"

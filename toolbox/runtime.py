@@ -132,26 +132,56 @@ def mount_system(root):
             sc.mount(f"/etc/{name}", _mountpoint(root, f"etc/{name}", directory=False), None, sc.MS_BIND)
 
 
+def resolve_inside(root, relative, max_links=40):
+    """The path `relative` names inside `root`, resolving symlinks as they will resolve after
+    pivot_root: an absolute target restarts at `root`, `..` stops at it. The root is set up
+    before the pivot, so following the image's symlinks as the host sees them could reach host
+    files (an image whose /etc is a symlink to /home/you would get your files written)."""
+    pending = [part for part in relative.split("/") if part not in ("", ".")]
+    resolved = []
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if not os.path.islink(candidate):
+            resolved.append(part)
+            continue
+        links += 1
+        if links > max_links:
+            raise OSError(40, f"too many symbolic links in {relative}")  # ELOOP
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            resolved = []
+        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+    return os.path.join(root, *resolved)
+
+
 def _mountpoint(root, relative, directory):
-    """Create what a mount needs to sit on, inside the scratch layer (never following a symlink
-    out of the root: the image's own /dev or /etc entries may be symlinks)."""
-    path = os.path.join(root, relative)
+    """Create what a mount needs to sit on, inside the scratch layer. Parents are resolved
+    inside the root; a symlink in the last place is replaced (the image's /etc/resolv.conf or
+    /dev entries may be symlinks), so the mount lands where the tool will look."""
+    parent = resolve_inside(root, os.path.dirname(relative.strip("/")))
+    path = os.path.join(parent, os.path.basename(relative.strip("/")))
     if os.path.islink(path):
         os.unlink(path)
     if directory:
         os.makedirs(path, exist_ok=True)
     elif not os.path.exists(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.makedirs(parent, exist_ok=True)
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
     return path
 
 
 def add_user(root, spec, uid, gid):
     """So that `whoami`, `id` and `~` work: an entry for the user, and a writable home."""
-    home = os.path.join(root, spec.home.lstrip("/"))
-    os.makedirs(home, exist_ok=True)
-    _append_if_missing(os.path.join(root, "etc", "passwd"), f"{spec.user_name}:x:{uid}:{gid}:{spec.user_name}:{spec.home}:/bin/sh\n", f":{uid}:")
-    _append_if_missing(os.path.join(root, "etc", "group"), f"{spec.user_name}:x:{gid}:\n", f":{gid}:")
+    os.makedirs(resolve_inside(root, spec.home), exist_ok=True)
+    etc = resolve_inside(root, "etc")
+    _append_if_missing(os.path.join(etc, "passwd"), f"{spec.user_name}:x:{uid}:{gid}:{spec.user_name}:{spec.home}:/bin/sh\n", f":{uid}:")
+    _append_if_missing(os.path.join(etc, "group"), f"{spec.user_name}:x:{gid}:\n", f":{gid}:")
 
 
 def _append_if_missing(path, line, id_field):
