@@ -181,3 +181,81 @@ def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, t
     assert str(project).encode() in result.stdout  # the user's entry went to the image's own /etc
     assert [p.name for p in canary.iterdir()] == ["passwd"]
     assert (canary / "passwd").read_text() == "host file\n"
+
+
+@needs_userns
+def test_named_volume_is_kept_between_runs(toolbox, busybox):
+    assert run(toolbox, "-v", "cache:/data", busybox, "sh", "-c", "echo kept > /data/f").returncode == 0
+    again = run(toolbox, "--volume", "cache:/data:ro", busybox, "sh", "-c", "cat /data/f; echo x > /data/g")
+    assert again.stdout == b"kept\n" and b"Read-only file system" in again.stderr
+    listed = toolbox.cli("volume", "ls", "--json")
+    (volume,) = __import__("json").loads(listed.stdout)
+    assert volume["name"] == "cache" and open(os.path.join(volume["path"], "f")).read() == "kept\n"
+    assert toolbox.cli("volume", "rm", "cache").returncode == 0
+    assert run(toolbox, "-v", "cache:/data", busybox, "cat", "/data/f").returncode == 1  # a new, empty volume
+    assert toolbox.cli("volume", "rm", "cache").returncode == 0
+    missing = toolbox.cli("volume", "rm", "cache")
+    assert missing.returncode == 125 and "no volume named 'cache'" in missing.stderr
+
+
+@needs_userns
+def test_host_binds_and_tmpfs(toolbox, busybox, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "in.txt").write_text("host data\n")
+    result = run(toolbox, "--no-cwd", "-v", f"{shared}:/mnt/shared", "-v", f"{shared}:/mnt/ro:ro", "--tmpfs", "/scratch", busybox,
+                 "sh", "-c", "cat /mnt/shared/in.txt && echo out > /mnt/shared/out.txt && ! touch /mnt/ro/x 2>/dev/null && touch /scratch/t && echo ok")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"host data\nok\n"
+    assert (shared / "out.txt").read_text() == "out\n" and not (shared / "x").exists()
+    relative = run(toolbox, "-v", "./missing:/m", busybox, "true", cwd=tmp_path)
+    assert relative.returncode == 125 and b"does not exist" in relative.stderr
+    for bad in ("nocolon", "a:relative", "a:/x:rw:extra", "bad/name:/x"):
+        assert run(toolbox, "-v", bad, busybox, "true").returncode == 125, bad
+
+
+@needs_userns
+def test_network_none_cannot_reach_a_local_server(toolbox, busybox):
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), type("Hello", (http.server.BaseHTTPRequestHandler,), {
+        "do_GET": lambda self: (self.send_response(200), self.send_header("Content-Length", "6"), self.end_headers(), self.wfile.write(b"hello\n")),
+        "log_message": lambda self, *a: None,
+    }))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        reached = run(toolbox, busybox, "busybox", "wget", "-q", "-O", "-", url)
+        assert reached.returncode == 0 and reached.stdout == b"hello\n", reached.stderr
+        isolated = run(toolbox, "--network", "none", busybox, "busybox", "wget", "-q", "-T", "3", "-O", "-", url)
+        assert isolated.returncode != 0 and isolated.stdout == b""
+        loopback = run(toolbox, "--network", "none", busybox, "cat", "/sys/class/net/lo/operstate")
+        assert loopback.returncode == 0
+        assert run(toolbox, "--network", "bridge", busybox, "true").returncode == 125
+    finally:
+        server.shutdown()
+
+
+@needs_userns
+def test_a_terminal_inside_when_run_under_a_pty(toolbox, busybox):
+    import pty
+
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "toolbox", "run", "-it", busybox, "sh", "-c", "test -t 0 && test -t 1 && busybox tty"],
+        stdin=secondary, stdout=secondary, stderr=secondary, env=toolbox.env, cwd=toolbox.root, start_new_session=True,
+    )
+    os.close(secondary)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(primary, 1024)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(primary)
+    assert process.wait(timeout=30) == 0, output
+    assert output.strip().startswith(b"/dev/pts/"), output

@@ -20,6 +20,10 @@ app = typer.Typer(
 )
 
 
+volume_app = typer.Typer(help="Named volumes: data kept between runs (toolbox run -v NAME:/path).", no_args_is_help=True)
+app.add_typer(volume_app, name="volume")
+
+
 def _version(value):
     if value:
         print(f"toolbox {__version__}")
@@ -182,6 +186,51 @@ def load(
     records = load_images(path, store=_services().store, name=name, platform=_platform(platform), progress=progress_for(quiet))
     for record in records:
         print(f"Loaded {record.reference}@{record.digest}")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def run(ctx: typer.Context):
+    """Run a command in a stored image (see `toolbox run --help`)."""
+    from .launch import main as launch
+
+    raise typer.Exit(launch(list(ctx.args)))
+
+
+@volume_app.command("ls")
+def volume_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List named volumes."""
+    from .progress import human_bytes
+    from .volumes import list_volumes
+
+    volumes = list_volumes(_services().layout)
+    if as_json:
+        _print_json([v.to_json() for v in volumes])
+        return
+    _print_table([("NAME", "SIZE", "CREATED", "PATH")] + [(v.name, human_bytes(v.size), v.created, v.path) for v in volumes])
+
+
+@volume_app.command("inspect")
+def volume_inspect(name: str):
+    """Show where a named volume lives and how big it is."""
+    from .volumes import inspect_volume
+
+    _print_json(inspect_volume(_services().layout, name).to_json())
+
+
+@volume_app.command("rm")
+def volume_rm(names: list[str] = typer.Argument(..., help="Volumes to remove, with their content.")):
+    """Remove named volumes and everything in them."""
+    from .volumes import inspect_volume, remove_volume
+
+    layout = _services().layout
+    for name in names:
+        inspect_volume(layout, name)  # all names checked before anything is removed
+    for name in names:
+        remove_volume(layout, name)
+        print(f"Removed volume {name}")
 
 
 @app.command()

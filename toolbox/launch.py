@@ -24,6 +24,11 @@ Options:
   -e, --env KEY[=VALUE]   set a variable (KEY alone passes the host's value)
   -w, --workdir DIR       working directory inside (default: the current directory)
   --entrypoint CMD        replace the image's entrypoint
+  -v, --volume SRC:DEST[:ro]
+                          mount a host path (absolute, ./relative or ~) or a named volume
+                          (kept in toolbox's data directory) at DEST
+  --tmpfs DEST            a fresh tmpfs at DEST
+  --network host|none     the host's network (default), or only a private loopback
   --no-cwd                do not mount the current directory
   --read-only             make the image's root read-only
   -i, -t, --rm            accepted, for muscle memory: stdin and the terminal are always the tool's
@@ -39,7 +44,7 @@ class UsageError(Exception):
 
 
 class RunOptions:
-    __slots__ = ("image", "command", "env", "workdir", "entrypoint", "mount_cwd", "read_only")
+    __slots__ = ("image", "command", "env", "workdir", "entrypoint", "mount_cwd", "read_only", "volumes", "tmpfs", "network")
 
     def __init__(self):
         self.image = None
@@ -49,11 +54,17 @@ class RunOptions:
         self.entrypoint = None
         self.mount_cwd = True
         self.read_only = False
+        self.volumes = []
+        self.tmpfs = []
+        self.network = "host"
 
 
 _FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
           "--no-cwd": "mount_cwd", "--read-only": "read_only"}
-_WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint"}
+_WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint",
+               "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network"}
+_LISTS = ("env", "volumes", "tmpfs")
+NETWORKS = ("host", "none")
 
 
 def parse_args(argv):
@@ -79,8 +90,8 @@ def parse_args(argv):
                     raise UsageError(f"option {name} needs a value")
                 value = args.pop(0)
             attribute = _WITH_VALUE[name]
-            if attribute == "env":
-                options.env.append(value)
+            if attribute in _LISTS:
+                getattr(options, attribute).append(value)
             else:
                 setattr(options, attribute, value)
             continue
@@ -92,7 +103,45 @@ def parse_args(argv):
             raise UsageError("no image given")
         options.image = args.pop(0)
     options.command = args
+    if options.network not in NETWORKS:
+        raise UsageError(f"--network {options.network!r}: use one of {', '.join(NETWORKS)}")
+    for path in options.tmpfs:
+        _container_path(path, "--tmpfs")
     return options
+
+
+def _container_path(path, option):
+    if not path.startswith("/") or path == "/" or "/../" in path + "/":
+        raise UsageError(f"{option}: {path!r} must be an absolute path inside the container, not /")
+    return path
+
+
+def volume_binds(layout, specs, cwd):
+    """-v values as (host path, container path, read only). Docker's reading: a source that
+    looks like a path is a host path; a bare name is a named volume, created on first use."""
+    binds = []
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise UsageError(f"-v {spec!r}: expected SRC:DEST or SRC:DEST:ro")
+        source, inside = parts[0], _container_path(parts[1], "-v")
+        read_only = len(parts) == 3 and parts[2] == "ro"
+        if source.startswith(("/", "./", "../", "~")) or source in (".", ".."):
+            host = os.path.abspath(os.path.join(cwd, os.path.expanduser(source)))
+            if not os.path.exists(host):
+                raise ToolboxError(f"-v {spec}: {host} does not exist", hint="create it first; toolbox does not create host paths")
+        else:
+            host = named_volume(layout, source)
+        binds.append((host, inside, read_only))
+    return binds
+
+
+def named_volume(layout, name):
+    if not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name):
+        raise UsageError(f"invalid volume name {name!r}: letters, digits, '_', '.' and '-', starting with a letter or digit")
+    path = layout.volume_data(name)
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def load_plan(layout, image_text):
@@ -164,6 +213,7 @@ def make_spec(layout, plan, options):
         workdir = options.workdir or host_cwd
     else:
         workdir = options.workdir or plan["working_dir"] or "/"
+    binds += volume_binds(layout, options.volumes, host_cwd)
     os.makedirs(layout.scratch_mountpoint, exist_ok=True)
     return RunSpec(
         layers_dir=layout.layers_dir,
@@ -173,6 +223,8 @@ def make_spec(layout, plan, options):
         env=environment(plan, options, home, user_name),
         cwd=workdir,
         binds=binds,
+        tmpfs=options.tmpfs,
+        network=options.network,
         user_name=user_name,
         home=home,
         read_only=options.read_only,

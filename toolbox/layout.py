@@ -143,6 +143,10 @@ class Layout:
     def volumes_dir(self):
         return os.path.join(self.data_dir, "volumes")
 
+    def volume_data(self, name):
+        """A named volume's content (its directory may later hold metadata beside _data)."""
+        return os.path.join(self.volumes_dir, name, "_data")
+
     @property
     def containers_dir(self):
         return os.path.join(self.data_dir, "containers")

@@ -21,9 +21,9 @@ DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 class RunSpec:
     """What to run and how: the one contract between planning and the runtime."""
 
-    __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "user_name", "home", "read_only")
+    __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network", "user_name", "home", "read_only")
 
-    def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), user_name="user", home="/home/user", read_only=False):
+    def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), tmpfs=(), network="host", user_name="user", home="/home/user", read_only=False):
         self.layers_dir = layers_dir  # the directory that holds the layer trees
         self.layers = layers  # layer tree names relative to layers_dir, topmost first
         self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
@@ -31,6 +31,8 @@ class RunSpec:
         self.env = env  # dict
         self.cwd = cwd  # working directory inside
         self.binds = binds  # (host path, container path, read_only)
+        self.tmpfs = tmpfs  # container paths that get a fresh tmpfs
+        self.network = network  # "host": the host's network; "none": a namespace with only lo
         self.user_name = user_name
         self.home = home
         self.read_only = read_only
@@ -54,14 +56,19 @@ class CommandNotExecutable(Exception):
 def exec_container(spec):
     """Never returns: execs the tool, or raises."""
     uid, gid = os.getuid(), os.getgid()
-    _step("unshare user and mount namespaces", sc.unshare, sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
+    namespaces = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | (sc.CLONE_NEWNET if spec.network == "none" else 0)
+    _step("unshare user and mount namespaces", sc.unshare, namespaces)
     _step("write id maps", write_id_maps, uid, gid)
+    if spec.network == "none":
+        _step("bring up the loopback interface", bring_up_loopback)
     _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     root = _step("assemble the root filesystem", assemble_root, spec)
     _step("mount /proc, /sys and /dev", mount_system, root)
     _step("add the user to /etc/passwd", add_user, root, spec, uid, gid)
     for host, inside, read_only in spec.binds:
         _step(f"bind {host} to {inside}", bind, root, host, inside, read_only)
+    for inside in spec.tmpfs:
+        _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", _mountpoint(root, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
     if spec.read_only:
         _step("make the root read-only", sc.mount, None, root, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
     _step("pivot_root", pivot_into, root)
@@ -86,6 +93,18 @@ def write_id_maps(uid, gid):
         file.write(f"{uid} {uid} 1")
     with open("/proc/self/gid_map", "w") as file:
         file.write(f"{gid} {gid} 1")
+
+
+def bring_up_loopback():
+    """A new network namespace has only `lo`, and it is down (netdevice(7): SIOCSIFFLAGS)."""
+    import fcntl
+    import socket
+    import struct
+
+    SIOCSIFFLAGS = 0x8914
+    IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
 
 
 def assemble_root(spec):
