@@ -259,3 +259,41 @@ def test_a_terminal_inside_when_run_under_a_pty(toolbox, busybox):
     os.close(primary)
     assert process.wait(timeout=30) == 0, output
     assert output.strip().startswith(b"/dev/pts/"), output
+
+
+def cgroup_v2_delegated(controllers):
+    from toolbox.cgroups import delegation_problem
+
+    return delegation_problem(controllers) is None
+
+
+@needs_userns
+@pytest.mark.parametrize("flags", [["--memory", "64m"], ["--cpus", "0.5"], ["--pids-limit", "50"]])
+def test_limits_are_refused_without_delegation_never_dropped(toolbox, busybox, flags):
+    from toolbox.cgroups import delegation_problem
+
+    key = {"--memory": "memory", "--cpus": "cpus", "--pids-limit": "pids"}[flags[0]]
+    if delegation_problem([key]) is None:
+        pytest.skip("this host delegates cgroup v2: the enforcement test applies instead")
+    result = run(toolbox, *flags, busybox, "echo", "must not run")
+    assert result.returncode == 125
+    assert b"must not run" not in result.stdout
+    assert b"cannot apply " + flags[0].encode() in result.stderr and b"hint:" in result.stderr and b"cgroup v2" in result.stderr
+
+
+@needs_userns
+@pytest.mark.skipif(not cgroup_v2_delegated(["pids", "memory"]), reason="no delegated cgroup v2 with the pids and memory controllers on this host")
+def test_limits_are_enforced_with_delegation(toolbox, busybox):
+    result = run(toolbox, "--pids-limit", "20", "--memory", "64m", busybox, "sh", "-c", "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max 2>/dev/null || cat /proc/self/cgroup")
+    assert result.returncode == 0, result.stderr
+    assert b"20" in result.stdout
+
+
+def test_limit_values_are_checked():
+    from toolbox.cgroups import LimitError, parse_cpus, parse_memory, parse_pids
+
+    assert parse_memory("512m") == 512 * 1024**2 and parse_memory("2G") == 2 * 1024**3 and parse_memory("1gb") == 1024**3
+    assert parse_cpus("1.5") == "150000 100000" and parse_pids("100") == 100
+    for parse, bad in ((parse_memory, "lots"), (parse_memory, "1"), (parse_cpus, "0"), (parse_cpus, "x"), (parse_pids, "-1")):
+        with pytest.raises(LimitError):
+            parse(bad)

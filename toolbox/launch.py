@@ -29,6 +29,8 @@ Options:
                           (kept in toolbox's data directory) at DEST
   --tmpfs DEST            a fresh tmpfs at DEST
   --network host|none     the host's network (default), or only a private loopback
+  --memory SIZE, --cpus N, --pids-limit N
+                          resource limits (need a delegated cgroup v2; refused otherwise)
   --no-cwd                do not mount the current directory
   --read-only             make the image's root read-only
   -i, -t, --rm            accepted, for muscle memory: stdin and the terminal are always the tool's
@@ -44,7 +46,7 @@ class UsageError(Exception):
 
 
 class RunOptions:
-    __slots__ = ("image", "command", "env", "workdir", "entrypoint", "mount_cwd", "read_only", "volumes", "tmpfs", "network")
+    __slots__ = ("image", "command", "env", "workdir", "entrypoint", "mount_cwd", "read_only", "volumes", "tmpfs", "network", "limits")
 
     def __init__(self):
         self.image = None
@@ -57,12 +59,15 @@ class RunOptions:
         self.volumes = []
         self.tmpfs = []
         self.network = "host"
+        self.limits = {}
 
 
 _FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
           "--no-cwd": "mount_cwd", "--read-only": "read_only"}
 _WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint",
-               "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network"}
+               "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network",
+               "--memory": "memory", "-m": "memory", "--cpus": "cpus", "--pids-limit": "pids"}
+_LIMITS = ("memory", "cpus", "pids")
 _LISTS = ("env", "volumes", "tmpfs")
 NETWORKS = ("host", "none")
 
@@ -92,6 +97,8 @@ def parse_args(argv):
             attribute = _WITH_VALUE[name]
             if attribute in _LISTS:
                 getattr(options, attribute).append(value)
+            elif attribute in _LIMITS:
+                options.limits[attribute] = value
             else:
                 setattr(options, attribute, value)
             continue
@@ -245,11 +252,24 @@ def _fail(message, hint=None, code=EXIT_TOOLBOX_FAILED):
     return code
 
 
+def apply_limits(requested):
+    if not requested:
+        return
+    from . import cgroups  # only when limits are asked for
+
+    parse = {"memory": cgroups.parse_memory, "cpus": cgroups.parse_cpus, "pids": cgroups.parse_pids}
+    try:
+        cgroups.enter_limited_cgroup({key: parse[key](value) for key, value in requested.items()})
+    except cgroups.LimitError as err:
+        raise ToolboxError(str(err), hint=err.hint) from None
+
+
 def main(argv):
     try:
         options = parse_args(argv)
         layout = Layout.from_env()
         spec = make_spec(layout, load_plan(layout, options.image), options)
+        apply_limits(options.limits)
         _report_modules()
         exec_container(spec)
     except UsageError as err:
