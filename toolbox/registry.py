@@ -20,6 +20,7 @@ import os
 import ssl
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 import requests
@@ -212,7 +213,8 @@ class RegistryClient:
         raise last_error
 
     def _open_blob_response(self, endpoint, digest, offset=0):
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        # identity: the digest is over the blob's own bytes, and we read them undecoded.
+        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
         response = self._request(endpoint, "GET", f"blobs/{digest}", headers=headers, stream=True)
         if response.status_code not in (200, 206):
             with response:
@@ -266,7 +268,11 @@ class RegistryClient:
                     raise RegistryError(f"cannot reach {endpoint.host}: {_short_reason(err)}", hint="check the network, the registry name and any proxy settings") from None
                 self._sleep_before_retry(attempt, None, f"{endpoint.host}: {_short_reason(err)}")
                 continue
-            if response.status_code == 401 and not authenticated_after_401:
+            except requests.RequestException as err:  # redirect loops, redirects to file://, ...
+                raise RegistryError(f"{endpoint.host}: {type(err).__name__}: {_short_reason(err)}") from None
+            if response.status_code == 401 and not authenticated_after_401 and _host_of(response.url) == endpoint.host.lower():
+                # Only the registry's own challenge is answered: a 401 from a storage host it
+                # redirected us to must never receive the registry's credentials.
                 authenticated_after_401 = True
                 challenge_header = response.headers.get("WWW-Authenticate", "")
                 response.close()
@@ -368,7 +374,10 @@ class RegistryClient:
         params = {"service": challenge.param("service")} if challenge.param("service") else {}
         if scope:
             params["scope"] = scope
-        if credentials is not None and realm.startswith("http://") and endpoint.verify is not False:
+        realm_scheme = urllib.parse.urlsplit(realm).scheme.lower()
+        if realm_scheme not in ("http", "https"):
+            raise AuthError(f"{endpoint.host} named a token server that is not an HTTP(S) URL: {realm[:100]!r}")
+        if credentials is not None and realm_scheme == "http" and endpoint.verify is not False:
             # Never send a password in clear text to a token server of a registry that is
             # otherwise reached over verified HTTPS.
             raise AuthError(f"the token server {realm} of {endpoint.host} is plain HTTP; refusing to send credentials to it")
@@ -383,8 +392,10 @@ class RegistryClient:
                     timeout=timeout,
                 )
             else:
-                auth = (credentials.username, credentials.password) if credentials is not None else None
-                response = self._session.get(realm, params=params, auth=auth, verify=verify, timeout=timeout)
+                # Our own header: requests would encode a password as Latin-1 and fail (quoting
+                # the character) on anything else; registries expect UTF-8.
+                headers = {"Authorization": credentials.basic_header()} if credentials is not None else {}
+                response = self._session.get(realm, params=params, headers=headers, verify=verify, timeout=timeout)
         except requests.RequestException as err:
             raise RegistryError(f"cannot reach the token server of {endpoint.host}: {_short_reason(err)}") from None
         with response:
@@ -493,14 +504,21 @@ class BlobStream:
 
     def _resume(self, why):
         self._response.close()
-        self._resumes += 1
-        if self._resumes > self.MAX_RESUMES:
-            raise RegistryError(f"download of blob {self._descriptor.digest.short} from {self._endpoint.host} failed: {why}", hint="the connection keeps breaking; try again later")
-        log.info("blob %s: %s at byte %d; resuming", self._descriptor.digest.short, why, self._offset)
-        response = self._client._open_blob_response(self._endpoint, self._descriptor.digest, self._offset)
-        if response.status_code == 200 and self._offset:
-            self._skip(response, self._offset)  # the server ignored Range: read past what we have
-        self._response = response
+        while True:
+            self._resumes += 1
+            if self._resumes > self.MAX_RESUMES:
+                raise RegistryError(f"download of blob {self._descriptor.digest.short} from {self._endpoint.host} failed: {why}", hint="the connection keeps breaking; try again later")
+            log.info("blob %s: %s at byte %d; resuming", self._descriptor.digest.short, why, self._offset)
+            response = self._client._open_blob_response(self._endpoint, self._descriptor.digest, self._offset)
+            try:
+                if response.status_code == 200 and self._offset:
+                    self._skip(response, self._offset)  # the server ignored Range: read past what we have
+            except (urllib3.exceptions.HTTPError, requests.RequestException, OSError, RegistryError) as err:
+                response.close()
+                why = f"connection broke while skipping to byte {self._offset}: {_short_reason(err)}"
+                continue
+            self._response = response
+            return
 
     @staticmethod
     def _skip(response, count):
@@ -518,6 +536,10 @@ class BlobStream:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _host_of(url):
+    return urllib.parse.urlsplit(url).netloc.lower()
 
 
 def _retry_after_seconds(value):

@@ -264,7 +264,7 @@ class _Unpacker:
         fd = self._dir_fds[key[:depth]] if depth else self._root_fd
         for index in range(depth, len(key)):
             fd = self._step_into(fd, key[index], key[: index + 1], member_name)
-            if len(self._dir_fds) >= 1024:
+            if len(self._dir_fds) >= 64:  # with 4 layers in parallel, far below a 1024-fd limit
                 self._forget_dirs()  # the new fd is not in the cache yet, so it stays open
             self._dir_fds[key[: index + 1]] = fd
         return fd
