@@ -1,6 +1,7 @@
 import gzip
 import io
 import os
+import struct
 
 import pytest
 import zstandard
@@ -60,6 +61,44 @@ def test_concatenated_members_and_frames_are_one_stream():
 def test_damaged_streams_are_errors_not_short_reads(data, words):
     with pytest.raises(LayerError, match=words):
         read_all(data)
+
+
+def test_byte_at_a_time_network_reads():
+    """The magic bytes may arrive one read at a time; they are put back, not lost."""
+    small = PAYLOAD[:20_000]
+    for encode in (gzip.compress, zstd, lambda d: d):
+        reader = open_decompressed(Trickle(encode(small), step=1))
+        out = bytearray()
+        while chunk := reader.read(333):
+            out += chunk
+        assert out == small
+
+
+def test_empty_and_header_only_streams():
+    assert open_decompressed(io.BytesIO(b"")).read() == b""
+    with pytest.raises(LayerError, match="truncated"):
+        read_all(b"\x1f\x8b")
+    with pytest.raises(LayerError, match="truncated"):
+        read_all(zstd(PAYLOAD)[:4])
+
+
+@pytest.mark.parametrize("tail", [b"\0", b"\x1f\x8b\x08", b"\0" * 1024])
+def test_anything_after_the_last_gzip_member_is_an_error(tail):
+    with pytest.raises(LayerError, match="truncated|garbage"):
+        read_all(gzip.compress(b"layer") + tail)
+
+
+def test_zstd_skippable_frames_are_skipped():
+    skippable = struct.pack("<II", 0x184D2A5F, 5) + b"notes"
+    assert compression_of(skippable) == "zstd"
+    assert read_all(skippable + zstd(b"tar") + skippable) == b"tar"
+
+
+def test_zstd_output_is_bounded_per_read():
+    bomb = zstd(b"\0" * 300_000_000)  # a few kB
+    reader = open_decompressed(io.BytesIO(bomb))
+    assert len(reader.read(4096)) == 4096
+    assert len(reader._output) <= 20 * 1024 * 1024
 
 
 def test_output_is_bounded_per_read():

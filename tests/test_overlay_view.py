@@ -3,7 +3,6 @@ user (user + mount namespace, `userxattr`), they must show exactly the image —
 opaque directories applied — with a writable scratch layer on top that leaves them untouched."""
 
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -11,14 +10,7 @@ import pytest
 from toolbox.digest import Digest
 from toolbox.unpack import merge_layers
 
-
-def userns_overlay_works(tmp_path):
-    if shutil.which("unshare") is None:
-        return False
-    for name in ("l", "u", "w", "m"):
-        (tmp_path / name).mkdir()
-    probe = f"mount -t overlay overlay -o userxattr,lowerdir={tmp_path}/l,upperdir={tmp_path}/u,workdir={tmp_path}/w {tmp_path}/m"
-    return subprocess.run(["unshare", "-Urm", "sh", "-c", probe], capture_output=True).returncode == 0
+from tests.support.host import userns_overlay_works
 
 
 def listing(root):
@@ -38,9 +30,7 @@ def listing(root):
 
 
 def test_layers_stack_under_a_rootless_overlay(toolbox, registry, pushed_images, tmp_path):
-    probe = tmp_path / "probe"
-    probe.mkdir()
-    if not userns_overlay_works(probe):
+    if not userns_overlay_works():
         pytest.skip("unprivileged user namespaces with overlayfs (userxattr) are not available here")
     toolbox.trust(registry)
     image = pushed_images["whiteout"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from toolbox.digest import Digest
-from toolbox.errors import AuthError, IntegrityError, LayerError, NotFound, RegistryError, UnsupportedImage
+from toolbox.errors import AuthError, IntegrityError, LayerError, NotFound, RegistryError
 from toolbox.platform import host_platform
 
 BUSYBOX = Path("/bin/busybox").read_bytes() if Path("/bin/busybox").exists() else None

@@ -1,7 +1,6 @@
 """Interrupting and racing pulls: nothing half-done is ever visible, and the next pull completes."""
 
 import json
-import os
 import random
 import signal
 import subprocess

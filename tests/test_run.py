@@ -2,26 +2,20 @@
 layer trees, exec in place."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from toolbox import _sys_build
 
+from tests.support.host import userns_overlay_works
+
 FORBIDDEN_ON_LAUNCH_PATH = {"typer", "click", "rich", "requests", "urllib3", "platformdirs", "tomllib", "json", "dataclasses", "cffi", "pycparser"}
 
 
-def userns_overlay_available():
-    if shutil.which("unshare") is None:
-        return False
-    return subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returncode == 0
-
-
-needs_userns = pytest.mark.skipif(not userns_overlay_available(), reason="unprivileged user namespaces are not available here")
+needs_userns = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
 
 
 @pytest.fixture

@@ -15,16 +15,23 @@ from .errors import LayerError
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _READ = 64 * 1024
-# A few kB of zstd input can expand ~40000-fold (RLE blocks); small inputs keep one step bounded.
-_ZSTD_INPUT = 4 * 1024
+# zstd's decompressobj has no output limit, and 4 bytes (an RLE block) can expand to 128 KiB:
+# feeding 512 bytes at a time bounds one step to ~16 MiB, at ~1.5x the time of bigger steps.
+_ZSTD_INPUT = 512
 
 
 def compression_of(first_bytes):
     if first_bytes.startswith(GZIP_MAGIC):
         return "gzip"
-    if first_bytes.startswith(ZSTD_MAGIC):
+    if first_bytes.startswith(ZSTD_MAGIC) or _is_zstd_skippable_frame(first_bytes):
         return "zstd"
     return "none"
+
+
+def _is_zstd_skippable_frame(first_bytes):
+    # Magic 0x184D2A50..0x184D2A5F, little-endian (RFC 8878 §3.1.2): a zstd stream may start
+    # with one (metadata); the decoder skips it.
+    return len(first_bytes) >= 4 and first_bytes[0] & 0xF0 == 0x50 and first_bytes[1:4] == b"\x2a\x4d\x18"
 
 
 class _Prefixed:

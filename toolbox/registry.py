@@ -14,7 +14,6 @@ The caller (the pull use case and the store) decides what to keep; nothing here 
 """
 
 import email.utils
-import hashlib
 import logging
 import os
 import ssl

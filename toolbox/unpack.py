@@ -1,8 +1,8 @@
 """Unpack one layer tar (untrusted input) into its own tree, in overlayfs's format.
 
 Each member is checked on its own as it streams past; nothing is ever written outside the tree:
-- names: `..` anywhere refuses the layer; absolute names are made relative; over-long names
-  refuse the layer;
+- names: `..` or a NUL anywhere refuses the layer; absolute names are made relative; over-long
+  names refuse the layer;
 - every directory on the way to a member is opened with O_NOFOLLOW relative to its parent's fd,
   so a symlink (from this layer, or swapped in by a racing process) can never redirect a write:
   a member below a symlink refuses the layer;
@@ -11,78 +11,181 @@ Each member is checked on its own as it streams past; nothing is ever written ou
   owner-readable and -writable and directories owner-writable, so the store can always be
   removed without root;
 - `user.overlay.*` xattrs (which would let a layer forge overlayfs whiteouts or redirects) and
-  all non-`user.*` xattrs are dropped.
+  all non-`user.*` xattrs are dropped;
+- a damaged or cut-off tar is an error, never a silently shorter layer.
 
 Whiteouts are not applied to lower layers (this tree does not know them): they are written the
 way overlayfs reads them, so stacking the layer trees as lowerdirs gives the image. `.wh.NAME`
 becomes a 0/0 character device NAME (unprivileged users may create exactly this device since
 Linux 5.8); `.wh..wh..opq` sets `user.overlay.opaque=y` on its directory (read with the
-`userxattr` mount option). `merge_layers` flattens such trees when there is no overlayfs.
+`userxattr` mount option). A whiteout hides only what lower layers hold, never this layer's own
+entries (OCI image-spec, layer.md, "Whiteouts"). `merge_layers` flattens such trees when there is
+no overlayfs.
+
+A hostile or broken layer raises LayerError; a machine that cannot hold the format (no
+unprivileged whiteouts, no user xattrs on the store's filesystem) raises StoreError.
 """
 
 import errno
+import math
 import os
 import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
 
-from .errors import LayerError
+from .errors import ConfigError, LayerError, StoreError
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
+AUFS_META_PREFIX = ".wh..wh."  # aufs bookkeeping (.wh..wh.plnk, .wh..wh.aufs): not image content
 OPAQUE_XATTR = "user.overlay.opaque"
 PAX_XATTR_PREFIX = "SCHILY.xattr."
+_WHITEOUT = WHITEOUT_PREFIX.encode()  # names are compared as bytes: they need not be UTF-8
+_OPAQUE = OPAQUE_MARKER.encode()
+_AUFS_META = AUFS_META_PREFIX.encode()
 COPY_CHUNK = 1024 * 1024
+# tarfile reads a PAX or GNU long-name header whole into memory; real ones are a few kB.
+MAX_EXTENDED_HEADER = 1024 * 1024
+MAX_SKIPPED_LISTED = 1000
+_DIR_FD_CACHE = 64  # with 4 layers unpacking in parallel, far below a 1024-fd limit
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NS_LIMIT = 2**63 - 1
+# Errors the layer's content causes (a 300-byte name, 70000 links to one file), not the machine.
+_LAYER_ERRNOS = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.EMLINK)
 
 
 @dataclass(frozen=True)
 class UnpackLimits:
     max_total_bytes: int = 64 * 1024**3  # the sum of file sizes in one layer: a decompression-bomb guard
     max_entries: int = 2_000_000
-    max_path_bytes: int = 4096
+    max_path_bytes: int = 4096  # names (normalised) must be shorter: Linux's PATH_MAX counts the NUL
 
     @classmethod
     def from_env(cls, environ):
-        value = environ.get("TOOLBOX_MAX_LAYER_BYTES")
-        return cls(max_total_bytes=int(value)) if value else cls()
+        value = environ.get("TOOLBOX_MAX_LAYER_BYTES", "").strip()
+        if not value:
+            return cls()
+        try:
+            return cls(max_total_bytes=int(value))
+        except ValueError:
+            raise ConfigError(f"TOOLBOX_MAX_LAYER_BYTES={value!r} is not a number of bytes") from None
 
 
 @dataclass(frozen=True)
 class LayerStats:
+    """What the layer held, counted by member (a directory named twice counts twice)."""
+
     files: int
     dirs: int
     symlinks: int
     hardlinks: int
     whiteouts: int
     opaque_dirs: int
-    bytes: int
-    skipped: tuple  # (member name, reason)
-
-
-def split_name(name, member):
-    """A member name as path components inside the tree; '' and '.' vanish, '..' is refused."""
-    parts = [part for part in name.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise LayerError(f"layer member {member!r} contains '..': refusing a layer that writes outside its tree")
-    return parts
+    bytes: int  # the sum of regular file sizes
+    skipped: tuple  # (member name, reason), the first MAX_SKIPPED_LISTED of them
 
 
 def unpack_layer(tar_stream, dest_dir, limits=UnpackLimits()):
-    """Unpack the uncompressed tar read from `tar_stream` into the empty directory `dest_dir`."""
+    """Unpack the uncompressed tar read from `tar_stream` (read(n) is all it needs) into the
+    empty directory `dest_dir`. On error the tree is half-made: the caller removes it."""
     unpacker = _Unpacker(dest_dir, limits)
     try:
-        try:
-            with tarfile.open(fileobj=tar_stream, mode="r|", encoding="utf-8", errors="surrogateescape") as tar:
-                for member in tar:
-                    unpacker.add(tar, member)
-        except (tarfile.TarError, EOFError) as err:
-            raise LayerError(f"the layer is not a valid tar archive or is truncated: {err}") from None
+        with _open_tar(tar_stream) as tar:
+            for member in _members(tar):
+                unpacker.add(tar, member)
         unpacker.finish()
     finally:
         unpacker.close()
     return unpacker.stats()
+
+
+# -- reading the tar strictly ----------------------------------------------------------------------
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile ends an archive quietly at a damaged or cut-off header anywhere after the first
+    one (TarFile.next), which would turn a broken layer into a shorter one. Raising something
+    that is not a tarfile.HeaderError gets past that."""
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as err:
+            raise LayerError(f"the layer is not a valid tar archive or is truncated: {err}") from None
+
+    def _proc_member(self, tarfile_):
+        if self.type in _EXTENDED_HEADER_TYPES and self.size > MAX_EXTENDED_HEADER:
+            raise LayerError(f"the layer has an extended tar header of {self.size} bytes; refusing to read it into memory")
+        return super()._proc_member(tarfile_)
+
+
+_EXTENDED_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+# What tarfile raises on hostile headers: its own errors, and ValueError from e.g. a GNU sparse map
+# that is not numbers.
+_TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, OverflowError)
+
+
+def _open_tar(stream):
+    try:
+        # "r|": a forward-only stream, never decompressed here (compression.py did that).
+        return tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo, encoding="utf-8", errors="surrogateescape")
+    except _TAR_ERRORS as err:
+        raise LayerError(f"the layer is not a valid tar archive: {err}") from None
+
+
+def _members(tar):
+    members = iter(tar)
+    while True:
+        try:
+            member = next(members)
+        except StopIteration:
+            return
+        except _TAR_ERRORS as err:
+            raise LayerError(f"the layer is not a valid tar archive or is truncated: {err}") from None
+        yield member
+
+
+def _read_chunks(tar, member):
+    source = tar.extractfile(member)
+    while True:
+        try:
+            chunk = source.read(COPY_CHUNK)
+        except _TAR_ERRORS as err:
+            raise LayerError(f"layer member {member.name!r} is truncated: {err}") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def _discard_data(tar, member):
+    """Read the data of a member that is not kept, so a layer cut off inside it is still noticed
+    (tarfile would skip it without checking). Not sparse members: their holes would be read as
+    zeros, as many as the header claims."""
+    if member.size > 0 and member.sparse is None and (member.isreg() or member.type not in tarfile.SUPPORTED_TYPES):
+        for _ in _read_chunks(tar, member):
+            pass
+
+
+def _path_parts(name, member_name):
+    """A member name as components (bytes, so names that are not UTF-8 keep their bytes) inside
+    the tree. '' and '.' vanish, which also makes absolute names relative; '..' is refused."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if b"\0" in raw:
+        raise LayerError(f"layer member {member_name!r} has a NUL byte in a name")
+    parts = [part for part in raw.split(b"/") if part not in (b"", b".")]
+    if b".." in parts:
+        raise LayerError(f"layer member {member_name!r} contains '..': refusing a layer that writes outside its tree")
+    return parts
+
+
+def _show(parts):
+    return os.fsdecode(b"/".join(parts))
+
+
+# -- writing the tree ------------------------------------------------------------------------------
 
 
 class _Unpacker:
@@ -91,166 +194,218 @@ class _Unpacker:
         self._root_fd = os.open(dest_dir, _DIR_FLAGS)
         # Open directories by path, so a member does not re-walk its path from the root (members
         # come grouped by directory). Safe: every fd was opened with O_NOFOLLOW one level at a
-        # time; forgotten whenever a directory is removed or replaced.
+        # time; forgotten whenever a directory is removed.
         self._dir_fds = {}
         self._dir_mtimes = {}  # tuple(parts) -> mtime in ns, applied at the end
         self._counts = dict(files=0, dirs=0, symlinks=0, hardlinks=0, whiteouts=0, opaque_dirs=0, bytes=0)
         self._skipped = []
+        self._skipped_count = 0
         self._entries = 0
 
     def close(self):
         self._forget_dirs()
         os.close(self._root_fd)
 
-    def _forget_dirs(self):
-        for fd in self._dir_fds.values():
-            os.close(fd)
-        self._dir_fds.clear()
-
     def stats(self):
-        return LayerStats(skipped=tuple(self._skipped), **self._counts)
+        skipped = list(self._skipped)
+        if self._skipped_count > len(skipped):
+            skipped.append(("...", f"and {self._skipped_count - len(skipped)} more members skipped or changed"))
+        return LayerStats(skipped=tuple(skipped), **self._counts)
+
+    def _skip(self, member_name, reason):
+        self._skipped_count += 1
+        if len(self._skipped) < MAX_SKIPPED_LISTED:
+            self._skipped.append((member_name, reason))
 
     # -- one member ------------------------------------------------------------------------------
     def add(self, tar, member):
+        self._count_entry()
+        self._check_data_span(tar, member)
+        parts = _path_parts(member.name, member.name)
+        self._check_name_length(parts, member.name)
+        try:
+            self._dispatch(tar, member, parts)
+        except OSError as err:
+            if err.errno in _LAYER_ERRNOS:
+                raise LayerError(f"cannot unpack layer member {member.name!r}: {err.strerror}") from None
+            raise
+
+    def _count_entry(self):
         self._entries += 1
         if self._entries > self._limits.max_entries:
             raise LayerError(f"the layer has more than {self._limits.max_entries} members")
-        name = member.name
-        if len(os.fsencode(name)) > self._limits.max_path_bytes:
-            raise LayerError(f"layer member name of {len(os.fsencode(name))} bytes is longer than {self._limits.max_path_bytes}")
-        parts = split_name(name, name)
-        if not parts:
-            if member.isdir():  # the layer's root directory itself
-                os.chmod(self._root_fd, _dir_mode(member.mode))
-                self._dir_mtimes[()] = _ns(member.mtime)
-            return
-        base = parts[-1]
-        if base == OPAQUE_MARKER:
-            return self._opaque(parts[:-1], name)
-        if base.startswith(WHITEOUT_PREFIX):
-            return self._whiteout(parts[:-1], base[len(WHITEOUT_PREFIX):], name)
-        try:
-            self._add_entry(tar, member, parts)
-        except OSError as err:
-            if err.errno in (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL):
-                raise LayerError(f"cannot unpack layer member {name!r}: {err.strerror}") from None
-            raise
 
-    def _add_entry(self, tar, member, parts):
-        if member.ischr() or member.isblk() or member.isfifo():
+    def _check_name_length(self, parts, name):
+        size = len(b"/".join(parts))
+        if size >= self._limits.max_path_bytes:
+            limit = self._limits.max_path_bytes
+            raise LayerError(f"layer member name of {size} bytes is too long: paths must be shorter than {limit} bytes ({name[:60]!r}...)")
+
+    def _check_data_span(self, tar, member):
+        """tarfile skips data it is not asked for by reading it, block by block, even past the
+        end of the stream: a header claiming 2**90 bytes would loop for ever. The span it will
+        skip is where the next header starts, minus where this member's data starts."""
+        span = tar.offset - member.offset_data
+        if span > self._limits.max_total_bytes:
+            raise _too_big(f"layer member {member.name!r} claims {span} bytes of data", self._limits)
+
+    def _dispatch(self, tar, member, parts):
+        if not parts:
+            return self._root_entry(tar, member)
+        base = parts[-1]
+        if any(part.startswith(_WHITEOUT) for part in parts[:-1]):
+            _discard_data(tar, member)
+            return self._skip(member.name, "below a .wh. name, which is reserved for whiteouts")
+        if base == _OPAQUE:
+            _discard_data(tar, member)
+            return self._opaque(parts[:-1], member.name)
+        if base.startswith(_AUFS_META):
+            _discard_data(tar, member)
+            return self._skip(member.name, "aufs metadata skipped")
+        if base.startswith(_WHITEOUT):
+            _discard_data(tar, member)
+            return self._whiteout(parts[:-1], base[len(_WHITEOUT):], member.name)
+        if member.isdir():
+            self._directory(parts, member)
+        elif member.isreg():
+            self._regular_file(parts, member, tar)
+        elif member.issym():
+            self._symlink(parts, member)
+        elif member.islnk():
+            self._hard_link(parts, member)
+        elif member.ischr() or member.isblk() or member.isfifo():
             kind = "FIFO" if member.isfifo() else "device node"
-            self._skipped.append((member.name, f"{kind} skipped: unprivileged users cannot create it"))
-            return
+            self._skip(member.name, f"{kind} skipped: unprivileged users cannot create it")
+        else:
+            _discard_data(tar, member)
+            self._skip(member.name, f"unsupported tar member type {member.type!r}")
+
+    def _root_entry(self, tar, member):
+        if member.isdir():
+            os.fchmod(self._root_fd, _dir_mode(member.mode))
+            self._copy_xattrs(self._root_fd, member)
+            self._dir_mtimes[()] = _ns(member.mtime)
+        else:
+            _discard_data(tar, member)
+            self._skip(member.name, "a member naming the layer's root that is not a directory")
+
+    def _directory(self, parts, member):
         parent = self._parent_fd(parts, member.name)
         base = parts[-1]
-        if member.isdir():
-            self._directory(parent, base, member, parts)
-        elif member.isreg():
-            self._regular_file(parent, base, member, tar)
-        elif member.issym():
-            self._replace(parent, base)
-            os.symlink(member.linkname, base, dir_fd=parent)
-            os.utime(base, ns=(_ns(member.mtime),) * 2, dir_fd=parent, follow_symlinks=False)
-            self._counts["symlinks"] += 1
-        elif member.islnk():
-            self._hard_link(parent, base, member)
-        else:
-            self._skipped.append((member.name, f"unsupported tar member type {member.type!r}"))
-
-    def _directory(self, parent, base, member, parts):
         existing = _lstat(base, parent)
+        replaces_whiteout = existing is not None and _is_whiteout(existing)
         if existing is not None and not stat.S_ISDIR(existing.st_mode):
-            self._replace(parent, base)
+            self._remove(parent, base, parts)
             existing = None
         if existing is None:
             os.mkdir(base, 0o700, dir_fd=parent)
-            self._counts["dirs"] += 1
-        os.chmod(base, _dir_mode(member.mode), dir_fd=parent, follow_symlinks=False)
-        self._dir_mtimes[tuple(parts)] = _ns(member.mtime)
-        if member.pax_headers:
-            fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
-            try:
-                self._copy_xattrs(fd, member)
-            finally:
-                os.close(fd)
-
-    def _regular_file(self, parent, base, member, tar):
-        self._counts["bytes"] += member.size
-        if self._counts["bytes"] > self._limits.max_total_bytes:
-            raise LayerError(
-                f"the layer unpacks to more than {self._limits.max_total_bytes} bytes",
-                hint="if the image is genuine, raise the limit with TOOLBOX_MAX_LAYER_BYTES",
-            )
-        self._replace(parent, base)
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
         try:
-            source = tar.extractfile(member)
+            # fchmod on an O_NOFOLLOW fd: chmod(follow_symlinks=False) needs fchmodat2 (Linux
+            # 6.6) or a mounted /proc, and raises NotImplementedError without them.
+            os.fchmod(fd, _dir_mode(member.mode))
+            if replaces_whiteout:
+                # Deleted and re-created in this layer: the new directory must hide the old one.
+                _set_opaque(fd, member.name)
+            self._copy_xattrs(fd, member)
+        finally:
+            os.close(fd)
+        self._dir_mtimes[tuple(parts)] = _ns(member.mtime)
+        self._counts["dirs"] += 1
+
+    def _regular_file(self, parts, member, tar):
+        self._count_bytes(member)
+        parent = self._parent_fd(parts, member.name)
+        base = parts[-1]
+        self._remove(parent, base, parts)
+        fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
+        try:
             copied = 0
-            while True:
-                chunk = source.read(COPY_CHUNK)
-                if not chunk:
-                    break
+            for chunk in _read_chunks(tar, member):
                 copied += len(chunk)
                 _write_all(fd, chunk)
             if copied != member.size:
                 raise LayerError(f"layer member {member.name!r} is truncated")
-            os.fchmod(fd, _file_mode(member.mode, member.name, self._skipped))
+            os.fchmod(fd, self._file_mode(member))
             self._copy_xattrs(fd, member)
             os.utime(fd, ns=(_ns(member.mtime),) * 2)
         finally:
             os.close(fd)
         self._counts["files"] += 1
 
-    def _hard_link(self, parent, base, member):
-        target_parts = split_name(member.linkname, member.name)
-        if not target_parts:
-            raise LayerError(f"hard link {member.name!r} points outside the layer: {member.linkname!r}")
+    def _count_bytes(self, member):
+        if member.size < 0:
+            raise LayerError(f"layer member {member.name!r} has a negative size")
+        self._counts["bytes"] += member.size
+        if self._counts["bytes"] > self._limits.max_total_bytes:
+            raise _too_big("the layer unpacks to more bytes than allowed", self._limits)
+
+    def _symlink(self, parts, member):
+        target = member.linkname.encode("utf-8", "surrogateescape")
+        if not target or b"\0" in target:
+            return self._skip(member.name, "symlink with an empty target or a NUL byte in it")
+        parent = self._parent_fd(parts, member.name)
+        base = parts[-1]
+        self._remove(parent, base, parts)
+        # The target is kept as written (absolute, or with '..'): it is resolved inside the
+        # container's root at run time, and nothing here ever follows it.
+        os.symlink(target, base, dir_fd=parent)
+        os.utime(base, ns=(_ns(member.mtime),) * 2, dir_fd=parent, follow_symlinks=False)
+        self._counts["symlinks"] += 1
+
+    def _hard_link(self, parts, member):
+        target = _path_parts(member.linkname, member.name)
+        outside = f"hard link {member.name!r} points outside the layer: {member.linkname!r}"
+        if not target:
+            raise LayerError(outside)
+        if target[: len(parts)] == parts and target != parts:
+            raise LayerError(f"hard link {member.name!r} would replace the directory holding its target {member.linkname!r}")
+        target_parent = self._open_existing_dir(target[:-1])
+        if target_parent is None:
+            raise LayerError(outside)
         try:
-            target_parent = self._open_existing_parent(target_parts)
-        except FileNotFoundError:
-            raise LayerError(f"hard link {member.name!r} points outside the layer: {member.linkname!r}") from None
-        try:
-            target = _lstat(target_parts[-1], target_parent)
-            if target is None or not (stat.S_ISREG(target.st_mode) or stat.S_ISLNK(target.st_mode)):
-                raise LayerError(f"hard link {member.name!r} points outside the layer: {member.linkname!r} is not a file unpacked before it")
-            if target_parts == split_name(member.name, member.name):
-                return  # a link to itself: already there
-            self._replace(parent, base)
-            os.link(target_parts[-1], base, src_dir_fd=target_parent, dst_dir_fd=parent, follow_symlinks=False)
+            found = _lstat(target[-1], target_parent)
+            # A hard link to a symlink is what tar records for a symlink with two names.
+            if found is None or not (stat.S_ISREG(found.st_mode) or stat.S_ISLNK(found.st_mode)):
+                raise LayerError(f"{outside} is not a file unpacked before it")
+            if target != parts:
+                parent = self._parent_fd(parts, member.name)
+                self._remove(parent, parts[-1], parts)
+                os.link(target[-1], parts[-1], src_dir_fd=target_parent, dst_dir_fd=parent, follow_symlinks=False)
         finally:
             os.close(target_parent)
         self._counts["hardlinks"] += 1
 
-    def _whiteout(self, parent_parts, target, name):
-        if target in ("", ".", "..") or "/" in target:
-            raise LayerError(f"whiteout {name!r} names {target!r}: refusing a layer that deletes outside its tree")
-        parent = self._parent_fd(parent_parts + [target], name)
-        self._replace(parent, target)
-        try:
-            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
-        except PermissionError:
-            raise LayerError(
-                f"cannot record whiteout {name!r}: this kernel does not let unprivileged users create overlay whiteouts",
-                hint="Linux 5.8 or later is needed",
-            ) from None
+    def _whiteout(self, dir_parts, name, member_name):
+        if name in (b"", b".", b".."):
+            raise LayerError(f"whiteout {member_name!r} names {os.fsdecode(name)!r}: refusing a layer that deletes outside its tree")
+        parts = dir_parts + [name]
+        parent = self._parent_fd(parts, member_name)
+        existing = _lstat(name, parent)
+        if existing is None:
+            _make_whiteout(parent, name, member_name)
+        elif stat.S_ISDIR(existing.st_mode):
+            # This layer's own directory stays; only what lower layers hold there is hidden.
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            try:
+                _set_opaque(fd, member_name)
+            finally:
+                os.close(fd)
+        # Anything else this layer made under that name already hides the lower entry.
         self._counts["whiteouts"] += 1
 
-    def _opaque(self, dir_parts, name):
+    def _opaque(self, dir_parts, member_name):
         if not dir_parts:
-            # An opaque root hides every lower layer: refuse rather than guess.
-            raise LayerError(f"opaque whiteout {name!r} at the layer root is not supported")
-        parent = self._parent_fd(dir_parts, name)
-        base = dir_parts[-1]
-        existing = _lstat(base, parent)
-        if existing is None or not stat.S_ISDIR(existing.st_mode):
-            self._replace(parent, base)
-            os.mkdir(base, 0o755, dir_fd=parent)
-        fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
-        try:
-            os.setxattr(fd, OPAQUE_XATTR, b"y")
-        finally:
-            os.close(fd)
+            # An opaque root would hide every lower layer; overlayfs cannot express that.
+            raise LayerError(f"opaque whiteout {member_name!r} at the layer root is not supported")
+        # The directory itself is reached (or made) like any member's parent.
+        _set_opaque(self._parent_fd(dir_parts + [_OPAQUE], member_name), member_name)
         self._counts["opaque_dirs"] += 1
+
+    def _file_mode(self, member):
+        if member.mode & 0o6000:
+            self._skip(member.name, "setuid/setgid bit stripped")
+        return (member.mode & 0o1777) | 0o600
 
     # -- walking the tree safely -----------------------------------------------------------------
     def _parent_fd(self, parts, member_name):
@@ -264,65 +419,72 @@ class _Unpacker:
         fd = self._dir_fds[key[:depth]] if depth else self._root_fd
         for index in range(depth, len(key)):
             fd = self._step_into(fd, key[index], key[: index + 1], member_name)
-            if len(self._dir_fds) >= 64:  # with 4 layers in parallel, far below a 1024-fd limit
+            if len(self._dir_fds) >= _DIR_FD_CACHE:
                 self._forget_dirs()  # the new fd is not in the cache yet, so it stays open
             self._dir_fds[key[: index + 1]] = fd
         return fd
 
     def _step_into(self, fd, part, walked, member_name):
         try:
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            return os.open(part, _DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
-            os.mkdir(part, 0o755, dir_fd=fd)
+            os.mkdir(part, 0o700, dir_fd=fd)
             child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-        except (NotADirectoryError, OSError) as err:
-            if not isinstance(err, NotADirectoryError) and err.errno != errno.ELOOP:
+            os.fchmod(child, 0o755)  # whatever the umask
+            return child
+        except OSError as err:
+            if err.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
-            existing = _lstat(part, fd)
-            if existing is not None and stat.S_ISLNK(existing.st_mode):
-                raise LayerError(f"layer member {member_name!r} would be written through the symlink {'/'.join(walked)!r}") from None
-            if existing is not None and _is_whiteout(existing):
-                # Deleted and re-created in the same layer: a fresh directory that hides the lower one.
-                os.unlink(part, dir_fd=fd)
-                os.mkdir(part, 0o755, dir_fd=fd)
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                os.setxattr(child, OPAQUE_XATTR, b"y")
-            else:
-                raise LayerError(f"layer member {member_name!r} needs {'/'.join(walked)!r} to be a directory, but it is a file") from None
+        existing = _lstat(part, fd)
+        if existing is not None and stat.S_ISLNK(existing.st_mode):
+            raise LayerError(f"layer member {member_name!r} would be written through the symlink {_show(walked)!r}")
+        if existing is None or not _is_whiteout(existing):
+            raise LayerError(f"layer member {member_name!r} needs {_show(walked)!r} to be a directory, but it is a file")
+        # Deleted and re-created in this layer: a fresh directory that hides the lower one.
+        os.unlink(part, dir_fd=fd)
+        os.mkdir(part, 0o700, dir_fd=fd)
+        child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+        os.fchmod(child, 0o755)
+        _set_opaque(child, member_name)
         return child
 
-    def _open_existing_parent(self, parts):
+    def _open_existing_dir(self, parts):
+        """A new fd of the directory at `parts`, reached without following symlinks and without
+        creating anything; None if there is no such directory."""
         fd = os.dup(self._root_fd)
-        try:
-            for part in parts[:-1]:
-                try:
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except (NotADirectoryError, OSError) as err:
-                    if isinstance(err, FileNotFoundError):
-                        raise
-                    raise FileNotFoundError(part) from None  # a symlink or file on the way
+        for part in parts:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as err:
                 os.close(fd)
-                fd = child
-            return fd
-        except BaseException:
+                if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return None
+                raise
             os.close(fd)
-            raise
+            fd = child
+        return fd
 
-    def _replace(self, parent, base):
+    def _remove(self, parent, base, parts):
         """Remove what a later member of the same name replaces (tar semantics: last one wins)."""
         existing = _lstat(base, parent)
         if existing is None:
             return
         if stat.S_ISDIR(existing.st_mode):
             shutil.rmtree(base, dir_fd=parent)
-            # Cached fds below it now name deleted directories. (Pending mtimes of paths that
-            # are gone are harmless: finish() skips what it cannot open.)
+            # Cached fds below it now name deleted directories. Mtimes noted below it may stay:
+            # finish() skips paths that are gone (one re-created there gets the old mtime).
             self._forget_dirs_except(parent)
+            self._dir_mtimes.pop(tuple(parts), None)
         else:
             os.unlink(base, dir_fd=parent)
 
+    def _forget_dirs(self):
+        for fd in self._dir_fds.values():
+            os.close(fd)
+        self._dir_fds.clear()
+
     def _forget_dirs_except(self, parent):
-        # `parent` itself may be a cached fd that callers still use, so keep that one.
+        # `parent` itself may be a cached fd that the caller still uses, so keep that one.
         keep = {key: fd for key, fd in self._dir_fds.items() if fd == parent}
         for key, fd in self._dir_fds.items():
             if key not in keep:
@@ -335,30 +497,68 @@ class _Unpacker:
                 continue
             attribute = key[len(PAX_XATTR_PREFIX):]
             if not attribute.startswith("user.") or attribute.startswith("user.overlay."):
-                self._skipped.append((member.name, f"xattr {attribute} dropped"))
+                self._skip(member.name, f"xattr {attribute} dropped")
                 continue
             try:
                 os.setxattr(fd, attribute, value.encode("utf-8", "surrogateescape"))
-            except OSError as err:
-                self._skipped.append((member.name, f"xattr {attribute} not kept: {err.strerror}"))
+            except (OSError, ValueError) as err:
+                self._skip(member.name, f"xattr {attribute} not kept: {getattr(err, 'strerror', None) or err}")
 
     def finish(self):
-        """Directory mtimes last (adding children changed them), deepest first."""
-        for parts in sorted(self._dir_mtimes, key=len, reverse=True):
-            mtime = self._dir_mtimes[parts]
-            if not parts:
-                os.utime(self._root_fd, ns=(mtime, mtime))
-                continue
+        """Directory mtimes last, since adding children changed them. Sorted, so each directory
+        is opened once, right after its parent."""
+        opened = [((), os.dup(self._root_fd))]  # the open directories on the current path
+        try:
+            for parts in sorted(self._dir_mtimes):
+                while opened[-1][0] != parts[: len(opened[-1][0])]:
+                    os.close(opened.pop()[1])
+                if self._open_down_to(opened, parts):
+                    os.utime(opened[-1][1], ns=(self._dir_mtimes[parts],) * 2)
+        finally:
+            for _, fd in opened:
+                os.close(fd)
+
+    @staticmethod
+    def _open_down_to(opened, parts):
+        while len(opened[-1][0]) < len(parts):
+            walked = parts[: len(opened[-1][0]) + 1]
             try:
-                parent = self._open_existing_parent(list(parts))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            try:
-                os.utime(parts[-1], ns=(mtime, mtime), dir_fd=parent, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
-            finally:
-                os.close(parent)
+                fd = os.open(walked[-1], _DIR_FLAGS, dir_fd=opened[-1][1])
+            except OSError as err:
+                if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return False  # replaced by a non-directory, or removed, after its mtime was noted
+                raise
+            opened.append((walked, fd))
+        return True
+
+
+def _too_big(what, limits):
+    return LayerError(
+        f"{what}: more than the limit of {limits.max_total_bytes} bytes per layer (a guard against decompression bombs)",
+        hint="if the image is genuine, raise the limit with TOOLBOX_MAX_LAYER_BYTES (a number of bytes)",
+    )
+
+
+def _make_whiteout(parent, name, member_name):
+    try:
+        os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
+    except PermissionError:
+        raise StoreError(
+            f"cannot record whiteout {member_name!r}: this kernel does not let unprivileged users create overlay whiteouts",
+            hint="Linux 5.8 or later is needed",
+        ) from None
+
+
+def _set_opaque(fd, member_name):
+    try:
+        os.setxattr(fd, OPAQUE_XATTR, b"y")
+    except OSError as err:
+        if err.errno not in (errno.ENOTSUP, errno.EPERM):
+            raise
+        raise StoreError(
+            f"cannot mark the directory of {member_name!r} opaque: the store's filesystem refuses user extended attributes",
+            hint="put the store (TOOLBOX_CACHE_DIR) on ext4, xfs, btrfs or tmpfs (Linux 6.6 or later)",
+        ) from None
 
 
 def _write_all(fd, data):
@@ -380,17 +580,15 @@ def _is_whiteout(st):
 
 
 def _ns(mtime):
-    return int(mtime * 1_000_000_000)
+    """Nanoseconds for utime. Mtimes are layer input too: NaN, infinity and absurd years (PAX
+    allows them) are clamped rather than crashed on."""
+    if not math.isfinite(mtime):
+        return 0
+    return max(-_NS_LIMIT, min(_NS_LIMIT, int(mtime * 1_000_000_000)))
 
 
 def _dir_mode(mode):
     return (mode & 0o1777) | 0o700
-
-
-def _file_mode(mode, name, skipped):
-    if mode & 0o6000:
-        skipped.append((name, "setuid/setgid bit stripped"))
-    return (mode & 0o1777) | 0o600
 
 
 # -- flattening ------------------------------------------------------------------------------------
@@ -400,9 +598,14 @@ def merge_layers(layer_trees, dest_dir):
     """Flatten layer trees (lowest first) into one root filesystem in the empty `dest_dir`,
     with overlayfs's rules: a whiteout deletes the name below it, an opaque directory hides all
     that was below it, and a non-directory replaces a directory (and back). Regular files are
-    hard-linked from the layer trees (copied across filesystems), so this costs no file data."""
+    hard-linked from the layer trees (copied across filesystems), so this costs no file data.
+    Directories take the mode, mtime and user xattrs of the upper-most layer that has them, as
+    overlayfs shows them."""
+    dest = os.fsencode(dest_dir)
     for tree in layer_trees:
-        _merge_directory(os.fsencode(tree), os.fsencode(dest_dir))
+        _merge_directory(os.fsencode(tree), dest)
+    if layer_trees:
+        _copy_directory_attributes(os.fsencode(layer_trees[-1]), dest, os.lstat(layer_trees[-1]))
 
 
 def _merge_directory(source, dest):
@@ -414,25 +617,46 @@ def _merge_directory(source, dest):
                 _remove_any(target)
             elif stat.S_ISDIR(st.st_mode):
                 _merge_subdirectory(entry.path, target, st)
-            else:
+            elif stat.S_ISLNK(st.st_mode):
                 _remove_any(target)
-                if stat.S_ISLNK(st.st_mode):
-                    os.symlink(os.readlink(entry.path), target)
-                elif stat.S_ISREG(st.st_mode):
-                    _link_or_copy(entry.path, target)
+                os.symlink(os.readlink(entry.path), target)
+                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            elif stat.S_ISREG(st.st_mode):
+                _remove_any(target)
+                _link_or_copy(entry.path, target)
+            # Nothing else is ever unpacked into a layer tree.
 
 
 def _merge_subdirectory(source, target, st):
     existing = _lstat(target, None)
-    opaque = _has_opaque_xattr(source)
-    if existing is not None and (opaque or not stat.S_ISDIR(existing.st_mode)):
+    if existing is not None and (not stat.S_ISDIR(existing.st_mode) or _has_opaque_xattr(source)):
         _remove_any(target)
         existing = None
     if existing is None:
         os.mkdir(target, 0o700)
     _merge_directory(source, target)
+    _copy_directory_attributes(source, target, st)
+
+
+def _copy_directory_attributes(source, target, st):
+    wanted = _user_xattrs(source)
+    try:
+        for name in set(_user_xattrs(target)) - set(wanted):
+            os.removexattr(target, name)
+        for name, value in wanted.items():
+            os.setxattr(target, name, value)
+    except OSError as err:
+        # A flat copy on a filesystem without user xattrs is still worth having.
+        if err.errno not in (errno.ENOTSUP, errno.EPERM):
+            raise
     os.chmod(target, stat.S_IMODE(st.st_mode) | 0o700)
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _user_xattrs(path):
+    """The xattrs an image shows: user.*, without overlayfs's own."""
+    names = [n for n in os.listxattr(path) if n.startswith("user.") and not n.startswith("user.overlay.")]
+    return {name: os.getxattr(path, name) for name in names}
 
 
 def _has_opaque_xattr(path):
@@ -446,6 +670,7 @@ def _link_or_copy(source, target):
     try:
         os.link(source, target, follow_symlinks=False)
     except OSError as err:
+        # EXDEV: another filesystem; EPERM: protected_hardlinks and a file someone else owns.
         if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
         shutil.copy2(source, target, follow_symlinks=False)
