@@ -1,6 +1,7 @@
 """`toolbox run` as an ordinary user: a real user + mount namespace, overlayfs over the stored
 layer trees, exec in place."""
 
+import json
 import os
 import signal
 import subprocess
@@ -54,8 +55,10 @@ def test_exit_codes(toolbox, busybox, tmp_path):
     assert missing.returncode == 127 and b"command not found in the image" in missing.stderr
     not_executable = run(toolbox, busybox, "/etc/passwd")
     assert not_executable.returncode == 126, not_executable.stderr
-    not_stored = run(toolbox, "127.0.0.1:1/not-pulled:1", "true")
+    not_stored = run(toolbox, "--pull", "never", "127.0.0.1:1/not-pulled:1", "true")
     assert not_stored.returncode == 125 and b"not in the store" in not_stored.stderr and b"toolbox pull" in not_stored.stderr
+    unreachable = run(toolbox, "127.0.0.1:1/not-pulled:1", "true")  # --pull missing tries, and says why it failed
+    assert unreachable.returncode == 125 and b"127.0.0.1:1" in unreachable.stderr and b"Traceback" not in unreachable.stderr
     bad_option = run(toolbox, "--bogus", busybox)
     assert bad_option.returncode == 125 and b"unknown option --bogus" in bad_option.stderr
     # Killed by a signal: the shell that started it sees 128 + the signal, as for any program.
@@ -183,7 +186,7 @@ def test_named_volume_is_kept_between_runs(toolbox, busybox):
     again = run(toolbox, "--volume", "cache:/data:ro", busybox, "sh", "-c", "cat /data/f; echo x > /data/g")
     assert again.stdout == b"kept\n" and b"Read-only file system" in again.stderr
     listed = toolbox.cli("volume", "ls", "--json")
-    (volume,) = __import__("json").loads(listed.stdout)
+    (volume,) = json.loads(listed.stdout)
     assert volume["name"] == "cache" and open(os.path.join(volume["path"], "f")).read() == "kept\n"
     assert toolbox.cli("volume", "rm", "cache").returncode == 0
     assert run(toolbox, "-v", "cache:/data", busybox, "cat", "/data/f").returncode == 1  # a new, empty volume
@@ -291,3 +294,138 @@ def test_limit_values_are_checked():
     for parse, bad in ((parse_memory, "lots"), (parse_memory, "1"), (parse_cpus, "0"), (parse_cpus, "x"), (parse_pids, "-1")):
         with pytest.raises(LimitError):
             parse(bad)
+
+
+@needs_userns
+def test_pull_policies_and_platform(toolbox, registry, pushed_images):
+    toolbox.trust(registry)
+    image = pushed_images["busybox"].reference
+    first = run(toolbox, image, "echo", "pulled on first use")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == b"pulled on first use\n"  # progress goes to stderr, never into the tool's output
+    assert b"Pulling" in first.stderr
+    again = run(toolbox, image, "true")
+    assert again.returncode == 0 and b"Pulling" not in again.stderr
+    always = run(toolbox, "--pull=always", image, "true")
+    assert always.returncode == 0 and b"Pulling" in always.stderr
+    assert run(toolbox, "--pull", "sometimes", image, "true").returncode == 125
+    other = run(toolbox, "--pull", "never", "--platform", "linux/s390x", image, "true")
+    assert other.returncode == 125 and b"not stored for linux/s390x" in other.stderr
+    assert run(toolbox, "--platform", "linux/amd64" if os.uname().machine == "x86_64" else "linux/arm64", image, "true").returncode == 0
+
+
+@needs_userns
+def test_argument_paths_outside_the_cwd_are_mounted(toolbox, busybox, tmp_path):
+    project = tmp_path / "work" / "project"
+    project.mkdir(parents=True)
+    sibling = tmp_path / "work" / "data"
+    sibling.mkdir()
+    (sibling / "in.json").write_text('{"a": 1}\n')
+    (sibling / "not-named.txt").write_text("sibling\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # A relative path through .., an absolute directory, an output file that does not exist
+    # yet, and an --option=VALUE form.
+    script = 'cat "$1" && ls "$2" && echo made > "$3" && echo "$4"'
+    result = run(toolbox, busybox, "sh", "-c", script, "sh", "../data/in.json", str(elsewhere), str(elsewhere / "out.txt"),
+                 f"--output={sibling}/opt.txt", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().startswith('{"a": 1}\n')
+    assert (elsewhere / "out.txt").read_text() == "made\n"
+    assert (elsewhere / "out.txt").stat().st_uid == os.getuid()
+    # A file is reached through its directory (tools that rename a temp file beside it work).
+    renamed = run(toolbox, busybox, "sh", "-c", 'echo new > "$1.tmp" && mv "$1.tmp" "$1"', "sh", f"{sibling}/in.json", cwd=project)
+    assert renamed.returncode == 0, renamed.stderr
+    assert (sibling / "in.json").read_text() == "new\n"
+    # Nothing beyond what the arguments name (a path in the environment is not mounted), and
+    # the flag turns it off.
+    unnamed = run(toolbox, "-e", f"DATA={sibling}", busybox, "sh", "-c", 'ls "$DATA"', cwd=project)
+    assert unnamed.returncode != 0 and b"No such file" in unnamed.stderr
+    off = run(toolbox, "--no-mount-args", busybox, "cat", "../data/in.json", cwd=project)
+    assert off.returncode == 1 and b"No such file" in off.stderr
+
+
+def test_which_argument_paths_are_mounted(tmp_path):
+    from toolbox.argpaths import argument_binds
+
+    home = tmp_path / "home"
+    (home / "proj").mkdir(parents=True)
+    (home / "notes.txt").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+
+    def mounted(*args, visible=(), relative_ok=True):
+        return [host for host, inside, read_only in argument_binds(list(args), str(home / "proj"), str(home), list(visible), relative_ok)]
+
+    assert mounted("/", "/etc/passwd", "/usr/share/x", "/proc/self") == []  # the image's own areas
+    assert mounted(str(home), str(tmp_path)) == []  # the home directory or above it
+    assert mounted(str(home / "notes.txt")) == [str(home / "notes.txt")]  # alone: home is broad
+    assert mounted(str(home / "missing.txt")) == []  # not creatable without exposing home
+    assert mounted(str(tmp_path / "d" / "f"), str(tmp_path / "d" / "new")) == [str(tmp_path / "d")]
+    assert mounted("../notes.txt", "sub/x", "plain.json", "-o", "--flag") == [str(home / "notes.txt")]
+    assert mounted("../notes.txt", relative_ok=False) == []
+    assert mounted(f"--out={tmp_path}/d/f") == [str(tmp_path / "d")]
+    assert mounted("https://example.com/a/b", "s3://bucket/key") == []
+    assert mounted(str(tmp_path / "d" / "f"), visible=[str(tmp_path)]) == []
+    assert mounted(str(tmp_path / "d"), str(tmp_path / "d" / "f")) == [str(tmp_path / "d")]  # no nested mounts
+    assert mounted("/var/tmp/x-missing-dir/y") == []
+
+
+@needs_userns
+def test_a_named_container_keeps_its_writable_layer(toolbox, busybox):
+    assert run(toolbox, "--name", "keep", busybox, "sh", "-c", "echo kept > /etc/state").returncode == 0
+    assert run(toolbox, "--name", "keep", busybox, "cat", "/etc/state").stdout == b"kept\n"
+    assert run(toolbox, busybox, "cat", "/etc/state").returncode == 1  # a plain run starts from the image
+    listed = json.loads(toolbox.cli("ps", "--json").stdout)
+    assert [(c["name"], c["running"]) for c in listed] == [("keep", False)] and listed[0]["size"] > 0
+    # One run at a time: a second one is refused while the first runs.
+    process = subprocess.Popen([sys.executable, "-m", "toolbox", "run", "--name", "keep", busybox, "sh", "-c", "echo up; sleep 30"],
+                               env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=toolbox.root)
+    try:
+        assert process.stdout.readline() == b"up\n"
+        busy = run(toolbox, "--name", "keep", busybox, "true")
+        assert busy.returncode == 125 and b"is running" in busy.stderr
+        refused = toolbox.cli("rm", "keep")
+        assert refused.returncode == 125 and "is running" in refused.stderr
+        assert json.loads(toolbox.cli("ps", "--json").stdout)[0]["running"] is True
+    finally:
+        process.kill()
+        process.wait()
+    # Its layers survive a prune even when the image is gone; another image cannot take the name.
+    assert toolbox.cli("rmi", busybox).returncode == 0
+    assert toolbox.cli("prune").returncode == 0
+    assert run(toolbox, "--pull", "never", "--name", "keep", busybox, "cat", "/etc/state").returncode == 125  # the image itself is gone
+    toolbox.pull(busybox)
+    assert run(toolbox, "--name", "keep", busybox, "cat", "/etc/state").stdout == b"kept\n"
+    assert toolbox.cli("rm", "keep").returncode == 0
+    assert json.loads(toolbox.cli("ps", "--json").stdout) == []
+    assert not os.path.exists(os.path.join(toolbox.layout.containers_dir, "keep"))
+    assert run(toolbox, "--name", "keep", busybox, "cat", "/etc/state").returncode == 1  # fresh again
+    assert toolbox.cli("rm", "keep", "missing").returncode == 125
+    assert run(toolbox, "--name", "../x", busybox, "true").returncode == 125
+
+
+@needs_userns
+def test_user_root_inside_is_the_user_outside(toolbox, busybox, tmp_path):
+    result = run(toolbox, "--user", "root", busybox, "sh", "-c", "id -u; id -g; whoami; echo $HOME; touch made-by-root", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [b"0", b"0", b"root", b"/root"]
+    assert (tmp_path / "made-by-root").stat().st_uid == os.getuid()
+    numeric = run(toolbox, "-u", "1234:2345", busybox, "sh", "-c", "id -u; id -g; echo $HOME; touch made-by-1234", cwd=tmp_path)
+    assert numeric.stdout.split()[:2] == [b"1234", b"2345"], numeric.stderr
+    assert (tmp_path / "made-by-1234").stat().st_uid == os.getuid()
+    named = run(toolbox, "--user", "nobody", busybox, "id", "-un")
+    assert named.returncode == 0 and named.stdout == b"nobody\n", named.stderr
+    unknown = run(toolbox, "--user", "no-such-user", busybox, "true")
+    assert unknown.returncode == 125 and b"no user named" in unknown.stderr
+
+
+@needs_userns
+def test_env_file(toolbox, busybox, tmp_path):
+    env_file = tmp_path / "vars.env"
+    env_file.write_text("# a comment\n\nFROM_FILE=file value\nOVERRIDDEN=file\nPASSED\n")
+    result = run(toolbox, "--env-file", str(env_file), "-e", "OVERRIDDEN=flag", busybox, "env", env={"PASSED": "from host"})
+    lines = set(result.stdout.decode().splitlines())
+    assert {"FROM_FILE=file value", "OVERRIDDEN=flag", "PASSED=from host"} <= lines, result.stderr
+    missing = run(toolbox, "--env-file", str(tmp_path / "missing.env"), busybox, "true")
+    assert missing.returncode == 125 and b"--env-file" in missing.stderr

@@ -199,6 +199,39 @@ def run(ctx: typer.Context):
     raise typer.Exit(launch(list(ctx.args)))
 
 
+@app.command()
+def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """List named containers: writable layers kept by `toolbox run --name NAME`."""
+    import datetime
+
+    from . import containers
+    from .progress import human_bytes
+
+    layout = _services().layout
+    found = [containers.describe(layout, name) for name in containers.names(layout)]
+    if as_json:
+        _print_json(found)
+        return
+    rows = [("NAME", "IMAGE", "STATUS", "SIZE", "CREATED")]
+    for c in found:
+        created = datetime.datetime.fromtimestamp(c["created"], datetime.timezone.utc).isoformat()
+        rows.append((c["name"], c["reference"], "running" if c["running"] else "stopped", human_bytes(c["size"]), created))
+    _print_table(rows)
+
+
+@app.command()
+def rm(names: list[str] = typer.Argument(..., help="Named containers to remove, with their writable layer.")):
+    """Remove named containers (made by `toolbox run --name`); a running one is refused."""
+    from . import containers
+
+    layout = _services().layout
+    for name in names:
+        containers.describe(layout, name)  # all names checked before anything is removed
+    for name in names:
+        containers.remove(layout, name)
+        print(f"Removed container {name}")
+
+
 @volume_app.command("ls")
 def volume_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """List named volumes."""

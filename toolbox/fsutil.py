@@ -1,13 +1,13 @@
 """Small filesystem operations the store is built from: atomic writes, locks, removal."""
 
 import errno
-import fcntl
 import os
 import shutil
 import stat
 import tempfile
 from contextlib import contextmanager
 
+from . import locks
 from .errors import StoreError
 
 
@@ -43,25 +43,12 @@ def unlink_quietly(path):
 
 @contextmanager
 def locked(path, shared=False, blocking=True):
-    """An flock on `path` (created if missing), released when the block ends or the process dies,
-    so a killed toolbox never leaves a stale lock behind."""
+    """An flock on `path` (created if missing) for the duration of the block."""
     ensure_dir(os.path.dirname(path))
-    flags = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, flags)
-        except BlockingIOError:
-            os.close(fd)
-            raise StoreError(f"{path} is locked by another toolbox process") from None
-        # A cleaner may have unlinked the file between our open and our flock; then our lock
-        # guards nothing anyone else can see. Start again on the file that is there now.
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+    try:
+        fd = locks.acquire(path, shared=shared, blocking=blocking)
+    except locks.Busy:
+        raise StoreError(f"{path} is locked by another toolbox process") from None
     try:
         yield fd
     finally:

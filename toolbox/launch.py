@@ -22,6 +22,7 @@ Run a command in a stored image, as you, in the current directory.
 
 Options:
   -e, --env KEY[=VALUE]   set a variable (KEY alone passes the host's value)
+  --env-file FILE         read KEY=VALUE (or KEY) lines; -e wins over it
   -w, --workdir DIR       working directory inside (default: the current directory)
   --entrypoint CMD        replace the image's entrypoint
   -v, --volume SRC:DEST[:ro]
@@ -31,7 +32,14 @@ Options:
   --network host|none     the host's network (default), or only a private loopback
   --memory SIZE, --cpus N, --pids-limit N
                           resource limits (need a delegated cgroup v2; refused otherwise)
+  -u, --user USER         who runs inside: root, UID[:GID] or a name from the image;
+                          always you outside (default: your own uid and gid)
+  --name NAME             keep the writable layer between runs (`toolbox rm NAME`)
+  --pull missing|always|never
+                          pull the image when it is not stored (default), every time, or never
+  --platform OS/ARCH      the image's platform (default: this machine's)
   --no-cwd                do not mount the current directory
+  --no-mount-args         do not mount host paths named in the command's arguments
   --read-only             make the image's root read-only
   -i, -t, --rm            accepted, for muscle memory: stdin and the terminal are always the tool's
 """
@@ -46,12 +54,19 @@ class UsageError(Exception):
 
 
 class RunOptions:
-    __slots__ = ("image", "command", "env", "workdir", "entrypoint", "mount_cwd", "read_only", "volumes", "tmpfs", "network", "limits")
+    __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args", "read_only", "volumes", "tmpfs",
+                 "network", "limits", "user", "name", "pull", "platform")
 
     def __init__(self):
         self.image = None
         self.command = []
         self.env = []
+        self.env_files = []
+        self.mount_args = True
+        self.user = None
+        self.name = None
+        self.pull = "missing"
+        self.platform = None
         self.workdir = None
         self.entrypoint = None
         self.mount_cwd = True
@@ -63,13 +78,15 @@ class RunOptions:
 
 
 _FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
-          "--no-cwd": "mount_cwd", "--read-only": "read_only"}
+          "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only"}
 _WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint",
                "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network",
-               "--memory": "memory", "-m": "memory", "--cpus": "cpus", "--pids-limit": "pids"}
+               "--memory": "memory", "-m": "memory", "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files",
+               "-u": "user", "--user": "user", "--name": "name", "--pull": "pull", "--platform": "platform"}
 _LIMITS = ("memory", "cpus", "pids")
-_LISTS = ("env", "volumes", "tmpfs")
+_LISTS = ("env", "env_files", "volumes", "tmpfs")
 NETWORKS = ("host", "none")
+PULL_POLICIES = ("missing", "always", "never")
 
 
 def parse_args(argv):
@@ -84,10 +101,10 @@ def parse_args(argv):
             break
         name, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, False, None)
         if name in _FLAGS:
-            if _FLAGS[name] == "mount_cwd":
-                options.mount_cwd = False
-            elif _FLAGS[name] == "read_only":
+            if _FLAGS[name] == "read_only":
                 options.read_only = True
+            elif _FLAGS[name]:  # the --no-* flags
+                setattr(options, _FLAGS[name], False)
             continue
         if name in _WITH_VALUE:
             if not has_value:
@@ -112,6 +129,8 @@ def parse_args(argv):
     options.command = args
     if options.network not in NETWORKS:
         raise UsageError(f"--network {options.network!r}: use one of {', '.join(NETWORKS)}")
+    if options.pull not in PULL_POLICIES:
+        raise UsageError(f"--pull {options.pull!r}: use one of {', '.join(PULL_POLICIES)}")
     for path in options.tmpfs:
         _container_path(path, "--tmpfs")
     return options
@@ -151,14 +170,16 @@ def named_volume(layout, name):
     return path
 
 
-def load_plan(layout, image_text):
-    """The image's run plan: read from the cache, or made by the cold tier when missing or stale."""
-    plan = read_current_plan(layout.run_plan_path(image_text))
-    if plan is not None:
-        return plan
-    from .runplan import make_plan  # the cold tier, once per image and spelling
+def load_plan(layout, options):
+    """The image's run plan: read from the cache, or made by the cold tier when missing or stale,
+    or when --pull or --platform ask for more than the cache can say."""
+    if options.pull == "missing" and options.platform is None:
+        plan = read_current_plan(layout.run_plan_path(options.image))
+        if plan is not None:
+            return plan
+    from .runplan import ensure_plan  # the cold tier, once per image and spelling
 
-    return make_plan(layout, image_text)
+    return ensure_plan(layout, options.image, options.pull, options.platform)
 
 
 def command_line(plan, options):
@@ -176,7 +197,7 @@ def command_line(plan, options):
     return argv
 
 
-def environment(plan, options, home, user_name):
+def environment(plan, options, user):
     env = {}
     for entry in plan["env"]:
         key, _, value = entry.partition("=")
@@ -185,17 +206,98 @@ def environment(plan, options, home, user_name):
     for name in PASSED_FROM_HOST:
         if name in os.environ:
             env[name] = os.environ[name]
-    env["HOME"] = home
-    env["USER"] = user_name
-    for item in options.env:
+    env["HOME"] = user.home
+    env["USER"] = user.name
+    for item in [entry for path in options.env_files for entry in _env_file_entries(path)] + options.env:
         key, has_value, value = item.partition("=")
-        if not key:
-            raise UsageError(f"invalid -e {item!r}: expected KEY or KEY=VALUE")
+        if not key or "\0" in item:
+            raise UsageError(f"invalid environment entry {item!r}: expected KEY or KEY=VALUE")
         if has_value:
             env[key] = value
         elif key in os.environ:
             env[key] = os.environ[key]
     return env
+
+
+def _env_file_entries(path):
+    """docker's --env-file format: KEY=VALUE or KEY per line, taken literally (no quotes, no
+    expansion); blank lines and lines starting with # are skipped."""
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8", errors="surrogateescape") as file:
+            lines = file.read().splitlines()
+    except OSError as err:
+        raise ToolboxError(f"--env-file {path}: {err.strerror}") from None
+    return [line.lstrip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+class User:
+    """Who the tool runs as inside. Outside it is always the invoking user: the single id map
+    sends `uid`/`gid` to the user's own ids, so files written keep the user's ownership."""
+
+    __slots__ = ("uid", "gid", "name", "home")
+
+    def __init__(self, uid, gid, name, home):
+        self.uid = uid
+        self.gid = gid
+        self.name = name
+        self.home = home
+
+
+def user_inside(requested, image_lookup):
+    """--user: absent means the user's own ids and name; `root` or 0 a fake root; UID[:GID];
+    or NAME[:GROUP] looked up in the image's /etc/passwd and /etc/group."""
+    own_name = _user_name()
+    if requested is None:
+        return User(os.getuid(), os.getgid(), own_name, f"/home/{own_name}")
+    who, _, group = requested.partition(":")
+    entry = image_lookup("passwd", who) if who else None
+    if who.isdigit():
+        uid = int(who)
+    elif entry is not None:
+        uid = int(entry[2])
+    else:
+        raise ToolboxError(f"--user {requested}: the image has no user named {who!r}", hint="use a numeric UID[:GID]")
+    if group.isdigit():
+        gid = int(group)
+    elif group:
+        group_entry = image_lookup("group", group)
+        if group_entry is None:
+            raise ToolboxError(f"--user {requested}: the image has no group named {group!r}", hint="use a numeric UID:GID")
+        gid = int(group_entry[2])
+    else:
+        gid = int(entry[3]) if entry is not None else uid
+    if uid >= 2**32 - 1 or gid >= 2**32 - 1:
+        raise UsageError(f"--user {requested}: ids must be below 4294967295")
+    name = entry[0] if entry is not None else ("root" if uid == 0 else own_name)
+    home = entry[5] if entry is not None and entry[5].startswith("/") else ("/root" if uid == 0 else f"/home/{name}")
+    return User(uid, gid, name, home)
+
+
+def image_lookup_in(layers_dir, layers):
+    """A lookup of NAME or ID in the image's /etc/passwd or /etc/group, read from the topmost
+    layer tree that has the file: the ids must be known before the id maps are written, so
+    before anything is mounted."""
+
+    def lookup(database, key):
+        for layer in layers:
+            try:
+                with open(os.path.join(layers_dir, layer, "etc", database), encoding="utf-8", errors="replace") as file:
+                    lines = file.read().splitlines()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError:
+                return None  # a whiteout (a 0/0 device) or unreadable: deleted in this layer
+            minimum_fields = 7 if database == "passwd" else 3
+            for line in lines:
+                fields = line.split(":")
+                if len(fields) >= minimum_fields and key in (fields[0], fields[2]) and fields[2].isdigit():
+                    if database == "passwd" and not fields[3].isdigit():
+                        continue
+                    return fields
+            return None
+        return None
+
+    return lookup
 
 
 def _user_name():
@@ -210,32 +312,63 @@ def _user_name():
         return "user"
 
 
-def make_spec(layout, plan, options):
-    user_name = _user_name()
-    home = f"/home/{user_name}"
+def make_spec(layout, plan, options, container=None):
+    layers = container_layers(layout, container) if container else plan["layers"]
+    user = user_inside(options.user, image_lookup_in(layout.layers_dir, layers))
     binds = []
     host_cwd = os.getcwd()
-    if options.mount_cwd and host_cwd != "/":
+    cwd_mounted = options.mount_cwd and host_cwd != "/"
+    if cwd_mounted:
         binds.append((host_cwd, host_cwd, False))
         workdir = options.workdir or host_cwd
     else:
         workdir = options.workdir or plan["working_dir"] or "/"
     binds += volume_binds(layout, options.volumes, host_cwd)
+    if options.mount_args:
+        from .argpaths import argument_binds
+
+        visible = [inside for _, inside, _ in binds] + list(options.tmpfs)
+        relative_ok = cwd_mounted and workdir == host_cwd
+        binds += argument_binds(options.command, host_cwd, os.environ.get("HOME") or os.path.expanduser("~"), visible, relative_ok)
     os.makedirs(layout.scratch_mountpoint, exist_ok=True)
     return RunSpec(
         layers_dir=layout.layers_dir,
-        layers=plan["layers"],
+        layers=layers,
         scratch_dir=layout.scratch_mountpoint,
         argv=command_line(plan, options),
-        env=environment(plan, options, home, user_name),
+        env=environment(plan, options, user),
         cwd=workdir,
         binds=binds,
         tmpfs=options.tmpfs,
         network=options.network,
-        user_name=user_name,
-        home=home,
+        user_name=user.name,
+        home=user.home,
         read_only=options.read_only,
+        uid=user.uid,
+        gid=user.gid,
+        upper=container.upper if container else None,
+        work=container.work if container else None,
     )
+
+
+def container_layers(layout, container):
+    from .containers import layers_of
+
+    layers = layers_of(container.record)
+    if not all(os.path.isdir(os.path.join(layout.layers_dir, layer)) for layer in layers):
+        raise ToolboxError(
+            f"the layers container {container.name!r} was made on are no longer stored",
+            hint=f"remove it and start afresh: toolbox rm {container.name}",
+        )
+    return layers
+
+
+def claim_container(layout, options, plan):
+    if options.name is None:
+        return None
+    from .containers import claim
+
+    return claim(layout, options.name, options.image, plan)
 
 
 def _report_modules():
@@ -268,7 +401,8 @@ def main(argv):
     try:
         options = parse_args(argv)
         layout = Layout.from_env()
-        spec = make_spec(layout, load_plan(layout, options.image), options)
+        plan = load_plan(layout, options)
+        spec = make_spec(layout, plan, options, claim_container(layout, options, plan))
         apply_limits(options.limits)
         _report_modules()
         exec_container(spec)

@@ -1,15 +1,52 @@
-"""Cold side of `toolbox run`: resolve what the user typed to a stored image and write a run plan,
-a small marshal file the launch path reads instead of parsing references, manifests and
-configs. A plan stays valid while the image record it was made from is unchanged (same inode
-and mtime: a new pull of the tag replaces the record, so the plan is remade)."""
+"""Cold side of `toolbox run`: resolve what the user typed to a stored image (pulling it when the
+--pull policy says so) and write a run plan, a small marshal file the launch path reads instead
+of parsing references, manifests and configs. A plan stays valid while the image record it was
+made from is unchanged (same inode and mtime: a new pull of the tag replaces the record, so the
+plan is remade)."""
 
 import marshal
 import os
 
 from . import fsutil
-from .errors import StoreError
+from .errors import ImageNotStored, StoreError
 from .plan import PLAN_VERSION
 from .store import Store
+
+
+def ensure_plan(layout, image_text, pull="missing", platform_text=None):
+    """The run plan of `image_text`, pulling first when `pull` asks for it: "always"; "missing"
+    when the image (for `platform_text`, if given) is not stored; never with "never"."""
+    from .platform import Platform
+
+    platform = Platform.parse(platform_text) if platform_text else None
+    if pull == "always" or (pull == "missing" and not _is_stored(layout, image_text, platform)):
+        _pull(layout, image_text, platform)
+    elif platform is not None and not _is_stored(layout, image_text, platform):
+        raise ImageNotStored(f"{image_text} is not stored for {platform}", hint=f"pull it: toolbox pull --platform {platform} {image_text}")
+    return make_plan(layout, image_text)
+
+
+def _is_stored(layout, image_text, platform):
+    try:
+        record = Store(layout).get(image_text)
+    except ImageNotStored:
+        return False
+    return platform is None or record.platform == str(platform)
+
+
+def _pull(layout, image_text, platform):
+    from .progress import progress_for
+    from .pull import PullOptions, pull_image
+    from .reference import ImageRef
+    from .services import load_services
+
+    ref = ImageRef.parse(image_text)
+    services = load_services(layout)
+    client = services.registry_client()
+    try:
+        pull_image(ref, store=services.store, client=client, options=PullOptions(platform=platform), progress=progress_for(quiet=False))
+    finally:
+        client.close()
 
 
 def make_plan(layout, image_text):

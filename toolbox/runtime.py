@@ -21,9 +21,11 @@ DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 class RunSpec:
     """What to run and how: the one contract between planning and the runtime."""
 
-    __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network", "user_name", "home", "read_only")
+    __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network", "user_name", "home", "read_only",
+                 "uid", "gid", "upper", "work")
 
-    def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), tmpfs=(), network="host", user_name="user", home="/home/user", read_only=False):
+    def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), tmpfs=(), network="host", user_name="user", home="/home/user",
+                 read_only=False, uid=None, gid=None, upper=None, work=None):
         self.layers_dir = layers_dir  # the directory that holds the layer trees
         self.layers = layers  # layer tree names relative to layers_dir, topmost first
         self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
@@ -36,6 +38,13 @@ class RunSpec:
         self.user_name = user_name
         self.home = home
         self.read_only = read_only
+        # The ids the tool has inside, mapped to the invoking user's (default: the same ids).
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        # A kept writable layer (--name): overlayfs upper and work directories; None for a
+        # scratch layer in a tmpfs that vanishes with the run.
+        self.upper = upper
+        self.work = work
 
 
 class RuntimeStepError(Exception):
@@ -58,13 +67,13 @@ def exec_container(spec):
     uid, gid = os.getuid(), os.getgid()
     namespaces = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | (sc.CLONE_NEWNET if spec.network == "none" else 0)
     _step("unshare user and mount namespaces", sc.unshare, namespaces)
-    _step("write id maps", write_id_maps, uid, gid)
+    _step("write id maps", write_id_maps, spec.uid, uid, spec.gid, gid)
     if spec.network == "none":
         _step("bring up the loopback interface", bring_up_loopback)
     _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     root = _step("assemble the root filesystem", assemble_root, spec)
     _step("mount /proc, /sys and /dev", mount_system, root)
-    _step("add the user to /etc/passwd", add_user, root, spec, uid, gid)
+    _step("add the user to /etc/passwd", add_user, root, spec)
     for host, inside, read_only in spec.binds:
         _step(f"bind {host} to {inside}", bind, root, host, inside, read_only)
     for inside in spec.tmpfs:
@@ -84,15 +93,16 @@ def _step(name, function, *args):
         raise RuntimeStepError(name, err) from None
 
 
-def write_id_maps(uid, gid):
-    """Map our own ids to themselves: files we create are ours outside too. setgroups must be
-    denied before an unprivileged process may write gid_map (user_namespaces(7))."""
+def write_id_maps(inner_uid, outer_uid, inner_gid, outer_gid):
+    """Map one id inside to our own outside: files the tool creates are ours outside, whoever
+    it is inside. setgroups must be denied before an unprivileged process may write gid_map
+    (user_namespaces(7))."""
     with open("/proc/self/setgroups", "w") as file:
         file.write("deny")
     with open("/proc/self/uid_map", "w") as file:
-        file.write(f"{uid} {uid} 1")
+        file.write(f"{inner_uid} {outer_uid} 1")
     with open("/proc/self/gid_map", "w") as file:
-        file.write(f"{gid} {gid} 1")
+        file.write(f"{inner_gid} {outer_gid} 1")
 
 
 def bring_up_loopback():
@@ -108,16 +118,19 @@ def bring_up_loopback():
 
 
 def assemble_root(spec):
-    """A tmpfs holds the writable scratch layer (gone when the namespace goes) under an overlayfs
-    of the read-only layer trees."""
+    """An overlayfs of the read-only layer trees under a writable layer: a tmpfs scratch one,
+    gone when the namespace goes, or the kept one of a named container. The tmpfs also holds
+    the mount point of the root."""
     scratch = spec.scratch_dir
     sc.mount("toolbox-scratch", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
     for name in ("upper", "work", "root"):
         os.mkdir(os.path.join(scratch, name), 0o755)
+    upper = spec.upper or f"{scratch}/upper"
+    work = spec.work or f"{scratch}/work"
     # Layer paths relative to the layers directory keep the option string short: the mount data
     # is limited to one page.
     os.chdir(spec.layers_dir)
-    options = f"userxattr,lowerdir={':'.join(spec.layers)},upperdir={scratch}/upper,workdir={scratch}/work"
+    options = f"userxattr,lowerdir={':'.join(spec.layers)},upperdir={upper},workdir={work}"
     root = os.path.join(scratch, "root")
     sc.mount("toolbox", root, "overlay", 0, options)
     return root
@@ -195,10 +208,11 @@ def _mountpoint(root, relative, directory):
     return path
 
 
-def add_user(root, spec, uid, gid):
+def add_user(root, spec):
     """So that `whoami`, `id` and `~` work: an entry for the user, and a writable home."""
     os.makedirs(resolve_inside(root, spec.home), exist_ok=True)
     etc = resolve_inside(root, "etc")
+    uid, gid = spec.uid, spec.gid
     _append_if_missing(os.path.join(etc, "passwd"), f"{spec.user_name}:x:{uid}:{gid}:{spec.user_name}:{spec.home}:/bin/sh\n", f":{uid}:")
     _append_if_missing(os.path.join(etc, "group"), f"{spec.user_name}:x:{gid}:\n", f":{gid}:")
 

@@ -270,7 +270,7 @@ class Store:
 
     # -- garbage collection ----------------------------------------------------------------------
     def referenced(self):
-        """Blobs and layers that some image record needs."""
+        """Blobs and layers that some image record or named container needs."""
         blobs, layers = set(), set()
         for record in self.records():
             blobs.add(record.digest)
@@ -282,7 +282,19 @@ class Store:
                 continue
             blobs.add(image.config_digest)
             layers.update(image.diff_ids)
+        layers.update(self._layers_of_containers())
         return blobs, layers
+
+    def _layers_of_containers(self):
+        """Named containers keep their layers: their writable layer only makes sense on them."""
+        from . import containers
+
+        for relative in containers.used_layers(self.layout):
+            algorithm, hex_digest, _ = (relative.split("/") + ["", ""])[:3]
+            try:
+                yield Digest.parse(f"{algorithm}:{hex_digest}")
+            except InvalidReference:
+                continue
 
     def stored_blobs(self):
         return list(_digests_below(self.layout.blobs_dir))

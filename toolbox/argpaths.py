@@ -1,0 +1,97 @@
+"""Host paths named in a tool's arguments, mounted at the same path inside so that
+`toolbox run IMAGE jq . ../other/a.json` or `sort -o /tmp/out.txt` behave as on the host.
+
+The rules, chosen to be predictable and to expose no more than the arguments name:
+- An argument is a path candidate when it contains a `/` (`../x.json`, `/tmp/y`, `sub/z`);
+  so is the VALUE of `--option=VALUE`. URLs are not. Bare names (`a.json`) are relative to the
+  current directory, which is mounted already; other options are left alone (`-o FILE` gives
+  FILE as its own argument, which is looked at).
+- Relative paths are read against the host's current directory (the tool's working directory
+  inside), and only while that directory is mounted.
+- What is mounted: an existing directory as itself; an existing file through its directory, so
+  tools that write by renaming a temp file beside it (sed -i, editors, formatters) work; a path
+  that does not exist yet through its directory, so outputs can be created.
+- Never mounted: `/`, the home directory or any directory above it, and the image's own system
+  areas (/usr, /etc, /proc, ...): an argument there means the container's file. A file directly
+  in a broad shared directory (the home directory, /tmp, /var/tmp, a top-level directory) is
+  mounted alone rather than exposing its siblings; a missing file there is not mounted.
+- Nothing already visible (under the current directory or a -v mount) is mounted twice, and a
+  directory below another one mounted is dropped.
+
+Standard library only: this runs on the launch path.
+"""
+
+import os
+
+SYSTEM_AREAS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+                "/sbin", "/sys", "/usr", "/var")
+# /var itself is the image's, but these below it are shared scratch space users name.
+SHARED_BELOW_SYSTEM = ("/var/tmp",)
+
+
+def argument_binds(args, cwd, home, visible, relative_ok=True):
+    """(host path, container path, read_only) for the paths in `args` that lie outside what is
+    already `visible` (a list of container paths mounted from the same host paths)."""
+    chosen = []
+    for arg in args:
+        path = _candidate(arg)
+        if path is None:
+            continue
+        if not path.startswith("/"):
+            if not relative_ok:
+                continue
+            path = os.path.join(cwd, path)
+        target = _mount_target(os.path.normpath(path), home)
+        if target is not None and not _is_below_any(target, visible) and target not in chosen:
+            chosen.append(target)
+    # Longest last: a directory mounted after one below it would hide that mount.
+    kept = [t for t in chosen if not _is_below_any(t, [o for o in chosen if o != t])]
+    return [(target, target, False) for target in sorted(kept)]
+
+
+def _candidate(arg):
+    if arg.startswith("-"):
+        name, has_value, value = arg.partition("=")
+        if not (has_value and name.startswith("--")):
+            return None
+        arg = value
+    if "/" not in arg or "\0" in arg or "\n" in arg:
+        return None
+    if "://" in arg:  # a URL, not a path
+        return None
+    return arg
+
+
+def _mount_target(path, home):
+    """The host path to mount so that `path` is reachable, or None."""
+    if path == "/" or _is_system(path):
+        return None
+    home = os.path.normpath(home) if home else None
+    if home and (path == home or _is_below(home, path)):
+        return None  # the home directory or above: far more than the argument names
+    if os.path.isdir(path):
+        return path
+    directory = os.path.dirname(path)
+    if _is_broad(directory, home):
+        return path if os.path.lexists(path) else None
+    if _is_system(directory) or not os.path.isdir(directory):
+        return None
+    return directory
+
+
+def _is_system(path):
+    if any(path == shared or _is_below(path, shared) for shared in SHARED_BELOW_SYSTEM):
+        return False
+    return any(path == area or _is_below(path, area) for area in SYSTEM_AREAS)
+
+
+def _is_broad(directory, home):
+    return directory == "/" or directory.count("/") == 1 or directory in SHARED_BELOW_SYSTEM or directory == home
+
+
+def _is_below(path, directory):
+    return path.startswith(directory.rstrip("/") + "/")
+
+
+def _is_below_any(path, directories):
+    return any(path == d or _is_below(path, d) for d in directories)
