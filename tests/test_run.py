@@ -429,3 +429,30 @@ def test_env_file(toolbox, busybox, tmp_path):
     assert {"FROM_FILE=file value", "OVERRIDDEN=flag", "PASSED=from host"} <= lines, result.stderr
     missing = run(toolbox, "--env-file", str(tmp_path / "missing.env"), busybox, "true")
     assert missing.returncode == 125 and b"--env-file" in missing.stderr
+
+
+ROOTFS_CHECK = "id -un; echo scratch > /tmp/t && cat /tmp/t; echo home > ~/h && cat ~/h; touch made-here; touch /etc/x 2>&1; exit 0"
+
+
+@needs_userns
+def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
+    # What a kernel without unprivileged overlayfs gets: the image flattened once, read-only.
+    env = {"TOOLBOX_ROOTFS": "read-only"}
+    result = run(toolbox, busybox, "sh", "-c", ROOTFS_CHECK, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[1:3] == ["scratch", "home"] and "Read-only file system" in lines[3], lines
+    assert (tmp_path / "made-here").stat().st_uid == os.getuid()
+    assert run(toolbox, "--user", "root", busybox, "whoami", env=env).stdout == b"root\n"
+    # The user's /etc/passwd entry was bound over a copy, never written into the layer trees.
+    passwd_files = [os.path.join(root, "passwd") for root, _, files in os.walk(toolbox.layout.layers_dir) if "passwd" in files]
+    assert passwd_files
+    for path in passwd_files:
+        assert ":x:%d:" % os.getuid() not in open(path).read()
+    refused = run(toolbox, "--name", "kept", busybox, "true", env=env)
+    assert refused.returncode == 125 and b"--name needs a writable layer" in refused.stderr
+    assert os.listdir(toolbox.layout.flat_dir) and toolbox.leftovers() == []
+    assert toolbox.cli("rm", "kept").returncode == 0  # made before the refusal, as docker does
+    assert toolbox.cli("rmi", busybox).returncode == 0 and toolbox.cli("prune").returncode == 0
+    assert os.listdir(toolbox.layout.flat_dir) == []  # prune removes flattened images whose layers are gone
+    assert run(toolbox, busybox, "true", env={"TOOLBOX_ROOTFS": "sideways"}).returncode == 125

@@ -348,7 +348,18 @@ def make_spec(layout, plan, options, container=None):
         gid=user.gid,
         upper=container.upper if container else None,
         work=container.work if container else None,
+        rootfs=rootfs_mode(),
+        flat_root=layout.flat_dir,
     )
+
+
+def rootfs_mode():
+    from .rootfs import MODES
+
+    mode = os.environ.get("TOOLBOX_ROOTFS") or "auto"
+    if mode not in MODES:
+        raise ToolboxError(f"TOOLBOX_ROOTFS={mode!r} is not a root filesystem mode", hint=f"use one of {', '.join(MODES)}")
+    return mode
 
 
 def container_layers(layout, container):

@@ -130,6 +130,11 @@ class Layout:
         return os.path.join(self.store_dir, "mnt")
 
     @property
+    def flat_dir(self):
+        """Flattened images, made only where overlayfs cannot be used (read-only root mode)."""
+        return os.path.join(self.store_dir, "flat")
+
+    @property
     def locks_dir(self):
         return os.path.join(self.store_dir, "locks")
 

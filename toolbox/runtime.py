@@ -13,6 +13,7 @@ the path (RuntimeStepError); the caller turns it into exit status 125.
 
 import os
 
+from . import rootfs
 from . import syscalls as sc
 
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -22,10 +23,10 @@ class RunSpec:
     """What to run and how: the one contract between planning and the runtime."""
 
     __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network", "user_name", "home", "read_only",
-                 "uid", "gid", "upper", "work")
+                 "uid", "gid", "upper", "work", "rootfs", "flat_root")
 
     def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), tmpfs=(), network="host", user_name="user", home="/home/user",
-                 read_only=False, uid=None, gid=None, upper=None, work=None):
+                 read_only=False, uid=None, gid=None, upper=None, work=None, rootfs="auto", flat_root=None):
         self.layers_dir = layers_dir  # the directory that holds the layer trees
         self.layers = layers  # layer tree names relative to layers_dir, topmost first
         self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
@@ -45,6 +46,8 @@ class RunSpec:
         # scratch layer in a tmpfs that vanishes with the run.
         self.upper = upper
         self.work = work
+        self.rootfs = rootfs  # one of rootfs.MODES
+        self.flat_root = flat_root  # where read-only mode keeps flattened images
 
 
 class RuntimeStepError(Exception):
@@ -71,16 +74,18 @@ def exec_container(spec):
     if spec.network == "none":
         _step("bring up the loopback interface", bring_up_loopback)
     _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    root = _step("assemble the root filesystem", assemble_root, spec)
-    _step("mount /proc, /sys and /dev", mount_system, root)
+    root = _step("assemble the root filesystem", rootfs.assemble, spec)
+    if not root.writable:
+        _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root, _mountpoint, spec.home)
+    _step("mount /proc, /sys and /dev", mount_system, root.path)
     _step("add the user to /etc/passwd", add_user, root, spec)
     for host, inside, read_only in spec.binds:
-        _step(f"bind {host} to {inside}", bind, root, host, inside, read_only)
+        _step(f"bind {host} to {inside}", bind, root.path, host, inside, read_only)
     for inside in spec.tmpfs:
-        _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", _mountpoint(root, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
-    if spec.read_only:
-        _step("make the root read-only", sc.mount, None, root, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
-    _step("pivot_root", pivot_into, root)
+        _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", _mountpoint(root.path, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    if spec.read_only or not root.writable:
+        _step("make the root read-only", sc.mount, None, root.path, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+    _step("pivot_root", pivot_into, root.path)
     _step(f"chdir {spec.cwd}", os.chdir, spec.cwd)
     _step("set no_new_privs", sc.set_no_new_privs)
     execute(spec.argv, spec.env)
@@ -115,25 +120,6 @@ def bring_up_loopback():
     IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
-
-
-def assemble_root(spec):
-    """An overlayfs of the read-only layer trees under a writable layer: a tmpfs scratch one,
-    gone when the namespace goes, or the kept one of a named container. The tmpfs also holds
-    the mount point of the root."""
-    scratch = spec.scratch_dir
-    sc.mount("toolbox-scratch", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
-    for name in ("upper", "work", "root"):
-        os.mkdir(os.path.join(scratch, name), 0o755)
-    upper = spec.upper or f"{scratch}/upper"
-    work = spec.work or f"{scratch}/work"
-    # Layer paths relative to the layers directory keep the option string short: the mount data
-    # is limited to one page.
-    os.chdir(spec.layers_dir)
-    options = f"userxattr,lowerdir={':'.join(spec.layers)},upperdir={upper},workdir={work}"
-    root = os.path.join(scratch, "root")
-    sc.mount("toolbox", root, "overlay", 0, options)
-    return root
 
 
 def mount_system(root):
@@ -209,27 +195,48 @@ def _mountpoint(root, relative, directory):
 
 
 def add_user(root, spec):
-    """So that `whoami`, `id` and `~` work: an entry for the user, and a writable home."""
-    os.makedirs(resolve_inside(root, spec.home), exist_ok=True)
-    etc = resolve_inside(root, "etc")
+    """So that `whoami`, `id` and `~` work: an entry for the user, and a writable home. On a
+    read-only root the files are never written in place (in a flattened image they are hard
+    links into the layer trees): a copy with the entry is bound over them."""
+    os.makedirs(resolve_inside(root.path, spec.home), exist_ok=True)
+    etc = resolve_inside(root.path, "etc")
     uid, gid = spec.uid, spec.gid
-    _append_if_missing(os.path.join(etc, "passwd"), f"{spec.user_name}:x:{uid}:{gid}:{spec.user_name}:{spec.home}:/bin/sh\n", f":{uid}:")
-    _append_if_missing(os.path.join(etc, "group"), f"{spec.user_name}:x:{gid}:\n", f":{gid}:")
+    entries = (("passwd", f"{spec.user_name}:x:{uid}:{gid}:{spec.user_name}:{spec.home}:/bin/sh\n", uid),
+               ("group", f"{spec.user_name}:x:{gid}:\n", gid))
+    for name, line, id_ in entries:
+        path = os.path.join(etc, name)
+        if os.path.islink(path):
+            continue  # an image whose /etc/passwd is a symlink keeps it as it is
+        content = _read_or_empty(path)
+        if _has_id(content, id_):
+            continue
+        if content and not content.endswith("\n"):
+            line = "\n" + line
+        if root.writable:
+            os.makedirs(etc, exist_ok=True)
+            with open(path, "a") as file:
+                file.write(line)
+        else:
+            copy = os.path.join(os.path.dirname(root.path), name)
+            with open(copy, "w") as file:
+                file.write(content + line)
+            sc.mount(copy, _mountpoint(root.path, f"etc/{name}", directory=False), None, sc.MS_BIND)
 
 
-def _append_if_missing(path, line, id_field):
-    if os.path.islink(path):
-        return  # an image whose /etc/passwd is a symlink keeps it as it is
+def _read_or_empty(path):
     try:
-        with open(path) as file:
-            for existing in file:
-                fields = existing.split(":")
-                if len(fields) > 2 and f":{fields[2]}:" == id_field:
-                    return
+        with open(path, encoding="utf-8", errors="surrogateescape") as file:
+            return file.read()
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as file:
-        file.write(line)
+        return ""
+
+
+def _has_id(content, id_):
+    for line in content.splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2] == str(id_):
+            return True
+    return False
 
 
 def bind(root, host, inside, read_only):

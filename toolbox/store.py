@@ -318,8 +318,32 @@ class Store:
                 freed += self.layer_info(diff_id).get("disk_bytes", 0)
                 self._remove_layer(diff_id)
                 layers_removed += 1
+        freed += self._remove_stale_flat_trees()
         temp_removed = self.clean_abandoned()
         return GcReport(blobs_removed, layers_removed, temp_removed, freed)
+
+    def _remove_stale_flat_trees(self):
+        """Flattened images (read-only root mode) whose layers are gone, and half-made ones."""
+        from .rootfs import LAYERS_FILE
+
+        freed = 0
+        try:
+            entries = os.listdir(self.layout.flat_dir)
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            path = os.path.join(self.layout.flat_dir, entry)
+            try:
+                with open(os.path.join(path, LAYERS_FILE)) as file:
+                    layers = file.read().split()
+            except OSError:
+                layers = None  # a staging directory: its maker died, or it is being made now
+                if _maker_is_alive(entry):
+                    continue
+            if layers is None or not all(os.path.isdir(os.path.join(self.layout.layers_dir, layer)) for layer in layers):
+                freed += fsutil.disk_usage(path)
+                fsutil.remove_tree(path)
+        return freed
 
     def _remove_layer(self, diff_id):
         # Rename first so the layer disappears at once; a crash mid-delete leaves only temp junk.
@@ -344,6 +368,20 @@ def _digests_below(root):
                 yield Digest.parse(f"{algorithm}:{name}")
             except InvalidReference:
                 continue  # a stray temp file, not content
+
+
+def _maker_is_alive(staging_name):
+    """Staging directories end in .tmp-PID (rootfs.flattened_tree)."""
+    pid = staging_name.rpartition(".tmp-")[2]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _size_of(path):

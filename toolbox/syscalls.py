@@ -59,3 +59,4 @@ def pivot_root(new_root, put_old):
 
 def set_no_new_privs():
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+
