@@ -232,6 +232,30 @@ def rm(names: list[str] = typer.Argument(..., help="Named containers to remove, 
         print(f"Removed container {name}")
 
 
+DOCTOR_MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+
+
+@app.command()
+def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Check what this host lets toolbox do, with the fix for each problem (exit 1 if a check fails)."""
+    from .doctor import ChecksFailed, failed, report_json, run_checks
+    from .layout import Layout
+
+    checks = run_checks(Layout.from_env())
+    if as_json:
+        _print_json(report_json(checks))
+    else:
+        width = max(len(check.name) for check in checks)
+        for check in checks:
+            print(f"{DOCTOR_MARKS[check.status]}  {check.name.ljust(width)}  {check.detail}")
+            if check.fix and check.status != "ok":
+                print(f"{' ' * (width + 8)}fix: {check.fix}")
+    broken = failed(checks)
+    if broken:
+        names = ", ".join(check.name for check in broken)
+        raise ChecksFailed(f"{len(broken)} check{'s' if len(broken) > 1 else ''} failed: {names}", hint="each failed check names its fix")
+
+
 @volume_app.command("ls")
 def volume_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """List named volumes."""

@@ -436,8 +436,6 @@ def main(argv):
 
 
 def _runtime_hint(err):
-    if err.step.startswith("unshare") and err.errno in (1, 22, 28):
-        return "unprivileged user namespaces seem disabled (e.g. kernel.unprivileged_userns_clone=0, or Ubuntu's AppArmor restriction)"
-    if err.step.startswith("assemble") and err.errno in (1, 22):
-        return "this kernel cannot mount overlayfs in a user namespace (Linux 5.11 or later with userxattr is needed)"
-    return None
+    from .doctor import hint_for_run_failure  # a failure path: the checks may probe
+
+    return hint_for_run_failure(err.step, err.errno)
