@@ -107,5 +107,15 @@ def toolbox(tmp_path):
 
 
 @pytest.fixture
+def deep_tmp_path(tmp_path):
+    """tmp_path for trees deeper than the recursion limit: removed without recursion afterwards,
+    whatever the test did."""
+    from tests.support.trees import remove_with_coreutils
+
+    yield tmp_path
+    remove_with_coreutils(tmp_path)
+
+
+@pytest.fixture
 def recorder():
     return RecordingProgress()

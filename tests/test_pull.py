@@ -135,7 +135,8 @@ def test_tampered_blob_is_refused_and_nothing_kept(toolbox, registry, pushed_ima
 
 @pytest.mark.parametrize(
     "scenario, words",
-    [("dotdot", "'..'"), ("symlink_escape", "symlink"), ("hardlink_escape", "hard link")],
+    [("dotdot", "'..'"), ("symlink_escape", "symlink"), ("hardlink_escape", "hard link"), ("too_deep", "601 levels deep"),
+     ("trailing_data", "after the end of the tar archive")],
 )
 def test_hostile_layers_are_refused(toolbox, registry, pushed_images, tmp_path, scenario, words):
     toolbox.trust(registry)
@@ -153,6 +154,23 @@ def test_hostile_layers_are_refused(toolbox, registry, pushed_images, tmp_path, 
         assert not {"escape", "pwned"} & set(dirs + files)
     result = toolbox.cli("pull", image.reference)
     assert result.returncode == 125 and words in result.stderr and "Traceback" not in result.stderr
+
+
+def test_max_layer_bytes_from_the_environment_limits_a_pull(toolbox, registry, pushed_images):
+    toolbox.trust(registry)
+    image = pushed_images["busybox"]
+    toolbox.env["TOOLBOX_MAX_LAYER_BYTES"] = "1000"
+    result = toolbox.cli("pull", image.reference)
+    assert result.returncode == 125, result.stderr
+    assert "more than the limit of 1000 bytes per layer" in result.stderr
+    assert "hint: if the image is genuine, raise the limit with TOOLBOX_MAX_LAYER_BYTES" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert toolbox.store.records() == [] and toolbox.layer_dirs() == [] and toolbox.leftovers() == []
+    toolbox.env["TOOLBOX_MAX_LAYER_BYTES"] = "1G"
+    result = toolbox.cli("pull", image.reference)
+    assert result.returncode == 125 and "TOOLBOX_MAX_LAYER_BYTES='1G' is not a number of bytes" in result.stderr
+    toolbox.env["TOOLBOX_MAX_LAYER_BYTES"] = str(10 * 1024 * 1024)
+    assert toolbox.cli("pull", image.reference).returncode == 0
 
 
 def test_neutralised_members(toolbox, registry, pushed_images):

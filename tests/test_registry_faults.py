@@ -66,3 +66,20 @@ def test_persistent_5xx_gives_up_with_a_clear_error(toolbox, proxy, pushed_image
     proxy.add(r"/manifests/", "status", code=500, times=100)
     with pytest.raises(RegistryError, match="kept failing"):
         toolbox.pull(proxied(proxy, pushed_images["busybox"]))
+
+
+def test_debug_output_never_shows_signed_urls_or_tokens(toolbox, token_registry, token_pushed_images):
+    """A registry redirects blob downloads to storage URLs signed in their query string."""
+    image = token_pushed_images["public"]["busybox"]
+    secrets = ("SIGNATURE-1f0e", "SIG-77aa", "TOKEN-c3d2")
+    query = f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={secrets[0]}&sig={secrets[1]}&token={secrets[2]}"
+    with FaultProxy(token_registry.url) as proxy:
+        toolbox.trust(proxy)
+        proxy.add(rf"/blobs/{image.built.layers[0]['digest']}$", "redirect", query=query)
+        result = toolbox.cli("--debug", "pull", proxied(proxy, image))
+    assert result.returncode == 0, result.stderr
+    assert "X-Amz-Signature" in result.stderr  # the redirected request was logged
+    tokens = [value.split()[-1] for value in proxy.authorizations]
+    assert tokens and "Authorization" not in result.stderr
+    for secret in secrets + tuple(tokens):
+        assert secret not in result.stderr

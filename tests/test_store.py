@@ -1,11 +1,13 @@
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from tests.support.trees import make_deep_tree
 from toolbox.digest import Digest
 from toolbox.errors import ImageNotStored, IntegrityError
 from toolbox.layout import Layout
@@ -65,8 +67,9 @@ def test_find_by_reference_and_digest_prefix(store):
     assert "toolbox pull yq" in info.value.hint
 
 
-def test_abandoned_staging_of_a_dead_process_is_cleaned(store, tmp_path):
-    # A child process starts staging, then dies without cleaning up (as with SIGKILL).
+def abandon_staging(tmp_path):
+    """A child process starts staging, then dies without cleaning up (as with SIGKILL).
+    Returns the staging directory it left behind."""
     script = textwrap.dedent(
         f"""
         import os, sys
@@ -77,15 +80,75 @@ def test_abandoned_staging_of_a_dead_process_is_cleaned(store, tmp_path):
         cm = store.staging("layer")
         path = cm.__enter__()
         open(os.path.join(path, "half"), "w").write("x")
+        print(path, flush=True)
         os._exit(9)
         """
     )
-    subprocess.run([sys.executable, "-c", script], check=False)
+    result = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)
+    return result.stdout.strip()
+
+
+def test_abandoned_staging_of_a_dead_process_is_cleaned(store, tmp_path):
+    abandon_staging(tmp_path)
     assert os.listdir(store.layout.tmp_dir)
     with store.staging("live") as live:
         assert store.clean_abandoned() == 1
         assert os.path.isdir(live)  # a live staging directory is left alone
     assert os.listdir(store.layout.tmp_dir) == []
+
+
+def test_an_abandoned_tree_of_any_depth_and_modes_is_cleaned(store, deep_tmp_path):
+    """A half-unpacked layer too deep for recursion, with directories the owner cannot enter,
+    must not break every later pull and prune (they all clean abandoned work first)."""
+    make_deep_tree(os.path.join(abandon_staging(deep_tmp_path), "tree"), strip=True)
+    report = store.collect_garbage()
+    assert report.temp_removed == 1
+    assert os.listdir(store.layout.tmp_dir) == []
+
+
+def blob_dir_entries(layout):
+    return sorted(os.listdir(os.path.join(layout.blobs_dir, "sha256")))
+
+
+def test_a_writer_killed_mid_write_leaves_only_what_prune_removes(toolbox):
+    """The kernel kills the writer inside put_blob: SIGXFSZ, for passing its file size limit
+    (Python ignores that signal unless told otherwise)."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from toolbox.digest import Digest
+        from toolbox.layout import Layout
+        from toolbox.store import Store
+        store = Store(Layout.under({str(toolbox.root / "toolbox")!r}))
+        store.put_blob(Digest.of_bytes(b"small"), b"small")
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        data = b"blob" * 25_000
+        store.put_blob(Digest.of_bytes(data), data)
+        """
+    )
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert child.returncode == -signal.SIGXFSZ, child.stderr
+    assert blob_dir_entries(toolbox.layout) == [Digest.of_bytes(b"small").hex]  # no temp file beside it
+    assert len(toolbox.leftovers()) == 2  # the staging directory and its lock file
+    prune = toolbox.cli("prune")
+    assert prune.returncode == 0 and "1 leftovers" in prune.stdout, prune.stderr
+    assert toolbox.leftovers() == []
+
+
+def test_a_live_writer_keeps_its_temp_file_through_a_prune(toolbox):
+    store = toolbox.store
+    digest = Digest.of_bytes(b"first half, second half")
+    with store.new_file(store.layout.blob_path(digest)) as file:
+        file.write(b"first half, ")
+        file.flush()
+        prune = toolbox.cli("prune")
+        assert prune.returncode == 0 and "0 leftovers" in prune.stdout, prune.stderr
+        file.write(b"second half")
+    assert store.read_blob(digest) == b"first half, second half"
+    assert blob_dir_entries(toolbox.layout) == [digest.hex] and toolbox.leftovers() == []
 
 
 def test_records_survive_garbage(store):

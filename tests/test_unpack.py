@@ -186,6 +186,26 @@ def test_names_as_long_as_path_max_are_refused(sandbox):
         unpack(dest, member("n" * 300, data=b""))
 
 
+def test_depth_is_capped_and_the_deepest_allowed_tree_is_measured_and_removed(tmp_path):
+    from toolbox import fsutil
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    limit = UnpackLimits().max_depth
+    deepest = "/".join(["d"] * (limit - 1) + ["f"])
+    # A later member replacing a deep directory removes it first.
+    unpack(dest, member("gone/" + deepest[2:], data=b"x"), member("gone", data=b"now a file"), member(deepest, data=b"deep"))
+    assert (dest / "gone").read_bytes() == b"now a file"
+    assert fsutil.disk_usage(dest) > 0
+    fsutil.remove_tree(dest)
+    assert not dest.exists()
+    dest.mkdir()
+    with pytest.raises(LayerError, match="is 513 levels deep, more than the limit of 512"):
+        unpack(dest, member("d/" + deepest, data=b"x"))
+    with pytest.raises(LayerError, match="'a/b/c' is 3 levels deep"):
+        unpack(dest, member("a/b/c", "dir"), limits=UnpackLimits(max_depth=2))
+
+
 # -- escapes ---------------------------------------------------------------------------------------
 
 

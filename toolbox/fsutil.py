@@ -2,7 +2,6 @@
 
 import errno
 import os
-import shutil
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -16,16 +15,19 @@ def ensure_dir(path, mode=0o755):
     return path
 
 
-def atomic_write(path, data, mode=0o644):
-    """Write `data` so that readers see the old file or the whole new one, never a part.
-    The file is created with `mode` from the start (a secret is never briefly world-readable)."""
+@contextmanager
+def atomic_file(path, mode=0o644, tmp_dir=None):
+    """A binary file to fill that appears at `path` whole when the block ends without an error,
+    so readers see the old file or the whole new one, never a part. It is created with `mode`
+    from the start (a secret is never briefly world-readable), in `tmp_dir` (on the same
+    filesystem as `path`) or else beside `path`."""
     directory = os.path.dirname(path)
     ensure_dir(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="~")
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir or directory, prefix=".tmp-", suffix="~")
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as file:
-            file.write(data)
+            yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
@@ -34,9 +36,14 @@ def atomic_write(path, data, mode=0o644):
         raise
 
 
-def unlink_quietly(path):
+def atomic_write(path, data, mode=0o644, tmp_dir=None):
+    with atomic_file(path, mode, tmp_dir) as file:
+        file.write(data)
+
+
+def unlink_quietly(path, dir_fd=None):
     try:
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
 
@@ -55,33 +62,13 @@ def locked(path, shared=False, blocking=True):
         os.close(fd)
 
 
-def make_writable_tree(path):
-    """Give the owner write and search permission on every directory below `path`, so a tree
-    whose directories were unpacked read-only (0555) can be removed."""
-    for root, dirs, _files in os.walk(path):
-        for name in dirs:
-            full = os.path.join(root, name)
-            try:
-                st = os.lstat(full)
-                if stat.S_ISDIR(st.st_mode) and (st.st_mode & 0o700) != 0o700:
-                    os.chmod(full, st.st_mode | 0o700)
-            except FileNotFoundError:
-                pass
+# Directories are opened one level at a time, never through a symlink.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def remove_tree(path):
-    """Remove a directory tree we own, even where directories are read-only."""
-    def retry_writable(function, failed_path, _exc):
-        parent = os.path.dirname(failed_path)
-        try:
-            os.chmod(parent, os.lstat(parent).st_mode | 0o700)
-            if os.path.isdir(failed_path) and not os.path.islink(failed_path):
-                make_writable_tree(failed_path)
-                os.chmod(failed_path, os.lstat(failed_path).st_mode | 0o700)
-            function(failed_path)
-        except FileNotFoundError:
-            pass
-
+    """Remove a directory tree we own (or a file), however deep, even where directories lack the
+    owner's read, write or search bit (0555, 0000). Symlinks inside are removed, never followed."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -89,26 +76,150 @@ def remove_tree(path):
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return
-    if st.st_mode & 0o700 != 0o700:
-        os.chmod(path, st.st_mode | 0o700)
-    shutil.rmtree(path, onerror=retry_writable)
+    # The caller named `path`, so its parent is opened however it is reached; only what lies
+    # below `path` is walked without following symlinks.
+    parent_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        remove_tree_at(parent_fd, os.path.basename(os.path.abspath(path)))
+    finally:
+        os.close(parent_fd)
+
+
+def remove_tree_at(parent_fd, name):
+    """remove_tree for the entry `name` of the directory open as `parent_fd`."""
+    try:
+        st = os.lstat(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        unlink_quietly(name, dir_fd=parent_fd)
+        return
+    top_fd = _open_to_empty(parent_fd, name, st)
+    if top_fd is not None:
+        _walk_down(top_fd, _unlink_all_but_directories, _open_to_empty, _remove_emptied)
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _open_to_empty(parent_fd, name, st=None):
+    """An fd of the directory `name`, which we can then list and delete in; None if it is gone.
+    Missing owner bits are added first, by name: fchmod needs an fd, which open(2) refuses
+    without the read bit, and a chmod that never follows symlinks needs fchmodat2 (Linux 6.6)
+    or /proc. The name was a directory a moment ago (lstat); only a process of ours could swap
+    a symlink in since, and the open that follows refuses one."""
+    try:
+        st = st or os.lstat(name, dir_fd=parent_fd)
+        if not stat.S_ISDIR(st.st_mode):
+            unlink_quietly(name, dir_fd=parent_fd)  # replaced by a file meanwhile
+            return None
+        if st.st_mode & 0o700 != 0o700:
+            os.chmod(name, stat.S_IMODE(st.st_mode) | 0o700, dir_fd=parent_fd)
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return None
+
+
+def _unlink_all_but_directories(fd):
+    with os.scandir(fd) as scan:
+        entries = list(scan)  # listed first: deleting while readdir(3) runs is unspecified
+    directories = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            directories.append(entry.name)
+        else:
+            unlink_quietly(entry.name, dir_fd=fd)
+    return directories
+
+
+def _remove_emptied(parent_fd, name):
+    try:
+        os.rmdir(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        pass
+
+
+def _walk_down(top_fd, visit, open_child, leave):
+    """Walk the directory tree open as `top_fd` (closed on return), depth first and without
+    recursion: a layer may nest thousands of directories, beyond Python's recursion limit, the
+    fd limit and PATH_MAX. Only one directory is open at a time and paths are never joined.
+
+    `visit(fd)` handles a directory's entries and returns the names of the subdirectories to
+    walk; `open_child(fd, name)` opens one (None skips it); `leave(fd, name)` is called in the
+    parent once a subdirectory is done. Going back up opens `..`, checked to be the directory
+    we came down from, so a tree moved while we walk it is never mistaken for another."""
+    fd = top_fd
+    try:
+        # For the directory open as `fd` and each one above it: its name in its parent, its
+        # identity, and the subdirectories still to walk.
+        levels = [(None, _identity(fd), visit(fd))]
+        while True:
+            _name, _ident, pending = levels[-1]
+            if pending:
+                child_name = pending.pop()
+                child = open_child(fd, child_name)
+                if child is None:
+                    continue
+                os.close(fd)
+                fd = child
+                levels.append((child_name, _identity(fd), visit(fd)))
+                continue
+            if len(levels) == 1:
+                return
+            done_name, _ident, _pending = levels.pop()
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            if _identity(fd) != levels[-1][1]:
+                raise StoreError(f"a directory was moved while toolbox walked it (above {done_name!r})")
+            leave(fd, done_name)
+    finally:
+        os.close(fd)
+
+
+def _identity(fd):
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def disk_usage(path):
     """Bytes allocated below `path`, counting each inode once (hard links inside a layer)."""
     seen = set()
     total = 0
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
+
+    def count(fd):
+        nonlocal total
+        with os.scandir(fd) as scan:
+            entries = list(scan)
+        directories = []
+        for entry in entries:
             try:
-                st = os.lstat(os.path.join(root, name))
-            except FileNotFoundError:
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            total += st.st_blocks * 512
+                st = entry.stat(follow_symlinks=False)
+            except (FileNotFoundError, PermissionError):
+                continue  # gone, or in a directory we may list but not search
+            if stat.S_ISDIR(st.st_mode):
+                directories.append(entry.name)
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+        return directories
+
+    try:
+        top_fd = os.open(path, _DIR_FLAGS)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return 0  # nothing, a file or a symlink: no tree below it
+        raise
+    _walk_down(top_fd, count, _open_to_read, lambda _fd, _name: None)
     return total
+
+
+def _open_to_read(parent_fd, name):
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except (FileNotFoundError, PermissionError):
+        return None  # gone, or not ours to read: not counted, as du(1) would say
 
 
 def is_disk_full(err):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .digest import Digest
 from .errors import IntegrityError, InvalidReference, ToolboxError, UnsupportedImage
-from .manifest import OCI_MANIFEST, Descriptor, Index, Manifest, check_config_matches, parse_config, parse_manifest
+from .manifest import MAX_CONFIG_SIZE, OCI_INDEX, OCI_MANIFEST, Descriptor, Index, Manifest, check_config_matches, parse_config, parse_manifest
 from .platform import host_platform
 from .pull import NullProgress, PullOptions, fetch_layers, plan_layers
 from .reference import ImageRef
@@ -32,9 +32,14 @@ class DirectorySource:
         return os.path.isfile(self._path(name))
 
     def open(self, name):
-        return open(self._path(name), "rb")
+        try:
+            return open(self._path(name), "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise _missing(self._root, name) from None
 
     def size(self, name):
+        if not self.exists(name):
+            raise _missing(self._root, name)
         return os.path.getsize(self._path(name))
 
     def close(self):
@@ -51,12 +56,12 @@ class TarSource:
             with tarfile.open(path, "r:") as tar:  # uncompressed only: members must be seekable
                 self._members = {os.path.normpath(m.name.lstrip("/")): m for m in tar.getmembers() if m.isfile() and not m.issparse()}
         except (tarfile.TarError, OSError) as err:
-            raise UnsupportedImage(f"{path} is not an uncompressed tar archive: {err}", hint="decompress it first (e.g. gunzip), then load the .tar") from None
+            raise _unreadable_archive(path, err) from None
 
     def _member(self, name):
         member = self._members.get(os.path.normpath(name))
         if member is None:
-            raise UnsupportedImage(f"the archive has no member {name!r}")
+            raise _missing(self._path, name)
         return member
 
     def exists(self, name):
@@ -73,6 +78,26 @@ class TarSource:
 
     def close(self):
         pass
+
+
+# gzip, zstd, xz, bzip2: what `docker save | gzip` and friends make.
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
+
+
+def _unreadable_archive(path, err):
+    # tarfile notices a member cut off by the end of the file ("unexpected end of data").
+    try:
+        with open(path, "rb") as file:
+            compressed = file.read(8).startswith(_COMPRESSED_MAGIC)
+    except OSError:
+        compressed = False
+    if compressed:
+        return UnsupportedImage(f"{path} is not an uncompressed tar archive: {err}", hint="decompress it first (e.g. gunzip), then load the .tar")
+    return UnsupportedImage(f"{path} is not a tar archive, or is truncated: {err}", hint="the archive is damaged or was cut off; save or copy the image again")
+
+
+def _missing(source, name):
+    return UnsupportedImage(f"{source} has no {name}", hint="the archive or layout is incomplete; save or copy the image again")
 
 
 class _BoundedReader:
@@ -187,8 +212,12 @@ def _reference(text, what):
         raise UnsupportedImage(f"{what}: {err}", hint="name the image: toolbox load FILE NAME") from None
 
 
+def _blob_name(descriptor):
+    return f"blobs/{descriptor.digest.algorithm}/{descriptor.digest.hex}"
+
+
 def _read_verified(source, descriptor):
-    name = f"blobs/{descriptor.digest.algorithm}/{descriptor.digest.hex}"
+    name = _blob_name(descriptor)
     with source.open(name) as file:
         data = file.read(descriptor.size + 1)
     if len(data) != descriptor.size or not descriptor.digest.matches(data):
@@ -198,7 +227,8 @@ def _read_verified(source, descriptor):
 
 def _oci_layout_images(source, name, platform, path):
     with source.open("index.json") as file:
-        index = parse_manifest(file.read(), what=f"{path}: index.json")
+        # index.json is an image index (image-spec, image-layout.md), with or without mediaType.
+        index = parse_manifest(file.read(), OCI_INDEX, what=f"{path}: index.json")
     if not isinstance(index, Index):
         raise UnsupportedImage(f"{path}: index.json is not an image index")
     entries = list(index.manifests)
@@ -213,7 +243,12 @@ def _oci_layout_images(source, name, platform, path):
             data = _read_verified(source, chosen)
             document = parse_manifest(data, chosen.media_type, what=f"{path}: manifest {chosen.digest.short}")
         config_bytes = _read_verified(source, document.config)
-        paths = {layer.digest: f"blobs/{layer.digest.algorithm}/{layer.digest.hex}" for layer in document.layers}
+        paths = {layer.digest: _blob_name(layer) for layer in document.layers}
+        # Checked before anything is stored: layers are unpacked in parallel, and one found
+        # missing midway would leave the others behind.
+        for layer_name in paths.values():
+            if not source.exists(layer_name):
+                raise _missing(path, layer_name)
         yield LoadedImage(reference, document, data, config_bytes, paths)
 
 
@@ -238,16 +273,15 @@ def _docker_archive_images(source, name, path):
             raise UnsupportedImage(f"{path}: manifest.json is not valid JSON: {err}") from None
     if not isinstance(entries, list):
         raise UnsupportedImage(f"{path}: manifest.json is not a list")
-    for entry in entries:
-        tags = entry.get("RepoTags") or []
+    for number, entry in enumerate(entries, 1):
+        config_name, layer_names, tags = _docker_entry(entry, f"{path}: manifest.json entry {number}")
         if name:
             tags = [name]
         if not tags:
             raise UnsupportedImage(f"{path}: an image in the archive has no tag", hint="name it: toolbox load FILE NAME")
-        with source.open(entry["Config"]) as file:
-            config_bytes = file.read()
-        config = parse_config(config_bytes, what=f"{path}: {entry['Config']}")
-        layer_names = entry.get("Layers") or []
+        with source.open(config_name) as file:
+            config_bytes = file.read(MAX_CONFIG_SIZE + 1)
+        config = parse_config(config_bytes, what=f"{path}: {config_name}")
         if len(layer_names) != len(config.diff_ids):
             raise UnsupportedImage(f"{path}: {len(layer_names)} layers but {len(config.diff_ids)} diff_ids in the config")
         # A docker save layer is the uncompressed tar, so its digest is its diff_id.
@@ -258,6 +292,23 @@ def _docker_archive_images(source, name, path):
         paths = {d.digest: layer for d, layer in zip(layers, layer_names)}
         for tag in tags:
             yield LoadedImage(_reference(tag, path), manifest, manifest_bytes, config_bytes, paths)
+
+
+def _docker_entry(entry, what):
+    """(config name, layer names, tags) of one image in a `docker save` manifest.json."""
+    if not isinstance(entry, dict):
+        raise UnsupportedImage(f"{what} is not a JSON object")
+    config_name, layer_names, tags = entry.get("Config"), entry.get("Layers") or [], entry.get("RepoTags") or []
+    if not _is_name(config_name):
+        raise UnsupportedImage(f"{what}: 'Config' must be the name of the image's config file")
+    for key, value in (("Layers", layer_names), ("RepoTags", tags)):
+        if not isinstance(value, list) or not all(_is_name(item) for item in value):
+            raise UnsupportedImage(f"{what}: {key!r} must be a list of names")
+    return config_name, layer_names, tags
+
+
+def _is_name(value):
+    return isinstance(value, str) and value != "" and "\0" not in value
 
 
 def _manifest_json(manifest):

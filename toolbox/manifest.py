@@ -57,8 +57,10 @@ class Descriptor:
     def from_json(cls, data, where):
         if not isinstance(data, dict):
             raise UnsupportedImage(f"{where}: a descriptor is not a JSON object")
+        if not isinstance(data.get("digest"), str):
+            raise UnsupportedImage(f"{where}: a descriptor has no digest")
         try:
-            digest = Digest.parse(data.get("digest"))
+            digest = Digest.parse(data["digest"])
         except InvalidReference as err:
             raise UnsupportedImage(f"{where}: {err}") from None
         size = data.get("size")

@@ -9,7 +9,7 @@ digest) → decompressor → DiffIdReader (hashes the tar, checks the config's d
 import os
 import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .compression import open_decompressed
 from .errors import IntegrityError, LayerError, StoreError, ToolboxError, UnsupportedImage
@@ -20,6 +20,9 @@ from .store import ImageRecord, now_utc
 from .unpack import UnpackLimits, unpack_layer
 
 READ_SIZE = 256 * 1024
+# What may follow a layer's end-of-archive blocks: far more than the record padding tar adds
+# (10 KiB by default), far less than a decompression bomb.
+MAX_TRAILING_BYTES = 1024 * 1024
 
 
 class Cancelled(ToolboxError):
@@ -30,7 +33,6 @@ class Cancelled(ToolboxError):
 class PullOptions:
     platform: object = None  # Platform; None means this machine's
     max_parallel: int = 4
-    limits: UnpackLimits = field(default_factory=UnpackLimits)
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,18 @@ class DiffIdReader:
         return data
 
     def finish(self, what):
-        # The tar reader stops at the end-of-archive blocks; the digest covers any padding after.
-        while self.read(READ_SIZE):
-            pass
+        """Read and hash what follows the tar's end-of-archive blocks. tar pads its output to a
+        whole record (10 KiB by default), and the diff_id covers that padding; anything much
+        longer is not part of the layer and would only cost time (a few kB of gzip can expand
+        to gigabytes of zeros), so it is refused."""
+        trailing = 0
+        while data := self.read(READ_SIZE):
+            trailing += len(data)
+            if trailing > MAX_TRAILING_BYTES:
+                raise LayerError(
+                    f"{what} has more than {MAX_TRAILING_BYTES} bytes after the end of the tar archive",
+                    hint="a layer is a tar archive and nothing after it; this one is broken or hostile, and nothing of it was kept",
+                )
         if self._hasher.hexdigest() != self._diff_id.hex:
             raise IntegrityError(
                 f"{what}: the uncompressed layer does not match the diff_id {self._diff_id} in the image config",
@@ -211,7 +222,7 @@ def fetch_layer(plan, store, open_blob, options, progress, cancelled, image_name
                 counted = CountingReader(blob, lambda n: progress.layer_advanced(plan, n), cancelled)
                 tar = DiffIdReader(open_decompressed(counted), plan.diff_id)
                 try:
-                    stats = unpack_layer(tar, tree, options.limits)
+                    stats = unpack_layer(tar, tree, store.layer_limits or UnpackLimits())
                     tar.finish(what)
                 except LayerError:
                     _raise_integrity_error_first(counted)

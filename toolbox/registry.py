@@ -16,6 +16,7 @@ The caller (the pull use case and the store) decides what to keep; nothing here 
 import email.utils
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -32,6 +33,10 @@ from .errors import AuthError, IntegrityError, NotFound, RegistryError
 from .manifest import ACCEPT_MANIFESTS, MAX_MANIFEST_SIZE
 
 log = logging.getLogger("toolbox.registry")
+# A query parameter's value. Registries redirect blob downloads to storage URLs whose query
+# carries the credentials (S3's X-Amz-Signature and X-Amz-Credential, Azure's sig=, GCS's
+# token=), and urllib3 logs every URL it requests at debug level.
+_QUERY_VALUE = re.compile(r"""([?&][^=&?#\s'"]*=)[^&#\s'"]*""")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 CHUNK = 256 * 1024
@@ -104,6 +109,30 @@ def _certs_d_ca(host):
     return None
 
 
+def redact_query_values(text):
+    """`text` with the value of every URL query parameter in it replaced by `<redacted>`."""
+    return _QUERY_VALUE.sub(r"\1<redacted>", text)
+
+
+class _RedactQueryValues(logging.Filter):
+    def filter(self, record):
+        message = record.getMessage()
+        redacted = redact_query_values(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def _redact_http_logs():
+    """Put the filter on our logger and on every urllib3 and requests logger (a logger's filters
+    see only its own records, not its children's). Idempotent."""
+    names = [name for name in logging.root.manager.loggerDict if name.split(".")[0] in ("urllib3", "requests")]
+    for name in [log.name] + names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactQueryValues) for f in logger.filters):
+            logger.addFilter(_RedactQueryValues())
+
+
 class RegistryClient:
     def __init__(self, config, credentials, settings=None):
         self._config = config
@@ -117,6 +146,7 @@ class RegistryClient:
         self._auth_lock = threading.Lock()
         self._auth = {}  # (host, repository) -> (header value, expires at monotonic)
         self._working_scheme = {}  # host -> the scheme that answered, for insecure registries
+        _redact_http_logs()
 
     def close(self):
         self._session.close()
@@ -568,4 +598,5 @@ def _short_reason(err):
         reason = reason.reason
     if getattr(reason, "args", None):
         reason = reason.args[0] if not isinstance(reason.args[0], Exception) else reason.args[0]
-    return str(reason)[:200]
+    # Messages quote the URL (a redirect to file://, "Max retries exceeded with url: ...").
+    return redact_query_values(str(reason))[:200]

@@ -24,8 +24,10 @@ def load_services(layout=None, environ=None):
     from .auth import CredentialStore
     from .config import UserConfig
     from .store import Store
+    from .unpack import UnpackLimits
 
     environ = os.environ if environ is None else environ
     layout = layout or Layout.from_env(environ)
     credentials = CredentialStore(environ=environ, home=environ.get("HOME"))
-    return Services(layout, UserConfig.load(layout.config_file), credentials, Store(layout), environ)
+    store = Store(layout, UnpackLimits.from_env(environ))
+    return Services(layout, UserConfig.load(layout.config_file), credentials, store, environ)

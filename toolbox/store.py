@@ -15,9 +15,9 @@ tree never depends on the layers below it and two images with the same base shar
 Compressed layer blobs are not kept: they are verified while streaming and unpacked on the fly.
 
 Atomicity: nothing appears under blobs/, layers/ or images/ until it is complete and verified
-(temp file or directory in tmp/, then rename). Work in progress holds an flock on its temp
-directory, so the next toolbox process can tell an abandoned temp directory (its owner died)
-from a live one and removes only the former.
+(a temp directory in tmp/, holding the temp file or tree, then rename). Work in progress holds
+an flock on its temp directory, so the next toolbox process can tell an abandoned temp directory
+(its owner died) from a live one and removes only the former.
 
 Locks: pulls hold the store lock shared; garbage collection takes it exclusively. Unpacking a
 layer holds that layer's lock, so concurrent pulls of one image unpack each layer once.
@@ -96,8 +96,11 @@ def now_utc():
 
 
 class Store:
-    def __init__(self, layout):
+    def __init__(self, layout, layer_limits=None):
         self.layout = layout
+        # What one layer may unpack to here (an UnpackLimits; None: the defaults). Set from
+        # TOOLBOX_MAX_LAYER_BYTES by services.load_services.
+        self.layer_limits = layer_limits
 
     def prepare(self):
         for path in (self.layout.blobs_dir, self.layout.layers_dir, self.layout.images_dir, self.layout.tmp_dir, self.layout.locks_dir):
@@ -130,6 +133,14 @@ class Store:
                 fsutil.remove_tree(path)
                 fsutil.unlink_quietly(path + ".lock")
 
+    @contextmanager
+    def new_file(self, path):
+        """fsutil.atomic_file, with the temp file in a staging directory: a writer killed midway
+        leaves it in tmp/, where clean_abandoned removes it once its lock is free, and never
+        beside the content in blobs/ or images/."""
+        with self.staging("write") as staging, fsutil.atomic_file(path, tmp_dir=staging) as file:
+            yield file
+
     def clean_abandoned(self):
         """Remove temp entries whose owner died (their lock is free). Returns how many."""
         try:
@@ -160,7 +171,8 @@ class Store:
             raise IntegrityError(f"content does not match its digest {digest}; not stored")
         path = self.layout.blob_path(digest)
         if not os.path.exists(path):
-            fsutil.atomic_write(path, data)
+            with self.new_file(path) as file:
+                file.write(data)
 
     def blob_size(self, digest):
         return _size_of(self.layout.blob_path(digest))
@@ -206,7 +218,8 @@ class Store:
         return self._record_path(record.reference)
 
     def put_image(self, record):
-        fsutil.atomic_write(self._record_path(record.reference), json.dumps(record.to_json(), indent=1, sort_keys=True).encode())
+        with self.new_file(self._record_path(record.reference)) as file:
+            file.write(json.dumps(record.to_json(), indent=1, sort_keys=True).encode())
 
     def records(self):
         try:

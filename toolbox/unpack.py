@@ -2,7 +2,7 @@
 
 Each member is checked on its own as it streams past; nothing is ever written outside the tree:
 - names: `..` or a NUL anywhere refuses the layer; absolute names are made relative; over-long
-  names refuse the layer;
+  names and names nested more than 512 directories deep refuse the layer;
 - every directory on the way to a member is opened with O_NOFOLLOW relative to its parent's fd,
   so a symlink (from this layer, or swapped in by a racing process) can never redirect a write:
   a member below a symlink refuses the layer;
@@ -34,6 +34,7 @@ import stat
 import tarfile
 from dataclasses import dataclass
 
+from . import fsutil
 from .errors import ConfigError, LayerError, StoreError
 
 WHITEOUT_PREFIX = ".wh."
@@ -61,6 +62,9 @@ class UnpackLimits:
     max_total_bytes: int = 64 * 1024**3  # the sum of file sizes in one layer: a decompression-bomb guard
     max_entries: int = 2_000_000
     max_path_bytes: int = 4096  # names (normalised) must be shorter: Linux's PATH_MAX counts the NUL
+    # Real images nest tens of directories. Over two thousand one-letter ones fit in PATH_MAX,
+    # and every tool that walks such a tree (recursively, or one fd per level) pays for them.
+    max_depth: int = 512
 
     @classmethod
     def from_env(cls, environ):
@@ -181,6 +185,10 @@ def _path_parts(name, member_name):
     return parts
 
 
+def _abbreviated(name):
+    return name if len(name) <= 80 else name[:60] + "..."
+
+
 def _show(parts):
     return os.fsdecode(b"/".join(parts))
 
@@ -223,6 +231,7 @@ class _Unpacker:
         self._check_data_span(tar, member)
         parts = _path_parts(member.name, member.name)
         self._check_name_length(parts, member.name)
+        self._check_depth(parts, member.name)
         try:
             self._dispatch(tar, member, parts)
         except OSError as err:
@@ -239,7 +248,14 @@ class _Unpacker:
         size = len(b"/".join(parts))
         if size >= self._limits.max_path_bytes:
             limit = self._limits.max_path_bytes
-            raise LayerError(f"layer member name of {size} bytes is too long: paths must be shorter than {limit} bytes ({name[:60]!r}...)")
+            raise LayerError(f"layer member name of {size} bytes is too long: paths must be shorter than {limit} bytes ({_abbreviated(name)!r})")
+
+    def _check_depth(self, parts, name):
+        if len(parts) > self._limits.max_depth:
+            raise LayerError(
+                f"layer member {_abbreviated(name)!r} is {len(parts)} levels deep, more than the limit of {self._limits.max_depth}",
+                hint="no real image nests so deep: the layer is broken or hostile; nothing of it was kept",
+            )
 
     def _check_data_span(self, tar, member):
         """tarfile skips data it is not asked for by reading it, block by block, even past the
@@ -470,7 +486,7 @@ class _Unpacker:
         if existing is None:
             return
         if stat.S_ISDIR(existing.st_mode):
-            shutil.rmtree(base, dir_fd=parent)
+            fsutil.remove_tree_at(parent, base)
             # Cached fds below it now name deleted directories. Mtimes noted below it may stay:
             # finish() skips paths that are gone (one re-created there gets the old mtime).
             self._forget_dirs_except(parent)

@@ -6,4 +6,5 @@
 - images.py        layer tars, configs, manifests, indexes and layouts; the test scenarios
 - push.py          push_raw (the distribution API), push_with_skopeo, push_scenarios
 - fixtures.py      session-scoped pytest fixtures over all of the above
+- trees.py         deep directory trees with stripped permissions, made one level at a time
 """

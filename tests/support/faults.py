@@ -5,7 +5,11 @@ Each rule matches a request path (regex) and fires a limited number of times:
     cut_after(n)            forward, but close the connection after n bytes of the body
     stall_after(n, seconds) forward n bytes of the body, then go silent
     corrupt()               flip one byte in the middle of the body
-Range requests are forwarded, so a client's resume reaches the registry.
+    redirect(query)         answer 307 to the same path with `query` appended, as a registry
+                            redirects to a pre-signed storage URL (match the path with `$`, so
+                            that the redirected request is forwarded)
+Range requests are forwarded, so a client's resume reaches the registry. Every Authorization
+header the proxy receives is kept in `authorizations`.
 """
 
 import http.server
@@ -29,6 +33,7 @@ class Rule:
     headers: dict = field(default_factory=dict)
     after: int = 0
     seconds: float = 0.0
+    query: str = ""
     fired: int = 0
 
     def matches(self, method, path):
@@ -40,6 +45,7 @@ class FaultProxy:
         self.upstream = upstream_url.rstrip("/")
         self.rules = []
         self.log = []  # (method, path, range header, status or action)
+        self.authorizations = []
         self._lock = threading.Lock()
         proxy = self
 
@@ -89,6 +95,14 @@ class FaultProxy:
     def _handle(self, handler):
         rule = self._take_rule(handler.command, handler.path)
         self.log.append((handler.command, handler.path, handler.headers.get("Range"), rule.action if rule else "forward"))
+        if handler.headers.get("Authorization"):
+            self.authorizations.append(handler.headers["Authorization"])
+        if rule is not None and rule.action == "redirect":
+            handler.send_response(307)
+            handler.send_header("Location", handler.path + rule.query)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
         if rule is not None and rule.action == "status":
             body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"injected"}]}'
             handler.send_response(rule.code)

@@ -166,19 +166,20 @@ def compress(tar_bytes, compression):
 class Layer:
     entries: tuple
     compression: str = "gzip"
+    trailing: bytes = b""  # appended after the tar's end-of-archive blocks (hostile layers)
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_blob(entries, compression):
-    tar = layer_tar(entries)
+def _cached_blob(entries, compression, trailing):
+    tar = layer_tar(entries) + trailing
     return tar, compress(tar, compression)
 
 
 def _layer_bytes(layer):
     try:
-        return _cached_blob(tuple(layer.entries), layer.compression)
+        return _cached_blob(tuple(layer.entries), layer.compression, layer.trailing)
     except TypeError:  # an entry with pax_headers is not hashable: build it uncached
-        tar = layer_tar(layer.entries)
+        tar = layer_tar(layer.entries) + layer.trailing
         return tar, compress(tar, layer.compression)
 
 
@@ -532,8 +533,8 @@ def docker_manifest_list():
 
 # Hostile images: one small layer each, no busybox, so a test can see exactly what was refused.
 
-def _single_layer(entries, scenario):
-    return build_image(ImageSpec(layers=(Layer(tuple(entries)),), cmd=("/bin/true",),
+def _single_layer(entries, scenario, trailing=b""):
+    return build_image(ImageSpec(layers=(Layer(tuple(entries), trailing=trailing),), cmd=("/bin/true",),
                                  labels={"org.example.scenario": scenario}))
 
 
@@ -548,6 +549,16 @@ def symlink_escape_image():
 
 def hardlink_escape_image():
     return _single_layer([hardlink("passwd", "/etc/passwd")], "hardlink-escape")
+
+
+def too_deep_image():
+    """A file 600 directories down: a short name (1201 bytes), but deeper than toolbox allows."""
+    return _single_layer([file("d/" * 600 + "f", "deep\n")], "too-deep")
+
+
+def trailing_data_image():
+    """A valid tar followed by 3 MiB that are no part of it (gzip makes them 3 kB)."""
+    return _single_layer([file("f", "f\n")], "trailing-data", trailing=bytes(3 * 1024 * 1024))
 
 
 def absolute_paths_image():

@@ -312,6 +312,8 @@ SCENARIOS = {
     "dotdot": ("hostile/dotdot", "raw", images.dotdot_image),
     "symlink_escape": ("hostile/symlink-escape", "raw", images.symlink_escape_image),
     "hardlink_escape": ("hostile/hardlink-escape", "raw", images.hardlink_escape_image),
+    "too_deep": ("hostile/too-deep", "raw", images.too_deep_image),
+    "trailing_data": ("hostile/trailing-data", "raw", images.trailing_data_image),
     "absolute_paths": ("hostile/absolute-paths", "raw", images.absolute_paths_image),
     "special_files": ("hostile/special-files", "raw", images.special_files_image),
     "odd_names": ("odd-names", "raw", images.odd_names_image),
