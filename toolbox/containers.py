@@ -153,8 +153,7 @@ def remove(layout, name):
         os.rename(path, doomed)
     finally:
         os.close(lock_fd)
-    # overlayfs leaves work/work with mode 000, and the tool may have made read-only directories.
-    fsutil.make_writable_tree(doomed)
+    # remove_tree copes with overlayfs's work/work (mode 000) and read-only directories.
     fsutil.remove_tree(doomed)
 
 

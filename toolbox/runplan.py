@@ -7,7 +7,6 @@ plan is remade)."""
 import marshal
 import os
 
-from . import fsutil
 from .errors import ImageNotStored, StoreError
 from .plan import PLAN_VERSION
 from .store import Store
@@ -71,7 +70,9 @@ def make_plan(layout, image_text):
     }
     data = marshal.dumps(plan)
     for key in {image_text, record.reference}:
-        fsutil.atomic_write(layout.run_plan_path(key), data)
+        os.makedirs(layout.plans_dir, exist_ok=True)
+        with store.new_file(layout.run_plan_path(key)) as file:  # a killed writer leaves nothing in plans/
+            file.write(data)
     return plan
 
 
