@@ -456,3 +456,40 @@ def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
     assert toolbox.cli("rmi", busybox).returncode == 0 and toolbox.cli("prune").returncode == 0
     assert os.listdir(toolbox.layout.flat_dir) == []  # prune removes flattened images whose layers are gone
     assert run(toolbox, busybox, "true", env={"TOOLBOX_ROOTFS": "sideways"}).returncode == 125
+
+
+def _has_subids():
+    from toolbox.subids import find_program, subordinate_range
+
+    name = __import__("pwd").getpwuid(os.getuid()).pw_name
+    return all((subordinate_range("/etc/subuid", name, os.getuid()), subordinate_range("/etc/subgid", name, os.getuid()),
+                find_program("newuidmap"), find_program("newgidmap")))
+
+
+@needs_userns
+@pytest.mark.skipif(not _has_subids(), reason="this user has no subordinate ids or newuidmap/newgidmap is missing")
+def test_subids_map_a_full_range_for_tools_that_chown(toolbox, busybox, tmp_path):
+    script = "touch /tmp/x && chown 1234:2345 /tmp/x && stat -c '%u %g' /tmp/x && wc -l < /proc/self/uid_map && touch mine"
+    single = run(toolbox, "--user", "root", busybox, "sh", "-c", script, cwd=tmp_path)
+    assert single.returncode != 0 and b"Invalid argument" in single.stderr  # one id mapped: chown to another fails
+    full = run(toolbox, "--user", "root", "--subids", busybox, "sh", "-c", script, cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    owner, lines = full.stdout.decode().split("\n")[:2]
+    assert owner == "1234 2345" and int(lines) >= 2
+    assert (tmp_path / "mine").stat().st_uid == os.getuid()  # root inside is still the user outside
+    as_user = run(toolbox, "--subids", busybox, "id", "-u")
+    assert as_user.returncode == 0 and as_user.stdout == str(os.getuid()).encode() + b"\n", as_user.stderr
+    refused = run(toolbox, "--subids", "--name", "x", busybox, "true")
+    assert refused.returncode == 125 and b"--subids cannot be combined with --name" in refused.stderr
+
+
+def test_subordinate_id_maps(tmp_path):
+    from toolbox.subids import id_map, subordinate_range
+
+    subuid = tmp_path / "subuid"
+    subuid.write_text("other:100000:65536\n1001:200000:0\nalice:300000:65536\n")
+    assert subordinate_range(str(subuid), "alice", 1001) == (300000, 65536)
+    assert subordinate_range(str(subuid), "bob", 1002) is None
+    assert id_map(0, 1001, 300000, 65536) == [(0, 1001, 1), (1, 300000, 65536)]
+    assert id_map(1001, 1001, 300000, 65536) == [(1001, 1001, 1), (0, 300000, 1001), (1002, 301001, 64535)]
+    assert id_map(70000, 1001, 300000, 65536) == [(70000, 1001, 1), (0, 300000, 65536)]

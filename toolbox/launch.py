@@ -34,6 +34,8 @@ Options:
                           resource limits (need a delegated cgroup v2; refused otherwise)
   -u, --user USER         who runs inside: root, UID[:GID] or a name from the image;
                           always you outside (default: your own uid and gid)
+  --subids                also map your subordinate ids (newuidmap), for tools that
+                          switch users or chown (package managers)
   --name NAME             keep the writable layer between runs (`toolbox rm NAME`)
   --pull missing|always|never
                           pull the image when it is not stored (default), every time, or never
@@ -55,7 +57,7 @@ class UsageError(Exception):
 
 class RunOptions:
     __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args", "read_only", "volumes", "tmpfs",
-                 "network", "limits", "user", "name", "pull", "platform")
+                 "network", "limits", "user", "name", "pull", "platform", "subids")
 
     def __init__(self):
         self.image = None
@@ -67,6 +69,7 @@ class RunOptions:
         self.name = None
         self.pull = "missing"
         self.platform = None
+        self.subids = False
         self.workdir = None
         self.entrypoint = None
         self.mount_cwd = True
@@ -78,7 +81,7 @@ class RunOptions:
 
 
 _FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
-          "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only"}
+          "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only", "--subids": "subids"}
 _WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint",
                "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network",
                "--memory": "memory", "-m": "memory", "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files",
@@ -101,8 +104,8 @@ def parse_args(argv):
             break
         name, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, False, None)
         if name in _FLAGS:
-            if _FLAGS[name] == "read_only":
-                options.read_only = True
+            if _FLAGS[name] in ("read_only", "subids"):
+                setattr(options, _FLAGS[name], True)
             elif _FLAGS[name]:  # the --no-* flags
                 setattr(options, _FLAGS[name], False)
             continue
@@ -350,7 +353,19 @@ def make_spec(layout, plan, options, container=None):
         work=container.work if container else None,
         rootfs=rootfs_mode(),
         flat_root=layout.flat_dir,
+        subid_maps=subid_maps(options, user),
     )
+
+
+def subid_maps(options, user):
+    if not options.subids:
+        return None
+    if options.name:
+        # Files owned by subordinate ids in a kept layer could not be removed by `toolbox rm`.
+        raise UsageError("--subids cannot be combined with --name yet")
+    from .subids import plan_maps
+
+    return plan_maps(_user_name(), user.uid, user.gid)
 
 
 def rootfs_mode():

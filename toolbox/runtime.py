@@ -23,10 +23,10 @@ class RunSpec:
     """What to run and how: the one contract between planning and the runtime."""
 
     __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network", "user_name", "home", "read_only",
-                 "uid", "gid", "upper", "work", "rootfs", "flat_root")
+                 "uid", "gid", "upper", "work", "rootfs", "flat_root", "subid_maps")
 
     def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), tmpfs=(), network="host", user_name="user", home="/home/user",
-                 read_only=False, uid=None, gid=None, upper=None, work=None, rootfs="auto", flat_root=None):
+                 read_only=False, uid=None, gid=None, upper=None, work=None, rootfs="auto", flat_root=None, subid_maps=None):
         self.layers_dir = layers_dir  # the directory that holds the layer trees
         self.layers = layers  # layer tree names relative to layers_dir, topmost first
         self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
@@ -48,6 +48,7 @@ class RunSpec:
         self.work = work
         self.rootfs = rootfs  # one of rootfs.MODES
         self.flat_root = flat_root  # where read-only mode keeps flattened images
+        self.subid_maps = subid_maps  # subids.plan_maps(): full id ranges through newuidmap, or None
 
 
 class RuntimeStepError(Exception):
@@ -69,8 +70,21 @@ def exec_container(spec):
     """Never returns: execs the tool, or raises."""
     uid, gid = os.getuid(), os.getgid()
     namespaces = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | (sc.CLONE_NEWNET if spec.network == "none" else 0)
-    _step("unshare user and mount namespaces", sc.unshare, namespaces)
-    _step("write id maps", write_id_maps, spec.uid, uid, spec.gid, gid)
+    mapper = None
+    if spec.subid_maps:
+        from .subids import IdMapper
+
+        mapper = IdMapper(*spec.subid_maps)  # forked now: it must stay outside the namespace
+    try:
+        _step("unshare user and mount namespaces", sc.unshare, namespaces)
+    except BaseException:
+        if mapper:
+            mapper.cancel()
+        raise
+    if mapper:
+        _step("map id ranges with newuidmap and newgidmap", mapper.map_now)
+    else:
+        _step("write id maps", write_id_maps, spec.uid, uid, spec.gid, gid)
     if spec.network == "none":
         _step("bring up the loopback interface", bring_up_loopback)
     _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
