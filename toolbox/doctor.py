@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from . import cgroups
 from .errors import ToolboxError
+from .subids import read_subids
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -368,17 +369,6 @@ def _mode_and_owner(path):
 
 
 # -- subordinate ids ---------------------------------------------------------------------------
-def read_subids(path):
-    """(owner, start, count) per entry of /etc/subuid or /etc/subgid; owner is a name or a uid."""
-    entries = []
-    with open(path) as file:
-        for line in file:
-            fields = line.strip().split(":")
-            if len(fields) == 3 and not fields[0].startswith("#") and fields[1].isdigit() and fields[2].isdigit():
-                entries.append((fields[0], int(fields[1]), int(fields[2])))
-    return entries
-
-
 def _id_helper(name, environ):
     """(path, how it is privileged) or (path or None, what is wrong): newuidmap and newgidmap
     write ranges beyond your own id, so they are setuid root or have file capabilities."""

@@ -166,9 +166,9 @@ def volume_binds(layout, specs, cwd):
 
 
 def named_volume(layout, name):
-    if not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name):
-        raise UsageError(f"invalid volume name {name!r}: letters, digits, '_', '.' and '-', starting with a letter or digit")
-    path = layout.volume_data(name)
+    from .containers import check_name  # the same rule for both kinds of name
+
+    path = layout.volume_data(check_name(name, "volume"))
     os.makedirs(path, exist_ok=True)
     return path
 

@@ -17,18 +17,26 @@ SETUP_HINT = ("give yourself subordinate ids and install the helpers: "
               "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER; sudo apt install uidmap")
 
 
+def read_subids(path):
+    """(owner, start, count) per entry of /etc/subuid or /etc/subgid; owner is a name or a uid."""
+    entries = []
+    with open(path) as file:
+        for line in file:
+            fields = line.strip().split(":")
+            if len(fields) == 3 and not fields[0].startswith("#") and fields[1].isdigit() and fields[2].isdigit():
+                entries.append((fields[0], int(fields[1]), int(fields[2])))
+    return entries
+
+
 def subordinate_range(path, user_name, user_id):
-    """(first id, count) of the first entry for the user in /etc/subuid or /etc/subgid."""
+    """(first id, count) of the first entry for the user, or None."""
     try:
-        with open(path) as file:
-            lines = file.read().splitlines()
+        entries = read_subids(path)
     except OSError:
         return None
-    for line in lines:
-        fields = line.strip().split(":")
-        if len(fields) == 3 and fields[0] in (user_name, str(user_id)) and fields[1].isdigit() and fields[2].isdigit():
-            if int(fields[2]) > 0:
-                return int(fields[1]), int(fields[2])
+    for owner, start, count in entries:
+        if owner in (user_name, str(user_id)) and count > 0:
+            return start, count
     return None
 
 
