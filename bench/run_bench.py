@@ -3,7 +3,8 @@
 libraries, served by Debian's docker-registry on 127.0.0.1 and pulled once beforehand.
 
 Prints the median of N runs of: native jq; `toolbox run IMAGE --version` (the `toolbox` on
-PATH, as scripts/install makes it, else `python -m toolbox`); and, when they
+PATH, as scripts/install makes it, else `python -m toolbox`), also in the fuse-overlayfs and
+read-only root modes (TOOLBOX_ROOTFS) where they work; and, when they
 are installed, bwrap and ch-run on the unpacked root filesystem and `podman run --rm` —
 and each one's ratio to toolbox. Run it as an ordinary user:
 
@@ -98,6 +99,14 @@ def main():
 
             results = {"native jq": median_ms(["/usr/bin/jq", "--version"], args.runs)}
             results["toolbox run"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"], args.runs, env=env)
+            # The fallbacks for kernels without unprivileged overlayfs (fuse-overlayfs needs a
+            # /dev/fuse the user may open).
+            for mode in ("fuse-overlayfs", "read-only"):
+                try:
+                    results[f"  {mode} mode"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"], args.runs,
+                                                          env=dict(env, TOOLBOX_ROOTFS=mode))
+                except subprocess.CalledProcessError as err:
+                    print(f"toolbox run in {mode} mode failed: {(err.stderr or b'').decode(errors='replace')[:300]}", file=sys.stderr)
             peers = {
                 "bwrap": ["bwrap", "--unshare-user", "--ro-bind", str(rootfs), "/", "--dev-bind", "/dev", "/dev", "--ro-bind", "/proc", "/proc", "/usr/bin/jq", "--version"],
                 "ch-run": ["ch-run", str(rootfs), "--", "/usr/bin/jq", "--version"],

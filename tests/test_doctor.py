@@ -78,6 +78,8 @@ def test_verdicts_match_what_the_host_lets_an_ordinary_user_do(tmp_path):
     assert (checks["overlay"].status == OK) == userns_overlay_works(), checks["overlay"]
     fuse_usable = os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
     assert (checks["fuse"].status == OK) == fuse_usable, checks["fuse"]
+    if fuse_usable:
+        assert "mounts in a user namespace" in checks["fuse"].detail  # probed for real, not only found
     if os.path.exists("/dev/fuse") and not os.access("/dev/fuse", os.R_OK | os.W_OK):
         assert checks["fuse"].status == WARN and "chmod 0666 /dev/fuse" in checks["fuse"].fix
     major, minor = (int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
@@ -198,12 +200,18 @@ def test_overlay_failure_names_the_fallback_fuse_would_give(tmp_path):
     assert doctor.fuse_check(fuse).status == OK
     mount_refused = Probe(ASSEMBLE, errno.EPERM, "Operation not permitted")
     old = doctor.overlay_check(mount_refused, fuse, "workdir", None, "5.10.0-28-amd64")
-    assert old.status == WARN and old.fix == KERNEL_FIX and "falls back to a read-only root" in old.detail and "fuse-overlayfs is usable" in old.detail
+    assert old.status == WARN and old.fix == KERNEL_FIX and "falls back to fuse-overlayfs" in old.detail
+    # fuse-overlayfs is there but its probe failed: the read-only root is what run falls back to.
+    fuse_failed = Probe(ASSEMBLE + " (fuse-overlayfs)", errno.EIO, "fuse-overlayfs exited (status 1): fuse: device not found")
+    assert "falls back to a read-only root" in doctor.overlay_check(mount_refused, fuse, "workdir", None, "6.1.0", fuse_failed).detail
+    broken = doctor.fuse_check(fuse, fuse_failed)
+    assert broken.status == WARN and "device not found" in broken.detail and "--version" in broken.fix
+    assert "mounts in a user namespace" in doctor.fuse_check(fuse, Probe()).detail
     refused_by_fs = doctor.overlay_check(Probe(ASSEMBLE, errno.EINVAL, "Invalid argument"), fuse, "workdir", None, "6.1.0")
     assert refused_by_fs.fix == STORE_FS_FIX
     no_fuse = doctor.fuse_state(Host(dev=str(tmp_path / "nodev")), {"PATH": str(tmp_path / "nowhere")})
     without_fuse = doctor.overlay_check(mount_refused, no_fuse, "workdir", None, "6.1.0").detail
-    assert "read-only root" in without_fuse and "fuse-overlayfs is usable" not in without_fuse
+    assert "read-only root" in without_fuse and "fuse-overlayfs" not in without_fuse
     missing = doctor.fuse_check(no_fuse)
     assert missing.status == WARN and missing.fix == "sudo apt install fuse-overlayfs && sudo modprobe fuse (and install your distribution's fuse3 package)"
 
@@ -227,6 +235,11 @@ def test_the_probe_answers_as_util_linux_unshare_does(tmp_path):
     probe = doctor.probe_runtime(str(tmp_path / "overlay"))
     assert (probe.failed_step is None) == userns_overlay_works(), probe
     assert not os.path.exists(tmp_path / "overlay" / "scratch" / "root")  # the tmpfs stayed in the child
+    fuse_usable = os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
+    fuse = doctor.probe_runtime(str(tmp_path / "fuse"), mode="fuse-overlayfs")
+    assert (fuse.failed_step is None) == (fuse_usable and userns_available()), fuse
+    if not fuse_usable:
+        assert fuse.failed_step == ASSEMBLE + " (fuse-overlayfs)" or not userns_available(), fuse
 
 
 @not_as_root

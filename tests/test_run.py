@@ -3,9 +3,11 @@ layer trees, exec in place."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -61,12 +63,35 @@ def test_exit_codes(toolbox, busybox, tmp_path):
     assert unreachable.returncode == 125 and b"127.0.0.1:1" in unreachable.stderr and b"Traceback" not in unreachable.stderr
     bad_option = run(toolbox, "--bogus", busybox)
     assert bad_option.returncode == 125 and b"unknown option --bogus" in bad_option.stderr
+    # A command found on PATH but not executable is 126, as in a shell, not 127.
+    on_path = run(toolbox, busybox, "sh", "-c", "mkdir -p /x && cp /etc/passwd /x/tool && PATH=/x:/bin exec tool")
+    assert on_path.returncode in (126,), on_path.stderr
+    # A working directory the image lacks is created, as docker does; one the user may not enter is an error.
+    assert run(toolbox, "--no-cwd", "-w", "/made/for/me", busybox, "pwd").stdout == b"/made/for/me\n"
+    assert run(toolbox, "--no-cwd", "--read-only", "-w", "/made/too", busybox, "pwd").stdout == b"/made/too\n"
+    refused = run(toolbox, "--no-cwd", "-w", "/etc/passwd", busybox, "pwd")  # fails after pivot_root, where no hint can load
+    assert refused.returncode == 125 and b"chdir /etc/passwd: Not a directory" in refused.stderr and b"Traceback" not in refused.stderr
     # Killed by a signal: the shell that started it sees 128 + the signal, as for any program.
     shell = subprocess.run(
         ["sh", "-c", f'"$0" -m toolbox run {busybox} sh -c "kill -TERM \\$\\$"; echo $?', sys.executable],
         env=toolbox.env, capture_output=True, cwd=toolbox.root, timeout=60,
     )
     assert shell.stdout.strip() == b"143", shell.stderr
+
+
+@needs_userns
+def test_the_console_script_runs_commands_found_on_the_image_path(toolbox, busybox):
+    # The installed `toolbox` starts without runpy, so nothing has imported `warnings`, which
+    # os.execvpe imports after pivot_root, where the host's Python library is gone.
+    # On the hot path (the run plan made by an earlier run) nothing else needs it: blocked here.
+    assert run(toolbox, busybox, "true").returncode == 0
+    script = "import sys; sys.modules['warnings'] = None; from toolbox.entry import main; sys.exit(main())"  # None: cannot be imported
+    result = subprocess.run([sys.executable, "-c", script, "run", busybox, "sh", "-c", "echo found"], env=toolbox.env,
+                            capture_output=True, cwd=toolbox.root, timeout=60)
+    assert (result.returncode, result.stdout) == (0, b"found\n"), result.stderr
+    missing = subprocess.run([sys.executable, "-c", script, "run", busybox, "no-such-command"], env=toolbox.env,
+                             capture_output=True, cwd=toolbox.root, timeout=60)
+    assert missing.returncode == 127 and b"Traceback" not in missing.stderr, missing.stderr
 
 
 @needs_userns
@@ -458,6 +483,107 @@ def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
     assert run(toolbox, busybox, "true", env={"TOOLBOX_ROOTFS": "sideways"}).returncode == 125
 
 
+def _fuse_usable():
+    return os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
+
+
+needs_fuse = pytest.mark.skipif(not _fuse_usable(), reason="fuse-overlayfs is missing or /dev/fuse does not open read-write for this user "
+                                                            "(scripts/test, run as root, opens it as a desktop's fuse3 package does)")
+FUSE = {"TOOLBOX_ROOTFS": "fuse-overlayfs"}
+
+
+def _fuse_servers(toolbox):
+    """fuse-overlayfs processes serving this toolbox's scratch mount point."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                argv = file.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[0] == b"fuse-overlayfs" and any(toolbox.layout.scratch_mountpoint.encode() in arg for arg in argv):
+            found.append(int(pid))
+    return found
+
+
+def _wait_until_gone(toolbox, seconds=5):
+    deadline = time.monotonic() + seconds
+    while _fuse_servers(toolbox) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _fuse_servers(toolbox)
+
+
+@needs_userns
+@needs_fuse
+def test_fuse_overlayfs_root_mode(toolbox, busybox, tmp_path):
+    # What a kernel without unprivileged overlayfs gets where /dev/fuse is usable: a writable layer.
+    script = "grep -c ' / / .* - fuse.fuse-overlayfs ' /proc/self/mountinfo; echo written > /etc/x && cat /etc/x; rm /bin/true; touch made-here"
+    result = run(toolbox, busybox, "sh", "-c", script, cwd=tmp_path, env=FUSE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().splitlines()[:2] == ["1", "written"], result.stdout
+    assert (tmp_path / "made-here").stat().st_uid == os.getuid()
+    assert run(toolbox, busybox, "cat", "/etc/x", env=FUSE).returncode == 1  # the scratch layer went with the run
+    assert run(toolbox, busybox, "ls", "/bin/true", env=FUSE).returncode == 0
+    piped = run(toolbox, busybox, "sh", "-c", "cat; exit 3", input=b"through\n", env=FUSE)
+    assert (piped.returncode, piped.stdout) == (3, b"through\n")
+    refused = run(toolbox, "--read-only", busybox, "touch", "/etc/y", env=FUSE)
+    assert refused.returncode == 1 and b"Read-only file system" in refused.stderr
+    assert _wait_until_gone(toolbox) == []  # each server ended with its tool
+    assert toolbox.leftovers() == []
+
+
+@needs_userns
+@needs_fuse
+def test_fuse_overlayfs_shows_whiteouts_and_keeps_named_layers(toolbox, registry, pushed_images):
+    toolbox.trust(registry)
+    image = pushed_images["whiteout"].reference
+    toolbox.pull(image)
+    seen = run(toolbox, image, "sh", "-c", "ls /a /d", env=FUSE)
+    assert seen.returncode == 0 and seen.stdout.split() == [b"/a:", b"y", b"/d:", b"new"], seen
+    first = run(toolbox, "--name", "fused", image, "sh", "-c", "echo kept > /a/z && rm /a/y && rm -r /d", env=FUSE)
+    assert first.returncode == 0, first.stderr
+    # A layer fuse-overlayfs wrote stays with fuse-overlayfs, whatever the run asks for.
+    again = run(toolbox, "--name", "fused", image, "sh", "-c", "ls /a; ls -d /d; grep -c ' / / .* - fuse.fuse-overlayfs ' /proc/self/mountinfo")
+    assert again.stdout.split() == [b"z", b"1"] and b"No such file" in again.stderr, again
+    assert toolbox.cli("rm", "fused").returncode == 0
+    assert _wait_until_gone(toolbox) == []
+
+
+@needs_userns
+@needs_fuse
+def test_the_fuse_server_is_out_of_the_tools_way(toolbox, busybox, tmp_path):
+    # Ctrl-C goes to the tool's process group; a tool that survives it keeps its filesystem.
+    script = "trap 'echo caught' INT; kill -INT 0; sleep 0.3; cat /etc/passwd >/dev/null && echo readable"
+    result = subprocess.run([sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c", script], env=dict(toolbox.env, **FUSE),
+                            capture_output=True, timeout=60, start_new_session=True)
+    assert result.stdout.split() == [b"caught", b"readable"], result
+    # It holds none of the tool's descriptors: a pipe reader sees the end when the tool ends.
+    fds = r'''for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = fuse-overlayfs ] && grep -qs "^PPid:[[:space:]]*$$\$" $p/status && ls -l $p/fd/0 $p/fd/1; done; true'''
+    listed = run(toolbox, "--user", "root", busybox, "sh", "-c", fds, env=FUSE)
+    assert listed.stdout.count(b"/dev/null") == 2, listed
+    assert _wait_until_gone(toolbox) == []
+
+
+@needs_userns
+def test_rootfs_modes_fall_back_in_order(toolbox, busybox):
+    without_fuse = dict(FUSE, PATH="/nonexistent")
+    missing = run(toolbox, busybox, "true", env=without_fuse)
+    assert missing.returncode == 125 and b"assemble the root filesystem (fuse-overlayfs)" in missing.stderr
+    assert b"fuse-overlayfs is not installed" in missing.stderr
+    fallback = run(toolbox, busybox, "touch", "/etc/x", env=dict(without_fuse, TOOLBOX_ROOTFS="fuse-overlayfs,read-only"))
+    assert fallback.returncode == 1 and b"Read-only file system" in fallback.stderr
+
+
+def test_rootfs_mode_lists():
+    from toolbox.rootfs import MODES, parse_modes
+
+    assert parse_modes(None) == parse_modes("auto") == MODES == ("overlay", "fuse-overlayfs", "read-only")
+    assert parse_modes("read-only") == ("read-only",)
+    assert parse_modes("fuse-overlayfs, read-only") == ("fuse-overlayfs", "read-only")
+    with pytest.raises(ValueError, match="'sideways' is not a root filesystem mode"):
+        parse_modes("overlay,sideways")
+
+
 def _has_subids():
     from toolbox.subids import find_program, subordinate_range
 
@@ -477,6 +603,11 @@ def test_subids_map_a_full_range_for_tools_that_chown(toolbox, busybox, tmp_path
     owner, lines = full.stdout.decode().split("\n")[:2]
     assert owner == "1234 2345" and int(lines) >= 2
     assert (tmp_path / "mine").stat().st_uid == os.getuid()  # root inside is still the user outside
+    if _fuse_usable():  # fuse-overlayfs serves the other ids too (it keeps the namespace's capabilities)
+        fused = run(toolbox, "--user", "root", "--subids", busybox, "sh", "-c", script, cwd=tmp_path, env=FUSE)
+        assert fused.returncode == 0 and fused.stdout.startswith(b"1234 2345\n"), fused.stderr
+        as_other = run(toolbox, "--user", "1234", "--subids", busybox, "sh", "-c", "touch /tmp/o && stat -c %u /tmp/o", env=FUSE)
+        assert as_other.stdout == b"1234\n", as_other.stderr
     as_user = run(toolbox, "--subids", busybox, "id", "-u")
     assert as_user.returncode == 0 and as_user.stdout == str(os.getuid()).encode() + b"\n", as_user.stderr
     refused = run(toolbox, "--subids", "--name", "x", busybox, "true")

@@ -16,6 +16,8 @@ int mount(const char *source, const char *target, const char *filesystemtype,
 int umount2(const char *target, int flags);
 long syscall(long number, ...);
 int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
+int capget(void *header, void *data);
+int capset(void *header, const void *data);
 """
 
 

@@ -2,7 +2,8 @@
 
 On disk, in the data directory (user state, not cache):
     containers/NAME/container     what it was made from: image, reference, layers, created
-    containers/NAME/upper, work   overlayfs's upper and work directories
+    containers/NAME/upper, work   overlayfs's (or fuse-overlayfs's) upper and work directories
+    containers/NAME/rootfs        the mode that wrote them, kept for later runs (rootfs.py)
     containers/NAME/lock          flocked by the running tool (inherited across exec)
 
 A writable layer only makes sense over the layers it was made on, so a container stays bound

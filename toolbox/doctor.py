@@ -55,6 +55,7 @@ USERNS_SYSCTLS = (
 KERNEL_FIX = "install Linux 5.11 or later (your distribution's current kernel, or its backports)"
 STORE_FS_FIX = "put the store on ext4, xfs, btrfs or tmpfs: set TOOLBOX_CACHE_DIR to a directory there"
 DOCTOR_HINT = "run `toolbox doctor` to see what this host lacks"
+FUSE_REFUSED_HINT = "fuse-overlayfs's own message is above; TOOLBOX_ROOTFS=read-only runs without it"
 LIMIT_OPTIONS = (("memory", "--memory"), ("cpus", "--cpus"), ("pids", "--pids-limit"))
 
 
@@ -115,22 +116,30 @@ def run_checks(layout, environ=None, host=None):
         checks.append(Check("user", WARN, "running as root: the results are root's, and an ordinary user may be refused what root is allowed",
                             "run `toolbox doctor` as the user who runs toolbox"))
     with workspace(layout) as (workdir, no_workdir):
-        try:
-            probe = probe_runtime(os.path.join(workdir, "overlay") if workdir else None)
-        except Exception as err:
-            probe = Probe(UNSHARE, None, f"the probe broke: {type(err).__name__}: {err}")
+        probe = _probe_safely(workdir and os.path.join(workdir, "overlay"), "overlay")
+        fuse = fuse_state(host, environ)
+        fuse_probe = None
+        if fuse.usable and workdir and probe.namespaces_work:
+            fuse_probe = _probe_safely(os.path.join(workdir, "fuse"), "fuse-overlayfs")
         release = host.kernel_release
         checks += [
             _guarded("kernel", lambda: kernel_check(release())),
             _guarded("user namespaces", lambda: userns_check(read_sysctls(host), probe, host)),
-            _guarded("overlay", lambda: overlay_check(probe, fuse_state(host, environ), workdir, no_workdir, release())),
-            _guarded("fuse", lambda: fuse_check(fuse_state(host, environ))),
+            _guarded("overlay", lambda: overlay_check(probe, fuse, workdir, no_workdir, release(), fuse_probe)),
+            _guarded("fuse", lambda: fuse_check(fuse, fuse_probe)),
             _guarded("subordinate ids", lambda: subids_check(host, environ)),
             _guarded("cgroups", cgroups_check),
             _guarded("directories", lambda: directories_check(layout)),
             _guarded("store", lambda: store_check(layout, workdir, no_workdir, host)),
         ]
     return checks
+
+
+def _probe_safely(workdir, mode):
+    try:
+        return probe_runtime(workdir, mode=mode)
+    except Exception as err:
+        return Probe(UNSHARE, None, f"the probe broke: {type(err).__name__}: {err}")
 
 
 def _guarded(name, check):
@@ -230,10 +239,11 @@ def userns_check(sysctls, probe, host=None):
 
 
 # -- the runtime probe -------------------------------------------------------------------------
-def probe_runtime(workdir=None, timeout=PROBE_TIMEOUT):
+def probe_runtime(workdir=None, timeout=PROBE_TIMEOUT, mode="overlay"):
     """Run the runtime's first steps in a child process: unshare, id maps, private mounts and,
-    when `workdir` (an absent directory in the store's tmp area) is given, the tmpfs-over-overlayfs
-    root. The child's namespaces and mounts die with it."""
+    when `workdir` (an absent directory in the store's tmp area) is given, the root in `mode`
+    (one of rootfs.MODES), written to. The child's namespaces and mounts die with it (and a
+    fuse-overlayfs it started, with its parent-death signal)."""
     try:
         # Loaded before the fork, so a broken cffi module is a line here, not a crash in the child.
         from . import rootfs, runtime, syscalls
@@ -250,7 +260,7 @@ def probe_runtime(workdir=None, timeout=PROBE_TIMEOUT):
     if pid == 0:  # the child: report, then leave without running any of the parent's cleanup
         try:
             os.close(read_fd)
-            os.write(write_fd, _probe_in_child(runtime, rootfs, syscalls, workdir).encode("utf-8", "replace")[:4000])
+            os.write(write_fd, _probe_in_child(runtime, rootfs, syscalls, workdir, mode).encode("utf-8", "replace")[:4000])
         finally:
             os._exit(0)
     os.close(write_fd)
@@ -274,7 +284,7 @@ def probe_runtime(workdir=None, timeout=PROBE_TIMEOUT):
     return Probe(step, int(number) if number else None, message)
 
 
-def _probe_in_child(runtime, rootfs, sc, workdir):
+def _probe_in_child(runtime, rootfs, sc, workdir, mode):
     """Tab-separated step, errno and message of the first failure, or "ok"."""
     uid, gid = os.getuid(), os.getgid()  # before unshare: afterwards they read as the overflow id
     step = UNSHARE
@@ -285,12 +295,12 @@ def _probe_in_child(runtime, rootfs, sc, workdir):
         step = PRIVATE
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         if workdir is not None:
-            step = ASSEMBLE
+            step = f"{ASSEMBLE} ({mode})"
             spec = runtime.RunSpec(layers_dir=workdir, layers=["lower"], scratch_dir=os.path.join(workdir, "scratch"), argv=[], env={}, cwd="/",
-                                   rootfs="overlay")
+                                   rootfs=(mode,))
             root = rootfs.assemble(spec).path
             if not os.path.exists(os.path.join(root, "probe")):
-                raise OSError(errno.ENOENT, "the lower layer's file is not visible through the overlay")
+                raise OSError(errno.ENOENT, f"the lower layer's file is not visible through {mode}")
             with open(os.path.join(root, "written"), "w"):
                 pass
     except BaseException as err:
@@ -320,18 +330,20 @@ def fuse_state(host, environ):
     return Fuse(shutil.which("fuse-overlayfs", path=environ.get("PATH", os.defpath)), device, error)
 
 
-def overlay_check(probe, fuse, workdir, no_workdir, release):
-    """Which root `run` gets: native overlayfs, else a read-only root (a warning: no writable
-    layer, no --name). fuse-overlayfs is named when usable, though run has no such mode yet."""
+def overlay_check(probe, fuse, workdir, no_workdir, release, fuse_probe=None):
+    """Which root `run` gets: native overlayfs; else fuse-overlayfs where it works (a warning:
+    file access through a helper process is slower); else a read-only root (no writable layer,
+    no --name). `fuse_probe` is None when fuse-overlayfs was not probed."""
     if workdir is None:
         return Check("overlay", FAIL, f"not probed: no temp directory in the store ({_reason(no_workdir)})", "fix the store line first")
     if not probe.namespaces_work:
         return Check("overlay", FAIL, "not probed: user namespaces do not work", "fix the user namespaces line first")
     if probe.failed_step is None:
         return Check("overlay", OK, "native overlayfs (userxattr) in a user namespace: toolbox run uses it")
-    fallback = "toolbox run falls back to a read-only root (tmpfs on /tmp, /var/tmp, /run and home; --name refused)"
-    if fuse.usable:
-        fallback += "; fuse-overlayfs is usable, but run has no fuse-overlayfs mode yet"
+    if fuse.usable and (fuse_probe is None or fuse_probe.failed_step is None):
+        fallback = "toolbox run falls back to fuse-overlayfs (a writable layer, --name works; file access is slower)"
+    else:
+        fallback = "toolbox run falls back to a read-only root (tmpfs on /tmp, /var/tmp, /run and home; --name refused)"
     version = kernel_version(release)
     if version is not None and version < OVERLAY_KERNEL:
         fix = KERNEL_FIX
@@ -342,10 +354,14 @@ def overlay_check(probe, fuse, workdir, no_workdir, release):
     return Check("overlay", WARN, f"native overlayfs fails ({probe.describe()}); {fallback}", fix)
 
 
-def fuse_check(fuse):
+def fuse_check(fuse, probe=None):
     found = f"fuse-overlayfs at {fuse.binary}" if fuse.binary else "no fuse-overlayfs on PATH"
+    if fuse.usable and probe is not None and probe.failed_step is not None:
+        return Check("fuse", WARN, f"{found}, but it does not work in a user namespace ({probe.describe()})",
+                     f"check that `{fuse.binary} --version` runs (fuse-overlayfs 1.0 or later)")
     if fuse.usable:
-        return Check("fuse", OK, f"{fuse.device} opens read-write; {found}")
+        probed = "mounts in a user namespace" if probe is not None else "not probed"
+        return Check("fuse", OK, f"{fuse.device} opens read-write; {found} ({probed})")
     fixes = []
     if fuse.binary is None:
         fixes.append("sudo apt install fuse-overlayfs")
@@ -556,6 +572,10 @@ def hint_for_run_failure(step, err_no, layout=None, host=None):
     try:
         if step.startswith(NAMESPACE_STEPS):
             return userns_fix(read_sysctls(host), err_no, host)
+        if step == f"{ASSEMBLE} (fuse-overlayfs)":
+            return fuse_check(fuse_state(host, os.environ)).fix or FUSE_REFUSED_HINT
+        if step == f"{ASSEMBLE} (read-only)":
+            return DOCTOR_HINT
         if step.startswith(ASSEMBLE):
             version = kernel_version(host.kernel_release())
             if version is not None and version < OVERLAY_KERNEL:

@@ -13,7 +13,7 @@ import sys
 from .errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError
 from .layout import Layout
 from .plan import read_current_plan
-from .runtime import CommandNotExecutable, CommandNotFound, RunSpec, RuntimeStepError, exec_container
+from .runtime import DEFAULT_PATH, CommandNotExecutable, CommandNotFound, RunSpec, RuntimeStepError, exec_container
 
 USAGE = "usage: toolbox run [OPTIONS] IMAGE [COMMAND [ARG...]]"
 HELP = USAGE + """
@@ -45,7 +45,6 @@ Options:
   --read-only             make the image's root read-only
   -i, -t, --rm            accepted, for muscle memory: stdin and the terminal are always the tool's
 """
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSED_FROM_HOST = ("TERM", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "COLORTERM", "TZ")
 # Set by tests to check what the launch path imported, just before it execs.
 MODULES_REPORT_ENV = "TOOLBOX_REPORT_MODULES"
@@ -351,7 +350,7 @@ def make_spec(layout, plan, options, container=None):
         gid=user.gid,
         upper=container.upper if container else None,
         work=container.work if container else None,
-        rootfs=rootfs_mode(),
+        rootfs=rootfs_modes(),
         flat_root=layout.flat_dir,
         subid_maps=subid_maps(options, user),
     )
@@ -368,13 +367,13 @@ def subid_maps(options, user):
     return plan_maps(_user_name(), user.uid, user.gid)
 
 
-def rootfs_mode():
-    from .rootfs import MODES
+def rootfs_modes():
+    from .rootfs import parse_modes
 
-    mode = os.environ.get("TOOLBOX_ROOTFS") or "auto"
-    if mode not in MODES:
-        raise ToolboxError(f"TOOLBOX_ROOTFS={mode!r} is not a root filesystem mode", hint=f"use one of {', '.join(MODES)}")
-    return mode
+    try:
+        return parse_modes(os.environ.get("TOOLBOX_ROOTFS"))
+    except ValueError as err:
+        raise ToolboxError(f"TOOLBOX_ROOTFS: {err}") from None
 
 
 def container_layers(layout, container):
@@ -451,6 +450,8 @@ def main(argv):
 
 
 def _runtime_hint(err):
-    from .doctor import hint_for_run_failure  # a failure path: the checks may probe
-
+    try:
+        from .doctor import hint_for_run_failure  # a failure path: the checks may probe
+    except ImportError:
+        return None  # failed after pivot_root: the host's files, toolbox's among them, are gone
     return hint_for_run_failure(err.step, err.errno)

@@ -1,17 +1,17 @@
 """The container's root filesystem, in the best mode the kernel allows (see `toolbox doctor`):
 
-- overlay:   native overlayfs in the user namespace (Linux 5.11+, `userxattr`): the layer trees
-             as lower directories under a writable layer;
-- read-only: where the kernel refuses that: the image flattened once into a cached tree (hard
-             links into the layer trees, so no file data is copied) and mounted read-only, with
-             tmpfs on /tmp, /var/tmp, /run and the home directory.
+- overlay:        native overlayfs in the user namespace (Linux 5.11+, `userxattr`): the layer
+                  trees as lower directories under a writable layer;
+- fuse-overlayfs: where the kernel refuses that but /dev/fuse opens: the same layers served by
+                  fuse-overlayfs, a child process that lives as long as the tool (it is the one
+                  feature that needs a resident process);
+- read-only:      the image flattened once into a cached tree (hard links into the layer trees,
+                  so no file data is copied) and mounted read-only, with tmpfs on /tmp,
+                  /var/tmp, /run and the home directory.
 
-`auto` tries them in that order; TOOLBOX_ROOTFS forces one. Runs inside the new namespaces,
-before pivot_root. Standard library and the generated syscall module only.
-
-Not yet: fuse-overlayfs between the two. Started from here it runs as the user without
-capabilities, so it cannot mount; mounting /dev/fuse for it and passing /dev/fd/N gives reads
-but not writes. Running it as root of the namespace and the tool in a nested one is the way.
+`auto` tries them in that order; TOOLBOX_ROOTFS names one mode or a comma-separated list to try.
+Runs inside the new namespaces, before pivot_root. Standard library and the generated syscall
+module only.
 """
 
 import errno
@@ -19,11 +19,27 @@ import os
 
 from . import syscalls as sc
 
-MODES = ("auto", "overlay", "read-only")
+MODES = ("overlay", "fuse-overlayfs", "read-only")
+AUTO = "auto"  # all of MODES, in that order
 # What a kernel that refuses overlayfs in a user namespace answers.
 _REFUSED = (errno.EPERM, errno.EINVAL, errno.ENODEV, errno.EACCES)
 WRITABLE_IN_READ_ONLY = ("tmp", "var/tmp", "run")
 LAYERS_FILE = "layers"  # in each flattened tree's directory: the layer trees it was made from
+# Beside a kept writable layer (--name): the mode that wrote it. overlayfs and fuse-overlayfs
+# record whiteouts and opaque directories differently, so a kept layer stays with its mode.
+KEPT_MODE_FILE = "rootfs"
+FUSE_MOUNT_TIMEOUT = 10.0  # seconds for fuse-overlayfs to mount before it is given up
+
+
+def parse_modes(text):
+    """The modes to try, in order, from TOOLBOX_ROOTFS's value; ValueError names a wrong one."""
+    if not text or text == AUTO:
+        return MODES
+    modes = tuple(part.strip() for part in text.split(","))
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"{mode!r} is not a root filesystem mode (use {AUTO} or some of {', '.join(MODES)})")
+    return modes
 
 
 class Root:
@@ -37,33 +53,86 @@ class Root:
         self.writable = writable
 
 
+class AssembleError(OSError):
+    """The last mode tried failed: the error names it, for the hint (doctor.hint_for_run_failure)."""
+
+    def __init__(self, mode, err):
+        super().__init__(err.errno, err.strerror or str(err))
+        self.mode = mode
+
+
 def assemble(spec):
-    """A tmpfs on the scratch directory holds the mount point of the root and, without --name,
-    the writable layer (gone when the namespace goes)."""
+    """A tmpfs on the scratch directory holds the mount point of the root, the fuse-overlayfs
+    log and, without --name, the writable layer (gone when the namespace goes)."""
     scratch = spec.scratch_dir
     sc.mount("toolbox-scratch", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
     for name in ("upper", "work", "root"):
         os.mkdir(os.path.join(scratch, name), 0o755)
-    root = os.path.join(scratch, "root")
-    upper = spec.upper or f"{scratch}/upper"
-    work = spec.work or f"{scratch}/work"
+    modes = _kept_layer_modes(spec) or spec.rootfs
     # Layer paths relative to the layers directory keep the option string short: mount data is
     # limited to one page.
     os.chdir(spec.layers_dir)
-    lowerdirs = ":".join(spec.layers)
-    mode = spec.rootfs
-    if mode in ("auto", "overlay"):
+    for mode in modes:
         try:
-            sc.mount("toolbox", root, "overlay", 0, f"userxattr,lowerdir={lowerdirs},upperdir={upper},workdir={work}")
-            return Root(root, "overlay", True)
+            root = _ASSEMBLERS[mode](spec, os.path.join(scratch, "root"))
         except OSError as err:
-            if mode == "overlay" or err.errno not in _REFUSED:
-                raise
+            if mode == modes[-1] or (mode == "overlay" and err.errno not in _REFUSED):
+                raise AssembleError(mode, err) from None
+            continue
+        _record_kept_layer_mode(spec, mode)
+        return root
+    raise AssembleError("none", OSError(errno.EINVAL, "no root filesystem mode to try"))
+
+
+def _layer_dirs(spec):
+    upper = spec.upper or os.path.join(spec.scratch_dir, "upper")
+    work = spec.work or os.path.join(spec.scratch_dir, "work")
+    return ":".join(spec.layers), upper, work
+
+
+def _overlay(spec, root):
+    lowerdirs, upper, work = _layer_dirs(spec)
+    sc.mount("toolbox", root, "overlay", 0, f"userxattr,lowerdir={lowerdirs},upperdir={upper},workdir={work}")
+    return Root(root, "overlay", True)
+
+
+def _fuse_overlayfs(spec, root):
+    from . import fuse
+
+    lowerdirs, upper, work = _layer_dirs(spec)
+    fuse.mount_overlay(lowerdirs, upper, work, root, os.path.join(spec.scratch_dir, "fuse-overlayfs.log"), FUSE_MOUNT_TIMEOUT)
+    return Root(root, "fuse-overlayfs", True)
+
+
+def _read_only(spec, root):
     if spec.upper:
-        raise OSError(errno.EOPNOTSUPP, "--name needs a writable layer, and overlayfs cannot be mounted here")
-    flat = flattened_tree(spec)
-    sc.mount(flat, root, None, sc.MS_BIND | sc.MS_REC)
+        raise OSError(errno.EOPNOTSUPP, "--name needs a writable layer, and neither overlayfs nor fuse-overlayfs can be mounted here")
+    sc.mount(flattened_tree(spec), root, None, sc.MS_BIND | sc.MS_REC)
     return Root(root, "read-only", False)
+
+
+_ASSEMBLERS = {"overlay": _overlay, "fuse-overlayfs": _fuse_overlayfs, "read-only": _read_only}
+
+
+def _kept_layer_modes(spec):
+    if not spec.upper:
+        return None
+    try:
+        with open(os.path.join(os.path.dirname(spec.upper), KEPT_MODE_FILE)) as file:
+            mode = file.read().strip()
+    except FileNotFoundError:
+        return None
+    if mode not in MODES:
+        raise AssembleError(mode, OSError(errno.EINVAL, f"the kept layer records an unknown mode {mode!r}"))
+    return (mode,)
+
+
+def _record_kept_layer_mode(spec, mode):
+    if spec.upper:
+        path = os.path.join(os.path.dirname(spec.upper), KEPT_MODE_FILE)
+        if not os.path.exists(path):
+            with open(path, "w") as file:
+                file.write(mode + "\n")
 
 
 def flattened_tree(spec):

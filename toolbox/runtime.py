@@ -1,6 +1,8 @@
 """The rootless runtime: build a container around this very process, then become the tool.
 
-The launch path: no daemon, no helper, no fork. The order follows bubblewrap and runc:
+The launch path: no daemon and no fork, but for two helpers that need one (newuidmap for
+--subids, which exits; fuse-overlayfs in that fallback mode, which serves the root for as long
+as the tool runs). The order follows bubblewrap and runc:
 unshare user + mount namespaces → write id maps (setgroups denied before gid_map) → make every
 mount private → assemble the root (tmpfs scratch, overlayfs of the image's layer trees) → system
 mounts (/proc, /sys, a minimal /dev) and the user's binds → pivot_root → chdir →
@@ -17,6 +19,7 @@ from . import rootfs
 from . import syscalls as sc
 
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class RunSpec:
@@ -26,7 +29,7 @@ class RunSpec:
                  "uid", "gid", "upper", "work", "rootfs", "flat_root", "subid_maps")
 
     def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), tmpfs=(), network="host", user_name="user", home="/home/user",
-                 read_only=False, uid=None, gid=None, upper=None, work=None, rootfs="auto", flat_root=None, subid_maps=None):
+                 read_only=False, uid=None, gid=None, upper=None, work=None, rootfs=rootfs.MODES, flat_root=None, subid_maps=None):
         self.layers_dir = layers_dir  # the directory that holds the layer trees
         self.layers = layers  # layer tree names relative to layers_dir, topmost first
         self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
@@ -46,7 +49,7 @@ class RunSpec:
         # scratch layer in a tmpfs that vanishes with the run.
         self.upper = upper
         self.work = work
-        self.rootfs = rootfs  # one of rootfs.MODES
+        self.rootfs = rootfs  # the modes to try, in order (rootfs.parse_modes)
         self.flat_root = flat_root  # where read-only mode keeps flattened images
         self.subid_maps = subid_maps  # subids.plan_maps(): full id ranges through newuidmap, or None
 
@@ -88,7 +91,12 @@ def exec_container(spec):
     if spec.network == "none":
         _step("bring up the loopback interface", bring_up_loopback)
     _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    root = _step("assemble the root filesystem", rootfs.assemble, spec)
+    try:
+        root = rootfs.assemble(spec)
+    except rootfs.AssembleError as err:
+        raise RuntimeStepError(f"assemble the root filesystem ({err.mode})", err) from None
+    except OSError as err:
+        raise RuntimeStepError("assemble the root filesystem", err) from None
     if not root.writable:
         _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root, _mountpoint, spec.home)
     _step("mount /proc, /sys and /dev", mount_system, root.path)
@@ -97,6 +105,7 @@ def exec_container(spec):
         _step(f"bind {host} to {inside}", bind, root.path, host, inside, read_only)
     for inside in spec.tmpfs:
         _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", _mountpoint(root.path, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    _step(f"create the working directory {spec.cwd}", make_working_directory, root, spec.cwd)
     if spec.read_only or not root.writable:
         _step("make the root read-only", sc.mount, None, root.path, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
     _step("pivot_root", pivot_into, root.path)
@@ -260,6 +269,14 @@ def bind(root, host, inside, read_only):
         sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
 
 
+def make_working_directory(root, cwd):
+    """As docker does, a working directory the image lacks is created (in the writable layer;
+    a read-only root gets the chdir error instead). Resolved inside the root, like mounts."""
+    path = resolve_inside(root.path, cwd)
+    if root.writable and not os.path.isdir(path) and not os.path.lexists(path):
+        os.makedirs(path, 0o755)
+
+
 def pivot_into(root):
     """pivot_root(".", "."), then detach the old root that now sits on top (the trick runc uses:
     no directory for the old root is needed)."""
@@ -270,9 +287,22 @@ def pivot_into(root):
 
 
 def execute(argv, env):
-    try:
-        os.execvpe(argv[0], argv, env)
-    except FileNotFoundError:
-        raise CommandNotFound(argv[0]) from None
-    except (PermissionError, IsADirectoryError, OSError) as err:
-        raise CommandNotExecutable(f"{argv[0]}: {err.strerror}") from None
+    """execvp with the container's PATH. Not os.execvpe: it imports `warnings` on the way, and
+    after pivot_root the host's Python library is out of reach. As execvp(3) does, a command
+    found but not executable wins over the ones not found."""
+    command = argv[0]
+    if "/" in command:
+        candidates = [command]
+    else:
+        candidates = [os.path.join(directory or ".", command) for directory in env.get("PATH", DEFAULT_PATH).split(":")]
+    refused = None
+    for path in candidates:
+        try:
+            os.execve(path, argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as err:  # EACCES, ENOEXEC, EISDIR...: found, but it will not run
+            refused = refused or err
+    if refused is not None:
+        raise CommandNotExecutable(f"{command}: {refused.strerror}")
+    raise CommandNotFound(command)

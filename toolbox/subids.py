@@ -11,6 +11,7 @@ Standard library only: this runs on the launch path when --subids is given.
 
 import os
 
+from . import programs
 from .errors import ToolboxError
 
 SETUP_HINT = ("give yourself subordinate ids and install the helpers: "
@@ -54,11 +55,8 @@ def id_map(inside, outside, sub_first, sub_count):
 
 
 def find_program(name):
-    for directory in os.environ.get("PATH", "").split(":") + ["/usr/bin", "/bin", "/usr/sbin"]:
-        path = os.path.join(directory or ".", name)
-        if os.access(path, os.X_OK):
-            return path
-    return None
+    # newuidmap lives in /usr/bin, but an ordinary user's PATH may be a narrow one.
+    return programs.find_program(name, ("/usr/bin", "/bin", "/usr/sbin"))
 
 
 def plan_maps(user_name, inner_uid, inner_gid):

@@ -21,7 +21,11 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 MNT_DETACH = 2
+PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 
@@ -60,3 +64,21 @@ def pivot_root(new_root, put_old):
 def set_no_new_privs():
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
+
+
+def set_parent_death_signal(signum):
+    _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
+def keep_capabilities_across_exec():
+    """Raise every permitted capability into the inheritable and ambient sets, so that a program
+    this process execs keeps them although its uid in the namespace is not 0 (capabilities(7):
+    a non-root execve keeps only the ambient set)."""
+    header = ffi.new("uint32_t[2]", [_LINUX_CAPABILITY_VERSION_3, 0])
+    data = ffi.new("uint32_t[6]")  # two {effective, permitted, inheritable}: capabilities 0-31, 32-63
+    _check(_libc.capget(header, data), "capget")
+    data[2], data[5] = data[1], data[4]
+    _check(_libc.capset(header, data), "capset")
+    for capability in range(64):
+        if data[1 + 3 * (capability // 32)] >> (capability % 32) & 1:
+            _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, capability, 0, 0), f"prctl(PR_CAP_AMBIENT_RAISE, {capability})")
