@@ -337,6 +337,10 @@ def _registry_host(text):
 
 
 EXIT_INTERRUPTED = 130
+from . import cli_tools  # noqa: E402  (after the app and its helpers it uses)
+
+cli_tools.register(app)
+
 # Work in progress lives in locked temp directories, removed on the way out (or by the next
 # toolbox run if this one was killed outright), so an interrupt never leaves half an image.
 INTERRUPTED_MESSAGE = "toolbox: interrupted; nothing partial was kept"

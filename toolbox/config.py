@@ -1,6 +1,10 @@
-"""The user's configuration file (TOML): registry mirrors, insecure registries, CA files.
+"""The user's configuration file (TOML): registry mirrors, insecure registries, CA files, and
+the tool versions pinned outside any project.
 
     # ~/.config/toolbox/config.toml (or $TOOLBOX_CONFIG)
+    [tools]
+    jq = "1.7.1"               # as in a project's toolbox.toml (project.py)
+
     [registries."docker.io"]
     mirrors = ["mirror.corp.example", "https://cache.example:5000/dockerhub"]
 
@@ -50,6 +54,7 @@ class RegistrySettings:
 class UserConfig:
     path: str | None = None
     registries: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)  # global pins: tool name -> version
 
     def registry(self, host):
         return self.registries.get(host.lower(), RegistrySettings())
@@ -65,13 +70,15 @@ class UserConfig:
             raise ConfigError(f"{path}: not valid TOML: {err}", hint="fix the syntax, or move the file away to use defaults") from None
         except OSError as err:
             raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-        return cls(path, _parse_registries(doc, path))
+        from .project import parse_pins
+
+        return cls(path, _parse_registries(doc, path), parse_pins(doc.get("tools", {}), path))
 
 
 def _parse_registries(doc, path):
-    unknown = set(doc) - {"registries"}
+    unknown = set(doc) - {"registries", "tools"}
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}", hint="allowed: [registries.\"host\"] tables")
+        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}", hint="allowed: [registries.\"host\"] tables and [tools]")
     tables = doc.get("registries", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: 'registries' must be a table of hosts")

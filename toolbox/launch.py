@@ -15,10 +15,12 @@ from .layout import Layout
 from .plan import read_current_plan
 from .runtime import DEFAULT_PATH, CommandNotExecutable, CommandNotFound, RunSpec, RuntimeStepError, exec_container
 
-USAGE = "usage: toolbox run [OPTIONS] IMAGE [COMMAND [ARG...]]"
+USAGE = "usage: toolbox run [OPTIONS] (TOOL[@VERSION] | IMAGE) [COMMAND [ARG...]]"
 HELP = USAGE + """
 
-Run a command in a stored image, as you, in the current directory.
+Run a tool (a recipe's name, at the version this project pins) or a command in an image, as
+you, in the current directory. A bare name is a tool; an image has a registry, a path, a tag
+or a digest (alpine:3.20, library/alpine).
 
 Options:
   -e, --env KEY[=VALUE]   set a variable (KEY alone passes the host's value)
@@ -40,6 +42,8 @@ Options:
   --pull missing|always|never
                           pull the image when it is not stored (default), every time, or never
   --platform OS/ARCH      the image's platform (default: this machine's)
+  --frozen                fail when toolbox.lock does not match toolbox.toml, instead of
+                          locking anew (also when CI=true)
   --no-cwd                do not mount the current directory
   --no-mount-args         do not mount host paths named in the command's arguments
   --read-only             make the image's root read-only
@@ -56,7 +60,7 @@ class UsageError(Exception):
 
 class RunOptions:
     __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args", "read_only", "volumes", "tmpfs",
-                 "network", "limits", "user", "name", "pull", "platform", "subids")
+                 "network", "limits", "user", "name", "pull", "platform", "subids", "frozen", "tool_command", "tool_mounts")
 
     def __init__(self):
         self.image = None
@@ -69,18 +73,22 @@ class RunOptions:
         self.pull = "missing"
         self.platform = None
         self.subids = False
+        self.frozen = False
+        self.tool_command = None  # a recipe's command: replaces the image's entrypoint and cmd
+        self.tool_mounts = []  # a recipe's (host source, target, read only), `~` unexpanded
         self.workdir = None
         self.entrypoint = None
         self.mount_cwd = True
         self.read_only = False
         self.volumes = []
         self.tmpfs = []
-        self.network = "host"
+        self.network = None  # --network, else the recipe's, else "host"
         self.limits = {}
 
 
 _FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
-          "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only", "--subids": "subids"}
+          "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only", "--subids": "subids",
+          "--frozen": "frozen"}
 _WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint",
                "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network",
                "--memory": "memory", "-m": "memory", "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files",
@@ -103,7 +111,7 @@ def parse_args(argv):
             break
         name, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, False, None)
         if name in _FLAGS:
-            if _FLAGS[name] in ("read_only", "subids"):
+            if _FLAGS[name] in ("read_only", "subids", "frozen"):
                 setattr(options, _FLAGS[name], True)
             elif _FLAGS[name]:  # the --no-* flags
                 setattr(options, _FLAGS[name], False)
@@ -129,7 +137,7 @@ def parse_args(argv):
             raise UsageError("no image given")
         options.image = args.pop(0)
     options.command = args
-    if options.network not in NETWORKS:
+    if options.network is not None and options.network not in NETWORKS:
         raise UsageError(f"--network {options.network!r}: use one of {', '.join(NETWORKS)}")
     if options.pull not in PULL_POLICIES:
         raise UsageError(f"--pull {options.pull!r}: use one of {', '.join(PULL_POLICIES)}")
@@ -164,6 +172,41 @@ def volume_binds(layout, specs, cwd):
     return binds
 
 
+def recipe_binds(mounts, home_inside):
+    """A recipe's mounts: `~` is the user's home outside and the tool's home inside; a source
+    that does not exist (no ~/.aws yet) is skipped."""
+    binds = []
+    for source, target, read_only in mounts:
+        host = os.path.expanduser(source)
+        if os.path.exists(host):
+            binds.append((host, home_inside.rstrip("/") + target[1:] if target.startswith("~") else target, read_only))
+    return binds
+
+
+def apply_tool(options):
+    """`toolbox run TOOL`: the recipe and the pins say which image and how (the cold tier, for
+    now on every run of a tool)."""
+    from .lockfile import frozen_requested
+    from .tools import run_settings
+
+    settings = run_settings(options.image, frozen_requested(os.environ, options.frozen))
+    options.image = settings["image"]
+    options.tool_command = settings["command"]
+    passed = [name for name in sorted(os.environ) if any(_matches(name, p) for p in settings["pass_env"])]
+    options.env = settings["env"] + passed + options.env  # -e wins over the recipe
+    options.tool_mounts = settings["mounts"]
+    options.network = options.network or settings["network"]
+
+
+def _matches(name, pattern):
+    return name.startswith(pattern[:-1]) if pattern.endswith("*") else name == pattern
+
+
+def is_tool(text):
+    """A bare name, maybe with @VERSION: no registry, path, tag or digest."""
+    return "/" not in text and ":" not in text
+
+
 def named_volume(layout, name):
     from .containers import check_name  # the same rule for both kinds of name
 
@@ -190,6 +233,8 @@ def command_line(plan, options):
     if options.entrypoint is not None:
         entrypoint = [options.entrypoint] if options.entrypoint else []
         cmd = options.command
+    elif options.tool_command:
+        entrypoint, cmd = options.tool_command, options.command
     else:
         entrypoint = plan["entrypoint"] or []
         cmd = options.command or (plan["cmd"] or [])
@@ -326,6 +371,7 @@ def make_spec(layout, plan, options, container=None):
     else:
         workdir = options.workdir or plan["working_dir"] or "/"
     binds += volume_binds(layout, options.volumes, host_cwd)
+    binds += recipe_binds(options.tool_mounts, user.home)
     if options.mount_args:
         from .argpaths import argument_binds
 
@@ -342,7 +388,7 @@ def make_spec(layout, plan, options, container=None):
         cwd=workdir,
         binds=binds,
         tmpfs=options.tmpfs,
-        network=options.network,
+        network=options.network or "host",
         user_name=user.name,
         home=user.home,
         read_only=options.read_only,
@@ -426,6 +472,8 @@ def main(argv):
     try:
         options = parse_args(argv)
         layout = Layout.from_env()
+        if is_tool(options.image):
+            apply_tool(options)
         plan = load_plan(layout, options)
         spec = make_spec(layout, plan, options, claim_container(layout, options, plan))
         apply_limits(options.limits)

@@ -267,12 +267,23 @@ class RegistryClient:
     # -- the request loop ------------------------------------------------------------------------
     def _first_answer(self, ref, fetch):
         endpoints = self.endpoints(ref)
+        mirror_not_found = None
         for endpoint in endpoints[:-1]:
             try:
                 return fetch(endpoint)
             except (RegistryError, IntegrityError) as err:
                 log.info("mirror %s failed (%s); falling back", endpoint.describe(), err)
-        return fetch(endpoints[-1])
+                if isinstance(err, NotFound) and mirror_not_found is None:
+                    mirror_not_found = err
+        try:
+            return fetch(endpoints[-1])
+        except RegistryError as err:
+            if mirror_not_found is None or isinstance(err, (NotFound, AuthError)):
+                raise
+            # A mirror's "not found" says more than an upstream that cannot be reached (offline,
+            # or a mirror-only network): both are told.
+            raise NotFound(f"{mirror_not_found.message}; {endpoints[-1].host} itself could not be asked ({err.message})",
+                           hint=mirror_not_found.hint) from None
 
     def _request(self, endpoint, method, path, headers=None, stream=False, credentials_override=None, registry_key=None):
         url_path = f"/v2/{endpoint.repository}/{path}" if endpoint.repository else f"/v2/{path}"

@@ -1,0 +1,332 @@
+"""Tools by name: the built-in recipes, toolbox.toml pins, toolbox.lock and trust.
+
+The real recipe files are what is tested: their upstream images (ghcr.io/jqlang/jq,
+docker.io/library/python, ...) are served by the loopback registry through the mirror config,
+under a prefix of each test's own, where the tests publish small busybox images that stand in for
+the tools (a script that prints which image and version it is, and its arguments).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from toolbox.errors import ConfigError
+from toolbox.layout import Layout
+from toolbox.recipes import Catalog, RecipeError, builtin_dir, load_directory, parse_recipe
+
+from tests.support import images
+from tests.support.host import userns_overlay_works
+from tests.support.push import push_raw
+
+needs_userns = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
+MIRRORED = {"ghcr.io": "ghcr", "docker.io": "dockerhub", "gcr.io": "gcr"}
+REQUIRED = ("jq", "yq", "psql", "node", "python", "aws", "gcloud", "busybox", "redis-cli", "ubuntu", "debian", "alpine")
+
+
+class Upstream:
+    """The recipes' registries, mirrored to the loopback registry under a prefix of this test's."""
+
+    def __init__(self, toolbox, registry):
+        self.registry = registry
+        self.prefix = f"t{uuid.uuid4().hex[:10]}"
+        mirrors = "".join(f'[registries."{host}"]\nmirrors = ["http://{registry.host}/{self.prefix}/{path}"]\n'
+                          for host, path in MIRRORED.items())
+        toolbox.trust(registry)
+        with open(toolbox.layout.config_file, "a") as config:
+            config.write(mirrors)
+
+    def publish(self, image, tag, built):
+        host, _, path = image.partition("/")
+        return push_raw(self.registry, f"{self.prefix}/{MIRRORED[host]}/{path}", tag, built)
+
+
+def tool_image(label, program="/usr/bin/tool", names=(), architecture="amd64", variant=None, entrypoint=True):
+    """A busybox image whose `program` (and `names`, links to it) prints `label` and its arguments."""
+    script = '#!/bin/sh\necho "$(cat /label) $(basename $0):$*"\n'
+    entries = [images.file("label", label + "\n"), images.directory("usr/local"), images.directory("usr/local/bin"),
+               images.file(program.lstrip("/"), script, 0o755)]
+    entries += [images.symlink(name.lstrip("/"), program) for name in names]
+    spec = images.busybox_spec(layers=(images.busybox_layer(), images.Layer(tuple(entries))), architecture=architecture, variant=variant,
+                               entrypoint=(program,) if entrypoint else None, cmd=None, labels={"org.example.tool": label})
+    return images.build_image(spec)
+
+
+def multiarch(label, **kw):
+    return images.build_index([tool_image(label, **kw), tool_image(label + "-arm64", architecture="arm64", variant="v8", **kw)])
+
+
+@pytest.fixture
+def upstream(toolbox, registry):
+    return Upstream(toolbox, registry)
+
+
+def cli(toolbox, *args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=dict(toolbox.env, **(env or {})), cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def run(toolbox, *args, cwd, env=None):
+    return cli(toolbox, "run", *args, cwd=cwd, env=env)
+
+
+# -- recipes --------------------------------------------------------------------------------------
+def test_every_builtin_recipe_loads_and_points_at_its_upstream_image():
+    recipes = load_directory(builtin_dir(), "builtin")
+    assert set(REQUIRED) <= set(recipes)
+    assert recipes["jq"].image == "ghcr.io/jqlang/jq" and recipes["yq"].image == "docker.io/mikefarah/yq"
+    assert recipes["psql"].image == "docker.io/library/postgres" and recipes["psql"].command == ("psql",) and "PG*" in recipes["psql"].pass_env
+    assert recipes["aws"].image == "docker.io/amazon/aws-cli" and recipes["aws"].mounts[0].read_only
+    assert recipes["node"].tty and recipes["python"].command == ("python",)
+    assert {f"python3.{minor}" for minor in (10, 11, 12, 13)} <= set(recipes["python"].aliases)
+    assert recipes["python"].aliases["python3.11"].version == "3.11"
+    assert recipes["busybox"].aliases["base64"].command == ("base64",) and "sed" in recipes["busybox"].aliases
+    for recipe in recipes.values():
+        assert recipe.reference_for(recipe.default_version).startswith(recipe.image + ":")
+        assert recipe.source == "builtin" and recipe.origin.endswith(f"{recipe.name}.toml")
+
+
+@pytest.mark.parametrize("table, complaint", [
+    ({"default_version": "1"}, "missing 'image'"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "colour": "red"}, "unknown key 'colour'"),
+    ({"image": "ghcr.io/a/b:1", "default_version": "1"}, "without tag or digest"),
+    ({"image": "ghcr.io/a/b", "default_version": "1 2"}, "is not a version"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "command": "jq"}, "'command' must be a non-empty list"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "network": "bridge"}, "'network' must be one of host, none"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "pass_env": ["*"]}, "PREFIX* pattern"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "mounts": [{"source": "/", "target": "/x"}]}, "without '..'"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "mounts": [{"source": "rel", "target": "/x"}]}, "must be an absolute path"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "aliases": {"x": {"image": "y"}}}, "alias 'x' must be a table"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "tag": "v{version}!"}, "do not make a valid reference"),
+])
+def test_a_broken_recipe_names_the_file_the_key_and_what_is_allowed(table, complaint):
+    with pytest.raises(RecipeError) as caught:
+        parse_recipe("mytool", table, "user", "/cfg/recipes/mytool.toml")
+    assert "/cfg/recipes/mytool.toml: recipe 'mytool'" in caught.value.message and complaint in caught.value.message
+
+
+def test_user_recipes_override_builtins_and_projects_override_both(tmp_path):
+    layout = Layout.under(tmp_path / "tb")
+    os.makedirs(layout.user_recipes_dir)
+    Path(layout.user_recipes_dir, "jq.toml").write_text('image = "ghcr.io/me/jq"\ndefault_version = "9"\n')
+    Path(layout.user_recipes_dir, "mine.toml").write_text('image = "ghcr.io/me/mine"\ndefault_version = "1"\n')
+    catalog = Catalog.load(layout)
+    assert catalog.find("jq")[0].image == "ghcr.io/me/jq" and catalog.find("jq")[0].source == "user"
+    assert catalog.shadowed("jq").source == "builtin"
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/project/jq"\ndefault_version = "8"\n')
+    from toolbox.project import load_project
+
+    catalog = Catalog.load(layout, load_project(str(project / "toolbox.toml")))
+    assert catalog.find("jq")[0].source == "project" and catalog.shadowed("jq").source == "user"
+    assert catalog.find("python3.11")[0].name == "python" and catalog.find("python3.11")[1].version == "3.11"
+    Path(layout.user_recipes_dir, "broken.toml").write_text("image = [")
+    with pytest.raises(RecipeError, match="broken.toml: not valid TOML"):
+        Catalog.load(layout)
+
+
+def test_recipes_commands_and_unknown_tools(toolbox, tmp_path):
+    listed = json.loads(cli(toolbox, "recipes", "list", "--json", cwd=tmp_path).stdout)
+    assert set(REQUIRED) <= {r["name"] for r in listed}
+    shown = cli(toolbox, "recipes", "show", "python3.11", cwd=tmp_path)
+    assert "alias of python, version 3.11" in shown.stdout and "docker.io/library/python:{version}-slim" in shown.stdout
+    assert "psql" in cli(toolbox, "recipes", "search", "sql", cwd=tmp_path).stdout
+    unknown = run(toolbox, "jqq", ".", cwd=tmp_path)
+    assert unknown.returncode == 125 and "no recipe for 'jqq'" in unknown.stderr and "did you mean jq" in unknown.stderr
+
+
+# -- pins and the lock -----------------------------------------------------------------------------
+def test_walk_up_finds_the_project_and_global_pins_apply_outside(toolbox, tmp_path):
+    from toolbox.config import UserConfig
+    from toolbox.project import current_pins, find_project_file
+
+    project = tmp_path / "project"
+    (project / "src" / "deep").mkdir(parents=True)
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.6"\n')
+    assert find_project_file(str(project / "src" / "deep")) == str(project / "toolbox.toml")
+    config = UserConfig(None, {}, {"jq": "1.7"})
+    assert current_pins(toolbox.layout, str(project / "src" / "deep"), config).versions == {"jq": "1.6"}
+    outside = current_pins(toolbox.layout, str(tmp_path), config)
+    assert outside.versions == {"jq": "1.7"} and not outside.is_project
+
+
+def test_add_keeps_comments_and_lock_is_deterministic_until_upgrade(toolbox, upstream, tmp_path):
+    first = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1-a"))
+    upstream.publish("docker.io/library/python", "3.11-slim", tool_image("python-3.11", "/usr/local/bin/python"))
+    project = tmp_path / "project"
+    project.mkdir()
+    original = '# our tools\n[tools]\n# JSON\njq = "1.6"   # old\n\n[recipes.other]  # ours\nimage = "ghcr.io/x/y"\ndefault_version = "1"\n'
+    (project / "toolbox.toml").write_text(original)
+    added = cli(toolbox, "add", "jq@1.7.1", "python3.11", cwd=project)
+    assert added.returncode == 0, added.stderr
+    text = (project / "toolbox.toml").read_text()
+    assert text == ('# our tools\n[tools]\n# JSON\njq = "1.7.1"  # old\npython = "3.11"\n\n'
+                    '[recipes.other]  # ours\nimage = "ghcr.io/x/y"\ndefault_version = "1"\n')
+    lock_bytes = (project / "toolbox.lock").read_bytes()
+    import tomllib
+
+    lock = tomllib.loads(lock_bytes.decode())
+    jq = lock["tools"]["jq"]
+    assert jq["digest"] == first and jq["tag"] == "1.7.1" and set(jq["platforms"]) == {"linux/amd64", "linux/arm64/v8"}
+    assert lock["tools"]["python"]["platforms"] == {"linux/amd64": lock["tools"]["python"]["digest"]}
+    assert cli(toolbox, "lock", cwd=project).returncode == 0
+    assert (project / "toolbox.lock").read_bytes() == lock_bytes  # twice: the same bytes
+    os.unlink(project / "toolbox.lock")
+    assert cli(toolbox, "lock", cwd=project).returncode == 0 and (project / "toolbox.lock").read_bytes() == lock_bytes
+    # The tag moves upstream: nothing changes until --upgrade.
+    moved = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1-b"))
+    assert cli(toolbox, "lock", cwd=project).returncode == 0 and (project / "toolbox.lock").read_bytes() == lock_bytes
+    listed = json.loads(cli(toolbox, "list", "--json", cwd=project).stdout)
+    assert [(r["tool"], r["version"], r["digest"]) for r in listed] == [("jq", "1.7.1", first), ("python", "3.11", lock["tools"]["python"]["digest"])]
+    assert listed[0]["pinned_by"] == str(project / "toolbox.toml")
+    upgraded = cli(toolbox, "lock", "--upgrade", "jq", cwd=project)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert tomllib.loads((project / "toolbox.lock").read_text())["tools"]["jq"]["digest"] == moved
+    removed = cli(toolbox, "remove", "python", cwd=project)
+    assert removed.returncode == 0 and "python" not in (project / "toolbox.toml").read_text()
+    assert set(tomllib.loads((project / "toolbox.lock").read_text())["tools"]) == {"jq"}
+
+
+def test_bad_pins_fail_cleanly_and_leave_the_files_as_they_were(toolbox, upstream, tmp_path):
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    assert cli(toolbox, "lock", cwd=project).returncode == 0
+    toml_before, lock_before = (project / "toolbox.toml").read_bytes(), (project / "toolbox.lock").read_bytes()
+    unknown_version = cli(toolbox, "add", "jq@9.9.9", cwd=project)
+    assert unknown_version.returncode == 125 and "jq 9.9.9" in unknown_version.stderr, unknown_version.stderr
+    unknown_tool = cli(toolbox, "add", "jqq", cwd=project)
+    assert unknown_tool.returncode == 125 and "did you mean jq" in unknown_tool.stderr
+    assert (project / "toolbox.toml").read_bytes() == toml_before and (project / "toolbox.lock").read_bytes() == lock_before
+    assert sorted(os.listdir(project)) == ["toolbox.lock", "toolbox.toml"]  # no temp files left
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\nnosuch = "1"\n')
+    no_recipe = cli(toolbox, "lock", cwd=project)
+    assert no_recipe.returncode == 125 and "no recipe for 'nosuch'" in no_recipe.stderr
+    (project / "toolbox.toml").write_text('[tools]\njq = 1.7\n')
+    malformed = cli(toolbox, "list", cwd=project)
+    assert malformed.returncode == 125 and "toolbox.toml" in malformed.stderr and "a version is a string" in malformed.stderr
+    (project / "toolbox.toml").write_text('[tools\n')
+    assert "not valid TOML" in cli(toolbox, "list", cwd=project).stderr
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    (project / "toolbox.lock").write_text('lock_version = 1\n[tools.jq]\nrecipe = "jq"\n')
+    broken_lock = cli(toolbox, "lock", "--frozen", cwd=project)
+    assert broken_lock.returncode == 125 and "toolbox.lock" in broken_lock.stderr and "toolbox lock" in broken_lock.stderr
+
+
+def test_frozen_and_ci_refuse_to_resolve(toolbox, upstream, tmp_path):
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    frozen = cli(toolbox, "lock", "--frozen", cwd=project)
+    assert frozen.returncode == 125 and "jq is pinned but not locked" in frozen.stderr
+    in_ci = cli(toolbox, "sync", cwd=project, env={"CI": "true"})
+    assert in_ci.returncode == 125 and "does not match" in in_ci.stderr and not (project / "toolbox.lock").exists()
+    synced = cli(toolbox, "sync", cwd=project)
+    assert synced.returncode == 0, synced.stderr
+    assert cli(toolbox, "sync", cwd=project, env={"CI": "true"}).returncode == 0  # matching now
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.6"\n')
+    stale = cli(toolbox, "lock", "--frozen", cwd=project)
+    assert stale.returncode == 125 and "jq: pinned 1.6" in stale.stderr
+
+
+def test_no_manifest_for_this_platform(toolbox, upstream, tmp_path):
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", images.build_index([tool_image("arm", architecture="arm64", variant="v8")]))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    result = run(toolbox, "jq", cwd=project)
+    assert result.returncode == 125 and "has no manifest for linux/amd64" in result.stderr, result.stderr
+
+
+# -- running tools ---------------------------------------------------------------------------------
+@needs_userns
+def test_sibling_projects_run_their_own_pinned_versions(toolbox, upstream, tmp_path):
+    for version in ("1.6", "1.7.1"):
+        upstream.publish("ghcr.io/jqlang/jq", version, tool_image(f"jq-{version}"))
+    for name, version in (("a", "1.6"), ("b", "1.7.1")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "toolbox.toml").write_text(f'[tools]\njq = "{version}"\n')
+    a = run(toolbox, "jq", ".name", "package.json", cwd=tmp_path / "a")
+    b = run(toolbox, "jq", "-r", ".x", cwd=tmp_path / "b")
+    assert (a.returncode, a.stdout) == (0, "jq-1.6 tool:.name package.json\n"), a.stderr
+    assert b.stdout == "jq-1.7.1 tool:-r .x\n", b.stderr
+    assert (tmp_path / "a" / "toolbox.lock").exists()  # the first run locked the pins
+    # An explicit version runs by tag; outside any project the recipe's default version.
+    assert run(toolbox, "jq@1.6", cwd=tmp_path / "b").stdout == "jq-1.6 tool:\n"
+    assert run(toolbox, "jq", cwd=tmp_path).stdout == "jq-1.7.1 tool:\n"
+
+
+@needs_userns
+def test_a_locked_run_stays_on_its_digest_when_the_tag_moves(toolbox, upstream, tmp_path):
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("first"))
+    (tmp_path / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    assert run(toolbox, "jq", cwd=tmp_path).stdout == "first tool:\n"
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("second"))
+    assert run(toolbox, "jq", cwd=tmp_path).stdout == "first tool:\n"
+    assert run(toolbox, "--pull", "always", "jq", cwd=tmp_path).stdout == "first tool:\n"  # by digest, even then
+    assert cli(toolbox, "lock", "--upgrade", cwd=tmp_path).returncode == 0
+    assert run(toolbox, "jq", cwd=tmp_path).stdout == "second tool:\n"
+
+
+@needs_userns
+def test_aliases_commands_env_and_mounts_from_the_recipe(toolbox, upstream, tmp_path):
+    upstream.publish("docker.io/library/python", "3.11-slim",
+                     tool_image("python-3.11", "/usr/local/bin/python", names=("/usr/local/bin/pip",), entrypoint=False))
+    upstream.publish("docker.io/amazon/aws-cli", "2.17.0", tool_image("aws", "/usr/local/bin/aws"))
+    assert run(toolbox, "python3.11", "-c", "print(1)", cwd=tmp_path).stdout == "python-3.11 python:-c print(1)\n"
+    assert run(toolbox, "pip", "install", "x", env={}, cwd=tmp_path).returncode == 125  # pip is python's default version, 3.12: not published
+    (tmp_path / "toolbox.toml").write_text('[tools]\npython = "3.11"\n')
+    assert run(toolbox, "pip", "install", "x", cwd=tmp_path).stdout == "python-3.11 pip:install x\n"
+    aws_dir = Path(toolbox.home) / ".aws"
+    aws_dir.mkdir()
+    (aws_dir / "config").write_text("[default]\n")
+    script = "cat ~/.aws/config; echo $AWS_PROFILE-$OTHER; touch ~/.aws/x 2>/dev/null || echo read-only"
+    result = run(toolbox, "--entrypoint", "sh", "aws", "-c", script, cwd=tmp_path, env={"AWS_PROFILE": "dev", "OTHER": "no"})
+    assert result.stdout == "[default]\ndev-\nread-only\n", result.stderr
+
+
+def test_trust_is_asked_for_project_recipes_and_asked_again_after_an_edit(toolbox, upstream, tmp_path):
+    upstream.publish("ghcr.io/jqlang/jq", "2", tool_image("project-jq"))
+    (tmp_path / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/jqlang/jq"\ndefault_version = "2"\n'
+                                           'pass_env = ["SECRET_*"]\nmounts = [{ source = "~/.ssh", target = "~/.ssh" }]\n')
+    refused = run(toolbox, "jq", cwd=tmp_path)
+    assert refused.returncode == 125 and "not trusted yet" in refused.stderr
+    assert "+ mount ~/.ssh at ~/.ssh read-write" in refused.stderr and "+ host variable SECRET_*" in refused.stderr
+    assert "- image ghcr.io/jqlang/jq (tag {version})" not in refused.stderr  # same image as the built-in: not in the diff
+    assert "replaces the builtin recipe" in refused.stderr and "toolbox trust" in refused.stderr
+    trusted = cli(toolbox, "trust", cwd=tmp_path)
+    assert trusted.returncode == 0 and "+ host variable SECRET_*" in trusted.stdout
+    if userns_overlay_works():
+        assert run(toolbox, "jq", cwd=tmp_path).stdout == "project-jq tool:\n"
+    (tmp_path / "toolbox.toml").write_text((tmp_path / "toolbox.toml").read_text().replace("SECRET_*", "AWS_*"))
+    again = run(toolbox, "jq", cwd=tmp_path)
+    assert again.returncode == 125 and "+ host variable AWS_*" in again.stderr
+    assert cli(toolbox, "trust", cwd=tmp_path).returncode == 0 and cli(toolbox, "untrust", cwd=tmp_path).returncode == 0
+    assert run(toolbox, "jq", cwd=tmp_path).returncode == 125
+    # Built-in recipes need no trust, even in an untrusted project.
+    (tmp_path / "toolbox.toml").write_text('[recipes.mine]\nimage = "ghcr.io/x/mine"\ndefault_version = "1"\n')
+    assert "not trusted" not in run(toolbox, "jq@2", cwd=tmp_path).stderr
+
+
+def test_edit_pins_creates_and_edits_only_its_lines(tmp_path):
+    from toolbox.project import edit_pins
+
+    path = tmp_path / "toolbox.toml"
+    edit_pins(str(path), {"jq": "1.7.1", "python3.11": "x"})
+    assert path.read_text() == '[tools]\njq = "1.7.1"\n"python3.11" = "x"\n'
+    path.write_text('title = 1\n[other]\na = 1\n')
+    edit_pins(str(path), {"jq": "1"})
+    assert path.read_text() == 'title = 1\n[other]\na = 1\n\n[tools]\njq = "1"\n'
+    edit_pins(str(path), {}, remove=("jq",))
+    assert path.read_text() == 'title = 1\n[other]\na = 1\n\n[tools]\n'
+    with pytest.raises(ConfigError, match="unknown top-level key 'other'"):
+        from toolbox.project import load_project
+
+        load_project(str(path))

@@ -1,0 +1,256 @@
+"""The commands for tools by name: `recipes list|show|search`, `add`, `remove`, `lock`, `sync`,
+`list`, `trust`, `untrust`. Registered on the main app by cli.py."""
+
+import json
+import os
+
+import typer
+
+from .errors import ToolboxError
+
+recipes_app = typer.Typer(help="The recipes that map tool names to images.", no_args_is_help=True)
+
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+GLOBAL_OPTION = typer.Option(False, "--global", help="Edit the pins of your config.toml, used outside any project.")
+
+
+def register(app):
+    app.add_typer(recipes_app, name="recipes")
+    for command in (add, remove, lock, sync, trust, untrust):
+        app.command()(command)
+    app.command(name="list")(list_tools)
+
+
+def _print_table(rows):
+    from .cli import _print_table as print_table  # loaded: it registered these commands
+
+    print_table(rows)
+
+
+def _context(cwd=None):
+    from .services import load_services
+    from .tools import Context
+
+    return Context(load_services(), cwd)
+
+
+# -- recipes ---------------------------------------------------------------------------------------
+@recipes_app.command("list")
+def recipes_list(as_json: bool = JSON_OPTION):
+    """Every recipe visible here (project, yours, built-in), by name."""
+    catalog = _context().catalog
+    recipes = [catalog.recipes[name] for name in sorted(catalog.recipes)]
+    if as_json:
+        print(json.dumps([_recipe_json(r) for r in recipes], indent=2, sort_keys=True))
+        return
+    _print_table([("NAME", "DEFAULT", "SOURCE", "IMAGE", "ALIASES")] +
+                 [(r.name, r.default_version, r.source, r.image, " ".join(sorted(r.aliases))) for r in recipes])
+
+
+@recipes_app.command("show")
+def recipes_show(name: str = typer.Argument(..., help="A tool name or alias.")):
+    """A recipe in full: image, tag scheme, command, and what it grants of your machine."""
+    context = _context()
+    recipe, alias = context.catalog.find(name)
+    if alias:
+        print(f"{name} is an alias of {recipe.name}" + (f", version {alias.version}" if alias.version else "")
+              + (f", command {' '.join(alias.command)}" if alias.command else ""))
+    pinned = context.pins.versions.get(recipe.name)
+    print(f"name:     {recipe.name}   ({recipe.source}: {recipe.origin})")
+    if recipe.description:
+        print(f"about:    {recipe.description}")
+    print(f"image:    {recipe.image}:{recipe.tag}")
+    print(f"version:  default {recipe.default_version}" + (f", pinned {pinned} by {context.pins.path}" if pinned else ""))
+    print(f"command:  {' '.join(recipe.command) if recipe.command else '(the image entrypoint)'}")
+    print(f"tty:      {'yes (interactive)' if recipe.tty else 'no'}")
+    if recipe.aliases:
+        print(f"aliases:  {' '.join(sorted(recipe.aliases))}")
+    print("grants:   " + "\n          ".join(recipe.grants()))
+
+
+@recipes_app.command("search")
+def recipes_search(word: str = typer.Argument(..., help="A word from a name, alias, image or description.")):
+    """Recipes whose name, aliases, image or description contain WORD."""
+    found = _context().catalog.search(word)
+    if not found:
+        raise ToolboxError(f"no recipe matches {word!r}", hint="`toolbox recipes list` shows them all")
+    _print_table([("NAME", "IMAGE", "DESCRIPTION")] + [(r.name, r.image, r.description) for r in found])
+
+
+def _recipe_json(recipe):
+    return {"name": recipe.name, "source": recipe.source, "origin": recipe.origin, "image": recipe.image, "tag": recipe.tag,
+            "default_version": recipe.default_version, "command": list(recipe.command) if recipe.command else None,
+            "aliases": sorted(recipe.aliases), "description": recipe.description, "tty": recipe.tty, "network": recipe.network,
+            "env": recipe.env, "pass_env": list(recipe.pass_env),
+            "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only} for m in recipe.mounts]}
+
+
+# -- pins and the lock -------------------------------------------------------------------------------
+def add(
+    tools: list[str] = typer.Argument(..., help="TOOL or TOOL@VERSION (an alias such as python3.11 pins its version)."),
+    global_: bool = GLOBAL_OPTION,
+):
+    """Pin tools in this project's toolbox.toml (created here if there is none) and lock them."""
+    context = _context()
+    versions = {}
+    for text in tools:
+        recipe, version = _recipe_and_version(context, text)
+        versions[recipe.name] = version or context.pins.versions.get(recipe.name) or recipe.default_version
+    _edit_and_lock(context, _pins_file(context, global_), versions, ())
+    for name, version in sorted(versions.items()):
+        print(f"Pinned {name} {version}")
+
+
+def remove(tools: list[str] = typer.Argument(..., help="Pinned tool names."), global_: bool = GLOBAL_OPTION):
+    """Unpin tools from this project's toolbox.toml and drop them from toolbox.lock."""
+    context = _context()
+    path = _pins_file(context, global_)
+    if global_ or context.pins.is_project:
+        missing = [t for t in tools if t not in context.pins.versions]
+        if missing:
+            raise ToolboxError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pinned in {path}")
+    _edit_and_lock(context, path, {}, tuple(tools))
+    for name in tools:
+        print(f"Unpinned {name}")
+
+
+def _recipe_and_version(context, text):
+    from .tools import parse_tool_spec
+
+    parsed = parse_tool_spec(text)
+    if parsed is None:
+        raise ToolboxError(f"{text!r} is not a tool name", hint="use TOOL or TOOL@VERSION, e.g. python@3.11")
+    name, version = parsed
+    recipe, alias = context.catalog.find(name)
+    return recipe, version or (alias.version if alias else None)
+
+
+def _pins_file(context, global_):
+    if global_:
+        return context.layout.config_file
+    return context.pins.path if context.pins.is_project else os.path.join(os.getcwd(), "toolbox.toml")
+
+
+def _edit_and_lock(context, path, versions, removed):
+    """Edit the pins, then lock; if locking fails the file is put back as it was."""
+    from .fsutil import atomic_write, unlink_quietly
+    from .project import edit_pins
+
+    try:
+        with open(path, "rb") as file:
+            before = file.read()
+    except FileNotFoundError:
+        before = None
+    edit_pins(path, versions, removed)
+    try:
+        fresh = _context()  # the pins as edited
+        try:
+            fresh.lock()
+        finally:
+            fresh.close()
+    except BaseException:
+        if before is None:
+            unlink_quietly(path)
+        else:
+            atomic_write(path, before, os.stat(path).st_mode & 0o777)
+        raise
+    finally:
+        context.close()
+
+
+def lock(
+    tools: list[str] = typer.Argument(None, help="With --upgrade: only these tools."),
+    upgrade: bool = typer.Option(False, "--upgrade", help="Resolve tags again even where the lock matches (all tools, or those named)."),
+    frozen: bool = typer.Option(False, "--frozen", help="Only check that toolbox.lock matches toolbox.toml; never resolve."),
+):
+    """Resolve the pinned versions to digests and write toolbox.lock (only what changed)."""
+    context = _context()
+    try:
+        unknown = [t for t in tools or () if t not in context.pins.versions]
+        if unknown:
+            raise ToolboxError(f"not pinned in {context.pins.path}: {', '.join(unknown)}", hint="`toolbox add TOOL` pins it")
+        entries = context.lock(upgrade=tuple(tools or ()) if upgrade else (), frozen=frozen, upgrade_all=upgrade and not tools)
+    finally:
+        context.close()
+    for tool, entry in sorted(entries.items()):
+        print(f"{tool} {entry.version}: {entry.reference} {entry.digest}")
+    print(f"{context.pins.lock_path}: {len(entries)} tool{'s' if len(entries) != 1 else ''} locked")
+
+
+def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.lock does not match toolbox.toml (also when CI=true).")):
+    """Pull every image toolbox.lock names for this platform (what is stored already is kept)."""
+    from .lockfile import frozen_requested
+    from .platform import host_platform
+    from .runplan import ensure_plan
+
+    context = _context()
+    try:
+        entries = context.lock(frozen=frozen_requested(os.environ, frozen))
+    finally:
+        context.close()
+    for tool, entry in sorted(entries.items()):
+        reference = entry.pinned_reference(host_platform())
+        ensure_plan(context.layout, reference, "missing")
+        print(f"{tool} {entry.version}: {reference}")
+
+
+def list_tools(as_json: bool = JSON_OPTION):
+    """The tools pinned here: version, locked digest, and the file that pins them."""
+    from .lockfile import read_lock
+    from .platform import host_platform
+
+    context = _context()
+    entries = read_lock(context.pins.lock_path)
+    rows = []
+    for tool, version in sorted(context.pins.versions.items()):
+        entry = entries.get(tool)
+        recipe = context.catalog.recipes.get(tool)
+        current = entry is not None and recipe is not None and entry.matches(recipe, version)
+        manifest = None
+        if current:
+            try:
+                manifest = entry.manifest_for(host_platform())
+            except ToolboxError:
+                manifest = None
+        rows.append({"tool": tool, "version": version, "pinned_by": context.pins.path, "locked": current,
+                     "digest": entry.digest if current else None, "manifest": manifest,
+                     "image": entry.reference if current else (recipe.reference_for(version) if recipe else None),
+                     "source": recipe.source if recipe else None})
+    if as_json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return
+    if not rows:
+        print(f"No tools pinned ({context.pins.path}); `toolbox add TOOL` pins one, `toolbox recipes list` shows them")
+        return
+    _print_table([("TOOL", "VERSION", "IMAGE", "DIGEST", "PINNED BY")] +
+                 [(r["tool"], r["version"], r["image"] or "?", (r["manifest"] or r["digest"] or "not locked")[:19], r["pinned_by"]) for r in rows])
+
+
+def trust():
+    """Trust this project's toolbox.toml as it is now: its recipes may run (any change asks again)."""
+    from .trust import TrustStore, permission_diff
+
+    context = _context()
+    pins = _project_pins(context)
+    TrustStore(context.layout).trust(pins)
+    print(f"Trusted {pins.path}")
+    for recipe in sorted(pins.recipes.values(), key=lambda r: r.name):
+        print(f"  {recipe.name}:")
+        for line in permission_diff(recipe, context.catalog):
+            print(f"    {line}")
+
+
+def untrust():
+    """Withdraw trust from this project's toolbox.toml."""
+    from .trust import TrustStore
+
+    context = _context()
+    pins = _project_pins(context)
+    TrustStore(context.layout).untrust(pins)
+    print(f"No longer trusted: {pins.path}")
+
+
+def _project_pins(context):
+    if not context.pins.is_project:
+        raise ToolboxError("no toolbox.toml here or in any directory above", hint="run it in a project")
+    return context.pins

@@ -1,0 +1,310 @@
+"""Recipes: what a tool name means — which upstream image, how a version becomes its tag, the
+command, and what of the host the tool gets (environment, mounts, network).
+
+A recipe is a TOML table; the built-ins are one file each in recipes/ (the file's name is the
+tool's), a user's live in the config directory's recipes/ the same way, and a project's
+toolbox.toml may define its own under [recipes.NAME]. Looked up in that order of precedence:
+project, user, built-in. The schema, with every key:
+
+    description = "Command-line JSON processor"
+    image = "ghcr.io/jqlang/jq"           # repository, no tag
+    tag = "{version}"                     # how a version becomes a tag; {version} is replaced
+    default_version = "1.7.1"             # when neither the project nor the user pins one
+    command = ["jq"]                      # replaces the image's entrypoint and cmd (optional)
+    env = { JQ_COLORS = "1;30" }          # set inside
+    pass_env = ["AWS_*", "PGHOST"]        # host variables passed through (NAME or PREFIX*)
+    mounts = [{ source = "~/.aws", target = "~/.aws", read_only = true }]
+    network = "host"                      # or "none"
+    tty = false                           # interactive (a REPL or shell): for shims and `show`
+    [aliases]                             # other names for the tool
+    "jq1.6" = { version = "1.6" }         # a version of it
+    jq-raw = { command = ["jq", "-r"] }   # another command in the same image
+
+Mount sources are host paths (`~` is your home); targets are paths inside (`~` is the home
+inside). A source that does not exist is skipped. Cold tier: tomllib and dataclasses are fine.
+"""
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+
+from .errors import ToolboxError
+
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+PASS_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?\Z")
+NETWORKS = ("host", "none")
+SOURCES = ("project", "user", "builtin")  # precedence, highest first
+KEYS = {"description", "image", "tag", "default_version", "command", "env", "pass_env", "mounts", "network", "tty", "aliases"}
+ALIAS_KEYS = {"version", "command"}
+MOUNT_KEYS = {"source", "target", "read_only"}
+
+
+class RecipeError(ToolboxError):
+    """A recipe that does not validate: names the file, the key and what is allowed."""
+
+
+class UnknownTool(ToolboxError):
+    pass
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str  # host path, `~` for the user's home
+    target: str  # path inside, `~` for the home inside
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Alias:
+    name: str
+    version: str | None = None
+    command: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    image: str
+    default_version: str
+    source: str  # one of SOURCES
+    origin: str  # the file it came from
+    tag: str = "{version}"
+    description: str = ""
+    command: tuple | None = None
+    env: dict = field(default_factory=dict)
+    pass_env: tuple = ()
+    mounts: tuple = ()
+    network: str = "host"
+    tty: bool = False
+    aliases: dict = field(default_factory=dict)  # name -> Alias
+
+    def tag_for(self, version):
+        return self.tag.replace("{version}", version)
+
+    def reference_for(self, version):
+        return f"{self.image}:{self.tag_for(version)}"
+
+    def grants(self):
+        """What the recipe gives the tool of the user's machine beyond the image itself, as
+        lines: what `toolbox trust` shows before a project's recipe may run."""
+        lines = [f"image {self.image} (tag {self.tag})"]
+        if self.command:
+            lines.append(f"command {' '.join(self.command)}")
+        lines += [f"mount {m.source} at {m.target}{' read-only' if m.read_only else ' read-write'}" for m in self.mounts]
+        lines += [f"host variable {pattern}" for pattern in self.pass_env]
+        lines += [f"variable {key}={value}" for key, value in sorted(self.env.items())]
+        lines.append(f"network {self.network}")
+        return lines
+
+
+# -- parsing and validation ---------------------------------------------------------------------
+def parse_recipe(name, table, source, origin):
+    """A Recipe from a TOML table, or RecipeError naming `origin`, the key and what is allowed."""
+    where = f"{origin}: recipe {name!r}"
+    if not NAME_PATTERN.match(name):
+        raise RecipeError(f"{where}: the name must be lowercase letters, digits, '.', '_' or '-'", hint="rename the file or table")
+    if not isinstance(table, dict):
+        raise RecipeError(f"{where} must be a table")
+    unknown = sorted(set(table) - KEYS)
+    if unknown:
+        raise RecipeError(f"{where}: unknown key {unknown[0]!r}", hint=f"allowed keys: {', '.join(sorted(KEYS))}")
+    image = _string(table, "image", where, required=True)
+    if ":" in image.rpartition("/")[2] or "@" in image:
+        raise RecipeError(f"{where}: 'image' is a repository without tag or digest, e.g. ghcr.io/jqlang/jq", hint="put the tag scheme in 'tag'")
+    from .reference import ImageRef  # the same rules as `toolbox pull`
+
+    tag = _string(table, "tag", where, default="{version}")
+    default_version = _version(_string(table, "default_version", where, required=True), f"{where}: 'default_version'")
+    try:
+        ImageRef.parse(f"{image}:{tag.replace('{version}', default_version)}")
+    except ToolboxError as err:
+        raise RecipeError(f"{where}: 'image' and 'tag' do not make a valid reference: {err}") from None
+    network = _string(table, "network", where, default="host")
+    if network not in NETWORKS:
+        raise RecipeError(f"{where}: 'network' must be one of {', '.join(NETWORKS)}, not {network!r}")
+    tty = table.get("tty", False)
+    if not isinstance(tty, bool):
+        raise RecipeError(f"{where}: 'tty' must be true or false")
+    return Recipe(
+        name=name,
+        image=image,
+        default_version=default_version,
+        source=source,
+        origin=origin,
+        tag=tag,
+        description=_string(table, "description", where, default=""),
+        command=_command(table.get("command"), f"{where}: 'command'"),
+        env=_env(table.get("env", {}), where),
+        pass_env=_pass_env(table.get("pass_env", []), where),
+        mounts=tuple(_mount(m, f"{where}: 'mounts'") for m in _list(table.get("mounts", []), f"{where}: 'mounts'")),
+        network=network,
+        tty=tty,
+        aliases=_aliases(table.get("aliases", {}), where),
+    )
+
+
+def _string(table, key, where, required=False, default=None):
+    if key not in table:
+        if required:
+            raise RecipeError(f"{where}: missing {key!r}")
+        return default
+    value = table[key]
+    if not isinstance(value, str) or not value:
+        raise RecipeError(f"{where}: {key!r} must be a non-empty string")
+    return value
+
+
+def _version(value, where):
+    if not VERSION_PATTERN.match(value):
+        raise RecipeError(f"{where}: {value!r} is not a version (letters, digits, '.', '_', '+', '-')")
+    return value
+
+
+def _list(value, where):
+    if not isinstance(value, list):
+        raise RecipeError(f"{where} must be a list")
+    return value
+
+
+def _command(value, where):
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(part, str) and part for part in value):
+        raise RecipeError(f"{where} must be a non-empty list of strings, e.g. [\"jq\"]")
+    return tuple(value)
+
+
+def _env(value, where):
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where}: 'env' must be a table of NAME = \"value\"")
+    for key, text in value.items():
+        if not ENV_NAME.match(key) or not isinstance(text, str):
+            raise RecipeError(f"{where}: 'env' entry {key!r} must be NAME = \"value\" (a string)")
+    return dict(value)
+
+
+def _pass_env(value, where):
+    for pattern in _list(value, f"{where}: 'pass_env'"):
+        if not isinstance(pattern, str) or not PASS_ENV.match(pattern) or pattern == "*":
+            raise RecipeError(f"{where}: 'pass_env' entry {pattern!r} must be a variable name or a PREFIX* pattern")
+    return tuple(value)
+
+
+def _mount(value, where):
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where}: each mount is a table {{ source = \"~/.aws\", target = \"~/.aws\", read_only = true }}")
+    unknown = sorted(set(value) - MOUNT_KEYS)
+    if unknown:
+        raise RecipeError(f"{where}: unknown mount key {unknown[0]!r}", hint=f"allowed: {', '.join(sorted(MOUNT_KEYS))}")
+    source, target = value.get("source"), value.get("target")
+    for key, path in (("source", source), ("target", target)):
+        if not isinstance(path, str) or not (path.startswith("/") or path == "~" or path.startswith("~/")):
+            raise RecipeError(f"{where}: mount {key} {path!r} must be an absolute path or start with ~/")
+        if "/../" in path + "/" or path in ("/", "~"):
+            raise RecipeError(f"{where}: mount {key} {path!r} must name a directory or file below / or ~, without '..'")
+    read_only = value.get("read_only", False)
+    if not isinstance(read_only, bool):
+        raise RecipeError(f"{where}: mount 'read_only' must be true or false")
+    return Mount(source, target, read_only)
+
+
+def _aliases(value, where):
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where}: 'aliases' must be a table of NAME = {{ version = \"...\", command = [...] }}")
+    aliases = {}
+    for name, table in value.items():
+        alias_where = f"{where}: alias {name!r}"
+        if not NAME_PATTERN.match(name):
+            raise RecipeError(f"{alias_where}: a name is lowercase letters, digits, '.', '_' or '-'")
+        if not isinstance(table, dict) or set(table) - ALIAS_KEYS:
+            raise RecipeError(f"{alias_where} must be a table with 'version' and/or 'command'")
+        version = table.get("version")
+        if version is not None:
+            if not isinstance(version, str):
+                raise RecipeError(f"{alias_where}: 'version' must be a string")
+            _version(version, f"{alias_where}: 'version'")
+        aliases[name] = Alias(name, version, _command(table.get("command"), f"{alias_where}: 'command'"))
+    return aliases
+
+
+# -- the sources ---------------------------------------------------------------------------------
+def builtin_dir():
+    """Installed, the recipes sit in the package (pyproject maps them there); in a checkout,
+    beside it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "recipes")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(here), "recipes")
+
+
+def load_directory(path, source):
+    """{name: Recipe} from every NAME.toml in `path` (none when it does not exist)."""
+    try:
+        names = sorted(entry for entry in os.listdir(path) if entry.endswith(".toml"))
+    except FileNotFoundError:
+        return {}
+    recipes = {}
+    for entry in names:
+        origin = os.path.join(path, entry)
+        recipes[entry[:-5]] = parse_recipe(entry[:-5], read_toml(origin), source, origin)
+    return recipes
+
+
+def read_toml(path, error=RecipeError):
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except tomllib.TOMLDecodeError as err:
+        raise error(f"{path}: not valid TOML: {err}", hint="fix the syntax") from None
+    except OSError as err:
+        raise error(f"cannot read {path}: {err.strerror}") from None
+
+
+class Catalog:
+    """Every recipe visible from here, by precedence, with the aliases resolved."""
+
+    def __init__(self, by_source):
+        self.by_source = by_source  # source -> {name: Recipe}
+        self.recipes = {}
+        for source in reversed(SOURCES):  # higher precedence overwrites
+            self.recipes.update(by_source.get(source, {}))
+        self.aliases = {}  # alias name -> (recipe, Alias)
+        for recipe in self.recipes.values():
+            for alias in recipe.aliases.values():
+                if alias.name not in self.recipes:
+                    self.aliases.setdefault(alias.name, (recipe, alias))
+
+    @classmethod
+    def load(cls, layout, project=None):
+        by_source = {"builtin": load_directory(builtin_dir(), "builtin"), "user": load_directory(layout.user_recipes_dir, "user")}
+        if project is not None:
+            by_source["project"] = project.recipes
+        return cls(by_source)
+
+    def shadowed(self, name):
+        """The recipe of this name a higher source replaces (for the trust diff), or None."""
+        found = [self.by_source[source][name] for source in SOURCES if name in self.by_source.get(source, {})]
+        return found[1] if len(found) > 1 else None
+
+    def find(self, name):
+        """(Recipe, Alias or None) for a tool name or alias; UnknownTool suggests close names."""
+        if name in self.recipes:
+            return self.recipes[name], None
+        if name in self.aliases:
+            return self.aliases[name]
+        raise UnknownTool(f"no recipe for {name!r}", hint=self.suggestion(name))
+
+    def suggestion(self, name):
+        import difflib
+
+        close = difflib.get_close_matches(name, list(self.recipes) + list(self.aliases), n=3, cutoff=0.6)
+        if close:
+            return f"did you mean {' or '.join(close)}? (`toolbox recipes list` shows them all)"
+        return "`toolbox recipes search WORD` finds recipes; an image reference needs a registry or tag, e.g. docker.io/library/NAME:TAG"
+
+    def search(self, word):
+        word = word.lower()
+        return [r for r in sorted(self.recipes.values(), key=lambda r: r.name)
+                if word in r.name or word in r.description.lower() or word in r.image or any(word in a for a in r.aliases)]
