@@ -4,7 +4,8 @@ libraries, served by Debian's docker-registry on 127.0.0.1 and pulled once befor
 
 Prints the median of N runs of: native jq; `toolbox run IMAGE --version` (the `toolbox` on
 PATH, as scripts/install makes it, else `python -m toolbox`), also in the fuse-overlayfs and
-read-only root modes (TOOLBOX_ROOTFS) where they work; and, when they
+read-only root modes (TOOLBOX_ROOTFS) where they work; the `jq` shim in a project that pins the
+real jq recipe (its ghcr.io upstream mirrored to the loopback registry); and, when they
 are installed, bwrap and ch-run on the unpacked root filesystem and `podman run --rm` —
 and each one's ratio to toolbox. Run it as an ordinary user:
 
@@ -62,12 +63,26 @@ def jq_image():
     return images.build_image(spec)
 
 
-def median_ms(command, runs, env=None):
-    subprocess.run(command, env=env, check=True, capture_output=True)  # warm-up (and plan cache)
+def shim_for_pinned_jq(registry, built, home, workdir, toolbox, env):
+    """The real jq recipe, its upstream (ghcr.io) mirrored to the loopback registry; a project
+    pinning jq 1.7.1; `toolbox shim install jq`. Returns the shim's path."""
+    push_raw(registry, "mirror/ghcr/jqlang/jq", "1.7.1", built)
+    with open(home / "config" / "config.toml", "a") as config:
+        config.write(f'[registries."ghcr.io"]\nmirrors = ["http://{registry.host}/mirror/ghcr"]\n')
+    project = workdir / "project"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    subprocess.run(toolbox + ["sync"], env=env, cwd=project, check=True, capture_output=True)
+    subprocess.run(toolbox + ["shim", "install", "jq"], env=env, cwd=project, check=True, capture_output=True)
+    return str(home / "data" / "shims" / "jq")
+
+
+def median_ms(command, runs, env=None, cwd=None):
+    subprocess.run(command, env=env, check=True, capture_output=True, cwd=cwd)  # warm-up (and plan cache)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, cwd=cwd)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -99,6 +114,8 @@ def main():
 
             results = {"native jq": median_ms(["/usr/bin/jq", "--version"], args.runs)}
             results["toolbox run"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"], args.runs, env=env)
+            shim = shim_for_pinned_jq(registry, built, home, workdir, toolbox, env)
+            results["shim jq"] = median_ms([shim, "--version"], args.runs, env=env, cwd=workdir / "project")
             # The fallbacks for kernels without unprivileged overlayfs (fuse-overlayfs needs a
             # /dev/fuse the user may open).
             for mode in ("fuse-overlayfs", "read-only"):
@@ -134,7 +151,9 @@ def main():
         print(f"jq --version, median of {args.runs} warm runs each")
         for name, value in results.items():
             relation = "" if name == "toolbox run" else f"   toolbox is {value / ours:.2f}x its time" if value > ours else f"   {ours / value:.1f}x faster than toolbox"
-            print(f"{name:18s} {value:8.1f} ms{relation}")
+            print(f"{name:22s} {value:8.1f} ms{relation}")
+        if "podman run --rm" in results:
+            print(f"shim jq vs podman run --rm: {results['podman run --rm'] / results['shim jq']:.1f}x faster")
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(workdir)], capture_output=True)
         shutil.rmtree(workdir, ignore_errors=True)

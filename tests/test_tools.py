@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,44 +19,11 @@ from toolbox.layout import Layout
 from toolbox.recipes import Catalog, RecipeError, builtin_dir, load_directory, parse_recipe
 
 from tests.support import images
+from tests.support.upstream import Upstream, multiarch, tool_image
 from tests.support.host import userns_overlay_works
-from tests.support.push import push_raw
 
 needs_userns = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
-MIRRORED = {"ghcr.io": "ghcr", "docker.io": "dockerhub", "gcr.io": "gcr"}
 REQUIRED = ("jq", "yq", "psql", "node", "python", "aws", "gcloud", "busybox", "redis-cli", "ubuntu", "debian", "alpine")
-
-
-class Upstream:
-    """The recipes' registries, mirrored to the loopback registry under a prefix of this test's."""
-
-    def __init__(self, toolbox, registry):
-        self.registry = registry
-        self.prefix = f"t{uuid.uuid4().hex[:10]}"
-        mirrors = "".join(f'[registries."{host}"]\nmirrors = ["http://{registry.host}/{self.prefix}/{path}"]\n'
-                          for host, path in MIRRORED.items())
-        toolbox.trust(registry)
-        with open(toolbox.layout.config_file, "a") as config:
-            config.write(mirrors)
-
-    def publish(self, image, tag, built):
-        host, _, path = image.partition("/")
-        return push_raw(self.registry, f"{self.prefix}/{MIRRORED[host]}/{path}", tag, built)
-
-
-def tool_image(label, program="/usr/bin/tool", names=(), architecture="amd64", variant=None, entrypoint=True):
-    """A busybox image whose `program` (and `names`, links to it) prints `label` and its arguments."""
-    script = '#!/bin/sh\necho "$(cat /label) $(basename $0):$*"\n'
-    entries = [images.file("label", label + "\n"), images.directory("usr/local"), images.directory("usr/local/bin"),
-               images.file(program.lstrip("/"), script, 0o755)]
-    entries += [images.symlink(name.lstrip("/"), program) for name in names]
-    spec = images.busybox_spec(layers=(images.busybox_layer(), images.Layer(tuple(entries))), architecture=architecture, variant=variant,
-                               entrypoint=(program,) if entrypoint else None, cmd=None, labels={"org.example.tool": label})
-    return images.build_image(spec)
-
-
-def multiarch(label, **kw):
-    return images.build_index([tool_image(label, **kw), tool_image(label + "-arm64", architecture="arm64", variant="v8", **kw)])
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import typer
 from .errors import ToolboxError
 
 recipes_app = typer.Typer(help="The recipes that map tool names to images.", no_args_is_help=True)
+shim_app = typer.Typer(help="Executables named after tools, so scripts, Makefiles and editors find them.", no_args_is_help=True)
 
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
 GLOBAL_OPTION = typer.Option(False, "--global", help="Edit the pins of your config.toml, used outside any project.")
@@ -16,9 +17,11 @@ GLOBAL_OPTION = typer.Option(False, "--global", help="Edit the pins of your conf
 
 def register(app):
     app.add_typer(recipes_app, name="recipes")
+    app.add_typer(shim_app, name="shim")
     for command in (add, remove, lock, sync, trust, untrust):
         app.command()(command)
     app.command(name="list")(list_tools)
+    app.command(name="shell-init")(shell_init)
 
 
 def _print_table(rows):
@@ -99,6 +102,7 @@ def add(
     _edit_and_lock(context, _pins_file(context, global_), versions, ())
     for name, version in sorted(versions.items()):
         print(f"Pinned {name} {version}")
+    _refresh_shims(context.layout, [text.partition("@")[0] for text in tools])
 
 
 def remove(tools: list[str] = typer.Argument(..., help="Pinned tool names."), global_: bool = GLOBAL_OPTION):
@@ -112,6 +116,7 @@ def remove(tools: list[str] = typer.Argument(..., help="Pinned tool names."), gl
     _edit_and_lock(context, path, {}, tuple(tools))
     for name in tools:
         print(f"Unpinned {name}")
+    _refresh_shims(context.layout, [])
 
 
 def _recipe_and_version(context, text):
@@ -179,7 +184,7 @@ def lock(
 
 def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.lock does not match toolbox.toml (also when CI=true).")):
     """Pull every image toolbox.lock names for this platform (what is stored already is kept)."""
-    from .lockfile import frozen_requested
+    from .toolplan import frozen_requested
     from .platform import host_platform
     from .runplan import ensure_plan
 
@@ -254,3 +259,64 @@ def _project_pins(context):
     if not context.pins.is_project:
         raise ToolboxError("no toolbox.toml here or in any directory above", hint="run it in a project")
     return context.pins
+
+
+# -- shims and shell integration ------------------------------------------------------------------
+@shim_app.command("install")
+def shim_install(tools: list[str] = typer.Argument(..., help="Tool names or aliases, e.g. jq python3.11 node.")):
+    """Write executables for these tools in the shims directory (first on PATH after shell-init)."""
+    from . import shims
+
+    context = _context()
+    for name in tools:
+        context.catalog.find(name)  # every name checked before anything is written
+    shims.install(context.layout, tools)
+    print(f"Installed {', '.join(tools)} in {context.layout.shims_dir}")
+    if context.layout.shims_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        print('Put them first on PATH: eval "$(toolbox shell-init bash)" (or zsh, fish) in your shell\'s rc file')
+
+
+@shim_app.command("list")
+def shim_list():
+    """The installed shims, and what each runs here."""
+    from . import shims
+
+    context = _context()
+    rows = [("SHIM", "HERE")]
+    for name in shims.installed(context.layout):
+        try:
+            recipe, alias = context.catalog.find(name)
+        except ToolboxError:
+            rows.append((name, "no recipe: runs the next one on PATH"))
+            continue
+        pinned = context.pins.versions.get(recipe.name)
+        version = alias.version if alias and alias.version else pinned
+        rows.append((name, f"{recipe.name} {version} (pinned by {context.pins.path})" if pinned else "not pinned: runs the next one on PATH"))
+    _print_table(rows)
+
+
+@shim_app.command("remove")
+def shim_remove(tools: list[str] = typer.Argument(..., help="Installed shims.")):
+    """Remove shims."""
+    from . import shims
+
+    shims.remove(_context().layout, tools)
+    print(f"Removed {', '.join(tools)}")
+
+
+def shell_init(shell: str = typer.Argument(..., help="bash, zsh or fish.")):
+    """Print the shell code for your rc file: eval "$(toolbox shell-init bash)"."""
+    from . import shims
+    from .layout import Layout
+
+    print(shims.shell_init(Layout.from_env(), shell), end="")
+
+
+def _refresh_shims(layout, added):
+    """`add` installs shims for the tools it pinned once shims are in use; both rewrite them."""
+    from . import shims
+
+    if not os.path.isdir(layout.shims_dir):
+        return
+    present = shims.installed(layout)
+    shims.install(layout, sorted(set(present) | set(added)))

@@ -183,13 +183,21 @@ def recipe_binds(mounts, home_inside):
     return binds
 
 
-def apply_tool(options):
-    """`toolbox run TOOL`: the recipe and the pins say which image and how (the cold tier, for
-    now on every run of a tool)."""
-    from .lockfile import frozen_requested
-    from .tools import run_settings
+def tool_settings(layout, text, frozen):
+    """What the recipe and the pins say of `toolbox run TEXT`: from the tool plan when it is
+    current, else from the cold tier (which writes the plan)."""
+    from .toolplan import frozen_requested, pins_file, read_tool_plan
 
-    settings = run_settings(options.image, frozen_requested(os.environ, options.frozen))
+    settings = read_tool_plan(layout, pins_file(layout, os.getcwd()), text)
+    if settings is None:
+        from .tools import run_settings
+
+        settings = run_settings(text, frozen_requested(os.environ, frozen))
+    return settings
+
+
+def apply_tool(options, settings):
+    """`toolbox run TOOL`: the image and the recipe's command, environment, mounts, network."""
     options.image = settings["image"]
     options.tool_command = settings["command"]
     passed = [name for name in sorted(os.environ) if any(_matches(name, p) for p in settings["pass_env"])]
@@ -468,12 +476,13 @@ def apply_limits(requested):
         raise ToolboxError(str(err), hint=err.hint) from None
 
 
-def main(argv):
+def main(argv, layout=None, settings=None):
+    """`settings`: a tool's, already looked up (shims)."""
     try:
         options = parse_args(argv)
-        layout = Layout.from_env()
-        if is_tool(options.image):
-            apply_tool(options)
+        layout = layout or Layout.from_env()
+        if settings is not None or is_tool(options.image):
+            apply_tool(options, settings or tool_settings(layout, options.image, options.frozen))
         plan = load_plan(layout, options)
         spec = make_spec(layout, plan, options, claim_container(layout, options, plan))
         apply_limits(options.limits)

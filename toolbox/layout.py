@@ -119,6 +119,17 @@ class Layout:
         reads one small file instead of parsing references, manifests and configs."""
         return os.path.join(self.store_dir, "plans")
 
+    @property
+    def tool_plans_dir(self):
+        """Tool plans (toolplan.py): what `toolbox run TOOL` and shims need from recipes, pins
+        and the lock, precomputed per pins file and tool."""
+        return os.path.join(self.store_dir, "toolplans")
+
+    @property
+    def shims_dir(self):
+        """Executable shims (`toolbox shim install`), put first on PATH by `toolbox shell-init`."""
+        return os.path.join(self.data_dir, "shims")
+
     def run_plan_path(self, image_text):
         # Keyed by the text the user typed, hex-encoded: no parsing and no quoting module needed.
         return os.path.join(self.plans_dir, image_text.encode("utf-8", "surrogateescape").hex() + ".plan")

@@ -14,7 +14,6 @@ sorted keys, stable bytes (tomli-w), the same file for the same resolutions.
     "linux/arm64/v8" = "sha256:..."
 """
 
-import os
 from dataclasses import dataclass, field
 
 from .errors import ConfigError, ToolboxError
@@ -140,8 +139,3 @@ def disagreements(pins, catalog, entries):
             reasons.append(f"{tool}: pinned {version} ({recipe.reference_for(version)}), locked {entry.version} ({entry.reference})")
     reasons += [f"{tool} is locked but no longer pinned" for tool in sorted(set(entries) - set(pins.versions))]
     return reasons
-
-
-def frozen_requested(environ=os.environ, flag=False):
-    """--frozen, or CI=true as CI systems set it."""
-    return flag or environ.get("CI", "").lower() in ("true", "1")

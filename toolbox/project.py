@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .recipes import NAME_PATTERN, VERSION_PATTERN, RecipeError, parse_recipe, read_toml
+from .toolplan import find_project_file  # noqa: F401  (light, so the launch path has it too)
 
-PROJECT_FILE = "toolbox.toml"
 LOCK_FILE = "toolbox.lock"
 PROJECT_KEYS = {"tools", "recipes"}
 
@@ -41,19 +41,6 @@ class Pins:
     @property
     def directory(self):
         return os.path.dirname(self.path)
-
-
-def find_project_file(start):
-    """The nearest toolbox.toml at or above `start`, or None."""
-    directory = os.path.abspath(start)
-    while True:
-        candidate = os.path.join(directory, PROJECT_FILE)
-        if os.path.isfile(candidate):
-            return candidate
-        parent = os.path.dirname(directory)
-        if parent == directory:
-            return None
-        directory = parent
 
 
 def load_project(path):

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import NotFound, ToolboxError
-from .lockfile import LockEntry, OutOfDate, disagreements, frozen_requested, read_lock, write_lock
+from .lockfile import LockEntry, OutOfDate, disagreements, read_lock, write_lock
 from .project import current_pins
 from .recipes import Catalog
 
@@ -42,6 +42,7 @@ class ToolRun:
         """The recipe's part of the run, as the launch path takes it (plain values, no classes)."""
         recipe = self.recipe
         return {
+            "pinned": self.pinned_by is not None,
             "image": self.image,
             "command": list(self.command) if self.command else None,
             "env": [f"{key}={value}" for key, value in sorted(recipe.env.items())],
@@ -79,6 +80,24 @@ class Context:
                 return ToolRun(name, recipe, pinned, entry.pinned_reference(host_platform()), command, self.pins.path)
             version = recipe.default_version
         return ToolRun(name, recipe, version, recipe.reference_for(version), command, None)
+
+    def plan_inputs(self):
+        """Every file a tool plan made here depends on (toolplan.py), present or not."""
+        from . import recipes as recipes_module
+        from .recipes import builtin_dir
+        from .trust import TrustStore
+
+        paths = [self.pins.path, self.layout.config_file, self.pins.lock_path, TrustStore(self.layout).record_path(self.pins)]
+        for directory in (builtin_dir(), self.layout.user_recipes_dir):
+            paths.append(directory)
+            try:
+                paths += sorted(os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".toml"))
+            except FileNotFoundError:
+                pass
+        package = os.path.dirname(os.path.abspath(recipes_module.__file__))
+        # toolbox itself: its version, and the modules that make plans (edited in a checkout).
+        paths += [os.path.join(package, name) for name in ("__init__.py", "tools.py", "recipes.py", "lockfile.py", "project.py", "toolplan.py")]
+        return list(dict.fromkeys(paths))
 
     def check_trusted(self, recipes):
         untrusted = [r for r in recipes if r.source == "project"]
@@ -163,11 +182,24 @@ def resolve_tag(client, ref):
 
 
 def run_settings(text, frozen=False, cwd=None):
-    """For the launch path: what `toolbox run TEXT` runs, as plain values (ToolRun.run_settings)."""
+    """For the launch path: what `toolbox run TEXT` runs, as plain values (ToolRun.run_settings),
+    also written as a tool plan (toolplan.py) so the next run reads it without this module."""
+    from . import toolplan
     from .services import load_services
 
-    context = Context(load_services(), cwd)
+    cwd = cwd or os.getcwd()
+    services = load_services()
+    pins_file = toolplan.pins_file(services.layout, cwd)
+    context = Context(services, cwd)
+    inputs = context.plan_inputs()
+    before = {path: toolplan.stamp(path) for path in inputs if path != context.pins.lock_path}
     try:
-        return context.tool_run(text, frozen).run_settings()
+        settings = context.tool_run(text, frozen).run_settings()
     finally:
         context.close()
+    if all(toolplan.stamp(path) == recorded for path, recorded in before.items()):  # else: changed while read
+        path = toolplan.plan_path(services.layout, pins_file, text)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with services.store.new_file(path) as file:
+            file.write(toolplan.plan_bytes(pins_file, text, settings, inputs))
+    return settings

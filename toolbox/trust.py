@@ -20,12 +20,12 @@ class TrustStore:
     def __init__(self, layout):
         self.directory = os.path.join(layout.data_dir, "trusted")
 
-    def _record(self, pins):
+    def record_path(self, pins):
         return os.path.join(self.directory, hashlib.sha256(os.fsencode(os.path.abspath(pins.path))).hexdigest())
 
     def is_trusted(self, pins):
         try:
-            with open(self._record(pins), encoding="utf-8") as file:
+            with open(self.record_path(pins), encoding="utf-8") as file:
                 path, content_hash = file.read().splitlines()[:2]
         except (FileNotFoundError, ValueError):
             return False
@@ -34,12 +34,12 @@ class TrustStore:
     def trust(self, pins):
         from .fsutil import atomic_write
 
-        atomic_write(self._record(pins), f"{os.path.abspath(pins.path)}\n{pins.content_hash}\n".encode(), 0o600)
+        atomic_write(self.record_path(pins), f"{os.path.abspath(pins.path)}\n{pins.content_hash}\n".encode(), 0o600)
 
     def untrust(self, pins):
         from .fsutil import unlink_quietly
 
-        unlink_quietly(self._record(pins))
+        unlink_quietly(self.record_path(pins))
 
 
 def permission_diff(recipe, catalog):

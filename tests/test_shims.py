@@ -1,0 +1,150 @@
+"""Shims and shell integration: pinned tools that feel installed, in real bash, zsh and fish.
+
+Two sibling projects pin different versions of the real jq recipe; its upstream image is served
+by the loopback registry through the mirror config (tests/support/upstream.py)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.host import userns_overlay_works
+from tests.support.upstream import EXACT_SCRIPT, Upstream, tool_image
+
+pytestmark = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
+FORBIDDEN_ON_LAUNCH_PATH = {"typer", "click", "rich", "requests", "urllib3", "platformdirs", "tomllib", "json", "dataclasses", "cffi", "pycparser"}
+
+
+class Projects:
+    def __init__(self, toolbox, registry, root):
+        self.toolbox = toolbox
+        self.upstream = Upstream(toolbox, registry)
+        for version in ("1.6", "1.7.1"):
+            self.upstream.publish("ghcr.io/jqlang/jq", version, tool_image(f"jq-{version}", script=EXACT_SCRIPT))
+        self.a, self.b, self.elsewhere = root / "a", root / "b", root / "elsewhere"
+        for directory, version in ((self.a, "1.6"), (self.b, "1.7.1")):
+            directory.mkdir()
+            (directory / "toolbox.toml").write_text(f'[tools]\njq = "{version}"\n')
+        self.elsewhere.mkdir()
+        self.shims = toolbox.layout.shims_dir
+        installed = self.cli("shim", "install", "jq", cwd=root)
+        assert installed.returncode == 0, installed.stderr
+        self.env = dict(toolbox.env, PATH=f"{self.shims}:{toolbox.env['PATH']}")
+
+    def cli(self, *args, cwd):
+        return subprocess.run([sys.executable, "-m", "toolbox", *args], env=self.toolbox.env, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+    def shim(self, *args, cwd, env=None, input=None):
+        return subprocess.run([os.path.join(self.shims, "jq"), *args], env=dict(self.env, **(env or {})), cwd=cwd, capture_output=True,
+                              input=input, timeout=120)
+
+
+@pytest.fixture
+def projects(toolbox, registry, tmp_path):
+    return Projects(toolbox, registry, tmp_path)
+
+
+ARGUMENTS = [b"plain", b"two words", b"'single'", b'"double"', b"*", b"$HOME", b"", b"line\nbreak", b"\xff\xfe not utf-8",
+             b"-x", b"--", b"--version", b"\\back\\slash", b"tab\there", "unicodé".encode()]
+
+
+def test_arguments_arrive_byte_for_byte_and_the_exit_status_is_the_tools(projects):
+    result = projects.shim(*ARGUMENTS, cwd=projects.a)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"jq-1.6\n" + b"".join(arg + b"\0" for arg in ARGUMENTS)
+    assert projects.shim("--exit=3", cwd=projects.a).returncode == 3
+    assert projects.shim("--exit=0", cwd=projects.b).stdout.startswith(b"jq-1.7.1\n")
+
+
+def test_the_hot_path_loads_no_heavy_module_and_the_plan_follows_its_inputs(projects, tmp_path):
+    assert projects.shim(cwd=projects.a).returncode == 0  # makes the tool plan and the run plan
+    report = tmp_path / "modules"
+    assert projects.shim(cwd=projects.a, env={"TOOLBOX_REPORT_MODULES": str(report)}).returncode == 0
+    loaded = set(report.read_text().split())
+    assert "toolbox.shim" in loaded and "toolbox.toolplan" in loaded
+    assert not loaded & FORBIDDEN_ON_LAUNCH_PATH, loaded & FORBIDDEN_ON_LAUNCH_PATH
+    assert not {m for m in loaded if m.startswith(("toolbox.tools", "toolbox.recipes", "toolbox.lockfile", "toolbox.registry"))}
+    # A change of pin, lock or recipe is seen at the next call.
+    (projects.a / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    assert projects.shim(cwd=projects.a).stdout == b"jq-1.7.1\n"
+    projects.upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1-moved", script=EXACT_SCRIPT))
+    assert projects.shim(cwd=projects.a).stdout == b"jq-1.7.1\n"  # locked
+    assert projects.cli("lock", "--upgrade", cwd=projects.a).returncode == 0
+    assert projects.shim(cwd=projects.a).stdout == b"jq-1.7.1-moved\n"
+    recipes = os.path.join(projects.toolbox.layout.config_dir, "recipes")
+    os.makedirs(recipes)
+    with open(os.path.join(recipes, "jq.toml"), "w") as recipe:
+        recipe.write('image = "ghcr.io/jqlang/jq"\ndefault_version = "1.6"\ncommand = ["/usr/bin/tool", "--from-user-recipe"]\n')
+    assert projects.shim(cwd=projects.a).stdout == b"jq-1.7.1-moved\n--from-user-recipe\0"
+
+
+def test_cd_switches_versions_in_bash_zsh_and_fish(projects):
+    scripts = {
+        "bash": 'eval "$(toolbox shell-init bash)"; type -t jq; type -P jq; cd a && jq x; cd ../b && jq y',
+        "zsh": 'eval "$(toolbox shell-init zsh)"; whence -w jq; whence -p jq; cd a && jq x; cd ../b && jq y',
+        "fish": 'toolbox shell-init fish | source; type -t jq; command -s jq; cd a; and jq x; cd ../b; and jq y',
+    }
+    for shell, script in scripts.items():
+        if shutil.which(shell) is None:
+            pytest.skip(f"{shell} is not installed (scripts/test installs it)")
+        result = subprocess.run([shell, "-c", script], env=projects.toolbox.env, cwd=projects.a.parent, capture_output=True, timeout=120)
+        lines = result.stdout.split(b"\n")
+        assert result.returncode == 0, (shell, result.stderr)
+        assert b"function" in lines[0] and lines[1] == os.path.join(projects.shims, "jq").encode(), (shell, lines)
+        assert lines[2:] == [b"jq-1.6", b"x\0jq-1.7.1", b"y\0"], (shell, lines)
+        assert b"compdef" not in result.stderr and b"not found" not in result.stderr, (shell, result.stderr)
+
+
+def test_where_no_pin_applies_the_next_program_runs_or_127(projects, tmp_path):
+    host_bin = tmp_path / "host-bin"
+    host_bin.mkdir()
+    (host_bin / "jq").write_text('#!/bin/sh\necho "host jq $*"\n')
+    (host_bin / "jq").chmod(0o755)
+    with_host = {"PATH": f"{projects.shims}:{host_bin}:/usr/bin:/bin"}
+    result = projects.shim("a b", cwd=projects.elsewhere, env=with_host)
+    assert result.stdout == b"host jq a b\n" and result.returncode == 0
+    missing = projects.shim(cwd=projects.elsewhere, env={"PATH": f"{projects.shims}:/nonexistent"})
+    assert missing.returncode == 127 and b"not pinned here" in missing.stderr and b"toolbox add jq" in missing.stderr
+    # The shims directory twice on PATH, once through a symlink: still 127, not a loop.
+    alias = tmp_path / "alias-of-shims"
+    alias.symlink_to(projects.shims)
+    twice = projects.shim(cwd=projects.elsewhere, env={"PATH": f"{projects.shims}:{alias}:/nonexistent"})
+    assert twice.returncode == 127
+    looping = projects.shim(cwd=projects.elsewhere, env={"PATH": f"{host_bin}", "TOOLBOX_SHIM_DEPTH": "4"})
+    assert looping.returncode == 127 and b"shims kept calling shims" in looping.stderr
+
+
+def test_shims_from_make_xargs_and_a_tools_subprocess(projects):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed (scripts/test installs it)")
+    (projects.a / "Makefile").write_text("all:\n\t@jq from-make\n")
+    made = subprocess.run(["make", "-s"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
+    assert made.stdout == b"jq-1.6\nfrom-make\0", made.stderr
+    piped = subprocess.run(["xargs", "jq"], input=b"one two\n", env=projects.env, cwd=projects.b, capture_output=True, timeout=120)
+    assert piped.stdout == b"jq-1.7.1\none\0two\0", piped.stderr
+    (projects.a / "sub").mkdir()
+    nested = subprocess.run(["sh", "-c", "cd sub && jq nested"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
+    assert nested.stdout == b"jq-1.6\nnested\0", nested.stderr
+
+
+def test_shim_commands_and_add_installs_shims_once_in_use(projects):
+    listed = projects.cli("shim", "list", cwd=projects.a)
+    assert "jq 1.6 (pinned by" in listed.stdout
+    assert "not pinned" in projects.cli("shim", "list", cwd=projects.elsewhere).stdout
+    unknown = projects.cli("shim", "install", "jqq", cwd=projects.a)
+    assert unknown.returncode == 125 and "did you mean jq" in unknown.stderr
+    projects.upstream.publish("docker.io/library/python", "3.11-slim", tool_image("python-3.11", "/usr/local/bin/python", entrypoint=False))
+    added = projects.cli("add", "python3.11", cwd=projects.a)
+    assert added.returncode == 0, added.stderr
+    assert sorted(os.listdir(projects.shims)) == ["jq", "python3.11"]
+    ran = subprocess.run(["python3.11", "-V"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
+    assert ran.stdout == b"python-3.11 python:-V\n", ran.stderr
+    assert projects.cli("shim", "remove", "python3.11", cwd=projects.a).returncode == 0
+    assert os.listdir(projects.shims) == ["jq"]
+    completion = projects.cli("shell-init", "bash", cwd=projects.a).stdout
+    assert "complete -o default -F _toolbox_completion toolbox" in completion
+    words = subprocess.run(["toolbox"], env=dict(projects.toolbox.env, _TOOLBOX_COMPLETE="complete_bash", COMP_WORDS="toolbox sh",
+                                                  COMP_CWORD="1"), capture_output=True, text=True, timeout=60)
+    assert {"shim", "shell-init"} <= set(words.stdout.split()), words

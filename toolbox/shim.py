@@ -1,0 +1,94 @@
+"""Shims: executables named after tools (`jq`, `python3.11`) in the shims directory, which
+`toolbox shell-init` puts first on PATH. A shim resolves the pin at call time from the current
+directory's project (or the user's global pins): pinned, it runs the tool as `toolbox run TOOL`
+does; not pinned, it runs the next program of that name on PATH, or exits 127 with a hint.
+
+The launch path: standard library, the tool plan and the run plan, no TOML (see toolplan.py).
+Each shim is a three-line Python script (write_shim) so it starts the interpreter once.
+"""
+
+import os
+import sys
+
+MARKER = "# toolbox shim"
+# Falling through to another program sets this; a chain of shims calling shims (a PATH that
+# lists the shims directory twice, under two names) stops instead of looping.
+DEPTH_ENV = "TOOLBOX_SHIM_DEPTH"
+MAX_DEPTH = 4
+
+
+def main(tool, argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    from .errors import EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError
+    from .launch import main as launch
+    from .launch import tool_settings
+    from .layout import Layout
+
+    layout = Layout.from_env()
+    try:
+        settings = tool_settings(layout, tool, frozen=False)
+    except ToolboxError as err:
+        if type(err).__name__ != "UnknownTool":  # a broken toolbox.toml, an unreachable registry...
+            _say(f"error: {err.message}", err.hint)
+            return err.exit_code
+        settings = None  # no recipe (any more) for this name: not toolbox's to run
+    except KeyboardInterrupt:
+        return 130
+    if settings is None or not settings["pinned"]:
+        return fall_through(tool, argv, layout.shims_dir) or EXIT_NOT_FOUND
+    try:
+        return launch(["--", tool] + list(argv), layout, settings)
+    except Exception as err:  # a bug: still one line, and toolbox's status
+        _say(f"error: {type(err).__name__}: {err}")
+        return EXIT_TOOLBOX_FAILED
+
+
+def fall_through(tool, argv, shims_dir):
+    """Exec the next `tool` on PATH that is not a shim; returns only when there is none."""
+    text = os.environ.get(DEPTH_ENV) or "0"
+    depth = int(text) if text.isdigit() else MAX_DEPTH
+    if depth >= MAX_DEPTH:
+        _say(f"error: {tool}: shims kept calling shims ({DEPTH_ENV}={depth}); is the shims directory on PATH twice?")
+        return None
+    own = os.path.realpath(shims_dir)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or os.path.realpath(directory) == own:
+            continue
+        candidate = os.path.join(directory, tool)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate) and not is_shim(candidate):
+            env = dict(os.environ, **{DEPTH_ENV: str(depth + 1)})
+            try:
+                os.execve(candidate, [tool] + list(argv), env)
+            except OSError as err:
+                _say(f"error: cannot run {candidate}: {err.strerror}")
+                return 126
+    _say(f"error: {tool} is not pinned here and not installed", f"pin it for this project: toolbox add {tool}")
+    return None
+
+
+def is_shim(path):
+    try:
+        with open(path, "rb") as file:
+            return MARKER.encode() in file.read(200)
+    except OSError:
+        return False
+
+
+def shim_text(tool):
+    """The interpreter toolbox is installed for, with -I (PYTHONPATH and user site-packages
+    cannot change what runs) and -S: no site module, whose .pth processing costs ~3 ms of a
+    ~15 ms start; the directories toolbox and its dependencies import from are named instead."""
+    import _cffi_backend
+
+    import toolbox
+
+    paths = list(dict.fromkeys([os.path.dirname(os.path.dirname(os.path.abspath(toolbox.__file__))),
+                                os.path.dirname(os.path.abspath(_cffi_backend.__file__))]))
+    return (f"#!{sys.executable} -IS\n{MARKER}\nimport sys\nsys.path[:0] = {paths!r}\n"
+            f"from toolbox.shim import main\nsys.exit(main({tool!r}))\n")
+
+
+def _say(message, hint=None):
+    print(f"toolbox: {message}", file=sys.stderr)
+    if hint:
+        print(f"toolbox: hint: {hint}", file=sys.stderr)
