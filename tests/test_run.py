@@ -483,6 +483,51 @@ def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
     assert run(toolbox, busybox, "true", env={"TOOLBOX_ROOTFS": "sideways"}).returncode == 125
 
 
+def _inject_into_own_terminal(filtered):
+    """In a child with a pty as its controlling terminal: whether ioctl(TIOCSTI) pushed a byte
+    into it (what a hostile tool would do to the user's shell)."""
+    import fcntl
+    import pty
+    import termios
+
+    from toolbox import syscalls as sc
+
+    master, slave = pty.openpty()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+            if filtered:
+                sc.set_no_new_privs()
+                sc.block_terminal_injection()
+            fcntl.ioctl(slave, termios.TIOCGWINSZ, b"\0" * 8)  # other ioctls still work
+            try:
+                fcntl.ioctl(slave, termios.TIOCSTI, b"!")
+                code = 0
+            except PermissionError:
+                code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    os.close(master)
+    os.close(slave)
+    return {0: True, 3: False}[os.waitstatus_to_exitcode(status)]
+
+
+def test_the_seccomp_filter_refuses_terminal_injection():
+    assert _inject_into_own_terminal(filtered=False) or open("/proc/sys/dev/tty/legacy_tiocsti").read().strip() == "0"
+    assert not _inject_into_own_terminal(filtered=True)
+
+
+@needs_userns
+def test_the_tool_runs_filtered_and_without_new_privileges(toolbox, busybox):
+    status = run(toolbox, busybox, "cat", "/proc/self/status").stdout.decode()
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert fields["NoNewPrivs"].strip() == "1" and fields["Seccomp"].strip() == "2", status
+
+
 def _fuse_usable():
     return os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
 

@@ -6,7 +6,7 @@ as the tool runs). The order follows bubblewrap and runc:
 unshare user + mount namespaces → write id maps (setgroups denied before gid_map) → make every
 mount private → assemble the root (tmpfs scratch, overlayfs of the image's layer trees) → system
 mounts (/proc, /sys, a minimal /dev) and the user's binds → pivot_root → chdir →
-no_new_privs → execve. The process keeps its pid, its terminal, its stdin/stdout/stderr and
+no_new_privs → a seccomp filter refusing TIOCSTI/TIOCLINUX → execve. The process keeps its pid, its terminal, its stdin/stdout/stderr and
 its parent, so pipes, job control, signals and the exit status are the tool's own.
 
 It knows nothing of images or recipes: it receives a RunSpec. Every failure names the step and
@@ -111,6 +111,7 @@ def exec_container(spec):
     _step("pivot_root", pivot_into, root.path)
     _step(f"chdir {spec.cwd}", os.chdir, spec.cwd)
     _step("set no_new_privs", sc.set_no_new_privs)
+    _step("refuse terminal injection (seccomp)", sc.block_terminal_injection)
     execute(spec.argv, spec.env)
 
 
