@@ -483,6 +483,37 @@ def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
     assert run(toolbox, busybox, "true", env={"TOOLBOX_ROOTFS": "sideways"}).returncode == 125
 
 
+@needs_userns
+def test_prune_never_deletes_the_layers_of_a_running_tool(toolbox, registry, tmp_path):
+    from tests.support import images
+    from tests.support.push import push_raw
+
+    toolbox.trust(registry)
+    built = images.build_image(images.busybox_spec(labels={"org.example.scenario": "in-use"}))
+    reference = f"{registry.host}/in-use/{tmp_path.name}:1"
+    push_raw(registry, reference.split("/", 1)[1].rsplit(":", 1)[0], "1", built)
+    toolbox.pull(reference)
+    tool = subprocess.Popen([sys.executable, "-m", "toolbox", "run", reference, "sh", "-c", "read line; cat /etc/group"],
+                            env=toolbox.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=toolbox.root)
+    try:
+        deadline = time.monotonic() + 30
+        while not (os.path.isdir(toolbox.layout.runs_dir) and os.listdir(toolbox.layout.runs_dir)):  # its in-use record
+            assert time.monotonic() < deadline and tool.poll() is None, tool.stderr.read()
+            time.sleep(0.02)
+        time.sleep(0.2)  # exec'd by now
+        layers = toolbox.layer_dirs()
+        assert toolbox.cli("rmi", reference).returncode == 0
+        assert toolbox.cli("prune").returncode == 0
+        assert toolbox.layer_dirs() == layers  # kept: the running tool stands on them
+        out, err = tool.communicate(b"go\n", timeout=30)
+        assert tool.returncode == 0 and out.startswith(b"root:x:0:"), err
+    finally:
+        if tool.poll() is None:
+            tool.kill()
+    assert toolbox.cli("prune").returncode == 0
+    assert toolbox.layer_dirs() == [] and os.listdir(toolbox.layout.runs_dir) == []  # the finished run's record went too
+
+
 def _inject_into_own_terminal(filtered):
     """In a child with a pty as its controlling terminal: whether ioctl(TIOCSTI) pushed a byte
     into it (what a hostile tool would do to the user's shell)."""

@@ -11,6 +11,7 @@ import os
 import sys
 
 from .errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError
+from .inuse import claim as claim_layers
 from .layout import Layout
 from .plan import read_current_plan
 from .runtime import DEFAULT_PATH, CommandNotExecutable, CommandNotFound, RunSpec, RuntimeStepError, exec_container
@@ -485,6 +486,7 @@ def main(argv, layout=None, settings=None):
             apply_tool(options, settings or tool_settings(layout, options.image, options.frozen))
         plan = load_plan(layout, options)
         spec = make_spec(layout, plan, options, claim_container(layout, options, plan))
+        claim_layers(layout, spec.layers)  # held by the tool until it exits
         apply_limits(options.limits)
         _report_modules()
         exec_container(spec)

@@ -150,6 +150,11 @@ class Layout:
         return os.path.join(self.store_dir, "locks")
 
     @property
+    def runs_dir(self):
+        """One record per running tool, listing the layers it stands on (inuse.py)."""
+        return os.path.join(self.store_dir, "runs")
+
+    @property
     def store_lock(self):
         """Shared by pulls and runs, exclusive for garbage collection."""
         return os.path.join(self.locks_dir, "store.lock")

@@ -295,14 +295,15 @@ class Store:
                 continue
             blobs.add(image.config_digest)
             layers.update(image.diff_ids)
-        layers.update(self._layers_of_containers())
+        layers.update(self._layers_in_use())
         return blobs, layers
 
-    def _layers_of_containers(self):
-        """Named containers keep their layers: their writable layer only makes sense on them."""
-        from . import containers
+    def _layers_in_use(self):
+        """Named containers keep their layers (their writable layer only makes sense on them),
+        and so do the tools running now."""
+        from . import containers, inuse
 
-        for relative in containers.used_layers(self.layout):
+        for relative in containers.used_layers(self.layout) | inuse.layers_in_use(self.layout):
             algorithm, hex_digest, _ = (relative.split("/") + ["", ""])[:3]
             try:
                 yield Digest.parse(f"{algorithm}:{hex_digest}")
