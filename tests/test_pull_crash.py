@@ -110,3 +110,70 @@ def test_prune_during_a_pull_never_breaks_it(toolbox, big_image):
     assert process.returncode == 0, err
     assert_store_consistent(toolbox)
     assert len(toolbox.layer_dirs()) == len(built.diff_ids)
+
+
+def check(toolbox):
+    from toolbox.check import check_store
+
+    return check_store(toolbox.store)
+
+
+def test_sigkill_at_20_points_of_pull_unpack_and_prune_leaves_a_clean_store(toolbox, big_image):
+    from toolbox.images import prune, remove_images
+
+    server, reference, built = big_image
+    toolbox.trust(server)
+    rng = random.Random(20)
+    kills = 0
+    for round_ in range(27):
+        store = toolbox.store
+        stored = any(True for _ in store.records())
+        if round_ % 3 == 2:  # prune, killed while it removes the image's layers
+            if not stored:
+                toolbox.pull(reference)
+            remove_images(store, [reference])
+            process = subprocess.Popen([sys.executable, "-m", "toolbox", "prune"], env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.1, 0.2))  # ~0.15 s of interpreter start, then the removals
+        else:  # pull: download, verify and unpack, from a store without the image
+            if stored:
+                remove_images(store, [reference])
+                prune(store)
+            process = start_pull(toolbox, reference)
+            time.sleep(rng.uniform(0.12, 0.45))
+        kills += process.poll() is None
+        process.kill()
+        process.wait()
+        report = check(toolbox)
+        assert report.clean, report.to_json()
+        assert_store_consistent(toolbox)
+    assert kills >= 20, f"only {kills} of 27 processes were still working when killed"
+    result = toolbox.cli("pull", "--quiet", reference)
+    assert result.returncode == 0, result.stderr
+    report = check(toolbox)
+    assert report.clean and report.layers_checked == len(built.diff_ids), report.to_json()
+    assert toolbox.leftovers() == []
+
+
+def test_check_removes_damage_and_names_the_images_to_pull_again(toolbox, big_image):
+    server, reference, built = big_image
+    toolbox.trust(server)
+    assert toolbox.cli("pull", "--quiet", reference).returncode == 0
+    store = toolbox.store
+    record = store.get(reference)
+    config_path = Path(toolbox.layout.blob_path(store.load_image(record).config_digest))
+    damaged_layer = Path(toolbox.layout.layers_dir) / "sha256" / toolbox.layer_dirs()[0] / "tree"
+    victim = next(p for p in damaged_layer.rglob("*") if p.is_file())
+    victim.chmod(0o644)
+    victim.unlink()  # a file lost from a layer tree (a disk error, a stray rm)
+    config_path.chmod(0o644)
+    config_path.write_bytes(config_path.read_bytes().replace(b"{", b" {", 1))  # a blob with other bytes
+    result = toolbox.cli("check", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert not report["clean"] and report["incomplete_images"] == [record.reference], report
+    assert any("does not match its digest" in line for line in report["removed"])
+    assert any("names and" in line and "when it was unpacked" in line for line in report["removed"])
+    assert toolbox.cli("pull", "--quiet", reference).returncode == 0  # repairs what was removed
+    again = json.loads(toolbox.cli("check", "--json").stdout)
+    assert again["clean"] and again["layers_checked"] == len(built.diff_ids), again
+    assert "The store is clean" in toolbox.cli("check").stdout

@@ -154,6 +154,25 @@ def prune():
 
 
 @app.command()
+def check(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Verify every blob and layer in the store, remove what is damaged, and name the images to pull again."""
+    from .check import check_store
+
+    report = check_store(_services().store)
+    if as_json:
+        _print_json(report.to_json())
+        return
+    print(f"Checked {report.blobs_checked} blobs, {report.layers_checked} layers, {report.images_checked} images")
+    for line in report.removed:
+        print(f"removed {line}")
+    for reference in report.incomplete_images:
+        print(f"incomplete: {reference} (repair it: toolbox pull {reference})")
+    if report.temp_removed:
+        print(f"removed {report.temp_removed} temp entries of interrupted toolbox processes")
+    print("The store is clean" if report.clean else "The store is consistent again; pull the incomplete images")
+
+
+@app.command()
 def df(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Disk use of the store: per image, what is shared with other images and what is its own."""
     from .images import disk_usage

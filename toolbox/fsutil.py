@@ -185,11 +185,17 @@ def _identity(fd):
 
 def disk_usage(path):
     """Bytes allocated below `path`, counting each inode once (hard links inside a layer)."""
+    return tree_summary(path)[0]
+
+
+def tree_summary(path):
+    """(bytes allocated, counting each inode once; names below `path`; bytes of content of the
+    regular files, by name): what a layer's tree must still add up to (`toolbox check`)."""
     seen = set()
-    total = 0
+    allocated = names = content = 0
 
     def count(fd):
-        nonlocal total
+        nonlocal allocated, names, content
         with os.scandir(fd) as scan:
             entries = list(scan)
         directories = []
@@ -198,21 +204,24 @@ def disk_usage(path):
                 st = entry.stat(follow_symlinks=False)
             except (FileNotFoundError, PermissionError):
                 continue  # gone, or in a directory we may list but not search
+            names += 1
             if stat.S_ISDIR(st.st_mode):
                 directories.append(entry.name)
+            elif stat.S_ISREG(st.st_mode):
+                content += st.st_size
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
+                allocated += st.st_blocks * 512
         return directories
 
     try:
         top_fd = os.open(path, _DIR_FLAGS)
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-            return 0  # nothing, a file or a symlink: no tree below it
+            return 0, 0, 0  # nothing, a file or a symlink: no tree below it
         raise
     _walk_down(top_fd, count, _open_to_read, lambda _fd, _name: None)
-    return total
+    return allocated, names, content
 
 
 def _open_to_read(parent_fd, name):

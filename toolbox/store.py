@@ -199,7 +199,8 @@ class Store:
     def commit_layer(self, staging_dir, diff_id, info):
         """Move a finished layer (staging_dir/tree) into place. If another process committed the
         same layer meanwhile, ours is dropped: both are the same content."""
-        info = dict(info, diff_id=str(diff_id), disk_bytes=fsutil.disk_usage(os.path.join(staging_dir, "tree")), unpacked_at=now_utc())
+        allocated, names, content = fsutil.tree_summary(os.path.join(staging_dir, "tree"))
+        info = dict(info, diff_id=str(diff_id), disk_bytes=allocated, tree_names=names, tree_content_bytes=content, unpacked_at=now_utc())
         with open(os.path.join(staging_dir, LAYER_INFO), "w") as file:
             json.dump(info, file, indent=1, sort_keys=True)
         final = self.layout.layer_dir(diff_id)
