@@ -83,3 +83,55 @@ def test_debug_output_never_shows_signed_urls_or_tokens(toolbox, token_registry,
     assert tokens and "Authorization" not in result.stderr
     for secret in secrets + tuple(tokens):
         assert secret not in result.stderr
+
+
+def test_credentials_never_follow_a_redirect_to_another_host(toolbox, token_registry, token_pushed_images, registry, pushed_images):
+    """A registry may send blob downloads to storage elsewhere: the storage host must not get
+    the registry's token (127.0.0.2 is another host on the loopback)."""
+    private = token_pushed_images["private"]["busybox"]
+    layer = private.built.layers[0]["digest"]
+    assert pushed_images["busybox"].built.layers[0]["digest"] == layer  # the same bytes on the anonymous registry
+    with FaultProxy(token_registry.url) as front, FaultProxy(registry.url, bind="127.0.0.2") as storage:
+        toolbox.trust(front, storage)
+        login = toolbox.cli("login", front.host, "-u", "bob", "--password-stdin", input=token_registry.password)
+        assert login.returncode == 0, login.stderr
+        front.add(rf"/blobs/{layer}$", "redirect_to", location=f"http://{storage.host}/v2/{pushed_images['busybox'].repository}/blobs/{layer}")
+        record = toolbox.pull(proxied(front, private))
+        assert str(record.digest) == private.manifest_digest
+        assert any(entry[1].endswith(layer) for entry in storage.log)  # the blob came from the storage host
+        assert front.authorizations and storage.authorizations == []
+
+
+def test_manifest_faults_are_clear_errors_and_keep_nothing(toolbox, proxy, pushed_images):
+    from toolbox.errors import NotFound, UnsupportedImage
+
+    toolbox.trust(proxy)
+    image = pushed_images["busybox"]
+    oci = {"Content-Type": "application/vnd.oci.image.manifest.v1+json"}
+    proxy.add(r"/manifests/", "body", data=b"{" * (5 * 1024 * 1024), headers=oci)
+    with pytest.raises(RegistryError, match="over the .*-byte limit"):
+        toolbox.pull(proxied(proxy, image))
+    proxy.add(r"/manifests/", "body", data=b'{"schemaVersion": 2, "config": ', headers=oci)
+    with pytest.raises(UnsupportedImage, match="not valid JSON|JSON"):
+        toolbox.pull(proxied(proxy, image))
+    missing = "sha256:" + "ab" * 32
+    manifest = image.built.manifest_bytes.replace(image.built.config_digest.encode(), missing.encode())
+    proxy.add(r"/manifests/", "body", data=manifest, headers=oci)
+    with pytest.raises(NotFound, match="not found"):
+        toolbox.pull(proxied(proxy, image))
+    assert toolbox.leftovers() == [] and toolbox.store.records() == [] and toolbox.layer_dirs() == []
+
+
+@pytest.mark.parametrize("extra, requests_made", [(1000, [None]), (-1000, [None, "bytes={}-"])])
+def test_a_wrong_content_length_does_not_decide_what_a_blob_is(toolbox, proxy, pushed_images, extra, requests_made):
+    """The manifest's size and digest decide: a Content-Length too long is not waited for, one
+    too short makes a resumed download of the rest."""
+    toolbox.trust(proxy)
+    image = pushed_images["busybox"]
+    layer = image.built.layers[0]
+    proxy.add(rf"/blobs/{layer['digest']}", "wrong_length", extra=extra)
+    record = toolbox.pull(proxied(proxy, image))
+    assert str(record.digest) == image.manifest_digest
+    expected = [r.format(layer["size"] + extra) if r else r for r in requests_made]
+    assert [entry[2] for entry in proxy.log if layer["digest"] in entry[1]] == expected
+    assert toolbox.leftovers() == []

@@ -8,6 +8,9 @@ Each rule matches a request path (regex) and fires a limited number of times:
     redirect(query)         answer 307 to the same path with `query` appended, as a registry
                             redirects to a pre-signed storage URL (match the path with `$`, so
                             that the redirected request is forwarded)
+    redirect_to(location)   answer 307 to `location`, a URL on another host
+    body(code, data, headers)  answer `data` as the body, instead of forwarding
+    wrong_length(extra)     forward, but declare `extra` more bytes than the body has, then close
 Range requests are forwarded, so a client's resume reaches the registry. Every Authorization
 header the proxy receives is kept in `authorizations`.
 """
@@ -34,6 +37,9 @@ class Rule:
     after: int = 0
     seconds: float = 0.0
     query: str = ""
+    location: str = ""
+    data: bytes = b""
+    extra: int = 0
     fired: int = 0
 
     def matches(self, method, path):
@@ -41,7 +47,7 @@ class Rule:
 
 
 class FaultProxy:
-    def __init__(self, upstream_url):
+    def __init__(self, upstream_url, bind="127.0.0.1"):
         self.upstream = upstream_url.rstrip("/")
         self.rules = []
         self.log = []  # (method, path, range header, status or action)
@@ -63,8 +69,8 @@ class FaultProxy:
         class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
 
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        self._server = Server((bind, 0), Handler)
+        self.host = f"{bind}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def __enter__(self):
@@ -97,11 +103,19 @@ class FaultProxy:
         self.log.append((handler.command, handler.path, handler.headers.get("Range"), rule.action if rule else "forward"))
         if handler.headers.get("Authorization"):
             self.authorizations.append(handler.headers["Authorization"])
-        if rule is not None and rule.action == "redirect":
+        if rule is not None and rule.action in ("redirect", "redirect_to"):
             handler.send_response(307)
-            handler.send_header("Location", handler.path + rule.query)
+            handler.send_header("Location", rule.location if rule.action == "redirect_to" else handler.path + rule.query)
             handler.send_header("Content-Length", "0")
             handler.end_headers()
+            return
+        if rule is not None and rule.action == "body":
+            handler.send_response(rule.code or 200)
+            for key, value in rule.headers.items():
+                handler.send_header(key, value)
+            handler.send_header("Content-Length", str(len(rule.data)))
+            handler.end_headers()
+            handler.wfile.write(rule.data)
             return
         if rule is not None and rule.action == "status":
             body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"injected"}]}'
@@ -119,10 +133,16 @@ class FaultProxy:
         for key, value in upstream.headers.items():
             if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
                 handler.send_header(key, value)
-        handler.send_header("Content-Length", upstream.headers.get("Content-Length", str(len(body))) if handler.command == "HEAD" else str(len(body)))
+        declared = len(body) + (rule.extra if rule is not None and rule.action == "wrong_length" else 0)
+        handler.send_header("Content-Length", upstream.headers.get("Content-Length", str(len(body))) if handler.command == "HEAD" else str(declared))
         handler.end_headers()
         if rule is None:
             handler.wfile.write(body)
+        elif rule.action == "wrong_length":
+            handler.wfile.write(body)
+            handler.wfile.flush()
+            handler.close_connection = True
+            handler.connection.shutdown(2)
         elif rule.action == "cut_after":
             handler.wfile.write(body[: rule.after])
             handler.wfile.flush()
