@@ -4,10 +4,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["tests.support.fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests: a short run in the suite; bench/fuzz.py sets HYPOTHESIS_PROFILE=long.
+settings.register_profile("short", max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+settings.register_profile("long", max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "short"))
 
 
 class RecordingProgress:

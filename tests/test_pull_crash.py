@@ -1,7 +1,9 @@
 """Interrupting and racing pulls: nothing half-done is ever visible, and the next pull completes."""
 
 import json
+import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,3 +179,32 @@ def test_check_removes_damage_and_names_the_images_to_pull_again(toolbox, big_im
     again = json.loads(toolbox.cli("check", "--json").stdout)
     assert again["clean"] and again["layers_checked"] == len(built.diff_ids), again
     assert "The store is clean" in toolbox.cli("check").stdout
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is missing")
+def test_a_full_disk_is_a_clear_error_and_the_store_recovers(toolbox, big_image):
+    """The store on a 48 MiB tmpfs (mounted in a user namespace of the test's own), all but
+    3 MiB of it taken by a ballast file: the ~24 MB pull runs out of space, says so, leaves
+    nothing half-written, and succeeds once the ballast is deleted."""
+    server, reference, built = big_image
+    toolbox.trust(server)
+    cache = toolbox.layout.cache_dir
+    os.makedirs(cache, exist_ok=True)
+    toolbox_cmd = f"{sys.executable} -m toolbox"
+    script = (f"mount -t tmpfs -o size=48m toolbox-test-store {cache} || exit 99\n"
+              f"head -c 45m /dev/zero > {cache}/ballast\n"
+              f"{toolbox_cmd} pull --quiet {reference}; echo first=$?\n"
+              f"{toolbox_cmd} check --json > {cache}/../check.json; echo check=$?\n"
+              f"rm {cache}/ballast\n"
+              f"{toolbox_cmd} pull --quiet {reference}; echo second=$?\n"
+              f"{toolbox_cmd} check --json > {cache}/../check-after.json\n")
+    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=180)
+    if "first=" not in result.stdout:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
+    assert "first=125" in result.stdout and "second=0" in result.stdout, (result.stdout, result.stderr)
+    assert "no space left" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    first_check = json.loads(Path(cache, "..", "check.json").read_text())
+    assert first_check["clean"] and first_check["images_checked"] == 0, first_check  # nothing half-done was visible
+    after = json.loads(Path(cache, "..", "check-after.json").read_text())
+    assert after["clean"] and after["layers_checked"] == len(built.diff_ids), after

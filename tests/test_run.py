@@ -700,3 +700,33 @@ def test_subordinate_id_maps(tmp_path):
     assert id_map(0, 1001, 300000, 65536) == [(0, 1001, 1), (1, 300000, 65536)]
     assert id_map(1001, 1001, 300000, 65536) == [(1001, 1001, 1), (0, 300000, 1001), (1002, 301001, 64535)]
     assert id_map(70000, 1001, 300000, 65536) == [(70000, 1001, 1), (0, 300000, 65536)]
+
+
+@needs_userns
+def test_eight_pulls_and_eight_runs_of_one_image_at_once(toolbox, registry, tmp_path):
+    import hashlib
+    import random
+
+    from tests.support import images
+    from tests.support.push import push_raw
+    from toolbox.check import check_store
+
+    toolbox.trust(registry)
+    data = random.Random(8).randbytes(4 * 1024 * 1024)
+    layers = (images.busybox_layer(), images.Layer((images.directory("data"), images.file("data/x", data)),))
+    built = images.build_image(images.busybox_spec(layers=layers, labels={"org.example.scenario": f"race-{tmp_path.name}"}))
+    repository = f"race/{tmp_path.name.lower()}"
+    push_raw(registry, repository, "1", built)
+    reference = f"{registry.host}/{repository}:1"
+    command = [sys.executable, "-m", "toolbox"]
+    processes = [subprocess.Popen(command + ["pull", "--quiet", reference], env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(8)]
+    processes += [subprocess.Popen(command + ["run", reference, "sha256sum", "/data/x"], env=toolbox.env, cwd=toolbox.root,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in processes]
+    assert all(code == 0 for code, _out, _err in results), [err for code, _out, err in results if code]
+    digest = hashlib.sha256(data).hexdigest().encode()
+    assert all(out.startswith(digest) for _code, out, _err in results[8:])
+    report = check_store(toolbox.store)
+    assert report.clean and report.layers_checked == 2, report.to_json()
+    assert toolbox.leftovers() == []

@@ -292,6 +292,11 @@ def test_edit_pins_creates_and_edits_only_its_lines(tmp_path):
     assert path.read_text() == 'title = 1\n[other]\na = 1\n\n[tools]\njq = "1"\n'
     edit_pins(str(path), {}, remove=("jq",))
     assert path.read_text() == 'title = 1\n[other]\na = 1\n\n[tools]\n'
+    path.write_text('tools.jq = "1"  # a dotted key: not a line toolbox may rewrite\n')
+    with pytest.raises(ConfigError, match="cannot edit"):
+        edit_pins(str(path), {"node": "20"})
+    assert path.read_text() == 'tools.jq = "1"  # a dotted key: not a line toolbox may rewrite\n'
+    path.write_text('title = 1\n[other]\na = 1\n\n[tools]\n')
     with pytest.raises(ConfigError, match="unknown top-level key 'other'"):
         from toolbox.project import load_project
 

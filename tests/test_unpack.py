@@ -282,7 +282,8 @@ def test_symlink_loops_are_just_symlinks(sandbox):
     assert os.readlink(dest / "a") == "b" and os.readlink(dest / "b") == "a" and os.readlink(dest / "c") == "c"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60 if settings.default.max_examples < 1000 else 2000, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["file", "dir", "symlink", "hardlink"]),
                           st.lists(st.sampled_from(["a", "b", "..", ".", "", ".wh.a", ".wh..wh..opq", "/"]), min_size=1, max_size=4),
                           st.sampled_from(["a", "/", "../a", "b/a", "/etc/passwd", "."])), max_size=8))

@@ -100,22 +100,47 @@ def _key_of(line):
 
 def edit_pins(path, set_versions=None, remove=()):
     """Set `set_versions` ({tool: version}) and drop `remove` in the [tools] table of the file
-    at `path` (created when missing), changing only those lines. Written atomically."""
-    set_versions = dict(set_versions or {})
+    at `path` (created when missing), changing only those lines. Written atomically, and only
+    when the result reads back as exactly the intended change: pins written another way (dotted
+    `tools.jq = ...` keys, an inline table) are refused rather than guessed at."""
+    import tomllib
+
     try:
-        with open(path, encoding="utf-8") as file:
-            lines = file.read().splitlines(keepends=True)
+        with open(path, "rb") as file:
+            original = file.read()
     except FileNotFoundError:
-        lines = []
+        original = b""
+    text = original.decode("utf-8")
+    before = tomllib.loads(text)  # the caller loaded it: it parses
+    intended = dict(before)
+    intended["tools"] = {k: v for k, v in dict(before.get("tools", {}), **(set_versions or {})).items() if k not in remove}
+    if not intended["tools"] and "tools" not in before:
+        del intended["tools"]
+    edited = _edited_text(text, dict(set_versions or {}), remove)
+    try:
+        result = tomllib.loads(edited)
+    except tomllib.TOMLDecodeError:
+        result = None
+    if result != intended:
+        raise ConfigError(f"cannot edit {path}: its pins are not one `name = \"version\"` line each under a [tools] table",
+                          hint="edit the file by hand, or write the pins that way")
+    from .fsutil import atomic_write
+
+    mode = os.stat(path).st_mode & 0o777 if original else 0o644
+    atomic_write(path, edited.encode("utf-8"), mode)
+
+
+def _edited_text(text, set_versions, remove):
+    lines = text.splitlines(keepends=True)
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
     if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
+        lines[-1] += newline
     start, end = _tools_table(lines)
-    if start is None:
-        if set_versions:
-            if lines and lines[-1].strip():
-                lines.append("\n")
-            lines.append("[tools]\n")
-            start = end = len(lines)
+    if start is None and set_versions:
+        if lines and lines[-1].strip():
+            lines.append(newline)
+        lines.append("[tools]" + newline)
+        start = end = len(lines)
     last = _last_entry(lines, start, end) if start is not None else None
     kept = []
     for index, line in enumerate(lines):
@@ -123,18 +148,15 @@ def edit_pins(path, set_versions=None, remove=()):
         if key in remove:
             continue
         if key in set_versions:
-            comment = line[line.index("#"):].rstrip("\n") if "#" in line.split("=", 1)[1] else ""
-            line = f'{_toml_key(key)} = "{set_versions.pop(key)}"{"  " + comment if comment else ""}\n'
+            value_part = line.split("=", 1)[1]
+            comment = value_part[value_part.index("#"):].rstrip("\r\n") if "#" in value_part else ""
+            line = f'{_toml_key(key)} = "{set_versions.pop(key)}"{"  " + comment if comment else ""}{newline}'
         kept.append(line)
         if index == last and set_versions:
-            kept += [f'{_toml_key(name)} = "{version}"\n' for name, version in sorted(set_versions.items())]
+            kept += [f'{_toml_key(name)} = "{version}"{newline}' for name, version in sorted(set_versions.items())]
             set_versions = {}
-    if set_versions:  # an empty [tools] table at the end of the file
-        kept += [f'{_toml_key(name)} = "{version}"\n' for name, version in sorted(set_versions.items())]
-    from .fsutil import atomic_write
-
-    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-    atomic_write(path, "".join(kept).encode("utf-8"), mode)
+    kept += [f'{_toml_key(name)} = "{version}"{newline}' for name, version in sorted(set_versions.items())]
+    return "".join(kept)
 
 
 def _tools_table(lines):
