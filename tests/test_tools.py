@@ -281,9 +281,30 @@ def test_trust_is_asked_for_project_recipes_and_asked_again_after_an_edit(toolbo
     assert "not trusted" not in run(toolbox, "jq@2", cwd=tmp_path).stderr
 
 
+def test_global_pins_outside_a_project_and_the_config_file_stays_private(toolbox, upstream, tmp_path):
+    upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
+    os.unlink(toolbox.layout.config_file)  # as on a fresh machine: add --global creates it
+    added = cli(toolbox, "add", "--global", "jq@1.6", cwd=tmp_path)
+    assert added.returncode == 125 and "cannot reach ghcr.io" in added.stderr  # no mirror config yet: offline here
+    assert not os.path.exists(toolbox.layout.config_file)  # and the file it made is gone again
+    upstream = Upstream(toolbox, upstream.registry)  # config.toml written anew, then pinned globally
+    upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
+    os.chmod(toolbox.layout.config_file, 0o600)
+    assert cli(toolbox, "add", "--global", "jq@1.6", cwd=tmp_path).returncode == 0
+    assert os.stat(toolbox.layout.config_file).st_mode & 0o777 == 0o600  # an edit keeps the file's mode
+    listed = json.loads(cli(toolbox, "list", "--json", cwd=tmp_path).stdout)
+    assert [(r["tool"], r["version"], r["pinned_by"]) for r in listed] == [("jq", "1.6", toolbox.layout.config_file)]
+    assert os.path.exists(os.path.join(toolbox.layout.config_dir, "toolbox.lock"))
+    if userns_overlay_works():
+        assert run(toolbox, "jq", cwd=tmp_path).stdout == "jq-1.6 tool:\n"
+
+
 def test_edit_pins_creates_and_edits_only_its_lines(tmp_path):
     from toolbox.project import edit_pins
 
+    private = tmp_path / "config.toml"
+    edit_pins(str(private), {"jq": "1"}, new_file_mode=0o600)  # what `add --global` asks for config.toml
+    assert private.stat().st_mode & 0o777 == 0o600
     path = tmp_path / "toolbox.toml"
     edit_pins(str(path), {"jq": "1.7.1", "python3.11": "x"})
     assert path.read_text() == '[tools]\njq = "1.7.1"\n"python3.11" = "x"\n'

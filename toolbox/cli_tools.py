@@ -146,7 +146,8 @@ def _edit_and_lock(context, path, versions, removed):
             before = file.read()
     except FileNotFoundError:
         before = None
-    edit_pins(path, versions, removed)
+    # The user's config.toml is theirs alone (it may name credential helpers and CA files).
+    edit_pins(path, versions, removed, 0o600 if path == context.layout.config_file else 0o644)
     try:
         fresh = _context()  # the pins as edited
         try:

@@ -98,7 +98,7 @@ def _key_of(line):
     return (match.group(1) or match.group(2)) if match else None
 
 
-def edit_pins(path, set_versions=None, remove=()):
+def edit_pins(path, set_versions=None, remove=(), new_file_mode=0o644):
     """Set `set_versions` ({tool: version}) and drop `remove` in the [tools] table of the file
     at `path` (created when missing), changing only those lines. Written atomically, and only
     when the result reads back as exactly the intended change: pins written another way (dotted
@@ -126,7 +126,7 @@ def edit_pins(path, set_versions=None, remove=()):
                           hint="edit the file by hand, or write the pins that way")
     from .fsutil import atomic_write
 
-    mode = os.stat(path).st_mode & 0o777 if original else 0o644
+    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else new_file_mode
     atomic_write(path, edited.encode("utf-8"), mode)
 
 

@@ -167,6 +167,7 @@ class Layer:
     entries: tuple
     compression: str = "gzip"
     trailing: bytes = b""  # appended after the tar's end-of-archive blocks (hostile layers)
+    cut: int = 0  # bytes cut from the end of the compressed blob: a truncated stream (hostile layers)
 
 
 @functools.lru_cache(maxsize=None)
@@ -300,6 +301,7 @@ def build_image(spec):
         if key not in LAYER_MEDIA_TYPES:
             raise ValueError(f"no media type for a {layer.compression} layer in a Docker schema 2 image")
         tar, blob = _layer_bytes(layer)
+        blob = blob[:-layer.cut] if layer.cut else blob
         digest = sha256_digest(blob)
         blobs[digest] = blob
         diff_ids.append(sha256_digest(tar))

@@ -1,0 +1,108 @@
+"""Hostile layers served by the loopback registry, beyond the scenarios every test shares (see
+test_pull.py: `..`, a symlink to / written through, a hard link to a host file, 600 levels deep,
+data after the tar's end, absolute names, devices/FIFOs/setuid bits). Each is refused with a
+message naming the problem, or neutralised; a canary tree outside the store stays as it was, and
+`toolbox check` finds the store clean."""
+
+import os
+import re
+import uuid
+
+import pytest
+
+from tests.support import images
+from tests.support.images import Entry, Layer, directory, file, hardlink, symlink
+from tests.support.push import push_raw
+from toolbox.check import check_store
+from toolbox.unpack import merge_layers
+
+BOMB_LIMIT = 8 * 1024 * 1024
+
+
+def one_layer(*entries, **layer):
+    return (Layer(tuple(entries), **layer),)
+
+
+REFUSED = {
+    "whiteout naming ..": (one_layer(directory("a"), file("a/.wh..."), ), "whiteout"),
+    "whiteout of ../x": (one_layer(file("a/.wh.x"), Entry("../.wh.passwd")), "'..'"),
+    "hard link through ../": (one_layer(file("x", "x"), hardlink("y", "../x")), "'..'"),
+    "4 KiB name": (one_layer(file("n" * 4096, "long")), "long"),
+    "PAX path with ..": (one_layer(Entry("innocent", data=b"pwned\n", pax_headers={"path": "../../pwned"})), "'..'"),
+    "symlink loop then a file through it": (one_layer(symlink("a", "b"), symlink("b", "a"), file("a/pwned", "x")), "symlink"),
+    "truncated gzip stream": (one_layer(file("f", os.urandom(200_000)), cut=5000), "truncated|incomplete|ended|damaged|corrupt"),
+    "truncated zstd stream": (one_layer(file("f", os.urandom(200_000)), compression="zstd", cut=5000), "truncated|incomplete|ended|damaged|corrupt"),
+    "decompression bomb": (one_layer(file("zeros", bytes(4 * BOMB_LIMIT))), "limit"),
+    "a file as a parent": (one_layer(file("f", "f"), file("f/pwned", "x")), "not a directory|file"),
+}
+
+NEUTRALISED = {
+    # name: (layers, {path in the merged image: expected content, or None for absent})
+    "absolute whiteout stays inside": ((Layer((file("etc/passwd", "image\n"),)), Layer((Entry("/etc/.wh.passwd"),))), {"etc/passwd": None}),
+    "file, then directory, then file again": (
+        (Layer((file("x", "1\n"),)), Layer((directory("x"), file("x/inner", "2\n"))), Layer((file("x", "3\n"),))), {"x": b"3\n"}),
+    "duplicate members: the last wins": ((Layer((file("d", "first\n"), file("d", "second\n"))),), {"d": b"second\n"}),
+    "symlink to /etc in one layer, a file below it in the next": (
+        (Layer((symlink("etc", "/etc"),)), Layer((directory("etc"), file("etc/inside", "x\n")))), {"etc/inside": b"x\n"}),
+    "setuid root file": ((Layer((file("su", "#!/bin/sh\n", 0o4755, uid=0),)),), {"su": b"#!/bin/sh\n"}),
+    "non-UTF-8 name": ((Layer((Entry("raw", raw_name=b"\xff\xfe.bin", data=b"bytes\n"),)),), {os.fsdecode(b"\xff\xfe.bin"): b"bytes\n"}),
+}
+
+
+@pytest.fixture
+def canary(tmp_path):
+    tree = tmp_path / "canary"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "passwd").write_text("host\n")
+    return tree
+
+
+def publish(registry, layers, name):
+    built = images.build_image(images.ImageSpec(layers=layers, cmd=("/bin/true",), labels={"org.example.scenario": name}))
+    repository = f"hostile-more/{uuid.uuid4().hex[:12]}"
+    push_raw(registry, repository, "1", built)
+    return f"{registry.host}/{repository}:1", built
+
+
+def assert_untouched(toolbox, canary):
+    assert sorted(os.listdir(canary)) == ["etc"] and (canary / "etc" / "passwd").read_text() == "host\n"
+    for _root, dirs, files in os.walk(canary.parent):
+        assert "pwned" not in dirs + files
+    report = check_store(toolbox.store)
+    assert report.clean, report.to_json()
+    assert toolbox.leftovers() == []
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_refused(toolbox, registry, canary, name):
+    layers, words = REFUSED[name]
+    toolbox.trust(registry)
+    toolbox.env["TOOLBOX_MAX_LAYER_BYTES"] = str(BOMB_LIMIT)
+    reference, _built = publish(registry, layers, name)
+    result = toolbox.cli("pull", reference)
+    assert result.returncode == 125 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(words, result.stderr, re.IGNORECASE), result.stderr
+    assert toolbox.store.records() == [] and toolbox.layer_dirs() == []
+    assert_untouched(toolbox, canary)
+
+
+@pytest.mark.parametrize("name", sorted(NEUTRALISED))
+def test_neutralised(toolbox, registry, canary, tmp_path, name):
+    layers, expected = NEUTRALISED[name]
+    toolbox.trust(registry)
+    reference, built = publish(registry, layers, name)
+    result = toolbox.cli("pull", reference)
+    assert result.returncode == 0, result.stderr
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    from toolbox.digest import Digest
+
+    merge_layers([toolbox.layout.layer_tree(Digest.parse(d)) for d in built.diff_ids], str(merged))
+    for path, content in expected.items():
+        target = merged / path
+        if content is None:
+            assert not os.path.lexists(target), path
+        else:
+            assert not target.is_symlink() and target.read_bytes() == content, path
+            assert target.stat().st_mode & 0o6000 == 0  # no setuid or setgid bit survives
+    assert_untouched(toolbox, canary)
