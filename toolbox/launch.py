@@ -381,7 +381,7 @@ def make_spec(layout, plan, options, container=None):
         workdir = options.workdir or plan["working_dir"] or "/"
     binds += volume_binds(layout, options.volumes, host_cwd)
     binds += recipe_binds(options.tool_mounts, user.home)
-    if options.mount_args:
+    if options.mount_args and any("/" in arg for arg in options.command):  # argpaths looks at no other
         from .argpaths import argument_binds
 
         visible = [inside for _, inside, _ in binds] + list(options.tmpfs)

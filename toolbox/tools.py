@@ -184,9 +184,12 @@ def resolve_tag(client, ref):
 def run_settings(text, frozen=False, cwd=None):
     """For the launch path: what `toolbox run TEXT` runs, as plain values (ToolRun.run_settings),
     also written as a tool plan (toolplan.py) so the next run reads it without this module."""
+    import gc
+
     from . import toolplan
     from .services import load_services
 
+    gc.enable()  # a shim turns it off for the launch path; resolving and pulling make cycles
     cwd = cwd or os.getcwd()
     services = load_services()
     pins_file = toolplan.pins_file(services.layout, cwd)
