@@ -150,3 +150,13 @@ def test_shim_commands_and_add_installs_shims_once_in_use(projects):
     words = subprocess.run(["toolbox"], env=dict(projects.toolbox.env, _TOOLBOX_COMPLETE="complete_bash", COMP_WORDS="toolbox sh",
                                                   COMP_CWORD="1"), capture_output=True, text=True, timeout=60)
     assert {"shim", "shell-init"} <= set(words.stdout.split()), words
+
+
+def test_inside_a_toolbox_container_the_hosts_shims_are_not_there(projects, toolbox, pushed_images):  # registry trusted by projects
+    """Nested use: the image's PATH is the image's, so a shimmed name inside a container is the
+    image's program or the shell's plain "not found" (127), never a half-working shim."""
+    busybox = pushed_images["busybox"].reference
+    toolbox.pull(busybox)
+    inside = subprocess.run([sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c", "jq x"],
+                            env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
+    assert inside.returncode == 127 and b"jq: not found" in inside.stderr, inside
