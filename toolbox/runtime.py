@@ -126,12 +126,18 @@ def write_id_maps(inner_uid, outer_uid, inner_gid, outer_gid):
     """Map one id inside to our own outside: files the tool creates are ours outside, whoever
     it is inside. setgroups must be denied before an unprivileged process may write gid_map
     (user_namespaces(7))."""
-    with open("/proc/self/setgroups", "w") as file:
-        file.write("deny")
-    with open("/proc/self/uid_map", "w") as file:
-        file.write(f"{inner_uid} {outer_uid} 1")
-    with open("/proc/self/gid_map", "w") as file:
-        file.write(f"{inner_gid} {outer_gid} 1")
+    _write_file("/proc/self/setgroups", b"deny", 0)
+    _write_file("/proc/self/uid_map", f"{inner_uid} {outer_uid} 1".encode(), 0)
+    _write_file("/proc/self/gid_map", f"{inner_gid} {outer_gid} 1".encode(), 0)
+
+
+def _write_file(path, data, flags=os.O_CREAT | os.O_TRUNC):
+    """One write(2), without Python's buffered text layer (the launch path counts its 0.1 ms)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def bring_up_loopback():
@@ -238,21 +244,25 @@ def add_user(root, spec):
             line = "\n" + line
         if root.writable:
             os.makedirs(etc, exist_ok=True)
-            with open(path, "a") as file:
-                file.write(line)
+            _write_file(path, line.encode("utf-8", "surrogateescape"), os.O_CREAT | os.O_APPEND)
         else:
             copy = os.path.join(os.path.dirname(root.path), name)
-            with open(copy, "w") as file:
-                file.write(content + line)
+            _write_file(copy, (content + line).encode("utf-8", "surrogateescape"))
             sc.mount(copy, _mountpoint(root.path, f"etc/{name}", directory=False), None, sc.MS_BIND)
 
 
 def _read_or_empty(path):
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as file:
-            return file.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return ""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
 
 
 def _has_id(content, id_):
