@@ -157,3 +157,16 @@ def test_records_survive_garbage(store):
         f.write("{")
     assert store.records() == []
     json.dumps([r.to_json() for r in store.records()])
+
+
+def test_prune_sweeps_what_a_killed_toolbox_rm_left(toolbox):
+    from toolbox.images import prune
+
+    containers = os.path.join(toolbox.layout.data_dir, "containers")
+    dead = os.path.join(containers, ".removing-old-999999999", "upper", "deep")
+    live = os.path.join(containers, f".removing-busy-{os.getpid()}", "upper")
+    os.makedirs(dead)
+    os.makedirs(live)
+    os.chmod(os.path.dirname(dead), 0o500)  # as overlayfs leaves some: remove_tree copes
+    prune(toolbox.store)
+    assert sorted(os.listdir(containers)) == [f".removing-busy-{os.getpid()}"]  # its remover still runs

@@ -158,6 +158,23 @@ def remove(layout, name):
     fsutil.remove_tree(doomed)
 
 
+def sweep_removals(layout):
+    """Remove what a `toolbox rm` killed half-way left (.removing-NAME-PID whose PID is gone).
+    Called by the store's garbage collection; returns how many."""
+    from . import fsutil
+
+    try:
+        entries = os.listdir(layout.containers_dir)
+    except FileNotFoundError:
+        return 0
+    swept = 0
+    for entry in entries:
+        if entry.startswith(".removing-") and not fsutil.process_is_alive(entry.rpartition("-")[2]):
+            fsutil.remove_tree(os.path.join(layout.containers_dir, entry))
+            swept += 1
+    return swept
+
+
 def used_layers(layout):
     """Layer tree paths (relative to the layers directory) that containers stand on, for the
     store's garbage collection."""

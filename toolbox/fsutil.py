@@ -231,5 +231,19 @@ def _open_to_read(parent_fd, name):
         return None  # gone, or not ours to read: not counted, as du(1) would say
 
 
+def process_is_alive(pid_text):
+    """Whether the process a PID in a file name names still runs (a reused PID counts as
+    alive: the leftover waits for a later sweep, which is the safe side)."""
+    if not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def is_disk_full(err):
     return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -334,7 +334,9 @@ class Store:
                 self._remove_layer(diff_id)
                 layers_removed += 1
         freed += self._remove_stale_flat_trees()
-        temp_removed = self.clean_abandoned()
+        from . import containers
+
+        temp_removed = self.clean_abandoned() + containers.sweep_removals(self.layout)
         return GcReport(blobs_removed, layers_removed, temp_removed, freed)
 
     def _remove_stale_flat_trees(self):
@@ -387,16 +389,7 @@ def _digests_below(root):
 
 def _maker_is_alive(staging_name):
     """Staging directories end in .tmp-PID (rootfs.flattened_tree)."""
-    pid = staging_name.rpartition(".tmp-")[2]
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return fsutil.process_is_alive(staging_name.rpartition(".tmp-")[2])
 
 
 def _size_of(path):
