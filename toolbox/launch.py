@@ -153,26 +153,6 @@ def _container_path(path, option):
     return path
 
 
-def volume_binds(layout, specs, cwd):
-    """-v values as (host path, container path, read only). Docker's reading: a source that
-    looks like a path is a host path; a bare name is a named volume, created on first use."""
-    binds = []
-    for spec in specs:
-        parts = spec.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-            raise UsageError(f"-v {spec!r}: expected SRC:DEST or SRC:DEST:ro")
-        source, inside = parts[0], _container_path(parts[1], "-v")
-        read_only = len(parts) == 3 and parts[2] == "ro"
-        if source.startswith(("/", "./", "../", "~")) or source in (".", ".."):
-            host = os.path.abspath(os.path.join(cwd, os.path.expanduser(source)))
-            if not os.path.exists(host):
-                raise ToolboxError(f"-v {spec}: {host} does not exist", hint="create it first; toolbox does not create host paths")
-        else:
-            host = named_volume(layout, source)
-        binds.append((host, inside, read_only))
-    return binds
-
-
 def recipe_binds(mounts, home_inside):
     """A recipe's mounts: `~` is the user's home outside and the tool's home inside; a source
     that does not exist (no ~/.aws yet) is skipped."""
@@ -216,14 +196,6 @@ def is_tool(text):
     return "/" not in text and ":" not in text
 
 
-def named_volume(layout, name):
-    from .containers import check_name  # the same rule for both kinds of name
-
-    path = layout.volume_data(check_name(name, "volume"))
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 def load_plan(layout, options):
     """The image's run plan: read from the cache, or made by the cold tier when missing or stale,
     or when --pull or --platform ask for more than the cache can say."""
@@ -264,7 +236,12 @@ def environment(plan, options, user):
             env[name] = os.environ[name]
     env["HOME"] = user.home
     env["USER"] = user.name
-    for item in [entry for path in options.env_files for entry in _env_file_entries(path)] + options.env:
+    from_files = []
+    if options.env_files:
+        from .runoptions import env_file_entries
+
+        from_files = [entry for path in options.env_files for entry in env_file_entries(path)]
+    for item in from_files + options.env:
         key, has_value, value = item.partition("=")
         if not key or "\0" in item:
             raise UsageError(f"invalid environment entry {item!r}: expected KEY or KEY=VALUE")
@@ -273,17 +250,6 @@ def environment(plan, options, user):
         elif key in os.environ:
             env[key] = os.environ[key]
     return env
-
-
-def _env_file_entries(path):
-    """docker's --env-file format: KEY=VALUE or KEY per line, taken literally (no quotes, no
-    expansion); blank lines and lines starting with # are skipped."""
-    try:
-        with open(os.path.expanduser(path), encoding="utf-8", errors="surrogateescape") as file:
-            lines = file.read().splitlines()
-    except OSError as err:
-        raise ToolboxError(f"--env-file {path}: {err.strerror}") from None
-    return [line.lstrip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 class User:
@@ -299,64 +265,19 @@ class User:
         self.home = home
 
 
-def user_inside(requested, image_lookup):
-    """--user: absent means the user's own ids and name; `root` or 0 a fake root; UID[:GID];
-    or NAME[:GROUP] looked up in the image's /etc/passwd and /etc/group."""
-    own_name = _user_name()
-    if requested is None:
-        return User(os.getuid(), os.getgid(), own_name, f"/home/{own_name}")
-    who, _, group = requested.partition(":")
-    entry = image_lookup("passwd", who) if who else None
-    if who.isdigit():
-        uid = int(who)
-    elif entry is not None:
-        uid = int(entry[2])
-    else:
-        raise ToolboxError(f"--user {requested}: the image has no user named {who!r}", hint="use a numeric UID[:GID]")
-    if group.isdigit():
-        gid = int(group)
-    elif group:
-        group_entry = image_lookup("group", group)
-        if group_entry is None:
-            raise ToolboxError(f"--user {requested}: the image has no group named {group!r}", hint="use a numeric UID:GID")
-        gid = int(group_entry[2])
-    else:
-        gid = int(entry[3]) if entry is not None else uid
-    if uid >= 2**32 - 1 or gid >= 2**32 - 1:
-        raise UsageError(f"--user {requested}: ids must be below 4294967295")
-    name = entry[0] if entry is not None else ("root" if uid == 0 else own_name)
-    home = entry[5] if entry is not None and entry[5].startswith("/") else ("/root" if uid == 0 else f"/home/{name}")
-    return User(uid, gid, name, home)
+def own_user():
+    """Who runs inside without --user: you, by your own ids and name."""
+    name = user_name()
+    return User(os.getuid(), os.getgid(), name, f"/home/{name}")
 
 
-def image_lookup_in(layers_dir, layers):
-    """A lookup of NAME or ID in the image's /etc/passwd or /etc/group, read from the topmost
-    layer tree that has the file: the ids must be known before the id maps are written, so
-    before anything is mounted."""
+def _runoptions():
+    from . import runoptions  # only for the options that need it
 
-    def lookup(database, key):
-        for layer in layers:
-            try:
-                with open(os.path.join(layers_dir, layer, "etc", database), encoding="utf-8", errors="replace") as file:
-                    lines = file.read().splitlines()
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError:
-                return None  # a whiteout (a 0/0 device) or unreadable: deleted in this layer
-            minimum_fields = 7 if database == "passwd" else 3
-            for line in lines:
-                fields = line.split(":")
-                if len(fields) >= minimum_fields and key in (fields[0], fields[2]) and fields[2].isdigit():
-                    if database == "passwd" and not fields[3].isdigit():
-                        continue
-                    return fields
-            return None
-        return None
-
-    return lookup
+    return runoptions
 
 
-def _user_name():
+def user_name():
     name = os.environ.get("USER") or os.environ.get("LOGNAME")
     if name and ":" not in name and "\n" not in name:
         return name
@@ -369,8 +290,11 @@ def _user_name():
 
 
 def make_spec(layout, plan, options, container=None):
-    layers = container_layers(layout, container) if container else plan["layers"]
-    user = user_inside(options.user, image_lookup_in(layout.layers_dir, layers))
+    layers = _runoptions().container_layers(layout, container) if container else plan["layers"]
+    if options.user is None:
+        user = own_user()
+    else:
+        user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir, layers))
     binds = []
     host_cwd = os.getcwd()
     cwd_mounted = options.mount_cwd and host_cwd != "/"
@@ -379,7 +303,8 @@ def make_spec(layout, plan, options, container=None):
         workdir = options.workdir or host_cwd
     else:
         workdir = options.workdir or plan["working_dir"] or "/"
-    binds += volume_binds(layout, options.volumes, host_cwd)
+    if options.volumes:
+        binds += _runoptions().volume_binds(layout, options.volumes, host_cwd)
     binds += recipe_binds(options.tool_mounts, user.home)
     if options.mount_args and any("/" in arg for arg in options.command):  # argpaths looks at no other
         from .argpaths import argument_binds
@@ -407,19 +332,8 @@ def make_spec(layout, plan, options, container=None):
         work=container.work if container else None,
         rootfs=rootfs_modes(),
         flat_root=layout.flat_dir,
-        subid_maps=subid_maps(options, user),
+        subid_maps=_runoptions().subid_maps(options, user) if options.subids else None,
     )
-
-
-def subid_maps(options, user):
-    if not options.subids:
-        return None
-    if options.name:
-        # Files owned by subordinate ids in a kept layer could not be removed by `toolbox rm`.
-        raise UsageError("--subids cannot be combined with --name yet")
-    from .subids import plan_maps
-
-    return plan_maps(_user_name(), user.uid, user.gid)
 
 
 def rootfs_modes():
@@ -429,26 +343,6 @@ def rootfs_modes():
         return parse_modes(os.environ.get("TOOLBOX_ROOTFS"))
     except ValueError as err:
         raise ToolboxError(f"TOOLBOX_ROOTFS: {err}") from None
-
-
-def container_layers(layout, container):
-    from .containers import layers_of
-
-    layers = layers_of(container.record)
-    if not all(os.path.isdir(os.path.join(layout.layers_dir, layer)) for layer in layers):
-        raise ToolboxError(
-            f"the layers container {container.name!r} was made on are no longer stored",
-            hint=f"remove it and start afresh: toolbox rm {container.name}",
-        )
-    return layers
-
-
-def claim_container(layout, options, plan):
-    if options.name is None:
-        return None
-    from .containers import claim
-
-    return claim(layout, options.name, options.image, plan)
 
 
 def _report_modules():
@@ -465,18 +359,6 @@ def _fail(message, hint=None, code=EXIT_TOOLBOX_FAILED):
     return code
 
 
-def apply_limits(requested):
-    if not requested:
-        return
-    from . import cgroups  # only when limits are asked for
-
-    parse = {"memory": cgroups.parse_memory, "cpus": cgroups.parse_cpus, "pids": cgroups.parse_pids}
-    try:
-        cgroups.enter_limited_cgroup({key: parse[key](value) for key, value in requested.items()})
-    except cgroups.LimitError as err:
-        raise ToolboxError(str(err), hint=err.hint) from None
-
-
 def main(argv, layout=None, settings=None):
     """`settings`: a tool's, already looked up (shims)."""
     try:
@@ -485,9 +367,17 @@ def main(argv, layout=None, settings=None):
         if settings is not None or is_tool(options.image):
             apply_tool(options, settings or tool_settings(layout, options.image, options.frozen))
         plan = load_plan(layout, options)
-        spec = make_spec(layout, plan, options, claim_container(layout, options, plan))
+        container = None
+        if options.name is not None:
+            from .runoptions import claim_container
+
+            container = claim_container(layout, options, plan)
+        spec = make_spec(layout, plan, options, container)
         claim_layers(layout, spec.layers)  # held by the tool until it exits
-        apply_limits(options.limits)
+        if options.limits:
+            from .runoptions import apply_limits
+
+            apply_limits(options.limits)
         _report_modules()
         exec_container(spec)
     except UsageError as err:

@@ -165,14 +165,20 @@ def mount_system(root):
         pass  # locked flags on the host's /sys: it stays as the host has it
     dev = _mountpoint(root, "dev", directory=True)
     sc.mount("toolbox-dev", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755")
+    # Our own empty tmpfs from here: no image symlink to resolve, so mount points are made directly.
     for name in DEVICE_NODES:
-        if os.path.exists(f"/dev/{name}"):
-            target = _mountpoint(root, f"dev/{name}", directory=False)
+        target = os.path.join(dev, name)
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
             sc.mount(f"/dev/{name}", target, None, sc.MS_BIND)
+        except FileNotFoundError:
+            os.unlink(target)  # the host has no such device
     if os.path.isdir("/dev/pts"):
-        sc.mount("/dev/pts", _mountpoint(root, "dev/pts", directory=True), None, sc.MS_BIND | sc.MS_REC)
+        os.mkdir(os.path.join(dev, "pts"))
+        sc.mount("/dev/pts", os.path.join(dev, "pts"), None, sc.MS_BIND | sc.MS_REC)
         os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
-    sc.mount("toolbox-shm", _mountpoint(root, "dev/shm", directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+    os.mkdir(os.path.join(dev, "shm"))
+    sc.mount("toolbox-shm", os.path.join(dev, "shm"), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, os.path.join(dev, name))
     for name in ("resolv.conf", "hosts"):
