@@ -132,6 +132,12 @@ def test_a_wrong_content_length_does_not_decide_what_a_blob_is(toolbox, proxy, p
     proxy.add(rf"/blobs/{layer['digest']}", "wrong_length", extra=extra)
     record = toolbox.pull(proxied(proxy, image))
     assert str(record.digest) == image.manifest_digest
-    expected = [r.format(layer["size"] + extra) if r else r for r in requests_made]
-    assert [entry[2] for entry in proxy.log if layer["digest"] in entry[1]] == expected
+    made = [entry[2] for entry in proxy.log if layer["digest"] in entry[1]]
+    if len(requests_made) == 1:
+        assert made == requests_made
+    else:
+        # The resume may be tried twice: the proxy's surplus bytes can poison a kept-alive
+        # connection, and the client retries on a fresh one. Always from the same offset.
+        resume = requests_made[1].format(layer["size"] + extra)
+        assert made[0] is None and len(made) >= 2 and set(made[1:]) == {resume}, made
     assert toolbox.leftovers() == []

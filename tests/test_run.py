@@ -582,11 +582,20 @@ def _fuse_servers(toolbox):
     return found
 
 
-def _wait_until_gone(toolbox, seconds=5):
+def _wait_until_gone(toolbox, seconds=15):
+    """The fuse-overlayfs servers still there after `seconds`, each with its state and parent
+    (for the failure message), or []."""
     deadline = time.monotonic() + seconds
     while _fuse_servers(toolbox) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return _fuse_servers(toolbox)
+    left = []
+    for pid in _fuse_servers(toolbox):
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                left.append((pid, [line.strip() for line in status if line.startswith(("State:", "PPid:", "SigCgt:", "SigBlk:"))]))
+        except OSError:
+            continue
+    return left
 
 
 @needs_userns
