@@ -108,7 +108,7 @@ class Context:
                 raise refusal(self.pins, untrusted, self.catalog)
 
     def check_pins(self):
-        """Every pin names a recipe (an alias with a version reads as that version)."""
+        """Every pin names a recipe; an alias (python3.11) is refused, naming the recipe to pin."""
         for tool in sorted(self.pins.versions):
             if tool not in self.catalog.recipes:
                 self.catalog.find(tool)  # UnknownTool with suggestions
