@@ -394,6 +394,15 @@ def test_which_argument_paths_are_mounted(tmp_path):
     assert mounted(str(tmp_path / "d" / "f"), visible=[str(tmp_path)]) == []
     assert mounted(str(tmp_path / "d"), str(tmp_path / "d" / "f")) == [str(tmp_path / "d")]  # no nested mounts
     assert mounted("/var/tmp/x-missing-dir/y") == []
+    # Symlinks count by where they lead: a link to /, to the home directory or into /etc (say,
+    # planted in a shared /tmp) never gets what it points at mounted.
+    (tmp_path / "d" / "to-root").symlink_to("/")
+    (tmp_path / "d" / "to-home").symlink_to(home)
+    (tmp_path / "d" / "to-etc").symlink_to("/etc")
+    for link in ("to-root", "to-home", "to-etc"):
+        assert mounted(str(tmp_path / "d" / link / "x"), str(tmp_path / "d" / link)) == [], link
+    (tmp_path / "d" / "to-d").symlink_to(tmp_path / "d")
+    assert mounted(str(tmp_path / "d" / "to-d" / "f")) == [str(tmp_path / "d" / "to-d")]  # an ordinary one still works
 
 
 @needs_userns

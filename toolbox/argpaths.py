@@ -17,6 +17,8 @@ The rules, chosen to be predictable and to expose no more than the arguments nam
   mounted alone rather than exposing its siblings; a missing file there is not mounted.
 - Nothing already visible (under the current directory or a -v mount) is mounted twice, and a
   directory below another one mounted is dropped.
+- Symlinks are judged by where they lead too (a bind mount follows them): a link to /, to the
+  home directory or into a system area is not mounted, wherever it sits.
 
 Standard library only: this runs on the launch path.
 """
@@ -42,8 +44,11 @@ def argument_binds(args, cwd, home, visible, relative_ok=True):
                 continue
             path = os.path.join(cwd, path)
         target = _mount_target(os.path.normpath(path), home)
-        if target is not None and not _is_below_any(target, visible) and target not in chosen:
-            chosen.append(target)
+        if target is None or _is_below_any(target, visible) or target in chosen:
+            continue
+        if _mount_target(os.path.realpath(target), os.path.realpath(home) if home else home) is None:
+            continue  # a symlink to what is never mounted: /, home or above, a system area
+        chosen.append(target)
     # Longest last: a directory mounted after one below it would hide that mount.
     kept = [t for t in chosen if not _is_below_any(t, [o for o in chosen if o != t])]
     return [(target, target, False) for target in sorted(kept)]
