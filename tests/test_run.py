@@ -380,7 +380,10 @@ def test_which_argument_paths_are_mounted(tmp_path):
     (tmp_path / "d" / "f").write_text("x")
 
     def mounted(*args, visible=(), relative_ok=True):
-        return [host for host, inside, read_only in argument_binds(list(args), str(home / "proj"), str(home), list(visible), relative_ok)]
+        binds = argument_binds(list(args), str(home / "proj"), str(home), list(visible), relative_ok)
+        for host, _inside, _read_only, identity in binds:  # the object judged, by device and inode
+            assert identity == (os.stat(host).st_dev, os.stat(host).st_ino)
+        return [inside for _host, inside, _read_only, _identity in binds]
 
     assert mounted("/", "/etc/passwd", "/usr/share/x", "/proc/self") == []  # the image's own areas
     assert mounted(str(home), str(tmp_path)) == []  # the home directory or above it
@@ -403,6 +406,14 @@ def test_which_argument_paths_are_mounted(tmp_path):
         assert mounted(str(tmp_path / "d" / link / "x"), str(tmp_path / "d" / link)) == [], link
     (tmp_path / "d" / "to-d").symlink_to(tmp_path / "d")
     assert mounted(str(tmp_path / "d" / "to-d" / "f")) == [str(tmp_path / "d" / "to-d")]  # an ordinary one still works
+    # What the runtime mounts must still be the object judged: a link swapped in meanwhile is refused.
+    from toolbox.runtime import bind
+
+    (_host, _inside, _ro, identity), = argument_binds([str(tmp_path / "d" / "to-d" / "f")], str(home / "proj"), str(home), [])
+    (tmp_path / "d" / "to-d").unlink()
+    (tmp_path / "d" / "to-d").symlink_to(home)
+    with pytest.raises(OSError, match="changed since it was checked"):
+        bind(str(tmp_path / "root"), str(tmp_path / "d" / "to-d"), str(tmp_path / "d" / "to-d"), False, identity)
 
 
 @needs_userns

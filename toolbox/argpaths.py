@@ -18,7 +18,9 @@ The rules, chosen to be predictable and to expose no more than the arguments nam
 - Nothing already visible (under the current directory or a -v mount) is mounted twice, and a
   directory below another one mounted is dropped.
 - Symlinks are judged by where they lead too (a bind mount follows them): a link to /, to the
-  home directory or into a system area is not mounted, wherever it sits.
+  home directory or into a system area is not mounted, wherever it sits. The object judged is
+  the object mounted (checked by device and inode when the mount is made), so a link swapped in
+  afterwards changes nothing.
 
 Standard library only: this runs on the launch path.
 """
@@ -46,12 +48,33 @@ def argument_binds(args, cwd, home, visible, relative_ok=True):
         target = _mount_target(os.path.normpath(path), home)
         if target is None or _is_below_any(target, visible) or target in chosen:
             continue
-        if _mount_target(os.path.realpath(target), os.path.realpath(home) if home else home) is None:
-            continue  # a symlink to what is never mounted: /, home or above, a system area
         chosen.append(target)
     # Longest last: a directory mounted after one below it would hide that mount.
     kept = [t for t in chosen if not _is_below_any(t, [o for o in chosen if o != t])]
-    return [(target, target, False) for target in sorted(kept)]
+    binds = []
+    for target in sorted(kept):
+        identity = _judge(target, os.path.realpath(home) if home else home)
+        if identity is not None:
+            binds.append((target, target, False, identity))
+    return binds
+
+
+def _judge(target, real_home):
+    """What `target` really is, opened once (O_PATH, following symlinks): its (device, inode)
+    when it may be mounted, None when it leads to /, the home directory or above, or a system
+    area. The runtime mounts only an object with that identity, so a symlink swapped in
+    between (in a shared /tmp, say) cannot redirect the mount."""
+    try:
+        fd = os.open(target, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if _mount_target(os.readlink(f"/proc/self/fd/{fd}"), real_home) is None:
+            return None
+        st = os.fstat(fd)
+        return (st.st_dev, st.st_ino)
+    finally:
+        os.close(fd)
 
 
 def _candidate(arg):

@@ -13,6 +13,7 @@ It knows nothing of images or recipes: it receives a RunSpec. Every failure name
 the path (RuntimeStepError); the caller turns it into exit status 125.
 """
 
+import errno
 import os
 
 from . import rootfs
@@ -101,8 +102,8 @@ def exec_container(spec):
         _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root, _mountpoint, spec.home)
     _step("mount /proc, /sys and /dev", mount_system, root.path)
     _step("add the user to /etc/passwd", add_user, root, spec)
-    for host, inside, read_only in spec.binds:
-        _step(f"bind {host} to {inside}", bind, root.path, host, inside, read_only)
+    for host, inside, read_only, *identity in spec.binds:
+        _step(f"bind {host} to {inside}", bind, root.path, host, inside, read_only, *identity)
     for inside in spec.tmpfs:
         _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", _mountpoint(root.path, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
     _step(f"create the working directory {spec.cwd}", make_working_directory, root, spec.cwd)
@@ -279,11 +280,25 @@ def _has_id(content, id_):
     return False
 
 
-def bind(root, host, inside, read_only):
-    target = _mountpoint(root, inside.lstrip("/"), directory=os.path.isdir(host))
-    sc.mount(host, target, None, sc.MS_BIND | sc.MS_REC)
-    if read_only:
-        sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+def bind(root, host, inside, read_only, identity=None):
+    """Bind `host` at `inside`. With `identity` (device, inode), only that very object: the
+    host path is opened here and mounted through the fd, and refused if it is another by now."""
+    fd = None
+    if identity is not None:
+        fd = os.open(host, os.O_PATH | os.O_CLOEXEC)
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != tuple(identity):
+            os.close(fd)
+            raise OSError(errno.EPERM, f"{host} changed since it was checked (a symlink swapped?)")
+        host = f"/proc/self/fd/{fd}"
+    try:
+        target = _mountpoint(root, inside.lstrip("/"), directory=os.path.isdir(host))
+        sc.mount(host, target, None, sc.MS_BIND | sc.MS_REC)
+        if read_only:
+            sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def make_working_directory(root, cwd):
