@@ -230,6 +230,22 @@ def test_sibling_projects_run_their_own_pinned_versions(toolbox, upstream, tmp_p
 
 
 @needs_userns
+def test_a_pin_that_does_not_resolve_stops_only_its_own_tool(toolbox, upstream, tmp_path):
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
+    (tmp_path / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\nnode = "99"\n')
+    assert run(toolbox, "jq", cwd=tmp_path).stdout == "jq-1.7.1 tool:\n"
+    import tomllib
+
+    assert set(tomllib.loads((tmp_path / "toolbox.lock").read_text())["tools"]) == {"jq"}
+    assert run(toolbox, "jq", cwd=tmp_path, env={"CI": "true"}).returncode == 0  # jq's entry matches: nothing to resolve
+    node = run(toolbox, "node", cwd=tmp_path)
+    assert node.returncode == 125 and "node 99" in node.stderr
+    assert cli(toolbox, "lock", cwd=tmp_path).returncode == 125  # `toolbox lock` wants every pin
+    frozen = cli(toolbox, "lock", "--frozen", cwd=tmp_path)
+    assert frozen.returncode == 125 and "node is pinned but not locked" in frozen.stderr
+
+
+@needs_userns
 def test_a_locked_run_stays_on_its_digest_when_the_tag_moves(toolbox, upstream, tmp_path):
     upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("first"))
     (tmp_path / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')

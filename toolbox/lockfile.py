@@ -125,17 +125,16 @@ def write_lock(path, entries):
 
 
 def disagreements(pins, catalog, entries):
-    """Why the lock does not match the pins: a list of short reasons (empty when it does)."""
+    """Where the lock does not match the pins: (tool, reason) pairs, empty when it does."""
     reasons = []
     for tool, version in sorted(pins.versions.items()):
         entry = entries.get(tool)
-        if entry is None:
-            reasons.append(f"{tool} is pinned but not locked")
-            continue
         recipe = catalog.recipes.get(tool)
-        if recipe is None:
-            reasons.append(f"{tool}: no recipe")
+        if entry is None:
+            reasons.append((tool, f"{tool} is pinned but not locked"))
+        elif recipe is None:
+            reasons.append((tool, f"{tool}: no recipe"))
         elif not entry.matches(recipe, version):
-            reasons.append(f"{tool}: pinned {version} ({recipe.reference_for(version)}), locked {entry.version} ({entry.reference})")
-    reasons += [f"{tool} is locked but no longer pinned" for tool in sorted(set(entries) - set(pins.versions))]
+            reasons.append((tool, f"{tool}: pinned {version} ({recipe.reference_for(version)}), locked {entry.version} ({entry.reference})"))
+    reasons += [(tool, f"{tool} is locked but no longer pinned") for tool in sorted(set(entries) - set(pins.versions))]
     return reasons

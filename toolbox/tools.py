@@ -107,9 +107,10 @@ class Context:
             if not TrustStore(self.layout).is_trusted(self.pins):
                 raise refusal(self.pins, untrusted, self.catalog)
 
-    def check_pins(self):
-        """Every pin names a recipe; an alias (python3.11) is refused, naming the recipe to pin."""
-        for tool in sorted(self.pins.versions):
+    def check_pins(self, tools=None):
+        """Every pin (or those of `tools`) names a recipe; an alias (python3.11) is refused,
+        naming the recipe to pin."""
+        for tool in sorted(tools or self.pins.versions):
             if tool not in self.catalog.recipes:
                 self.catalog.find(tool)  # UnknownTool with suggestions
                 raise ToolboxError(f"{self.pins.path}: [tools] {tool!r} is an alias of {self.catalog.aliases[tool][0].name}",
@@ -117,23 +118,29 @@ class Context:
 
     # -- the lock --------------------------------------------------------------------------------
     def locked_entry(self, tool, frozen=False):
-        entries = self.lock(frozen=frozen)
-        return entries[tool]
+        """The lock entry to run `tool` by, locking it first if needed: only it, so that another
+        pin that does not resolve (a typo, a version not published) does not stop this one."""
+        return self.lock(frozen=frozen, only=tool)[tool]
 
-    def lock(self, upgrade=(), frozen=False, upgrade_all=False):
+    def lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None):
         """The lock entries for the pins, resolving what is missing, stale or asked to be
         upgraded, and writing toolbox.lock when that changed it. With `frozen`, a lock that
-        disagrees with the pins is an error instead."""
-        self.check_pins()
+        disagrees with the pins is an error instead. With `only`, that tool alone is checked
+        and resolved; the other entries are kept as they are."""
+        self.check_pins([only] if only else None)
         entries = read_lock(self.pins.lock_path)
-        reasons = disagreements(self.pins, self.catalog, entries)
+        reasons = [reason for tool, reason in disagreements(self.pins, self.catalog, entries) if only in (None, tool)]
         if frozen and reasons:
             raise OutOfDate(f"{self.pins.lock_path} does not match {self.pins.path}: {'; '.join(reasons)}",
                             hint="run `toolbox lock` and commit toolbox.lock (--frozen and CI=true never resolve)")
         wanted = {}
         for tool, version in sorted(self.pins.versions.items()):
-            recipe = self.catalog.recipes[tool]
             entry = entries.get(tool)
+            if only and tool != only:
+                if entry is not None:
+                    wanted[tool] = entry  # as it is: not this run's business
+                continue
+            recipe = self.catalog.recipes[tool]
             if entry is None or not entry.matches(recipe, version) or upgrade_all or tool in upgrade:
                 self.check_trusted([recipe])
                 entry = self.resolve(tool, recipe, version)
