@@ -38,11 +38,14 @@ def test_any_lock_file_loads_or_says_why(tmp_path_factory, doc):
     path = tmp_path_factory.mktemp("lock") / "toolbox.lock"
     path.write_text(tomli_w.dumps(doc))
     try:
-        entries = read_lock(str(path))
+        lock = read_lock(str(path))
     except ToolboxError as err:
         assert str(path) in err.message
         return
-    assert tomllib.loads(render(entries).decode())["lock_version"] == 1  # what loads, writes back
+    for _table, reason in lock.broken.values():  # an entry that does not load says why, and where
+        assert str(path) in reason
+    written = tomllib.loads(render(lock.entries, lock.broken).decode())  # what loads, writes back: broken entries as they were
+    assert written["lock_version"] == 1 and set(written.get("tools", {})) == set(lock.entries) | set(lock.broken)
 
 
 @settings(suppress_health_check=list(HealthCheck))

@@ -338,3 +338,63 @@ def test_edit_pins_creates_and_edits_only_its_lines(tmp_path):
         from toolbox.project import load_project
 
         load_project(str(path))
+
+
+# -- what a lock may say ---------------------------------------------------------------------------
+def _lock_doc(path):
+    import tomllib
+
+    return tomllib.loads(path.read_text())
+
+
+def _write_lock_doc(path, doc):
+    import tomli_w
+
+    path.write_text(tomli_w.dumps(doc))
+
+
+@needs_userns
+def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(toolbox, upstream, tmp_path):
+    for version in ("3.12", "3.10"):
+        upstream.publish("docker.io/library/python", f"{version}-slim", multiarch(f"py-{version}", program="/usr/local/bin/python"))
+    for name, version in (("p", "3.12"), ("other", "3.10")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "toolbox.toml").write_text(f'[tools]\npython = "{version}"\n')
+        assert cli(toolbox, "lock", cwd=tmp_path / name).returncode == 0
+    project, lock_path = tmp_path / "p", tmp_path / "p" / "toolbox.lock"
+    good, other = _lock_doc(lock_path), _lock_doc(tmp_path / "other" / "toolbox.lock")
+    assert cli(toolbox, "lock", "--check", cwd=project).returncode == 0
+    # The platform map edited to run 3.10's manifest for 3.12: refused, online or not, stored or not.
+    edited = json.loads(json.dumps(good))
+    edited["tools"]["python"]["platforms"]["linux/amd64"] = other["tools"]["python"]["platforms"]["linux/amd64"]
+    _write_lock_doc(lock_path, edited)
+    for args in (["run", "python"], ["lock", "--frozen"], ["sync"], ["lock", "--check"]):
+        result = cli(toolbox, *args, cwd=project, env={"CI": "true"})
+        assert result.returncode == 125 and "does not match the index" in result.stderr + result.stdout, (args, result.stderr)
+        assert "py-3.10" not in result.stdout
+    listed = cli(toolbox, "list", cwd=project)
+    assert "LOCK DAMAGED" in listed.stdout and "does not match the index" in listed.stderr
+    import shutil
+
+    shutil.rmtree(toolbox.layout.cache_dir)  # nothing stored: the pull reads the index, and the check follows
+    fresh = run(toolbox, "python", cwd=project)
+    assert fresh.returncode == 125 and "does not match the index" in fresh.stderr and fresh.stdout == ""
+    # The whole entry swapped for 3.10's, consistent in itself: offline it cannot be told apart
+    # (it runs 3.10), and `lock --check` against the registry says so.
+    swapped = json.loads(json.dumps(good))
+    swapped["tools"]["python"].update(digest=other["tools"]["python"]["digest"], platforms=other["tools"]["python"]["platforms"])
+    _write_lock_doc(lock_path, swapped)
+    checked = cli(toolbox, "lock", "--check", cwd=project)
+    assert checked.returncode == 125 and "the tag 3.12-slim now names" in checked.stdout and "or the lock was edited" in checked.stdout
+    # A lone manifest cannot lock more than itself; a map sending two platforms to one manifest is refused.
+    lone = json.loads(json.dumps(good))
+    lone["tools"]["python"]["digest"] = lone["tools"]["python"]["platforms"]["linux/amd64"]
+    _write_lock_doc(lock_path, lone)
+    frozen = cli(toolbox, "lock", "--frozen", cwd=project)
+    assert frozen.returncode == 125 and "is one platform's manifest" in frozen.stderr
+    same = json.loads(json.dumps(good))
+    same["tools"]["python"]["platforms"]["linux/arm64/v8"] = same["tools"]["python"]["platforms"]["linux/amd64"]
+    _write_lock_doc(lock_path, same)
+    assert "two platforms are mapped to the same manifest" in cli(toolbox, "lock", "--frozen", cwd=project).stderr
+    _write_lock_doc(lock_path, good)
+    assert run(toolbox, "python", "-V", cwd=project).stdout == "py-3.12 python:-V\n"

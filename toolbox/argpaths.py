@@ -21,11 +21,28 @@ The rules, chosen to be predictable and to expose no more than the arguments nam
   home directory or into a system area is not mounted, wherever it sits. The object judged is
   the object mounted (checked by device and inode when the mount is made), so a link swapped in
   afterwards changes nothing.
+- Protected places (protected_places) are judged by their real paths, for these mounts and for
+  the current directory's: toolbox's own directories (config with your recipes, data with trust
+  records and shims, the store) are never writable through them — a mount inside one is made
+  read-only, and one below a mounted directory is covered by a read-only bind of itself; your
+  credentials (~/.ssh, ~/.aws, ~/.docker, ...) are never visible through them — a mount inside
+  one is not made (a note on stderr says so), and one below a mounted directory is covered by
+  an empty read-only tmpfs (a file: by /dev/null, read-only). -v and a recipe's mounts are
+  explicit and are not judged.
 
 Standard library only: this runs on the launch path.
 """
 
 import os
+
+# Credentials below the home directory: never visible through the current directory or an
+# argument path.
+CREDENTIALS = (".ssh", ".gnupg", ".aws", ".azure", ".docker", ".kube", ".netrc", ".pgpass", ".git-credentials",
+               ".password-store", ".config/containers", ".config/gcloud", ".config/gh", ".local/share/keyrings")
+# Directories below home that hold every application's state: a file named there is mounted
+# alone, as in home itself (a directory there is mounted as itself).
+BROAD_BELOW_HOME = (".config", ".local", ".local/share", ".local/state", ".cache")
+READ_ONLY, HIDDEN = "read-only", "hidden"
 
 SYSTEM_AREAS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
                 "/sbin", "/sys", "/usr", "/var")
@@ -33,10 +50,47 @@ SYSTEM_AREAS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/l
 SHARED_BELOW_SYSTEM = ("/var/tmp",)
 
 
-def argument_binds(args, cwd, home, visible, relative_ok=True):
-    """(host path, container path, read_only) for the paths in `args` that lie outside what is
-    already `visible` (a list of container paths mounted from the same host paths)."""
+def protected_places(layout, home, environ=os.environ):
+    """[(real path, READ_ONLY or HIDDEN)] of the protected places that exist, parents first."""
+    candidates = [(path, READ_ONLY) for path in (layout.config_dir, layout.config_file, layout.data_dir, layout.cache_dir)]
+    if home:
+        candidates += [(os.path.join(home, name), HIDDEN) for name in CREDENTIALS]
+    for variable, below in (("REGISTRY_AUTH_FILE", ""), ("DOCKER_CONFIG", ""), ("XDG_RUNTIME_DIR", "containers")):
+        value = environ.get(variable)
+        if value and value.startswith("/"):
+            candidates.append((os.path.join(value, below) if below else value, HIDDEN))
+    places = {}
+    for path, kind in candidates:
+        if os.path.lexists(path):
+            real = os.path.realpath(path)
+            if places.get(real) != HIDDEN:
+                places[real] = kind
+    return sorted(places.items(), key=lambda item: (item[0].count("/"), item[0]))
+
+
+def protection(real_path, places):
+    """How the real directory or file `real_path` may be mounted: None when it lies in a hidden
+    place (not at all), else (read_only, masks): read-only when it lies in a read-only place,
+    and masks for the protected places below it, as (path relative to it, kind)."""
+    read_only = False
+    masks = []
+    for place, kind in places:
+        if real_path == place or _is_below(real_path, place):
+            if kind == HIDDEN:
+                return None
+            read_only = True
+        elif _is_below(place, real_path):
+            masks.append((place[len(real_path.rstrip("/")) + 1:], kind))
+    return read_only, tuple(masks)
+
+
+def argument_binds(args, cwd, home, visible, relative_ok=True, places=(), notes=None):
+    """(host path, container path, read_only, identity, masks) for the paths in `args` that lie
+    outside what is already `visible` (a list of container paths mounted from the same host
+    paths). `places` are the protected places (protected_places); what is left out because of
+    them is said in `notes`."""
     chosen = []
+    broad = _broad_directories(home)
     for arg in args:
         path = _candidate(arg)
         if path is None:
@@ -45,7 +99,7 @@ def argument_binds(args, cwd, home, visible, relative_ok=True):
             if not relative_ok:
                 continue
             path = os.path.join(cwd, path)
-        target = _mount_target(os.path.normpath(path), home)
+        target = _mount_target(os.path.normpath(path), home, broad)
         if target is None or _is_below_any(target, visible) or target in chosen:
             continue
         chosen.append(target)
@@ -53,26 +107,41 @@ def argument_binds(args, cwd, home, visible, relative_ok=True):
     kept = [t for t in chosen if not _is_below_any(t, [o for o in chosen if o != t])]
     binds = []
     for target in sorted(kept):
-        identity = _judge(target, os.path.realpath(home) if home else home)
-        if identity is not None:
-            binds.append((target, target, False, identity))
+        real_home = os.path.realpath(home) if home else home
+        judged = _judge(target, real_home, _broad_directories(real_home))
+        if judged is None:
+            continue
+        identity, real = judged
+        protected = protection(real, places)
+        if protected is None:
+            if notes is not None:
+                notes.append(f"not mounting {target}: it is or holds credentials ({real}); use -v to mount it on purpose")
+            continue
+        read_only, masks = protected
+        binds.append((target, target, read_only, identity, masks))
     return binds
 
 
-def _judge(target, real_home):
+def _broad_directories(home):
+    home = os.path.normpath(home) if home else None
+    return {home, *(os.path.join(home, below) for below in BROAD_BELOW_HOME)} if home else set()
+
+
+def _judge(target, real_home, broad):
     """What `target` really is, opened once (O_PATH, following symlinks): its (device, inode)
-    when it may be mounted, None when it leads to /, the home directory or above, or a system
-    area. The runtime mounts only an object with that identity, so a symlink swapped in
-    between (in a shared /tmp, say) cannot redirect the mount."""
+    and real path when it may be mounted, None when it leads to /, the home directory or above,
+    or a system area. The runtime mounts only an object with that identity, so a symlink swapped
+    in between (in a shared /tmp, say) cannot redirect the mount."""
     try:
         fd = os.open(target, os.O_PATH | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        if _mount_target(os.readlink(f"/proc/self/fd/{fd}"), real_home) is None:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        if _mount_target(real, real_home, broad) is None:
             return None
         st = os.fstat(fd)
-        return (st.st_dev, st.st_ino)
+        return (st.st_dev, st.st_ino), real
     finally:
         os.close(fd)
 
@@ -90,7 +159,7 @@ def _candidate(arg):
     return arg
 
 
-def _mount_target(path, home):
+def _mount_target(path, home, broad=()):
     """The host path to mount so that `path` is reachable, or None."""
     if path == "/" or _is_system(path):
         return None
@@ -100,7 +169,7 @@ def _mount_target(path, home):
     if os.path.isdir(path):
         return path
     directory = os.path.dirname(path)
-    if _is_broad(directory, home):
+    if _is_broad(directory, home) or directory in broad:
         return path if os.path.lexists(path) else None
     if _is_system(directory) or not os.path.isdir(directory):
         return None

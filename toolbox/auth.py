@@ -126,15 +126,15 @@ class CredentialStore:
         return paths
 
     def _load(self, path):
-        try:
-            with open(path, "rb") as file:
-                doc = json.load(file)
-        except FileNotFoundError:
+        from .fsutil import read_input  # bounded, regular files only: a FIFO here would hang every pull
+
+        found = read_input(path, "credentials file")
+        if found is None:
             return None
+        try:
+            doc = json.loads(found.data)
         except (ValueError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not valid JSON: {err}", hint="fix or remove the file; `toolbox login` writes a fresh one") from None
-        except OSError as err:
-            raise ConfigError(f"cannot read {path}: {err.strerror}") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"{path} is not a JSON object", hint="fix or remove the file")
         return doc

@@ -381,6 +381,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:  # a file toolbox needed and could not use: one line, not a traceback
+        report_error(ToolboxError(f"{err.strerror or err}{': ' + str(err.filename) if err.filename else ''}"))
+        return EXIT_TOOLBOX_FAILED
     except SystemExit as exit_:
         return _exit_code(exit_.code)
     return 0

@@ -3,6 +3,7 @@
 
 import json
 import os
+import sys
 
 import typer
 
@@ -30,11 +31,14 @@ def _print_table(rows):
     print_table(rows)
 
 
-def _context(cwd=None):
+def _context(cwd=None, ask=False):
+    """The tools context here; with `ask`, untrusted project recipes are offered for trust on
+    the terminal (commands that use them: add, lock, sync)."""
+    from .prompt import confirm_on_terminal
     from .services import load_services
     from .tools import Context
 
-    return Context(load_services(), cwd)
+    return Context(load_services(), cwd, confirm_on_terminal if ask else None)
 
 
 # -- recipes ---------------------------------------------------------------------------------------
@@ -94,11 +98,14 @@ def add(
     global_: bool = GLOBAL_OPTION,
 ):
     """Pin tools in this project's toolbox.toml (created here if there is none) and lock them."""
-    context = _context()
+    context = _context(ask=True)
     versions = {}
+    recipes = []
     for text in tools:
         recipe, version = _recipe_and_version(context, text)
+        recipes.append(recipe)
         versions[recipe.name] = version or context.pins.versions.get(recipe.name) or recipe.default_version
+    context.check_trusted(recipes)  # before the file is touched
     _edit_and_lock(context, _pins_file(context, global_), versions, ())
     for name, version in sorted(versions.items()):
         print(f"Pinned {name} {version}")
@@ -149,11 +156,12 @@ def _edit_and_lock(context, path, versions, removed):
     # The user's config.toml is theirs alone (it may name credential helpers and CA files).
     edit_pins(path, versions, removed, 0o600 if path == context.layout.config_file else 0o644)
     try:
-        fresh = _context()  # the pins as edited
+        fresh = _context(ask=True)  # the pins as edited
         try:
             fresh.lock()
         finally:
             fresh.close()
+            _print_warnings(fresh)
     except BaseException:
         if before is None:
             unlink_quietly(path)
@@ -168,9 +176,12 @@ def lock(
     tools: list[str] = typer.Argument(None, help="With --upgrade: only these tools."),
     upgrade: bool = typer.Option(False, "--upgrade", help="Resolve tags again even where the lock matches (all tools, or those named)."),
     frozen: bool = typer.Option(False, "--frozen", help="Only check that toolbox.lock matches toolbox.toml; never resolve."),
+    check: bool = typer.Option(False, "--check", help="Verify every entry against the registry: digest, platforms, and that the tag still names it."),
 ):
     """Resolve the pinned versions to digests and write toolbox.lock (only what changed)."""
-    context = _context()
+    if check:
+        return _lock_check()
+    context = _context(ask=not frozen)
     try:
         unknown = [t for t in tools or () if t not in context.pins.versions]
         if unknown:
@@ -178,48 +189,76 @@ def lock(
         entries = context.lock(upgrade=tuple(tools or ()) if upgrade else (), frozen=frozen, upgrade_all=upgrade and not tools)
     finally:
         context.close()
+        _print_warnings(context)
     for tool, entry in sorted(entries.items()):
         print(f"{tool} {entry.version}: {entry.reference} {entry.digest}")
     print(f"{context.pins.lock_path}: {len(entries)} tool{'s' if len(entries) != 1 else ''} locked")
 
 
+def _lock_check():
+    context = _context()
+    try:
+        results = context.check_with_registry()
+    finally:
+        context.close()
+    for tool, problem in results:
+        print(f"ok    {tool}" if problem is None else f"FAIL  {problem}")
+    failed = [tool for tool, problem in results if problem is not None]
+    if failed:
+        raise ToolboxError(f"{context.pins.lock_path}: {len(failed)} of {len(results)} entries do not match the registry",
+                           hint="see above; `toolbox lock --upgrade TOOL` writes an entry again from the registry")
+    print(f"{context.pins.lock_path}: {len(results)} entr{'ies' if len(results) != 1 else 'y'} match the registry")
+
+
+def _print_warnings(context):
+    from .prompt import warn
+
+    for message in context.warnings:
+        warn(message)
+    context.warnings.clear()
+
+
 def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.lock does not match toolbox.toml (also when CI=true).")):
     """Pull every image toolbox.lock names for this platform (what is stored already is kept)."""
     from .toolplan import frozen_requested
-    from .platform import host_platform
     from .runplan import ensure_plan
 
-    context = _context()
+    is_frozen = frozen_requested(os.environ, frozen)
+    context = _context(ask=not is_frozen)
     try:
-        entries = context.lock(frozen=frozen_requested(os.environ, frozen))
+        entries = context.lock(frozen=is_frozen)
+        for tool, entry in sorted(entries.items()):
+            reference = entry.pinned_reference()
+            ensure_plan(context.layout, reference, "missing")
+            context.check_stored(entry)
+            print(f"{tool} {entry.version}: {reference}")
     finally:
         context.close()
-    for tool, entry in sorted(entries.items()):
-        reference = entry.pinned_reference(host_platform())
-        ensure_plan(context.layout, reference, "missing")
-        print(f"{tool} {entry.version}: {reference}")
+        _print_warnings(context)
 
 
 def list_tools(as_json: bool = JSON_OPTION):
     """The tools pinned here: version, locked digest, and the file that pins them."""
-    from .lockfile import read_lock
     from .platform import host_platform
 
     context = _context()
-    entries = read_lock(context.pins.lock_path)
+    lock = context.read_lock()
     rows = []
     for tool, version in sorted(context.pins.versions.items()):
-        entry = entries.get(tool)
+        entry = lock.entries.get(tool)
         recipe = context.catalog.recipes.get(tool)
         current = entry is not None and recipe is not None and entry.matches(recipe, version)
-        manifest = None
+        manifest = problem = None
+        if tool in lock.broken:
+            problem = lock.broken[tool][1]
         if current:
             try:
+                context.check_stored(entry)
                 manifest = entry.manifest_for(host_platform())
-            except ToolboxError:
-                manifest = None
+            except ToolboxError as err:
+                problem, current = err.message, False
         rows.append({"tool": tool, "version": version, "pinned_by": context.pins.path, "locked": current,
-                     "digest": entry.digest if current else None, "manifest": manifest,
+                     "digest": entry.digest if current else None, "manifest": manifest, "problem": problem,
                      "image": entry.reference if current else (recipe.reference_for(version) if recipe else None),
                      "source": recipe.source if recipe else None})
     if as_json:
@@ -229,31 +268,41 @@ def list_tools(as_json: bool = JSON_OPTION):
         print(f"No tools pinned ({context.pins.path}); `toolbox add TOOL` pins one, `toolbox recipes list` shows them")
         return
     _print_table([("TOOL", "VERSION", "IMAGE", "DIGEST", "PINNED BY")] +
-                 [(r["tool"], r["version"], r["image"] or "?", (r["manifest"] or r["digest"] or "not locked")[:19], r["pinned_by"]) for r in rows])
+                 [(r["tool"], r["version"], r["image"] or "?",
+                   "LOCK DAMAGED" if r["problem"] else (r["manifest"] or r["digest"] or "not locked")[:19], r["pinned_by"]) for r in rows])
+    for row in rows:
+        if row["problem"]:
+            print(f"toolbox: warning: {row['problem']}", file=sys.stderr)
 
 
 def trust():
-    """Trust this project's toolbox.toml as it is now: its recipes may run (any change asks again)."""
-    from .trust import TrustStore, permission_diff
+    """Trust this project's recipes as they are now: what they grant (image, command, mounts,
+    host variables, network) may be used until a recipe's grants change."""
+    from .trust import TrustStore, describe
 
     context = _context()
     pins = _project_pins(context)
-    TrustStore(context.layout).trust(pins)
-    print(f"Trusted {pins.path}")
-    for recipe in sorted(pins.recipes.values(), key=lambda r: r.name):
-        print(f"  {recipe.name}:")
-        for line in permission_diff(recipe, context.catalog):
-            print(f"    {line}")
+    recipes = sorted(pins.recipes.values(), key=lambda r: r.name)
+    store = TrustStore(context.layout)
+    before = store.read(pins.path)
+    # What is printed and what is recorded come from the same read of toolbox.toml.
+    store.trust(pins.path, recipes)
+    if not recipes:
+        print(f"{pins.path} defines no recipes of its own: nothing to trust (its pins need none)")
+        return
+    print(f"Trusted the recipes of {pins.path}:")
+    for line in describe(recipes, before, context.catalog):
+        print(line)
 
 
 def untrust():
-    """Withdraw trust from this project's toolbox.toml."""
+    """Withdraw trust from this project's recipes."""
     from .trust import TrustStore
 
     context = _context()
     pins = _project_pins(context)
-    TrustStore(context.layout).untrust(pins)
-    print(f"No longer trusted: {pins.path}")
+    TrustStore(context.layout).untrust(pins.path)
+    print(f"No longer trusted: the recipes of {pins.path}")
 
 
 def _project_pins(context):

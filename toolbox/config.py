@@ -12,12 +12,15 @@ the tool versions pinned outside any project.
     insecure = true            # plain HTTP, and no certificate check when HTTPS is tried
     ca_file = "/etc/corp/ca.pem"
 
+    # Project files (toolbox.toml, toolbox.lock) owned by another user are refused, as git
+    # refuses a repository it does not own; these directories are allowed ("*": all).
+    safe_directories = ["/srv/team/project"]
+
 A mirror is tried first and the registry itself when every mirror fails. A mirror may carry a
 path prefix (`host/dockerhub` serves `dockerhub/library/jq`). Settings for a mirror's own host
 (insecure, ca_file) come from that host's own [registries."host"] table.
 """
 
-import tomllib
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
@@ -55,30 +58,36 @@ class UserConfig:
     path: str | None = None
     registries: dict = field(default_factory=dict)
     tools: dict = field(default_factory=dict)  # global pins: tool name -> version
+    safe_directories: tuple = ()
+    stamp: tuple | None = None  # of the bytes read (toolplan.stamp_of); None: no file
 
     def registry(self, host):
         return self.registries.get(host.lower(), RegistrySettings())
 
     @classmethod
     def load(cls, path):
-        try:
-            with open(path, "rb") as file:
-                doc = tomllib.load(file)
-        except FileNotFoundError:
+        from .recipes import read_toml_input
+
+        doc, stamp = read_toml_input(path, ConfigError, "config file")
+        if doc is None:
             return cls(path)
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path}: not valid TOML: {err}", hint="fix the syntax, or move the file away to use defaults") from None
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
         from .project import parse_pins
 
-        return cls(path, _parse_registries(doc, path), parse_pins(doc.get("tools", {}), path))
+        return cls(path, _parse_registries(doc, path), parse_pins(doc.get("tools", {}), path), _safe_directories(doc, path), stamp)
+
+
+def _safe_directories(doc, path):
+    value = doc.get("safe_directories", [])
+    if not isinstance(value, list) or not all(isinstance(d, str) and (d == "*" or d.startswith("/")) for d in value):
+        raise ConfigError(f"{path}: 'safe_directories' must be a list of absolute directory paths (or \"*\")")
+    return tuple(value)
 
 
 def _parse_registries(doc, path):
-    unknown = set(doc) - {"registries", "tools"}
+    unknown = set(doc) - {"registries", "tools", "safe_directories"}
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}", hint="allowed: [registries.\"host\"] tables and [tools]")
+        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}",
+                          hint="allowed: [registries.\"host\"] tables, [tools] and safe_directories")
     tables = doc.get("registries", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: 'registries' must be a table of hosts")

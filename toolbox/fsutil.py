@@ -7,7 +7,68 @@ import tempfile
 from contextlib import contextmanager
 
 from . import locks
-from .errors import StoreError
+from .errors import ConfigError, StoreError
+
+# toolbox.toml, toolbox.lock, config.toml, recipes and trust records are a few KiB: anything
+# bigger is a mistake or an attack (a sparse 400 MB file in a parent directory cost 1.8 s and
+# 1.2 GB per call before this bound).
+MAX_INPUT_BYTES = 1 << 20
+
+
+class ForeignFile(ConfigError):
+    """A project file that belongs to another user: refused unless its directory is allowed."""
+
+
+class InputFile:
+    """A small input file read once: its bytes, and the stamp (toolplan.stamp_of) of exactly
+    those bytes, taken from the descriptor they were read from."""
+
+    __slots__ = ("path", "data", "stamp", "owner")
+
+    def __init__(self, path, data, stamp, owner):
+        self.path = path
+        self.data = data
+        self.stamp = stamp
+        self.owner = owner
+
+
+def read_input(path, what="file", limit=MAX_INPUT_BYTES, error=ConfigError):
+    """`path` read once, or None when it does not exist. Refused (`error`) when it is not a
+    regular file (a FIFO would block, /dev/zero never ends), bigger than `limit`, or changed
+    while it was read (the stamps before and after the read differ). Whoever hashes, parses
+    or trusts a file must use these bytes and this stamp, never open it a second time: a
+    second open may find another file renamed over the first."""
+    from .toolplan import stamp_of
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror}") from None
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            raise error(f"{what} {path} is not a regular file", hint="replace it with a regular file, or remove it")
+        if before.st_size > limit:
+            raise error(f"{what} {path} is {before.st_size} bytes, more than toolbox reads ({limit})", hint="is it the right file?")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise error(f"{what} {path} grew past {limit} bytes while it was read")
+        after = os.fstat(fd)
+    except OSError as err:
+        raise error(f"cannot read {what} {path}: {err.strerror}") from None
+    finally:
+        os.close(fd)
+    if stamp_of(before) != stamp_of(after):
+        raise error(f"{what} {path} changed while toolbox read it", hint="run the command again")
+    return InputFile(path, b"".join(chunks), stamp_of(after), after.st_uid)
 
 
 def ensure_dir(path, mode=0o755):

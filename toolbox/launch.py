@@ -160,20 +160,23 @@ def recipe_binds(mounts, home_inside):
     for source, target, read_only in mounts:
         host = os.path.expanduser(source)
         if os.path.exists(host):
-            binds.append((host, home_inside.rstrip("/") + target[1:] if target.startswith("~") else target, read_only))
+            binds.append((host, home_inside.rstrip("/") + target[1:] if target.startswith("~") else target, read_only, None, ()))
     return binds
 
 
-def tool_settings(layout, text, frozen):
+def tool_settings(layout, text, frozen, pull="missing", platform=None):
     """What the recipe and the pins say of `toolbox run TEXT`: from the tool plan when it is
-    current, else from the cold tier (which writes the plan)."""
+    current, else from the cold tier (which writes the plan). In a terminal, the cold tier may
+    ask whether to trust a project's recipes."""
     from .toolplan import frozen_requested, pins_file, read_tool_plan
 
     settings = read_tool_plan(layout, pins_file(layout, os.getcwd()), text)
     if settings is None:
+        from .prompt import confirm_on_terminal, warn
         from .tools import run_settings
 
-        settings = run_settings(text, frozen_requested(os.environ, frozen))
+        settings = run_settings(text, frozen_requested(os.environ, frozen), pull=pull, platform=platform,
+                                confirm=confirm_on_terminal, warn=warn)
     return settings
 
 
@@ -289,7 +292,32 @@ def user_name():
         return "user"
 
 
-def make_spec(layout, plan, options, container=None):
+def current_directory_bind(host_cwd, places, notes):
+    """The bind of the current directory, judged as argument paths are (argpaths.protection):
+    None where it lies in your credentials; read-only in toolbox's own directories; protected
+    places below it covered. Bound only if it is still the directory this process is in
+    (device and inode checked when the mount is made), so a directory renamed away and replaced
+    by a symlink to your home in between is refused instead of mounted."""
+    from .argpaths import protection
+
+    judged = protection(host_cwd, places)
+    if judged is None:
+        notes.append(f"not mounting the current directory {host_cwd}: it holds credentials; the tool starts in the image's working directory")
+        return None
+    st = os.stat(".")
+    return (host_cwd, host_cwd, judged[0], (st.st_dev, st.st_ino), judged[1])
+
+
+def protected_places(layout, home):
+    from .argpaths import protected_places as places  # stdlib only, like this module
+
+    return places(layout, home)
+
+
+def make_spec(layout, plan, options, container=None, notes=None):
+    """The RunSpec for this run; `notes` receives what the user should be told (a path not
+    mounted, and why)."""
+    notes = [] if notes is None else notes
     layers = _runoptions().container_layers(layout, container) if container else plan["layers"]
     if options.user is None:
         user = own_user()
@@ -297,21 +325,24 @@ def make_spec(layout, plan, options, container=None):
         user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir, layers))
     binds = []
     host_cwd = os.getcwd()
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    places = protected_places(layout, home)
     cwd_mounted = options.mount_cwd and host_cwd != "/"
     if cwd_mounted:
-        binds.append((host_cwd, host_cwd, False))
-        workdir = options.workdir or host_cwd
-    else:
-        workdir = options.workdir or plan["working_dir"] or "/"
+        cwd_bind = current_directory_bind(host_cwd, places, notes)
+        cwd_mounted = cwd_bind is not None
+        if cwd_mounted:
+            binds.append(cwd_bind)
+    workdir = options.workdir or (host_cwd if cwd_mounted else plan["working_dir"] or "/")
     if options.volumes:
         binds += _runoptions().volume_binds(layout, options.volumes, host_cwd)
     binds += recipe_binds(options.tool_mounts, user.home)
     if options.mount_args and any("/" in arg for arg in options.command):  # argpaths looks at no other
         from .argpaths import argument_binds
 
-        visible = [inside for _, inside, _ in binds] + list(options.tmpfs)
+        visible = [bind[1] for bind in binds] + list(options.tmpfs)
         relative_ok = cwd_mounted and workdir == host_cwd
-        binds += argument_binds(options.command, host_cwd, os.environ.get("HOME") or os.path.expanduser("~"), visible, relative_ok)
+        binds += argument_binds(options.command, host_cwd, home, visible, relative_ok, places, notes)
     os.makedirs(layout.scratch_mountpoint, exist_ok=True)
     return RunSpec(
         layers_dir=layout.layers_dir,
@@ -365,14 +396,17 @@ def main(argv, layout=None, settings=None):
         options = parse_args(argv)
         layout = layout or Layout.from_env()
         if settings is not None or is_tool(options.image):
-            apply_tool(options, settings or tool_settings(layout, options.image, options.frozen))
+            apply_tool(options, settings or tool_settings(layout, options.image, options.frozen, options.pull, options.platform))
         plan = load_plan(layout, options)
         container = None
         if options.name is not None:
             from .runoptions import claim_container
 
             container = claim_container(layout, options, plan)
-        spec = make_spec(layout, plan, options, container)
+        notes = []
+        spec = make_spec(layout, plan, options, container, notes)
+        for note in notes:
+            print(f"toolbox: {note}", file=sys.stderr)
         claim_layers(layout, spec.layers)  # held by the tool until it exits
         if options.limits:
             from .runoptions import apply_limits
@@ -395,6 +429,8 @@ def main(argv, layout=None, settings=None):
         return _fail(f"cannot execute {err}", None, EXIT_CANNOT_RUN)
     except KeyboardInterrupt:
         return 130
+    except OSError as err:  # a file toolbox needed and could not use: one line, not a traceback
+        return _fail(f"{err.strerror or err}{': ' + err.filename if getattr(err, 'filename', None) else ''}")
     return EXIT_TOOLBOX_FAILED  # not reached: exec_container does not return
 
 

@@ -14,11 +14,13 @@ sorted keys, stable bytes (tomli-w), the same file for the same resolutions.
     "linux/arm64/v8" = "sha256:..."
 """
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError, ToolboxError
 
 LOCK_VERSION = 1
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
 HEADER = "# Written by `toolbox lock` from toolbox.toml: commit it, do not edit it.\n"
 ENTRY_KEYS = ("recipe", "source", "version", "image", "tag", "digest", "platforms")
 
@@ -63,58 +65,115 @@ class LockEntry:
             )
         return (exact or candidates)[0][1]
 
-    def pinned_reference(self, platform):
-        return f"{self.image}@{self.manifest_for(platform)}"
+    def pinned_reference(self):
+        """What a locked tool runs by: the digest the tag named. For an index, the pull picks
+        this platform's manifest from the index itself (verified by that digest), so an edited
+        platform map cannot make toolbox run another manifest of the repository; the map is
+        checked against the index too (tools.check_against_index)."""
+        return f"{self.image}@{self.digest}"
+
+    @property
+    def is_lone_manifest(self):
+        """The tag named one image manifest, not an index: the map has that one entry."""
+        return self.digest in self.platforms.values()
 
     def to_toml(self):
         return {"recipe": self.recipe, "source": self.source, "version": self.version, "image": self.image, "tag": self.tag,
                 "digest": self.digest, "platforms": dict(sorted(self.platforms.items()))}
 
 
-def read_lock(path):
-    """{tool: LockEntry}; empty when the file does not exist."""
-    import tomllib
+class LockFile:
+    """toolbox.lock as read: the entries that parse, the ones that do not (their raw tables, kept
+    as they are when another tool's entry is written), and the stamp of the bytes read."""
 
-    try:
-        with open(path, "rb") as file:
-            doc = tomllib.load(file)
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as err:
-        raise LockError(f"{path}: not valid TOML: {err}", hint="remove it and run `toolbox lock` to write it again") from None
-    if doc.get("lock_version") != LOCK_VERSION:
+    def __init__(self, entries=None, broken=None, stamp=None):
+        self.entries = entries or {}  # tool -> LockEntry
+        self.broken = broken or {}  # tool -> (raw table, what is wrong)
+        self.stamp = stamp
+
+
+def read_lock(path, check_owner=None):
+    """The LockFile at `path` (empty when the file does not exist). A file that is not valid
+    TOML, or of another lock_version, is an error; an entry that does not validate is kept
+    apart (LockFile.broken) so that it stops only its own tool. `check_owner` is called with
+    the fsutil.InputFile read (project.check_owner)."""
+    from .fsutil import read_input
+    from .recipes import parse_toml_bytes
+
+    found = read_input(path, "lock file", error=LockError)
+    if found is None:
+        return LockFile()
+    if check_owner is not None:
+        check_owner(found)
+    doc = parse_toml_bytes(found.data, path, LockError)
+    if type(doc.get("lock_version")) is not int or doc["lock_version"] != LOCK_VERSION:  # True == 1 in Python
         raise LockError(f"{path}: lock_version {doc.get('lock_version')!r} is not {LOCK_VERSION}", hint="run `toolbox lock` to write it again")
     tools = doc.get("tools", {})
     if not isinstance(tools, dict):
-        raise LockError(f"{path}: [tools] must hold one table per tool")
-    return {tool: _entry(tool, table, path) for tool, table in tools.items()}
+        raise LockError(f"{path}: [tools] must hold one table per tool", hint="run `toolbox lock` to write it again")
+    lock = LockFile(stamp=found.stamp)
+    for tool, table in tools.items():
+        try:
+            lock.entries[tool] = _entry(tool, table, path)
+        except LockError as err:
+            lock.broken[tool] = (table, err.message)
+    return lock
 
 
 def _entry(tool, table, path):
+    where = f"{path}: [tools.{tool}]"
     if not isinstance(table, dict) or set(table) != set(ENTRY_KEYS):
-        raise LockError(f"{path}: [tools.{tool}] must have exactly {', '.join(ENTRY_KEYS)}", hint="run `toolbox lock` to write it again")
+        raise LockError(f"{where} must have exactly {', '.join(ENTRY_KEYS)}", hint="run `toolbox lock` to write it again")
     platforms = table["platforms"]
     strings = [table[key] for key in ENTRY_KEYS if key != "platforms"]
     if not all(isinstance(value, str) and value for value in strings) or not isinstance(platforms, dict) or not platforms \
-            or not all(isinstance(d, str) and d.startswith("sha256:") for d in platforms.values()):
-        raise LockError(f"{path}: [tools.{tool}] has a value of the wrong kind", hint="run `toolbox lock` to write it again")
-    return LockEntry(tool, *strings, platforms=dict(platforms))
+            or not all(isinstance(d, str) for d in platforms.values()):
+        raise LockError(f"{where} has a value of the wrong kind", hint="run `toolbox lock` to write it again")
+    entry = LockEntry(tool, *strings, platforms=dict(platforms))
+    _check_consistent(entry, where)
+    return entry
 
 
-def render(entries):
-    """The lock file's bytes: the same entries give the same bytes."""
+def _check_consistent(entry, where):
+    """What an entry can be checked against without the registry: well-formed digests, platforms
+    and reference, and a map that fits the digest (a lone manifest locks exactly itself)."""
+    from .platform import Platform
+    from .reference import ImageRef
+
+    bad = [d for d in [entry.digest, *entry.platforms.values()] if not DIGEST.match(d)]
+    if bad:
+        raise LockError(f"{where}: {bad[0]!r} is not a sha256 digest", hint="run `toolbox lock` to write it again")
+    try:
+        for key in entry.platforms:
+            Platform.parse(key)
+        ImageRef.parse(f"{entry.image}:{entry.tag}")
+    except ToolboxError as err:
+        raise LockError(f"{where}: {err.message}", hint="run `toolbox lock` to write it again") from None
+    if entry.is_lone_manifest and len(entry.platforms) != 1:
+        raise LockError(f"{where}: digest {entry.digest} is one platform's manifest, but the entry maps {len(entry.platforms)} platforms",
+                        hint="the lock was edited or damaged: run `toolbox lock --upgrade` and review the change")
+    if len(set(entry.platforms.values())) != len(entry.platforms):
+        raise LockError(f"{where}: two platforms are mapped to the same manifest",
+                        hint="the lock was edited or damaged: run `toolbox lock --upgrade` and review the change")
+
+
+def render(entries, broken=None):
+    """The lock file's bytes: the same entries give the same bytes. `broken` entries (raw
+    tables, LockFile.broken) are written back as they were."""
     import tomli_w
 
-    doc = {"lock_version": LOCK_VERSION, "tools": {tool: entries[tool].to_toml() for tool in sorted(entries)}}
+    tables = {tool: entries[tool].to_toml() for tool in entries}
+    tables.update({tool: table for tool, (table, _reason) in (broken or {}).items() if tool not in entries})
+    doc = {"lock_version": LOCK_VERSION, "tools": {tool: tables[tool] for tool in sorted(tables)}}
     return (HEADER + "\n" + tomli_w.dumps(doc)).encode("utf-8")
 
 
-def write_lock(path, entries):
+def write_lock(path, entries, broken=None):
     """Atomically, and only when the bytes change (a clean checkout stays clean)."""
-    data = render(entries)
+    data = render(entries, broken)
     try:
         with open(path, "rb") as file:
-            if file.read() == data:
+            if file.read(len(data) + 1) == data:
                 return False
     except FileNotFoundError:
         pass
@@ -124,17 +183,21 @@ def write_lock(path, entries):
     return True
 
 
-def disagreements(pins, catalog, entries):
-    """Where the lock does not match the pins: (tool, reason) pairs, empty when it does."""
+def disagreements(pins, catalog, lock):
+    """Where the lock (a LockFile) does not match the pins: (tool, reason) pairs, empty when
+    it does."""
     reasons = []
     for tool, version in sorted(pins.versions.items()):
-        entry = entries.get(tool)
+        entry = lock.entries.get(tool)
         recipe = catalog.recipes.get(tool)
-        if entry is None:
+        if tool in lock.broken:
+            reasons.append((tool, lock.broken[tool][1]))
+        elif entry is None:
             reasons.append((tool, f"{tool} is pinned but not locked"))
         elif recipe is None:
             reasons.append((tool, f"{tool}: no recipe"))
         elif not entry.matches(recipe, version):
             reasons.append((tool, f"{tool}: pinned {version} ({recipe.reference_for(version)}), locked {entry.version} ({entry.reference})"))
-    reasons += [(tool, f"{tool} is locked but no longer pinned") for tool in sorted(set(entries) - set(pins.versions))]
+    locked = set(lock.entries) | set(lock.broken)
+    reasons += [(tool, f"{tool} is locked but no longer pinned") for tool in sorted(locked - set(pins.versions))]
     return reasons

@@ -9,19 +9,22 @@
     image = "ghcr.io/example/lint"
     default_version = "2"
 
-Outside any project, the [tools] table of the user's config.toml pins versions the same way.
+Which file applies is decided by toolplan.find_project_file (the walk up and where it stops).
+The file is read once, bounded in size, and refused when it belongs to another user (not you,
+not root) unless its directory is allowed (safe_directories in config.toml, or
+TOOLBOX_SAFE_DIRECTORIES), as git refuses a repository someone else owns. Outside any project, the [tools] table of the user's config.toml pins versions the same way.
 toolbox.lock beside the file records what the pins resolved to (lockfile.py). `add` and
 `remove` edit the file line by line, so the user's comments and layout stay as they were.
 """
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .recipes import NAME_PATTERN, VERSION_PATTERN, RecipeError, parse_recipe, read_toml
-from .toolplan import find_project_file  # noqa: F401  (light, so the launch path has it too)
+from .fsutil import ForeignFile, read_input
+from .recipes import NAME_PATTERN, VERSION_PATTERN, RecipeError, parse_recipe, parse_toml_bytes
+from .toolplan import SAFE_ENV, find_project_file
 
 LOCK_FILE = "toolbox.lock"
 PROJECT_KEYS = {"tools", "recipes"}
@@ -35,7 +38,7 @@ class Pins:
     lock_path: str
     versions: dict  # tool name -> version
     recipes: dict = field(default_factory=dict)  # name -> Recipe, source "project"
-    content_hash: str = ""  # sha256 of the file's bytes: what trust is bound to
+    stamp: tuple | None = None  # of the bytes parsed (toolplan.stamp_of)
     is_project: bool = True
 
     @property
@@ -43,13 +46,13 @@ class Pins:
         return os.path.dirname(self.path)
 
 
-def load_project(path):
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror}") from None
-    doc = read_toml(path, ConfigError)
+def load_project(path, safe_directories=(), environ=os.environ):
+    """The pins and recipes of the toolbox.toml at `path`, from one read of its bytes."""
+    found = read_input(path, "project file")
+    if found is None:
+        raise ConfigError(f"cannot read {path}: No such file or directory")
+    check_owner(found, safe_directories, environ)
+    doc = parse_toml_bytes(found.data, path, ConfigError)
     unknown = sorted(set(doc) - PROJECT_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r}", hint="allowed: [tools] and [recipes.NAME]")
@@ -60,8 +63,33 @@ def load_project(path):
         recipes = {name: parse_recipe(name, table, "project", path) for name, table in recipes_table.items()}
     except RecipeError as err:
         raise ConfigError(err.message, err.hint) from None
-    return Pins(path, os.path.join(os.path.dirname(path), LOCK_FILE), parse_pins(doc.get("tools", {}), path), recipes,
-                hashlib.sha256(data).hexdigest())
+    return Pins(path, os.path.join(os.path.dirname(path), LOCK_FILE), parse_pins(doc.get("tools", {}), path), recipes, found.stamp)
+
+
+def check_owner(found, safe_directories=(), environ=os.environ):
+    """A project file read (fsutil.InputFile) must be yours or root's, unless its directory is
+    allowed: another user who can write a parent directory, a shared checkout or /tmp must
+    not choose the images and pins that run as you."""
+    if found.owner in (os.getuid(), 0):
+        return
+    directory = os.path.dirname(os.path.abspath(found.path))
+    allowed = list(safe_directories) + [entry for entry in environ.get(SAFE_ENV, "").split(os.pathsep) if entry]
+    if "*" in allowed or os.path.realpath(directory) in {os.path.realpath(entry) for entry in allowed}:
+        return
+    raise ForeignFile(
+        f"{found.path} belongs to {_user_name(found.owner)}, not to you: toolbox does not follow another user's project files",
+        hint=f"if you trust that user's file, allow its directory: add \"{directory}\" to safe_directories in your "
+             f"config.toml, or set {SAFE_ENV}={directory}; else work in a directory of your own",
+    )
+
+
+def _user_name(uid):
+    import pwd
+
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
 
 
 def parse_pins(table, path):
@@ -75,12 +103,13 @@ def parse_pins(table, path):
     return dict(table)
 
 
-def current_pins(layout, cwd, user_config):
+def current_pins(layout, cwd, user_config, environ=os.environ):
     """The project's pins when `cwd` is in one, else the user's global pins."""
     path = find_project_file(cwd)
     if path is not None:
-        return load_project(path)
-    return Pins(user_config.path or layout.config_file, os.path.join(layout.config_dir, LOCK_FILE), dict(user_config.tools), is_project=False)
+        return load_project(path, user_config.safe_directories, environ)
+    return Pins(user_config.path or layout.config_file, os.path.join(layout.config_dir, LOCK_FILE), dict(user_config.tools),
+                stamp=user_config.stamp, is_project=False)
 
 
 # -- editing toolbox.toml, keeping the user's comments and layout -------------------------------------
@@ -105,12 +134,8 @@ def edit_pins(path, set_versions=None, remove=(), new_file_mode=0o644):
     `tools.jq = ...` keys, an inline table) are refused rather than guessed at."""
     import tomllib
 
-    try:
-        with open(path, "rb") as file:
-            original = file.read()
-    except FileNotFoundError:
-        original = b""
-    text = original.decode("utf-8")
+    found = read_input(path, "file")
+    text = found.data.decode("utf-8") if found is not None else ""
     before = tomllib.loads(text)  # the caller loaded it: it parses
     intended = dict(before)
     intended["tools"] = {k: v for k, v in dict(before.get("tools", {}), **(set_versions or {})).items() if k not in remove}

@@ -87,17 +87,59 @@ class Recipe:
     def reference_for(self, version):
         return f"{self.image}:{self.tag_for(version)}"
 
-    def grants(self):
-        """What the recipe gives the tool of the user's machine beyond the image itself, as
-        lines: what `toolbox trust` shows before a project's recipe may run."""
-        lines = [f"image {self.image} (tag {self.tag})"]
+    def grant_items(self):
+        """What the recipe gives the tool of the user's machine, normalized, as a set of
+        tuples: what trust records and compares. Pins and versions are not grants (any version
+        of a trusted recipe runs the same command with the same access), nor are the
+        description and tty; an alias's command is."""
+        items = {("image", self.image), ("tag", self.tag), ("network", self.network)}
         if self.command:
-            lines.append(f"command {' '.join(self.command)}")
-        lines += [f"mount {m.source} at {m.target}{' read-only' if m.read_only else ' read-write'}" for m in self.mounts]
-        lines += [f"host variable {pattern}" for pattern in self.pass_env]
-        lines += [f"variable {key}={value}" for key, value in sorted(self.env.items())]
-        lines.append(f"network {self.network}")
-        return lines
+            items.add(("command", *self.command))
+        for alias in self.aliases.values():
+            if alias.command:
+                items.add(("alias", alias.name, *alias.command))
+        items.update(("mount", _normal_path(m.source), _normal_path(m.target), "ro" if m.read_only else "rw") for m in self.mounts)
+        items.update(("pass_env", pattern) for pattern in self.pass_env)
+        items.update(("env", key, value) for key, value in self.env.items())
+        return frozenset(items)
+
+    def grants(self):
+        """The grants as lines, for people: what `toolbox trust` and `recipes show` print."""
+        return [describe_grant(item) for item in sorted_grants(self.grant_items())]
+
+
+_GRANT_ORDER = ("image", "tag", "command", "alias", "mount", "pass_env", "env", "network")
+
+
+def sorted_grants(items):
+    return sorted(items, key=lambda item: (_GRANT_ORDER.index(item[0]) if item[0] in _GRANT_ORDER else len(_GRANT_ORDER), item))
+
+
+_DESCRIPTIONS = {"image": "image {0}", "tag": "tags made as {0}", "pass_env": "host variable {0}", "env": "variable {0}={1}",
+                 "network": "network {0}"}
+
+
+def describe_grant(item):
+    kind, *values = item
+    if kind == "command":
+        return f"command {_shell_words(values)}"
+    if kind == "alias":
+        return f"alias {values[0]} runs {_shell_words(values[1:])}"
+    if kind == "mount":
+        return f"mount {values[0]} at {values[1]} {'read-only' if values[2] == 'ro' else 'read-write'}"
+    return _DESCRIPTIONS[kind].format(*values) if kind in _DESCRIPTIONS else " ".join(item)
+
+
+def _shell_words(words):
+    import shlex
+
+    return " ".join(shlex.quote(word) for word in words)
+
+
+def _normal_path(path):
+    import posixpath
+
+    return posixpath.normpath(path) if path not in ("~",) else path
 
 
 # -- parsing and validation ---------------------------------------------------------------------
@@ -239,8 +281,14 @@ def builtin_dir():
     return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(here), "recipes")
 
 
-def load_directory(path, source):
-    """{name: Recipe} from every NAME.toml in `path` (none when it does not exist)."""
+def load_directory(path, source, stamps=None):
+    """{name: Recipe} from every NAME.toml in `path` (none when it does not exist). `stamps`,
+    when given, receives the stamp of the directory (taken before it is listed: a file added
+    later changes it) and of each file as read."""
+    from .toolplan import stamp
+
+    if stamps is not None:
+        stamps[path] = stamp(path)
     try:
         names = sorted(entry for entry in os.listdir(path) if entry.endswith(".toml"))
     except FileNotFoundError:
@@ -248,25 +296,47 @@ def load_directory(path, source):
     recipes = {}
     for entry in names:
         origin = os.path.join(path, entry)
-        recipes[entry[:-5]] = parse_recipe(entry[:-5], read_toml(origin), source, origin)
+        doc, file_stamp = read_toml_input(origin)
+        if stamps is not None:
+            stamps[origin] = file_stamp
+        if doc is not None:
+            recipes[entry[:-5]] = parse_recipe(entry[:-5], doc, source, origin)
     return recipes
 
 
 def read_toml(path, error=RecipeError):
+    """The TOML document in `path`; `error` when it is missing, too big or does not parse."""
+    doc, _stamp = read_toml_input(path, error)
+    if doc is None:
+        raise error(f"cannot read {path}: No such file or directory")
+    return doc
+
+
+def read_toml_input(path, error=RecipeError, what="file"):
+    """(document, stamp of the bytes parsed), or (None, None) when `path` does not exist."""
+    from .fsutil import read_input
+
+    found = read_input(path, what, error=error)
+    if found is None:
+        return None, None
+    return parse_toml_bytes(found.data, path, error), found.stamp
+
+
+def parse_toml_bytes(data, path, error=RecipeError):
     try:
-        with open(path, "rb") as file:
-            return tomllib.load(file)
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise error(f"{path}: not valid TOML: not UTF-8 at byte {err.start}", hint="fix the encoding") from None
     except tomllib.TOMLDecodeError as err:
         raise error(f"{path}: not valid TOML: {err}", hint="fix the syntax") from None
-    except OSError as err:
-        raise error(f"cannot read {path}: {err.strerror}") from None
 
 
 class Catalog:
     """Every recipe visible from here, by precedence, with the aliases resolved."""
 
-    def __init__(self, by_source):
+    def __init__(self, by_source, stamps=None):
         self.by_source = by_source  # source -> {name: Recipe}
+        self.stamps = stamps or {}  # every recipe file and directory read: path -> stamp
         self.recipes = {}
         for source in reversed(SOURCES):  # higher precedence overwrites
             self.recipes.update(by_source.get(source, {}))
@@ -278,10 +348,12 @@ class Catalog:
 
     @classmethod
     def load(cls, layout, project=None):
-        by_source = {"builtin": load_directory(builtin_dir(), "builtin"), "user": load_directory(layout.user_recipes_dir, "user")}
+        stamps = {}
+        by_source = {"builtin": load_directory(builtin_dir(), "builtin", stamps),
+                     "user": load_directory(layout.user_recipes_dir, "user", stamps)}
         if project is not None:
             by_source["project"] = project.recipes
-        return cls(by_source)
+        return cls(by_source, stamps)
 
     def shadowed(self, name):
         """The recipe of this name a higher source replaces (for the trust diff), or None."""

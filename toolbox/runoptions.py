@@ -24,7 +24,7 @@ def volume_binds(layout, specs, cwd):
                 raise ToolboxError(f"-v {spec}: {host} does not exist", hint="create it first; toolbox does not create host paths")
         else:
             host = named_volume(layout, source)
-        binds.append((host, inside, read_only))
+        binds.append((host, inside, read_only, None, ()))  # explicit: not judged (argpaths)
     return binds
 
 

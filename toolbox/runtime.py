@@ -15,6 +15,7 @@ the path (RuntimeStepError); the caller turns it into exit status 125.
 
 import errno
 import os
+import stat as stat_module
 
 from . import rootfs
 from . import syscalls as sc
@@ -102,8 +103,8 @@ def exec_container(spec):
         _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root, _mountpoint, spec.home)
     _step("mount /proc, /sys and /dev", mount_system, root.path)
     _step("add the user to /etc/passwd", add_user, root, spec)
-    for host, inside, read_only, *identity in spec.binds:
-        _step(f"bind {host} to {inside}", bind, root.path, host, inside, read_only, *identity)
+    for host, inside, read_only, *identity_and_masks in spec.binds:
+        _step(f"bind {host} to {inside}", bind, root.path, host, inside, read_only, *identity_and_masks)
     for inside in spec.tmpfs:
         _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", _mountpoint(root.path, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
     _step(f"create the working directory {spec.cwd}", make_working_directory, root, spec.cwd)
@@ -280,9 +281,10 @@ def _has_id(content, id_):
     return False
 
 
-def bind(root, host, inside, read_only, identity=None):
+def bind(root, host, inside, read_only, identity=None, masks=()):
     """Bind `host` at `inside`. With `identity` (device, inode), only that very object: the
-    host path is opened here and mounted through the fd, and refused if it is another by now."""
+    host path is opened here and mounted through the fd, and refused if it is another by now.
+    `masks` cover protected places below it (argpaths.protection): (relative path, kind)."""
     fd = None
     if identity is not None:
         fd = os.open(host, os.O_PATH | os.O_CLOEXEC)
@@ -299,6 +301,28 @@ def bind(root, host, inside, read_only, identity=None):
     finally:
         if fd is not None:
             os.close(fd)
+    for relative, kind in masks:
+        cover(os.path.join(target, relative), kind)
+
+
+def cover(path, kind):
+    """Make a protected place below a bind read-only ("read-only": bound read-only over itself)
+    or invisible ("hidden": an empty read-only tmpfs, or /dev/null for a file). The place was
+    a real path when judged; if it is a symlink now, the mount would land elsewhere: refused."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return  # gone since it was judged: nothing to cover
+    if stat_module.S_ISLNK(st.st_mode):
+        raise OSError(errno.EPERM, f"{path} became a symlink since it was checked")
+    if kind == "hidden":
+        if stat_module.S_ISDIR(st.st_mode):
+            sc.mount("toolbox-hidden", path, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=0755,size=4k")
+            return
+        sc.mount("/dev/null", path, None, sc.MS_BIND)
+    else:
+        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
+    sc.mount(None, path, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
 
 
 def make_working_directory(root, cwd):

@@ -34,6 +34,10 @@ def main(tool, argv=None):
         settings = None  # no recipe (any more) for this name: not toolbox's to run
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # a file it could not write, a bug: still one line, and toolbox's status
+        _say(f"error: {err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__}: "
+             f"{getattr(err, 'filename', None) or err}")
+        return EXIT_TOOLBOX_FAILED
     if settings is None or not settings["pinned"]:
         return fall_through(tool, argv, layout.shims_dir) or EXIT_NOT_FOUND
     try:

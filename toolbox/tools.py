@@ -3,9 +3,15 @@ the pins (a project's toolbox.toml or the user's global ones), the lock file and
 resolves tags to digests through the registry client. Cold tier.
 
 Which version runs: `tool@VERSION` as typed; else an alias's version (python3.11); else the pin;
-else the recipe's default. A pinned version runs by the digest its lock entry names, for this
-platform; the lock is brought up to date first when the pins changed (not with --frozen or
-CI=true, which fail instead). An unpinned version runs by tag.
+else the recipe's default. A pinned version runs by the digest its lock entry names (for an
+index, the pull picks this platform's manifest from the index itself); the lock is brought up to
+date first when the pins changed (not with --frozen or CI=true, which fail instead). An unpinned
+version runs by tag.
+
+Every input is read once (fsutil.read_input) and the stamp of what was read is kept in
+`Context.read_stamps`, so a tool plan made here names exactly the files it was made from.
+A project's recipes are used for nothing — running, locking, pulling — until their grants are
+trusted (trust.py).
 """
 
 import os
@@ -13,8 +19,8 @@ import re
 from dataclasses import dataclass
 
 from .errors import NotFound, ToolboxError
-from .lockfile import LockEntry, OutOfDate, disagreements, read_lock, write_lock
-from .project import current_pins
+from .lockfile import LockEntry, LockError, OutOfDate, disagreements, read_lock, write_lock
+from .project import check_owner, current_pins
 from .recipes import Catalog
 
 TOOL_SPEC = re.compile(r"([a-z0-9][a-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._+-]*))?\Z")
@@ -37,6 +43,7 @@ class ToolRun:
     image: str  # a reference toolbox run can pull: by digest when locked
     command: tuple | None
     pinned_by: str | None  # the file that pins the version, or None
+    entry: LockEntry | None = None  # the lock entry it runs by
 
     def run_settings(self):
         """The recipe's part of the run, as the launch path takes it (plain values, no classes)."""
@@ -53,13 +60,23 @@ class ToolRun:
 
 
 class Context:
-    """The pins, catalog, lock and trust that apply in one directory."""
+    """The pins, catalog, lock and trust that apply in one directory. `confirm(text)`, when
+    given, is asked whether to trust recipes it shows (a terminal prompt); without it, or when
+    it says no, untrusted recipes are an error."""
 
-    def __init__(self, services, cwd=None):
+    def __init__(self, services, cwd=None, confirm=None):
         self.services = services
         self.layout = services.layout
-        self.pins = current_pins(services.layout, cwd or os.getcwd(), services.config)
+        self.environ = services.environ
+        self.confirm = confirm
+        self.pins = current_pins(services.layout, cwd or os.getcwd(), services.config, services.environ)
         self.catalog = Catalog.load(services.layout, self.pins if self.pins.is_project else None)
+        self.read_stamps = dict(self.catalog.stamps)  # path -> stamp of the bytes read
+        if services.config.path:
+            self.read_stamps[services.config.path] = services.config.stamp
+        self.read_stamps[self.pins.path] = self.pins.stamp
+        self.cacheable = True  # False when an input changed under us: no tool plan is written
+        self.warnings = []  # for the edge to print: what did not stop the command
         self._client = None
 
     # -- which tool, which version --------------------------------------------------------------
@@ -75,37 +92,49 @@ class Context:
         if version is None or version == pinned:
             if pinned is not None:
                 entry = self.locked_entry(recipe.name, frozen)
-                from .platform import host_platform
-
-                return ToolRun(name, recipe, pinned, entry.pinned_reference(host_platform()), command, self.pins.path)
+                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, self.pins.path, entry)
             version = recipe.default_version
         return ToolRun(name, recipe, version, recipe.reference_for(version), command, None)
 
     def plan_inputs(self):
         """Every file a tool plan made here depends on (toolplan.py), present or not."""
         from . import recipes as recipes_module
-        from .recipes import builtin_dir
         from .trust import TrustStore
 
-        paths = [self.pins.path, self.layout.config_file, self.pins.lock_path, TrustStore(self.layout).record_path(self.pins)]
-        for directory in (builtin_dir(), self.layout.user_recipes_dir):
-            paths.append(directory)
-            try:
-                paths += sorted(os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".toml"))
-            except FileNotFoundError:
-                pass
+        paths = [self.pins.path, self.layout.config_file, self.pins.lock_path, TrustStore(self.layout).record_path(self.pins.path)]
+        paths += sorted(self.catalog.stamps)
         package = os.path.dirname(os.path.abspath(recipes_module.__file__))
         # toolbox itself: its version, and the modules that make plans (edited in a checkout).
-        paths += [os.path.join(package, name) for name in ("__init__.py", "tools.py", "recipes.py", "lockfile.py", "project.py", "toolplan.py")]
+        paths += [os.path.join(package, name) for name in
+                  ("__init__.py", "tools.py", "recipes.py", "lockfile.py", "project.py", "toolplan.py", "trust.py", "fsutil.py")]
         return list(dict.fromkeys(paths))
 
-    def check_trusted(self, recipes):
-        untrusted = [r for r in recipes if r.source == "project"]
-        if untrusted:
-            from .trust import TrustStore, refusal
+    def plan_stamps(self):
+        """{path: stamp} for a tool plan: the stamp of what was read, for the files read."""
+        from .toolplan import stamp
 
-            if not TrustStore(self.layout).is_trusted(self.pins):
-                raise refusal(self.pins, untrusted, self.catalog)
+        return {path: self.read_stamps[path] if path in self.read_stamps else stamp(path) for path in self.plan_inputs()}
+
+    def check_trusted(self, recipes):
+        """Refuse (NotTrusted) to use project recipes whose grants are not trusted, after
+        offering to trust them when `confirm` is there."""
+        project = [r for r in recipes if r.source == "project"]
+        if not project:
+            return
+        from .trust import TrustStore, describe, refusal
+
+        store = TrustStore(self.layout, self.environ)
+        untrusted, record = store.untrusted(self.pins.path, project)
+        self.read_stamps[record.path] = record.stamp
+        if not untrusted:
+            return
+        error = refusal(self.pins, untrusted, record, self.catalog, store.trusted_elsewhere(self.pins.path, untrusted))
+        question = "\n".join([f"{self.pins.path} defines recipes that would get:", *describe(untrusted, record, self.catalog),
+                              f"Trust them (as `toolbox trust` in {self.pins.directory} would)?"])
+        if self.confirm is None or not self.confirm(question):
+            raise error
+        store.trust(self.pins.path, untrusted, keep=record)
+        self.read_stamps[record.path] = store.read(self.pins.path).stamp
 
     def check_pins(self, tools=None):
         """Every pin (or those of `tools`) names a recipe; an alias (python3.11) is refused,
@@ -117,48 +146,123 @@ class Context:
                                    hint=f"pin {self.catalog.aliases[tool][0].name} instead")
 
     # -- the lock --------------------------------------------------------------------------------
+    def read_lock(self):
+        """toolbox.lock (a LockFile), read once; a project's must be yours like toolbox.toml."""
+        owner_check = None
+        if self.pins.is_project:
+            def owner_check(found):
+                check_owner(found, self.services.config.safe_directories, self.environ)
+        lock = read_lock(self.pins.lock_path, owner_check)
+        self.read_stamps[self.pins.lock_path] = lock.stamp
+        return lock
+
     def locked_entry(self, tool, frozen=False):
         """The lock entry to run `tool` by, locking it first if needed: only it, so that another
         pin that does not resolve (a typo, a version not published) does not stop this one."""
-        return self.lock(frozen=frozen, only=tool)[tool]
+        return self.lock(frozen=frozen, only=tool, may_skip_write=True)[tool]
 
-    def lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None):
+    def lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False):
         """The lock entries for the pins, resolving what is missing, stale or asked to be
         upgraded, and writing toolbox.lock when that changed it. With `frozen`, a lock that
         disagrees with the pins is an error instead. With `only`, that tool alone is checked
-        and resolved; the other entries are kept as they are."""
+        and resolved; the other entries are kept as they are (broken ones too). With
+        `may_skip_write`, a lock that cannot be written is a warning, not an error."""
         self.check_pins([only] if only else None)
-        entries = read_lock(self.pins.lock_path)
-        reasons = [reason for tool, reason in disagreements(self.pins, self.catalog, entries) if only in (None, tool)]
+        tools = [only] if only else sorted(self.pins.versions)
+        self.check_trusted([self.catalog.recipes[tool] for tool in tools])  # before anything is fetched
+        lock = self.read_lock()
+        reasons = [reason for tool, reason in disagreements(self.pins, self.catalog, lock) if only in (None, tool)]
         if frozen and reasons:
             raise OutOfDate(f"{self.pins.lock_path} does not match {self.pins.path}: {'; '.join(reasons)}",
                             hint="run `toolbox lock` and commit toolbox.lock (--frozen and CI=true never resolve)")
         wanted = {}
         for tool, version in sorted(self.pins.versions.items()):
-            entry = entries.get(tool)
+            entry = lock.entries.get(tool)
             if only and tool != only:
                 if entry is not None:
                     wanted[tool] = entry  # as it is: not this run's business
                 continue
             recipe = self.catalog.recipes[tool]
             if entry is None or not entry.matches(recipe, version) or upgrade_all or tool in upgrade:
-                self.check_trusted([recipe])
                 entry = self.resolve(tool, recipe, version)
+            else:
+                self.check_stored(entry)
             wanted[tool] = entry
-        if wanted != entries or not os.path.exists(self.pins.lock_path):
-            write_lock(self.pins.lock_path, wanted)
+        kept_broken = {tool: broken for tool, broken in lock.broken.items() if only and tool != only}
+        if wanted != lock.entries or set(kept_broken) != set(lock.broken) or lock.stamp is None:
+            self._write_lock(wanted, kept_broken, may_skip_write)
         return wanted
+
+    def _write_lock(self, entries, broken, may_skip):
+        """Write toolbox.lock. For a run (`may_skip`), a project directory you cannot write is
+        not a reason to stop the tool: it runs by the digests resolved now, and a warning says
+        the lock was not saved (the tool plan remembers them until a project file changes)."""
+        import errno
+
+        try:
+            write_lock(self.pins.lock_path, entries, broken)
+        except OSError as err:
+            message = f"cannot write {self.pins.lock_path}: {err.strerror}"
+            if not may_skip or err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise ToolboxError(message, hint="make its directory writable for you, or work in a copy of the project") from None
+            self.warnings.append(f"{message}; running by the digests resolved now, the lock is not saved")
+            return
+        if self.read_lock().entries != entries:  # someone else wrote it in between
+            self.cacheable = False
+
+    def check_stored(self, entry):
+        """Check `entry` against the document its digest names, if the store has it (it does
+        once the image was pulled): what can be checked without the registry."""
+        from .digest import Digest
+
+        store = self.services.store
+        digest = Digest.parse(entry.digest)
+        if store.has_blob(digest):
+            from .manifest import parse_manifest
+
+            check_against_index(entry, parse_manifest(store.read_blob(digest), what=f"{entry.reference}@{entry.digest}"), self.pins.lock_path)
 
     def resolve(self, tool, recipe, version):
         from .reference import ImageRef
 
         ref = ImageRef.parse(recipe.reference_for(version))
         try:
-            digest, platforms = resolve_tag(self.client(), ref)
+            digest, platforms = resolve_tag(self.client(), ref, self.services.store)
         except NotFound as err:
             raise NotFound(f"{tool} {version}: {recipe.reference_for(version)} does not exist ({err.message})",
                            hint=f"check the version; the recipe makes tags as {recipe.tag!r} from {recipe.image}") from None
         return LockEntry(tool, recipe.name, recipe.source, version, recipe.image, ref.tag, digest, platforms)
+
+    def check_with_registry(self):
+        """`toolbox lock --check`: every entry against the registry. Its digest must exist in the
+        recipe's repository and list exactly the platforms locked, and the tag must still name
+        it. [(tool, problem or None)]."""
+        from .manifest import parse_manifest
+        from .reference import ImageRef
+
+        self.check_pins()
+        self.check_trusted([self.catalog.recipes[tool] for tool in self.pins.versions])
+        lock = self.read_lock()
+        problems = {tool: reason for tool, reason in disagreements(self.pins, self.catalog, lock)}
+        client = self.client()
+        for tool, entry in sorted(lock.entries.items()):
+            if tool in problems:
+                continue
+            ref = ImageRef.parse(entry.reference)
+            try:
+                fetched = client.get_manifest(ref, entry.digest)
+                check_against_index(entry, parse_manifest(fetched.data, fetched.content_type, what=f"{ref}@{entry.digest}"), self.pins.lock_path)
+                now = client.get_manifest(ref)
+            except NotFound:
+                problems[tool] = f"{tool}: {entry.digest} is not in {entry.image}"
+                continue
+            except LockError as err:
+                problems[tool] = err.message
+                continue
+            if str(now.digest) != entry.digest:
+                problems[tool] = (f"{tool}: the tag {entry.tag} now names {now.digest}, the lock {entry.digest}: either the tag moved upstream "
+                                  f"since the lock was written (`toolbox lock --upgrade {tool}` takes the new one) or the lock was edited")
+        return [(tool, problems.get(tool)) for tool in sorted(set(lock.entries) | set(lock.broken) | set(self.pins.versions))]
 
     def client(self):
         if self._client is None:
@@ -170,27 +274,55 @@ class Context:
             self._client.close()
 
 
-def resolve_tag(client, ref):
+def check_against_index(entry, document, lock_path):
+    """The lock entry's platform map must be what the document its digest names says: for an
+    index, exactly its runnable platforms and manifests; for a lone manifest, itself alone. A
+    map pointing a platform at another manifest (another version's, say) is refused."""
+    from .manifest import Index
+
+    where = f"{lock_path}: [tools.{entry.tool}]"
+    hint = f"the lock was edited or damaged: `toolbox lock --upgrade {entry.tool}` writes the entry again from the registry; review who changed it"
+    if isinstance(document, Index):
+        listed = index_platforms(document)
+        if entry.is_lone_manifest or listed != entry.platforms:
+            wrong = sorted(key for key in set(listed) | set(entry.platforms) if listed.get(key) != entry.platforms.get(key))
+            raise LockError(f"{where} does not match the index {entry.digest} names: for {', '.join(wrong)} the lock says "
+                            f"{', '.join(str(entry.platforms.get(k)) for k in wrong)}, the index {', '.join(str(listed.get(k)) for k in wrong)}",
+                            hint=hint)
+    elif not entry.is_lone_manifest:
+        raise LockError(f"{where}: {entry.digest} is an image manifest, yet the entry maps other manifests", hint=hint)
+
+
+def index_platforms(index):
+    """{platform: manifest digest} of the images an index lists (not attestations)."""
+    return {str(entry.platform): str(entry.digest) for entry in index.runnable_entries()}
+
+
+def resolve_tag(client, ref, store=None):
     """(the digest the tag names, {platform: manifest digest}). An index gives every runnable
-    platform it lists; a lone manifest gives the one its config names."""
+    platform it lists; a lone manifest gives the one its config names. The document is kept in
+    `store` (verified by its digest), so the lock can be checked against it offline later."""
     from .manifest import MAX_CONFIG_SIZE, Index, parse_config, parse_manifest
 
     fetched = client.get_manifest(ref)
     document = parse_manifest(fetched.data, fetched.content_type, what=f"manifest of {ref}")
     if isinstance(document, Index):
-        platforms = {str(entry.platform): str(entry.digest) for entry in document.runnable_entries()}
+        platforms = index_platforms(document)
     else:
         config = parse_config(client.get_blob_bytes(ref, document.config, fetched.endpoint, MAX_CONFIG_SIZE), what=f"config of {ref}")
         platforms = {str(config.platform): str(fetched.digest)}
     if not platforms:
         raise NotFound(f"{ref} lists no image for any platform")
+    if store is not None:
+        store.put_blob(fetched.digest, fetched.data)
     return str(fetched.digest), platforms
 
 
-
-def run_settings(text, frozen=False, cwd=None):
+def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, confirm=None, warn=None):
     """For the launch path: what `toolbox run TEXT` runs, as plain values (ToolRun.run_settings),
-    also written as a tool plan (toolplan.py) so the next run reads it without this module."""
+    also written as a tool plan (toolplan.py) so the next run reads it without this module. A
+    locked tool's image is pulled here (unless `pull` is "never") so that the lock entry is
+    checked against its index before the plan is written."""
     import gc
 
     from . import toolplan
@@ -200,16 +332,27 @@ def run_settings(text, frozen=False, cwd=None):
     cwd = cwd or os.getcwd()
     services = load_services()
     pins_file = toolplan.pins_file(services.layout, cwd)
-    context = Context(services, cwd)
-    inputs = context.plan_inputs()
-    before = {path: toolplan.stamp(path) for path in inputs if path != context.pins.lock_path}
+    context = Context(services, cwd, confirm)
     try:
-        settings = context.tool_run(text, frozen).run_settings()
+        run = context.tool_run(text, frozen)
+        if run.entry is not None:
+            from .platform import Platform, host_platform
+
+            run.entry.manifest_for(Platform.parse(platform) if platform else host_platform())  # the lock's own word first
+            if pull != "never":
+                from .runplan import ensure_plan
+
+                ensure_plan(services.layout, run.image, "missing", platform)
+                context.check_stored(run.entry)
+        settings = run.run_settings()
     finally:
         context.close()
-    if all(toolplan.stamp(path) == recorded for path, recorded in before.items()):  # else: changed while read
+        for message in context.warnings:
+            if warn is not None:
+                warn(message)
+    if context.cacheable and context.pins.path == pins_file:
         path = toolplan.plan_path(services.layout, pins_file, text)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with services.store.new_file(path) as file:
-            file.write(toolplan.plan_bytes(pins_file, text, settings, inputs))
+            file.write(toolplan.plan_bytes(pins_file, text, settings, context.plan_stamps(), services.environ))
     return settings

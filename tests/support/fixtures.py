@@ -12,7 +12,7 @@ import pytest
 from . import push as _push
 from .registry import RegistryServer, find_registry_binary
 
-__all__ = ["registry", "tls_registry", "basic_registry", "token_registry", "token_tls_registry", "registry_factory",
+__all__ = ["other_user", "registry", "tls_registry", "basic_registry", "token_registry", "token_tls_registry", "registry_factory",
            "pushed_images", "tls_pushed_images", "basic_pushed_images", "token_pushed_images"]
 
 SCENARIOS_ON_AUTH_REGISTRIES = ("busybox", "multiarch")
@@ -118,3 +118,16 @@ def token_pushed_images(token_registry, tmp_path_factory):
     }
     token_registry.token_server.reset()
     return pushed
+
+
+@pytest.fixture(scope="session")
+def other_user():
+    """Another local account (tests/support/other_user.py), which scripts/test starts as root."""
+    import os
+
+    from .other_user import SOCKET_ENV, OtherUser
+
+    path = os.environ.get(SOCKET_ENV)
+    if not path:
+        pytest.skip("needs a second local account: scripts/test run as root creates toolbox-other")
+    return OtherUser(path)

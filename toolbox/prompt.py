@@ -1,0 +1,25 @@
+"""Talking to the person at the terminal, for the cold tier's questions (trusting a project's
+recipes) and warnings. An edge module: use cases take `confirm` and `warn` callables instead of
+printing."""
+
+import os
+import sys
+
+
+def confirm_on_terminal(question, environ=os.environ):
+    """Ask `question` with [y/N] on the terminal, and say whether the answer was yes. Without
+    a terminal on both stdin and stderr (a pipe, a script, CI=true) nobody is asked: no."""
+    from .toolplan import frozen_requested
+
+    if frozen_requested(environ) or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    print(f"toolbox: {question} [y/N] ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def warn(message):
+    print(f"toolbox: warning: {message}", file=sys.stderr)
