@@ -294,7 +294,7 @@ def make_spec(layout, plan, options, container=None):
     if options.user is None:
         user = own_user()
     else:
-        user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir, layers))
+        user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir, layers, plan["reference"]))
     binds = []
     host_cwd = os.getcwd()
     cwd_mounted = options.mount_cwd and host_cwd != "/"
