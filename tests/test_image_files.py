@@ -30,6 +30,7 @@ from tests.support.push import push_raw
 from toolbox.errors import LayerError, ToolboxError
 from toolbox.imagefs import ACCOUNTS_LIMIT, FileTooBig, ImageFileError, NotRegularFile, locate, read_image_file, read_regular
 from toolbox.runoptions import image_lookup_in, user_inside
+from toolbox.runtime import _mountpoint
 from toolbox.unpack import unpack_layer
 
 needs_userns = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces with overlayfs are not available here")
@@ -170,6 +171,15 @@ def test_read_regular_follows_no_symlink_opens_no_fifo_and_stops_at_the_bound(tm
         read_regular("/proc/self/maps", 100)  # its size says 0
 
 
+def test_a_mount_point_never_lands_above_the_root(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    assert _mountpoint(str(root), "..", directory=True) == str(root)
+    assert _mountpoint(str(root), "/home/../..", directory=True) == str(root)
+    assert _mountpoint(str(root), "/x/y/..", directory=True) == str(root / "x")
+    assert sorted(os.listdir(tmp_path)) == ["root"]
+
+
 # ---------------------------------------------------------------------------------------------
 # --user lookups
 
@@ -305,6 +315,37 @@ def test_a_passwd_past_the_bound_is_refused_for_a_name_and_left_alone_for_a_numb
     numeric = run(toolbox, "-u", "0", huge, "sh", "-c", f"{UID}; wc -c < /etc/passwd", memory=2 * GIB, timeout=30)
     assert numeric.returncode == 0 and numeric.stdout.split()[0] == b"0", numeric
     assert int(numeric.stdout.split()[1]) == len(passwd)  # left as the image has it: no entry appended
+
+
+KEPT_LAYER_HOLDS = {
+    "a FIFO": ("rm /etc/passwd && mkfifo /etc/passwd", b"fifo:0"),  # the open blocked forever
+    "a directory": ("rm /etc/passwd && mkdir /etc/passwd", b"directory:"),  # the read failed the run (EISDIR)
+    "a sparse giant": ("truncate -s 64G /etc/passwd", b"regular file:68719476736"),  # read into memory
+}
+
+
+@needs_userns
+@pytest.mark.parametrize("kind", sorted(KEPT_LAYER_HOLDS))
+def test_the_users_entry_is_not_added_to_a_passwd_that_is(toolbox, registry, kind):
+    """A kept writable layer (--name) holds what the tool made of /etc/passwd: the next run
+    reads it on the host side to add the user's entry, and leaves it as it is."""
+    toolbox.trust(registry)
+    tools = publish(toolbox, registry, images.busybox_entries() + [symlink("bin/mkfifo", "busybox"), symlink("bin/truncate", "busybox")])
+    script, seen = KEPT_LAYER_HOLDS[kind]
+    assert run(toolbox, "--name", "kept", "-u", "0", tools, "sh", "-c", script).returncode == 0
+    again = run(toolbox, "--name", "kept", tools, "sh", "-c", f"{UID}; stat -c %F:%s /etc/passwd", memory=2 * GIB, timeout=30)
+    assert again.returncode == 0, again
+    uid, passwd = again.stdout.splitlines()
+    assert uid == str(os.getuid()).encode() and passwd.startswith(seen), again
+
+
+@needs_userns
+def test_a_home_that_is_no_directory_is_left_alone(toolbox, registry):
+    toolbox.trust(registry)
+    passwd = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:2:2:daemon:/dev/null:/bin/sh\n"
+    daemon = publish(toolbox, registry, busybox_without("etc/passwd") + [file("etc/passwd", passwd)])
+    result = run(toolbox, "-u", "daemon", daemon, "sh", "-c", "echo $HOME; test -c /dev/null && echo device")
+    assert result.returncode == 0 and result.stdout == b"/dev/null\ndevice\n", result
 
 
 # ---------------------------------------------------------------------------------------------
