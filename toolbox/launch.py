@@ -322,7 +322,7 @@ def make_spec(layout, plan, options, container=None, notes=None):
     if options.user is None:
         user = own_user()
     else:
-        user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir, layers))
+        user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir, layers, plan["reference"]))
     binds = []
     host_cwd = os.getcwd()
     home = os.environ.get("HOME") or os.path.expanduser("~")

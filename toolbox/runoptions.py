@@ -5,6 +5,7 @@ launch.py loads this only when one of them is given, so the common launch stays 
 import os
 
 from .errors import ToolboxError
+from .imagefs import ACCOUNTS_LIMIT, ImageFileError, read_image_file
 from .launch import User, UsageError, _container_path, own_user, user_name
 
 
@@ -49,22 +50,29 @@ def env_file_entries(path):
 
 def user_inside(requested, image_lookup):
     """--user: absent means the user's own ids and name; `root` or 0 a fake root; UID[:GID];
-    or NAME[:GROUP] looked up in the image's /etc/passwd and /etc/group."""
+    or NAME[:GROUP] looked up in the image's /etc/passwd and /etc/group. A name that must be
+    looked up fails with the reason when the image's file cannot be read (imagefs refuses a
+    FIFO, a device, a directory, a file past ACCOUNTS_LIMIT, a symlink loop); for a numeric UID
+    the entry only brings a name and a home, so such a file counts as no entry."""
     if requested is None:
         return own_user()
     own_name = user_name()
     who, _, group = requested.partition(":")
-    entry = image_lookup("passwd", who) if who else None
     if who.isdigit():
+        try:
+            entry = image_lookup("passwd", who)
+        except ImageFileError:
+            entry = None
         uid = int(who)
-    elif entry is not None:
-        uid = int(entry[2])
     else:
-        raise ToolboxError(f"--user {requested}: the image has no user named {who!r}", hint="use a numeric UID[:GID]")
+        entry = _looked_up(requested, image_lookup, "passwd", who) if who else None
+        if entry is None:
+            raise ToolboxError(f"--user {requested}: the image has no user named {who!r}", hint="use a numeric UID[:GID]")
+        uid = int(entry[2])
     if group.isdigit():
         gid = int(group)
     elif group:
-        group_entry = image_lookup("group", group)
+        group_entry = _looked_up(requested, image_lookup, "group", group)
         if group_entry is None:
             raise ToolboxError(f"--user {requested}: the image has no group named {group!r}", hint="use a numeric UID:GID")
         gid = int(group_entry[2])
@@ -77,28 +85,32 @@ def user_inside(requested, image_lookup):
     return User(uid, gid, name, home)
 
 
-def image_lookup_in(layers_dir, layers):
-    """A lookup of NAME or ID in the image's /etc/passwd or /etc/group, read from the topmost
-    layer tree that has the file: the ids must be known before the id maps are written, so
-    before anything is mounted."""
+def _looked_up(requested, image_lookup, database, key):
+    try:
+        return image_lookup(database, key)
+    except ImageFileError as err:
+        raise ToolboxError(f"--user {requested}: {err}", hint="use numeric ids (UID[:GID]): they need no lookup") from None
+
+
+def image_lookup_in(layers_dir, layers, image="the image"):
+    """A lookup of NAME or ID in the image's /etc/passwd or /etc/group (`database`): the ids
+    must be known before the id maps are written, so before anything is mounted. The file is
+    read from the layer trees as the container will see it (imagefs: overlayfs's rules,
+    symlinks resolved inside the image, a regular file of at most ACCOUNTS_LIMIT bytes, never a
+    host file); ImageFileError, naming the file and `image`, when it cannot be."""
+    layer_roots = [os.path.join(layers_dir, layer) for layer in layers]
 
     def lookup(database, key):
-        for layer in layers:
-            try:
-                with open(os.path.join(layers_dir, layer, "etc", database), encoding="utf-8", errors="replace") as file:
-                    lines = file.read().splitlines()
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            except OSError:
-                return None  # a whiteout (a 0/0 device) or unreadable: deleted in this layer
-            minimum_fields = 7 if database == "passwd" else 3
-            for line in lines:
-                fields = line.split(":")
-                if len(fields) >= minimum_fields and key in (fields[0], fields[2]) and fields[2].isdigit():
-                    if database == "passwd" and not fields[3].isdigit():
-                        continue
-                    return fields
+        data = read_image_file(layer_roots, f"/etc/{database}", ACCOUNTS_LIMIT, image)
+        if data is None:
             return None
+        minimum_fields = 7 if database == "passwd" else 3
+        for line in data.decode("utf-8", "replace").splitlines():
+            fields = line.split(":")
+            if len(fields) >= minimum_fields and key in (fields[0], fields[2]) and fields[2].isdigit():
+                if database == "passwd" and not fields[3].isdigit():
+                    continue
+                return fields
         return None
 
     return lookup

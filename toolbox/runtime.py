@@ -19,6 +19,7 @@ import stat as stat_module
 
 from . import rootfs
 from . import syscalls as sc
+from .imagefs import ACCOUNTS_LIMIT, FileTooBig, NotRegularFile, read_regular
 
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -219,58 +220,68 @@ def resolve_inside(root, relative, max_links=40):
 def _mountpoint(root, relative, directory):
     """Create what a mount needs to sit on, inside the scratch layer. Parents are resolved
     inside the root; a symlink in the last place is replaced (the image's /etc/resolv.conf or
-    /dev entries may be symlinks), so the mount lands where the tool will look."""
-    parent = resolve_inside(root, os.path.dirname(relative.strip("/")))
-    path = os.path.join(parent, os.path.basename(relative.strip("/")))
+    /dev entries may be symlinks), so the mount lands where the tool will look. A last name of
+    `..` (a home directory from the image's /etc/passwd may end so) is resolved too, so that the
+    mount cannot land above the root. A file is created with O_NONBLOCK: were a FIFO there, an
+    open for writing would wait for a reader."""
+    relative = relative.strip("/")
+    if os.path.basename(relative) in ("", ".", ".."):
+        path = resolve_inside(root, relative)
+        parent = os.path.dirname(path)
+    else:
+        parent = resolve_inside(root, os.path.dirname(relative))
+        path = os.path.join(parent, os.path.basename(relative))
     if os.path.islink(path):
         os.unlink(path)
     if directory:
         os.makedirs(path, exist_ok=True)
     elif not os.path.exists(path):
         os.makedirs(parent, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644))
     return path
 
 
 def add_user(root, spec):
     """So that `whoami`, `id` and `~` work: an entry for the user, and a writable home. On a
     read-only root the files are never written in place (in a flattened image they are hard
-    links into the layer trees): a copy with the entry is bound over them."""
-    os.makedirs(resolve_inside(root.path, spec.home), exist_ok=True)
+    links into the layer trees): a copy with the entry is bound over them. The image's files
+    are read as the host sees the root, before pivot_root, so only as _read_accounts allows; one
+    it will not read is left as the image has it, and the tool runs without the entry (a home
+    that is no directory, /dev/null for some daemons' users, is left so too)."""
+    try:
+        os.makedirs(resolve_inside(root.path, spec.home), exist_ok=True)
+    except FileExistsError:
+        pass
     etc = resolve_inside(root.path, "etc")
     uid, gid = spec.uid, spec.gid
     entries = (("passwd", f"{spec.user_name}:x:{uid}:{gid}:{spec.user_name}:{spec.home}:/bin/sh\n", uid),
                ("group", f"{spec.user_name}:x:{gid}:\n", gid))
     for name, line, id_ in entries:
         path = os.path.join(etc, name)
-        if os.path.islink(path):
-            continue  # an image whose /etc/passwd is a symlink keeps it as it is
-        content = _read_or_empty(path)
-        if _has_id(content, id_):
+        content = _read_accounts(path)
+        if content is None or _has_id(content, id_):
             continue
         if content and not content.endswith("\n"):
             line = "\n" + line
         if root.writable:
             os.makedirs(etc, exist_ok=True)
-            _write_file(path, line.encode("utf-8", "surrogateescape"), os.O_CREAT | os.O_APPEND)
+            _write_file(path, line.encode("utf-8", "surrogateescape"), os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
         else:
             copy = os.path.join(os.path.dirname(root.path), name)
             _write_file(copy, (content + line).encode("utf-8", "surrogateescape"))
             sc.mount(copy, _mountpoint(root.path, f"etc/{name}", directory=False), None, sc.MS_BIND)
 
 
-def _read_or_empty(path):
+def _read_accounts(path):
+    """The image's /etc/passwd or /etc/group: "" when there is none, None when it is to be left
+    as it is: anything but a regular file (a symlink, which would be followed on the host; a
+    FIFO, which would block the open forever; a directory), one past ACCOUNTS_LIMIT (a sparse
+    file of terabytes would be read into memory), or an /etc that is no directory."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return ""
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(chunks).decode("utf-8", "surrogateescape")
+        data = read_regular(path, ACCOUNTS_LIMIT)
+    except (NotRegularFile, FileTooBig, NotADirectoryError):
+        return None
+    return "" if data is None else data.decode("utf-8", "surrogateescape")
 
 
 def _has_id(content, id_):
