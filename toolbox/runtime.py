@@ -81,6 +81,7 @@ def exec_container(spec):
         from .subids import IdMapper
 
         mapper = IdMapper(*spec.subid_maps)  # forked now: it must stay outside the namespace
+    wait_until_single_threaded()
     try:
         _step("unshare user and mount namespaces", sc.unshare, namespaces)
     except BaseException:
@@ -116,6 +117,22 @@ def exec_container(spec):
     _step("set no_new_privs", sc.set_no_new_privs)
     _step("refuse terminal injection (seccomp)", sc.block_terminal_injection)
     execute(spec.argv, spec.env)
+
+
+def wait_until_single_threaded(timeout=5.0):
+    """unshare(CLONE_NEWUSER) fails with EINVAL while the process has other threads
+    (unshare(2)). The launch path starts none, but the cold tier may have pulled an image with
+    a thread pool just before: its threads are joined, yet each may still be leaving the
+    kernel's thread group for a moment, longer on a loaded machine. Only then is it checked."""
+    import sys
+
+    if "threading" not in sys.modules:
+        return
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def _step(name, function, *args):
