@@ -6,6 +6,8 @@ message naming the problem, or neutralised; a canary tree outside the store stay
 
 import os
 import re
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -13,8 +15,9 @@ import pytest
 from tests.support import images
 from tests.support.images import Entry, Layer, directory, file, hardlink, symlink
 from tests.support.push import push_raw
+from tests.support.rootfs_modes import rootfs_mode_params
 from toolbox.check import check_store
-from toolbox.unpack import merge_layers
+from toolbox.unpack import UnpackLimits, merge_layers
 
 BOMB_LIMIT = 8 * 1024 * 1024
 
@@ -73,6 +76,25 @@ def assert_untouched(toolbox, canary):
     assert toolbox.leftovers() == []
 
 
+def run(toolbox, mode, *args):
+    """`toolbox run` in one root filesystem mode."""
+    return subprocess.run([sys.executable, "-m", "toolbox", "run", *args], env=dict(toolbox.env, TOOLBOX_ROOTFS=mode),
+                          capture_output=True, cwd=toolbox.root, timeout=120)
+
+
+def flat_entries(toolbox):
+    """What read-only mode keeps in the store's flat/ directory: flattened images, and the
+    staging directories (NAME.tmp-PID) of flattenings still running or killed."""
+    flat = toolbox.layout.flat_dir
+    return sorted(os.listdir(flat)) if os.path.isdir(flat) else []
+
+
+def assert_untouched_store(toolbox):
+    report = check_store(toolbox.store)
+    assert report.clean, report.to_json()
+    assert toolbox.leftovers() == [] and [entry for entry in flat_entries(toolbox) if ".tmp-" in entry] == []
+
+
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_refused(toolbox, registry, canary, name):
     layers, words = REFUSED[name]
@@ -106,3 +128,27 @@ def test_neutralised(toolbox, registry, canary, tmp_path, name):
             assert not target.is_symlink() and target.read_bytes() == content, path
             assert target.stat().st_mode & 0o6000 == 0  # no setuid or setgid bit survives
     assert_untouched(toolbox, canary)
+
+
+@pytest.mark.parametrize("mode", rootfs_mode_params())
+def test_a_tree_as_deep_as_the_unpacker_allows_runs_in_every_root_mode(toolbox, registry, deep_tmp_path, mode):
+    """Layers nested exactly as deep as the unpacker accepts, with a whiteout and a file at the
+    bottom of the upper one: every root mode shows the image (read-only mode flattens it
+    first, without recursion) and leaves nothing half-made in the store."""
+    depth = UnpackLimits().max_depth
+    bottom = "d/" * (depth - 1)  # the deepest directory; names in it are `depth` levels deep
+    lower = Layer((file(bottom + "f", "lower\n"), file(bottom + "kept", "kept\n")))
+    upper = Layer((Entry(bottom + ".wh.f"), file(bottom + "g", "deepest\n"), directory(bottom + "e")))
+    toolbox.trust(registry)
+    reference, _built = publish(registry, (images.busybox_layer(), lower, upper), f"deep-{mode}")
+    toolbox.pull(reference)
+    result = run(toolbox, mode, reference, "sh", "-c", 'ls "$1"; cat "$1/g" "$1/kept"; test ! -e "$1/f"', "sh", "/" + bottom)
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    assert result.stdout == b"e\ng\nkept\ndeepest\nkept\n"
+    assert_untouched_store(toolbox)
+    assert len(flat_entries(toolbox)) == (1 if mode == "read-only" else 0)
+    again = run(toolbox, mode, reference, "cat", "/" + bottom + "g")  # read-only: from the kept flat tree
+    assert (again.returncode, again.stdout) == (0, b"deepest\n"), again.stderr
+    # The store lets go of it all, the flattened tree too.
+    assert toolbox.cli("rmi", reference).returncode == 0 and toolbox.cli("prune").returncode == 0
+    assert toolbox.layer_dirs() == [] and flat_entries(toolbox) == [] and toolbox.leftovers() == []

@@ -504,6 +504,46 @@ def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
 
 
 @needs_userns
+def test_a_flattening_that_fails_leaves_nothing_half_made(toolbox, registry, tmp_path):
+    """Read-only mode flattens the image into the store the first time; here the store is a
+    tmpfs (mounted in a user namespace of the test's own) with too few inodes left for it, so
+    the flattening fails midway. The run says why, and the half-made tree goes (a killed one
+    waits for `toolbox prune`); once there is room the run works."""
+    from tests.support import images
+    from tests.support.push import push_raw
+
+    toolbox.trust(registry)
+    many = images.Layer(tuple(images.file(f"many/{i}/f", f"{i}\n") for i in range(200)))
+    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), many), labels={"org.example.scenario": "flat-enospc"}))
+    push_raw(registry, "flat-enospc", "1", built)
+    reference = f"{registry.host}/flat-enospc:1"
+    cache, flat, outside = toolbox.layout.cache_dir, toolbox.layout.flat_dir, tmp_path
+    os.makedirs(cache, exist_ok=True)
+    toolbox_cmd = f"{sys.executable} -m toolbox"
+    # Files until the inodes run out, then 40 given back: enough for the run plan, not for the
+    # 200-odd directories and 30 symlinks of the flattened image.
+    fill = (f"{sys.executable} -c 'import os\nos.mkdir(\"{cache}/ballast\")\ni = 0\n"
+            f"while True:\n try: open(f\"{cache}/ballast/{{i}}\", \"w\").close()\n except OSError: break\n i += 1\n"
+            f"for j in range(40): os.unlink(f\"{cache}/ballast/{{j}}\")'")
+    script = (f"mount -t tmpfs -o size=64m,nr_inodes=2000 toolbox-test-store {cache} || exit 99\n"
+              f"{toolbox_cmd} pull --quiet {reference}; echo pulled=$?\n"
+              f"{fill}\n"
+              f"TOOLBOX_ROOTFS=read-only {toolbox_cmd} run {reference} cat /many/7/f; echo first=$?\n"
+              f"ls -A {flat} > {outside}/flat.txt\n"
+              f"rm -r {cache}/ballast\n"
+              f"TOOLBOX_ROOTFS=read-only {toolbox_cmd} run {reference} cat /many/7/f; echo second=$?\n"
+              f"ls -A {flat} > {outside}/flat-after.txt\n")
+    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=180)
+    if "pulled=" not in result.stdout:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
+    assert "pulled=0" in result.stdout and "first=125" in result.stdout and "7\nsecond=0" in result.stdout, (result.stdout, result.stderr)
+    assert "assemble the root filesystem (read-only): No space left on device" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (outside / "flat.txt").read_text() == ""  # no KEY.tmp-PID left behind
+    assert len((outside / "flat-after.txt").read_text().split()) == 1 and ".tmp-" not in (outside / "flat-after.txt").read_text()
+
+
+@needs_userns
 def test_prune_never_deletes_the_layers_of_a_running_tool(toolbox, registry, tmp_path):
     from tests.support import images
     from tests.support.push import push_raw

@@ -170,3 +170,16 @@ def test_prune_sweeps_what_a_killed_toolbox_rm_left(toolbox):
     os.chmod(os.path.dirname(dead), 0o500)  # as overlayfs leaves some: remove_tree copes
     prune(toolbox.store)
     assert sorted(os.listdir(containers)) == [f".removing-busy-{os.getpid()}"]  # its remover still runs
+
+
+def test_an_abandoned_flattening_of_any_depth_is_removed_by_prune_and_a_live_one_kept(store, deep_tmp_path):
+    """Read-only root mode flattens an image into flat/KEY.tmp-PID: a maker killed midway
+    leaves it behind (a failed one removes it itself), and prune removes it once the PID is
+    gone, however deep it is."""
+    flat = store.layout.flat_dir
+    os.makedirs(flat)
+    make_deep_tree(os.path.join(flat, "a" * 64 + ".tmp-999999999"), strip=True)
+    live = os.path.join(flat, "b" * 64 + f".tmp-{os.getpid()}")
+    os.makedirs(os.path.join(live, "tree"))
+    store.collect_garbage()
+    assert os.listdir(flat) == [os.path.basename(live)]

@@ -576,14 +576,38 @@ def test_merge_layers_follows_overlay_rules(tmp_path):
 def test_merge_copies_across_filesystems(tmp_path):
     if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs /dev/shm on another filesystem than the test's temporary directory")
-    (tree,) = unpack_layers(tmp_path, (member("f", data=b"data", mode=0o640),))
+    (tree,) = unpack_layers(tmp_path, (member("f", data=b"data", mode=0o640, pax={"SCHILY.xattr.user.kept": "1"}),))
     merged = os.path.join("/dev/shm", f"toolbox-merge-test-{os.getpid()}")
     os.mkdir(merged)
     try:
         merge_layers([tree], merged)
-        assert open(os.path.join(merged, "f"), "rb").read() == b"data" and mode_of(os.path.join(merged, "f")) == 0o640
+        copied = os.path.join(merged, "f")
+        assert open(copied, "rb").read() == b"data" and mode_of(copied) == 0o640 and os.getxattr(copied, "user.kept") == b"1"
+        assert os.stat(copied).st_mtime == MTIME and os.stat(copied).st_ino != os.stat(os.path.join(tree, "f")).st_ino
     finally:
         shutil.rmtree(merged)
+
+
+def test_merge_walks_trees_deeper_than_the_recursion_limit(deep_tmp_path):
+    import sys
+
+    from tests.support.trees import DEPTH, make_deep_tree
+    from toolbox import fsutil
+
+    assert DEPTH > sys.getrecursionlimit()
+    lower, upper, merged = (deep_tmp_path / name for name in ("lower", "upper", "merged"))
+    make_deep_tree(lower)
+    make_deep_tree(upper, depth=DEPTH // 2)
+    merged.mkdir()
+    merge_layers([str(lower), str(upper)], str(merged))
+    assert fsutil.tree_summary(merged)[1:] == fsutil.tree_summary(lower)[1:]  # the same names and content
+    fd = os.open(merged, os.O_RDONLY | os.O_DIRECTORY)
+    deepest_file = (DEPTH - 1) // 100 * 100 + 1  # make_deep_tree puts one in every 100th level
+    for _ in range(deepest_file):  # one level at a time
+        fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(parent)
+    assert os.stat("f", dir_fd=fd).st_ino == os.stat(os.path.join(lower, *["d"] * deepest_file, "f")).st_ino  # hard-linked
+    os.close(fd)
 
 
 def describe(root):
