@@ -17,6 +17,7 @@ from tests.support.images import Entry, Layer, directory, file, hardlink, symlin
 from tests.support.push import push_raw
 from tests.support.rootfs_modes import rootfs_mode_params
 from toolbox.check import check_store
+from toolbox.digest import Digest
 from toolbox.unpack import UnpackLimits, merge_layers
 
 BOMB_LIMIT = 8 * 1024 * 1024
@@ -152,3 +153,23 @@ def test_a_tree_as_deep_as_the_unpacker_allows_runs_in_every_root_mode(toolbox, 
     # The store lets go of it all, the flattened tree too.
     assert toolbox.cli("rmi", reference).returncode == 0 and toolbox.cli("prune").returncode == 0
     assert toolbox.layer_dirs() == [] and flat_entries(toolbox) == [] and toolbox.leftovers() == []
+
+
+@pytest.mark.parametrize("mode", rootfs_mode_params())
+def test_a_sparse_bomb_is_stored_as_holes_and_runs_in_every_root_mode(toolbox, registry, mode):
+    """A layer of a few hundred bytes whose one member is a sparse file of 1 GiB (GNU's PAX
+    sparse format, the map in the header): stored with its holes, not as a gigabyte of
+    zeros, and shown as it is in every root mode."""
+    size = 1024**3
+    sparse = Entry("sparse", data=b"headend", pax_headers={"GNU.sparse.map": f"0,4,{size - 3},3", "GNU.sparse.size": str(size)})
+    toolbox.trust(registry)
+    reference, built = publish(registry, (images.busybox_layer(), Layer((sparse,))), f"sparse-{mode}")
+    assert built.layers[-1]["size"] < 1000
+    toolbox.pull(reference)
+    stored = os.stat(os.path.join(toolbox.layout.layer_tree(Digest.parse(built.diff_ids[-1])), "sparse"))
+    assert stored.st_size == size and stored.st_blocks * 512 <= 64 * 1024, stored
+    result = run(toolbox, mode, reference, "sh", "-c", "stat -c '%s %b' /sparse; head -c 4 /sparse")
+    assert result.returncode == 0, result.stderr
+    shown_size, blocks, head = result.stdout.split(maxsplit=2)
+    assert (int(shown_size), head) == (size, b"head") and int(blocks) * 512 <= 64 * 1024
+    assert_untouched_store(toolbox)

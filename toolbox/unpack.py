@@ -12,6 +12,9 @@ Each member is checked on its own as it streams past; nothing is ever written ou
   removed without root;
 - `user.overlay.*` xattrs (which would let a layer forge overlayfs whiteouts or redirects) and
   all non-`user.*` xattrs are dropped;
+- sparse members (GNU tar --sparse) are written as sparse files: only their data segments,
+  checked against the file's size, the rest left as holes; the data written counts against the
+  per-layer limit;
 - a damaged or cut-off tar is an error, never a silently shorter layer.
 
 Whiteouts are not applied to lower layers (this tree does not know them): they are written the
@@ -26,6 +29,7 @@ A hostile or broken layer raises LayerError; a machine that cannot hold the form
 unprivileged whiteouts, no user xattrs on the store's filesystem) raises StoreError.
 """
 
+import copy
 import errno
 import math
 import os
@@ -53,12 +57,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NS_LIMIT = 2**63 - 1
 # Errors the layer's content causes (a 300-byte name, 70000 links to one file), not the machine.
-_LAYER_ERRNOS = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.EMLINK)
+_LAYER_ERRNOS = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.EMLINK, errno.EFBIG)
 
 
 @dataclass(frozen=True)
 class UnpackLimits:
-    max_total_bytes: int = 64 * 1024**3  # the sum of file sizes in one layer: a decompression-bomb guard
+    # A decompression-bomb guard: the file data one layer may write (a sparse file's holes are
+    # not written), and the most one file may claim to be, holes included.
+    max_total_bytes: int = 64 * 1024**3
     max_entries: int = 2_000_000
     max_path_bytes: int = 4096  # names (normalised) must be shorter: Linux's PATH_MAX counts the NUL
     # Real images nest tens of directories. Over two thousand one-letter ones fit in PATH_MAX,
@@ -86,14 +92,16 @@ class LayerStats:
     hardlinks: int
     whiteouts: int
     opaque_dirs: int
-    bytes: int  # the sum of regular file sizes
+    bytes: int  # the sum of regular file sizes (a sparse file's holes included)
     skipped: tuple  # (member name, reason), the first MAX_SKIPPED_LISTED of them
 
 
-def unpack_layer(tar_stream, dest_dir, limits=UnpackLimits()):
+def unpack_layer(tar_stream, dest_dir, limits=UnpackLimits(), on_write=None):
     """Unpack the uncompressed tar read from `tar_stream` (read(n) is all it needs) into the
-    empty directory `dest_dir`. On error the tree is half-made: the caller removes it."""
-    unpacker = _Unpacker(dest_dir, limits)
+    empty directory `dest_dir`. On error the tree is half-made: the caller removes it.
+    `on_write(n)` is called after each n bytes of file data written, and with 0 for each
+    member, so a caller can watch the disk as the tree grows (and stop it by raising)."""
+    unpacker = _Unpacker(dest_dir, limits, on_write or _ignore)
     try:
         with _open_tar(tar_stream) as tar:
             for member in _members(tar):
@@ -195,9 +203,14 @@ def _show(parts):
 # -- writing the tree ------------------------------------------------------------------------------
 
 
+def _ignore(_written):
+    pass
+
+
 class _Unpacker:
-    def __init__(self, dest_dir, limits):
+    def __init__(self, dest_dir, limits, on_write):
         self._limits = limits
+        self._on_write = on_write
         self._root_fd = os.open(dest_dir, _DIR_FLAGS)
         # Open directories by path, so a member does not re-walk its path from the root (members
         # come grouped by directory). Safe: every fd was opened with O_NOFOLLOW one level at a
@@ -205,6 +218,7 @@ class _Unpacker:
         self._dir_fds = {}
         self._dir_mtimes = {}  # tuple(parts) -> mtime in ns, applied at the end
         self._counts = dict(files=0, dirs=0, symlinks=0, hardlinks=0, whiteouts=0, opaque_dirs=0, bytes=0)
+        self._data_bytes = 0  # what the files' data takes: their sizes without sparse files' holes
         self._skipped = []
         self._skipped_count = 0
         self._entries = 0
@@ -227,6 +241,7 @@ class _Unpacker:
     # -- one member ------------------------------------------------------------------------------
     def add(self, tar, member):
         self._count_entry()
+        self._on_write(0)
         self._check_data_span(tar, member)
         parts = _path_parts(member.name, member.name)
         self._check_name_length(parts, member.name)
@@ -329,18 +344,14 @@ class _Unpacker:
         self._counts["dirs"] += 1
 
     def _regular_file(self, parts, member, tar):
-        self._count_bytes(member)
+        segments = self._data_segments(tar, member)
+        self._count_bytes(member, sum(size for _offset, size in segments))
         parent = self._parent_fd(parts, member.name)
         base = parts[-1]
         self._remove(parent, base, parts)
         fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
         try:
-            copied = 0
-            for chunk in _read_chunks(tar, member):
-                copied += len(chunk)
-                _write_all(fd, chunk)
-            if copied != member.size:
-                raise LayerError(f"layer member {member.name!r} is truncated")
+            self._write_data(fd, tar, member, segments)
             os.fchmod(fd, self._file_mode(member))
             self._copy_xattrs(fd, member)
             os.utime(fd, ns=(_ns(member.mtime),) * 2)
@@ -348,12 +359,66 @@ class _Unpacker:
             os.close(fd)
         self._counts["files"] += 1
 
-    def _count_bytes(self, member):
+    @staticmethod
+    def _data_segments(tar, member):
+        """(offset, size) of the parts of the file the member holds data for: all of it, or for
+        a sparse member (GNU tar --sparse, old GNU or PAX format) the segments its map lists,
+        the rest being holes. tarfile takes the map as written, so it is checked here: data
+        segments in order, not overlapping, inside the file, and no more data than the archive
+        holds for the member (reading more would consume the next members' headers). Empty
+        entries are no data: GNU tar ends a map with one, and tarfile adds the unused slots of
+        an old GNU header as (0, 0)."""
         if member.size < 0:
             raise LayerError(f"layer member {member.name!r} has a negative size")
+        if member.sparse is None:
+            return [(0, member.size)] if member.size else []
+        segments, end = [], 0
+        for offset, size in member.sparse:
+            if size == 0:
+                continue
+            if offset < end or size < 0 or offset + size > member.size:
+                raise LayerError(f"layer member {member.name!r} has a sparse map that is out of order or reaches past the file's size")
+            segments.append((offset, size))
+            end = offset + size
+        if sum(size for _offset, size in segments) > tar.offset - member.offset_data:
+            raise LayerError(f"the sparse map of layer member {member.name!r} lists more data than the archive holds for it")
+        return segments
+
+    def _count_bytes(self, member, data_bytes):
+        """The limit bounds the data a layer writes (a sparse file's holes are not written), and
+        also what one file may claim to be, holes included."""
+        if member.sparse is not None and member.size > self._limits.max_total_bytes:
+            raise _too_big(f"layer member {member.name!r} is {member.size} bytes long (holes included)", self._limits)
         self._counts["bytes"] += member.size
-        if self._counts["bytes"] > self._limits.max_total_bytes:
+        self._data_bytes += data_bytes
+        if self._data_bytes > self._limits.max_total_bytes:
             raise _too_big("the layer unpacks to more bytes than allowed", self._limits)
+
+    def _write_data(self, fd, tar, member, segments):
+        if member.sparse is None:
+            reader = tar.extractfile(member)
+        else:
+            # tarfile would read a sparse member's holes as zeros, as many as the header claims.
+            # The archive holds the data segments one after the other: read them as one plain
+            # stretch (the member without its map) and write each where it belongs.
+            plain = copy.copy(member)
+            plain.sparse = None
+            plain.size = sum(size for _offset, size in segments)
+            reader = tar.extractfile(plain)
+        for offset, size in segments:
+            position, end = offset, offset + size
+            while position < end:
+                try:
+                    chunk = reader.read(min(COPY_CHUNK, end - position))
+                except _TAR_ERRORS as err:
+                    raise LayerError(f"layer member {member.name!r} is truncated: {err}") from None
+                if not chunk:
+                    raise LayerError(f"layer member {member.name!r} is truncated")
+                _pwrite_all(fd, chunk, position)
+                position += len(chunk)
+                self._on_write(len(chunk))
+        if member.sparse is not None:
+            os.ftruncate(fd, member.size)  # holes, up to the file's size
 
     def _symlink(self, parts, member):
         target = member.linkname.encode("utf-8", "surrogateescape")
@@ -574,13 +639,6 @@ def _set_opaque(fd, member_name):
             f"cannot mark the directory of {member_name!r} opaque: the store's filesystem refuses user extended attributes",
             hint="put the store (TOOLBOX_CACHE_DIR) on ext4, xfs, btrfs or tmpfs (Linux 6.6 or later)",
         ) from None
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _pwrite_all(fd, data, offset):
