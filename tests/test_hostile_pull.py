@@ -2,7 +2,8 @@
 test_pull.py: `..`, a symlink to / written through, a hard link to a host file, 600 levels deep,
 data after the tar's end, absolute names, devices/FIFOs/setuid bits). Each is refused with a
 message naming the problem, or neutralised; a canary tree outside the store stays as it was, and
-`toolbox check` finds the store clean."""
+`toolbox check` finds the store clean. What is pulled is also run, in each root filesystem mode
+(overlay, fuse-overlayfs, read-only: TOOLBOX_ROOTFS), and must show the same image in all three."""
 
 import os
 import re
@@ -42,7 +43,8 @@ REFUSED = {
 
 NEUTRALISED = {
     # name: (layers, {path in the merged image: expected content, or None for absent})
-    "absolute whiteout stays inside": ((Layer((file("etc/passwd", "image\n"),)), Layer((Entry("/etc/.wh.passwd"),))), {"etc/passwd": None}),
+    # (Not etc/passwd: the runtime adds the user's entry there.)
+    "absolute whiteout stays inside": ((Layer((file("etc/issue", "image\n"),)), Layer((Entry("/etc/.wh.issue"),))), {"etc/issue": None}),
     "file, then directory, then file again": (
         (Layer((file("x", "1\n"),)), Layer((directory("x"), file("x/inner", "2\n"))), Layer((file("x", "3\n"),))), {"x": b"3\n"}),
     "duplicate members: the last wins": ((Layer((file("d", "first\n"), file("d", "second\n"))),), {"d": b"second\n"}),
@@ -118,8 +120,6 @@ def test_neutralised(toolbox, registry, canary, tmp_path, name):
     assert result.returncode == 0, result.stderr
     merged = tmp_path / "merged"
     merged.mkdir()
-    from toolbox.digest import Digest
-
     merge_layers([toolbox.layout.layer_tree(Digest.parse(d)) for d in built.diff_ids], str(merged))
     for path, content in expected.items():
         target = merged / path
@@ -129,6 +129,29 @@ def test_neutralised(toolbox, registry, canary, tmp_path, name):
             assert not target.is_symlink() and target.read_bytes() == content, path
             assert target.stat().st_mode & 0o6000 == 0  # no setuid or setgid bit survives
     assert_untouched(toolbox, canary)
+
+
+@pytest.mark.parametrize("mode", rootfs_mode_params())
+@pytest.mark.parametrize("name", sorted(NEUTRALISED))
+def test_neutralised_layers_run_alike_in_every_root_mode(toolbox, registry, canary, name, mode):
+    """The same layers over a busybox layer, pulled and run: each root filesystem mode shows
+    what the layers mean, and nothing outside changed."""
+    layers, expected = NEUTRALISED[name]
+    toolbox.trust(registry)
+    reference, _built = publish(registry, (images.busybox_layer(),) + layers, name)
+    toolbox.pull(reference)
+    look = 'if [ -e "$1" ] || [ -L "$1" ]; then [ ! -L "$1" ] && stat -c %a "$1" && cat "$1"; else echo absent; fi'
+    for path, content in expected.items():
+        seen = run(toolbox, mode, reference, "sh", "-c", look, "sh", "/" + path)
+        assert seen.returncode == 0, (path, seen.stderr)
+        if content is None:
+            assert seen.stdout == b"absent\n", path
+        else:
+            mode_line, _, shown = seen.stdout.partition(b"\n")
+            assert shown == content, path
+            assert int(mode_line, 8) & 0o6000 == 0, path  # no setuid or setgid bit survives
+    assert_untouched(toolbox, canary)
+    assert [entry for entry in flat_entries(toolbox) if ".tmp-" in entry] == []
 
 
 @pytest.mark.parametrize("mode", rootfs_mode_params())

@@ -14,6 +14,7 @@ import pytest
 from toolbox import _sys_build
 
 from tests.support.host import userns_overlay_works
+from tests.support.rootfs_modes import rootfs_mode_params
 
 FORBIDDEN_ON_LAUNCH_PATH = {"typer", "click", "rich", "requests", "urllib3", "platformdirs", "tomllib", "json", "dataclasses", "cffi", "pycparser"}
 
@@ -179,10 +180,11 @@ def test_usage_errors_without_a_namespace(toolbox):
     assert run(toolbox, "--help").returncode == 0
 
 
-@needs_userns
-def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, tmp_path):
+@pytest.mark.parametrize("mode", rootfs_mode_params())
+def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, tmp_path, mode):
     """/etc and /home as absolute symlinks to a host directory: the runtime prepares the root
-    before pivot_root, and must resolve them inside the image, not on the host."""
+    before pivot_root, and must resolve them inside the image, not on the host, whichever
+    root filesystem mode it uses."""
     from tests.support import images
     from tests.support.push import push_raw
 
@@ -198,7 +200,7 @@ def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, t
     toolbox.pull(reference)
     project = tmp_path / "project"
     project.mkdir()
-    result = run(toolbox, reference, "sh", "-c", "pwd; cat /etc/passwd", cwd=project)
+    result = run(toolbox, reference, "sh", "-c", "pwd; cat /etc/passwd", cwd=project, env={"TOOLBOX_ROOTFS": mode})
     assert result.returncode == 0, result.stderr
     assert str(project).encode() in result.stdout  # the user's entry went to the image's own /etc
     assert [p.name for p in canary.iterdir()] == ["passwd"]
