@@ -37,6 +37,16 @@ def test_directories_without_owner_bits_are_removed_too(deep_tmp_path, canary):
     assert [p.name for p in canary.iterdir()] == ["keep"] and (canary / "keep").read_text() == "unchanged"
 
 
+def test_directories_that_cannot_be_searched_are_not_counted_and_do_not_stop_the_count(deep_tmp_path):
+    """du(1) skips what it may not enter; a directory that can be listed but not searched
+    (rw-) could be entered, but not left through `..`."""
+    top = deep_tmp_path / "modes"
+    make_deep_tree(top, strip=True)
+    assert fsutil.disk_usage(top) >= 5000  # at least the file at the top level was counted
+    assert fsutil.tree_summary(top)[1] > 0
+    fsutil.remove_tree(top)
+
+
 def test_remove_tree_at_a_symlink_removes_the_link_only(tmp_path, canary):
     (tmp_path / "link").symlink_to(canary)
     fsutil.remove_tree(tmp_path / "link")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -170,6 +171,24 @@ def test_max_layer_bytes_from_the_environment_limits_a_pull(toolbox, registry, p
     result = toolbox.cli("pull", image.reference)
     assert result.returncode == 125 and "TOOLBOX_MAX_LAYER_BYTES='1G' is not a number of bytes" in result.stderr
     toolbox.env["TOOLBOX_MAX_LAYER_BYTES"] = str(10 * 1024 * 1024)
+    assert toolbox.cli("pull", image.reference).returncode == 0
+
+
+def test_min_free_bytes_from_the_environment_refuses_a_pull_before_it_writes(toolbox, registry, pushed_images):
+    toolbox.trust(registry)
+    image = pushed_images["busybox"]
+    statvfs = os.statvfs(toolbox.root)
+    toolbox.env["TOOLBOX_MIN_FREE_BYTES"] = str(statvfs.f_bavail * statvfs.f_frsize + 1024**3)
+    result = toolbox.cli("pull", image.reference)
+    assert result.returncode == 125 and "Traceback" not in result.stderr, result.stderr
+    refused = r"not enough free space to store blob [0-9a-f]{12}: [0-9.]+ (GiB|MiB|bytes) free on the filesystem of the store"
+    assert re.search(refused, result.stderr), result.stderr
+    assert "lower the reserve with TOOLBOX_MIN_FREE_BYTES=BYTES" in result.stderr
+    assert toolbox.store.records() == [] and toolbox.layer_dirs() == [] and toolbox.leftovers() == []
+    toolbox.env["TOOLBOX_MIN_FREE_BYTES"] = "1G"
+    result = toolbox.cli("pull", image.reference)
+    assert result.returncode == 125 and "TOOLBOX_MIN_FREE_BYTES='1G' is not a number of bytes" in result.stderr
+    toolbox.env["TOOLBOX_MIN_FREE_BYTES"] = "0"
     assert toolbox.cli("pull", image.reference).returncode == 0
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -202,6 +203,7 @@ def test_a_full_disk_is_a_clear_error_and_the_store_recovers(toolbox, big_image)
     nothing half-written, and succeeds once the ballast is deleted."""
     server, reference, built = big_image
     toolbox.trust(server)
+    toolbox.env["TOOLBOX_MIN_FREE_BYTES"] = "0"  # the disk itself runs out, not the reserve
     cache = toolbox.layout.cache_dir
     os.makedirs(cache, exist_ok=True)
     toolbox_cmd = f"{sys.executable} -m toolbox"
@@ -222,3 +224,44 @@ def test_a_full_disk_is_a_clear_error_and_the_store_recovers(toolbox, big_image)
     assert first_check["clean"] and first_check["images_checked"] == 0, first_check  # nothing half-done was visible
     after = json.loads(Path(cache, "..", "check-after.json").read_text())
     assert after["clean"] and after["layers_checked"] == len(built.diff_ids), after
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is missing")
+def test_a_layer_that_would_eat_into_the_free_space_reserve_is_stopped_before_the_disk_fills(toolbox, registry):
+    """The store on a 48 MiB tmpfs with a reserve of 16 MiB, and a layer of 40 MiB of zeros
+    (a 40 kB blob: its size says nothing of what it unpacks to): the pull stops when the free
+    space reaches the reserve, not when the disk is full, says how much is free and how to
+    lower the reserve, and leaves nothing behind. Without the reserve the same layer fits."""
+    toolbox.trust(registry)
+    bomb = images.Layer((images.file("zeros", bytes(40 * 1024 * 1024)),))
+    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), bomb), labels={"org.example.scenario": "reserve"}))
+    assert len(built.blobs[built.layers[-1]["digest"]]) < 100_000
+    push_raw(registry, "reserve", "1", built)
+    reference = f"{registry.host}/reserve:1"
+    cache, outside = toolbox.layout.cache_dir, toolbox.root
+    os.makedirs(cache, exist_ok=True)
+    toolbox_cmd = f"{sys.executable} -m toolbox"
+    free = f"{sys.executable} -c 'import os; v = os.statvfs(\"{cache}\"); print(v.f_bavail * v.f_frsize)'"
+    script = (f"mount -t tmpfs -o size=48m toolbox-test-store {cache} || exit 99\n"
+              f"TOOLBOX_MIN_FREE_BYTES={16 * 1024 * 1024} {toolbox_cmd} pull --quiet {reference}; echo first=$?\n"
+              f"{toolbox_cmd} check --json > {outside}/check.json\n"
+              f"ls -A {toolbox.layout.tmp_dir} > {outside}/leftovers.txt\n"
+              f"{free} > {outside}/free.txt\n"
+              f"TOOLBOX_MIN_FREE_BYTES=0 {toolbox_cmd} pull --quiet {reference}; echo second=$?\n"
+              f"{toolbox_cmd} check --json > {outside}/check-after.json\n")
+    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=180)
+    if "first=" not in result.stdout:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
+    assert "first=125" in result.stdout and "second=0" in result.stdout, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "no space left" not in result.stderr.lower(), result.stderr
+    message = re.search(r"not enough free space to unpack layer \S+ of \S+: ([0-9.]+) MiB free on the filesystem of the store "
+                        r"\(.+\), and toolbox leaves 16\.0 MiB free there", result.stderr)
+    assert message, result.stderr
+    assert 8 <= float(message.group(1)) < 16  # stopped near the reserve, far from a full disk
+    assert "TOOLBOX_MIN_FREE_BYTES=BYTES (now 16777216; 0 turns it off)" in result.stderr
+    first_check = json.loads(Path(outside, "check.json").read_text())
+    assert first_check["clean"] and first_check["images_checked"] == 0, first_check
+    assert Path(outside, "leftovers.txt").read_text() == ""
+    assert int(Path(outside, "free.txt").read_text()) > 40 * 1024 * 1024  # the half-unpacked layer is gone
+    after = json.loads(Path(outside, "check-after.json").read_text())
+    assert after["clean"] and after["layers_checked"] == 2, after

@@ -14,6 +14,7 @@ import pytest
 from toolbox import _sys_build
 
 from tests.support.host import userns_overlay_works
+from tests.support.rootfs_modes import rootfs_mode_params
 
 FORBIDDEN_ON_LAUNCH_PATH = {"typer", "click", "rich", "requests", "urllib3", "platformdirs", "tomllib", "json", "dataclasses", "cffi", "pycparser"}
 
@@ -179,10 +180,11 @@ def test_usage_errors_without_a_namespace(toolbox):
     assert run(toolbox, "--help").returncode == 0
 
 
-@needs_userns
-def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, tmp_path):
+@pytest.mark.parametrize("mode", rootfs_mode_params())
+def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, tmp_path, mode):
     """/etc and /home as absolute symlinks to a host directory: the runtime prepares the root
-    before pivot_root, and must resolve them inside the image, not on the host."""
+    before pivot_root, and must resolve them inside the image, not on the host, whichever
+    root filesystem mode it uses."""
     from tests.support import images
     from tests.support.push import push_raw
 
@@ -198,7 +200,7 @@ def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, t
     toolbox.pull(reference)
     project = tmp_path / "project"
     project.mkdir()
-    result = run(toolbox, reference, "sh", "-c", "pwd; cat /etc/passwd", cwd=project)
+    result = run(toolbox, reference, "sh", "-c", "pwd; cat /etc/passwd", cwd=project, env={"TOOLBOX_ROOTFS": mode})
     assert result.returncode == 0, result.stderr
     assert str(project).encode() in result.stdout  # the user's entry went to the image's own /etc
     assert [p.name for p in canary.iterdir()] == ["passwd"]
@@ -501,6 +503,46 @@ def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
     assert toolbox.cli("rmi", busybox).returncode == 0 and toolbox.cli("prune").returncode == 0
     assert os.listdir(toolbox.layout.flat_dir) == []  # prune removes flattened images whose layers are gone
     assert run(toolbox, busybox, "true", env={"TOOLBOX_ROOTFS": "sideways"}).returncode == 125
+
+
+@needs_userns
+def test_a_flattening_that_fails_leaves_nothing_half_made(toolbox, registry, tmp_path):
+    """Read-only mode flattens the image into the store the first time; here the store is a
+    tmpfs (mounted in a user namespace of the test's own) with too few inodes left for it, so
+    the flattening fails midway. The run says why, and the half-made tree goes (a killed one
+    waits for `toolbox prune`); once there is room the run works."""
+    from tests.support import images
+    from tests.support.push import push_raw
+
+    toolbox.trust(registry)
+    many = images.Layer(tuple(images.file(f"many/{i}/f", f"{i}\n") for i in range(200)))
+    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), many), labels={"org.example.scenario": "flat-enospc"}))
+    push_raw(registry, "flat-enospc", "1", built)
+    reference = f"{registry.host}/flat-enospc:1"
+    cache, flat, outside = toolbox.layout.cache_dir, toolbox.layout.flat_dir, tmp_path
+    os.makedirs(cache, exist_ok=True)
+    toolbox_cmd = f"{sys.executable} -m toolbox"
+    # Files until the inodes run out, then 40 given back: enough for the run plan, not for the
+    # 200-odd directories and 30 symlinks of the flattened image.
+    fill = (f"{sys.executable} -c 'import os\nos.mkdir(\"{cache}/ballast\")\ni = 0\n"
+            f"while True:\n try: open(f\"{cache}/ballast/{{i}}\", \"w\").close()\n except OSError: break\n i += 1\n"
+            f"for j in range(40): os.unlink(f\"{cache}/ballast/{{j}}\")'")
+    script = (f"mount -t tmpfs -o size=64m,nr_inodes=2000 toolbox-test-store {cache} || exit 99\n"
+              f"{toolbox_cmd} pull --quiet {reference}; echo pulled=$?\n"
+              f"{fill}\n"
+              f"TOOLBOX_ROOTFS=read-only {toolbox_cmd} run {reference} cat /many/7/f; echo first=$?\n"
+              f"ls -A {flat} > {outside}/flat.txt\n"
+              f"rm -r {cache}/ballast\n"
+              f"TOOLBOX_ROOTFS=read-only {toolbox_cmd} run {reference} cat /many/7/f; echo second=$?\n"
+              f"ls -A {flat} > {outside}/flat-after.txt\n")
+    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=180)
+    if "pulled=" not in result.stdout:
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
+    assert "pulled=0" in result.stdout and "first=125" in result.stdout and "7\nsecond=0" in result.stdout, (result.stdout, result.stderr)
+    assert "assemble the root filesystem (read-only): No space left on device" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert (outside / "flat.txt").read_text() == ""  # no KEY.tmp-PID left behind
+    assert len((outside / "flat-after.txt").read_text().split()) == 1 and ".tmp-" not in (outside / "flat-after.txt").read_text()
 
 
 @needs_userns

@@ -9,9 +9,9 @@ import pytest
 
 from tests.support.trees import make_deep_tree
 from toolbox.digest import Digest
-from toolbox.errors import ImageNotStored, IntegrityError
+from toolbox.errors import ConfigError, ImageNotStored, IntegrityError, StoreError
 from toolbox.layout import Layout
-from toolbox.store import ImageRecord, Store
+from toolbox.store import ImageRecord, SpaceReserve, Store
 
 
 @pytest.fixture
@@ -170,3 +170,63 @@ def test_prune_sweeps_what_a_killed_toolbox_rm_left(toolbox):
     os.chmod(os.path.dirname(dead), 0o500)  # as overlayfs leaves some: remove_tree copes
     prune(toolbox.store)
     assert sorted(os.listdir(containers)) == [f".removing-busy-{os.getpid()}"]  # its remover still runs
+
+
+def free_bytes(path):
+    statvfs = os.statvfs(path)
+    return statvfs.f_bavail * statvfs.f_frsize
+
+
+def test_the_free_space_reserve(tmp_path):
+    statvfs = os.statvfs(tmp_path)
+    size = statvfs.f_blocks * statvfs.f_frsize
+    assert SpaceReserve().bytes_on(statvfs) == min(1024**3, size * 5 // 100)
+    assert SpaceReserve.from_env({}) == SpaceReserve()
+    assert SpaceReserve.from_env({"TOOLBOX_MIN_FREE_BYTES": "0"}).bytes_on(statvfs) == 0
+    assert SpaceReserve.from_env({"TOOLBOX_MIN_FREE_BYTES": " 4096 "}).bytes_on(statvfs) == 4096
+    for bad in ("1G", "-1", "lots"):
+        with pytest.raises(ConfigError, match="TOOLBOX_MIN_FREE_BYTES"):
+            SpaceReserve.from_env({"TOOLBOX_MIN_FREE_BYTES": bad})
+
+
+def test_a_blob_that_would_eat_into_the_reserve_is_refused_before_it_is_written(tmp_path):
+    store = Store(Layout.under(tmp_path), reserve=SpaceReserve(free_bytes(tmp_path) + 1024**3))
+    store.prepare()
+    digest = Digest.of_bytes(b"config")
+    refused = "not enough free space to store blob [0-9a-f]{12}: [0-9.]+ (GiB|MiB|bytes) free on the filesystem of the store"
+    with pytest.raises(StoreError, match=refused) as info:
+        store.put_blob(digest, b"config")
+    assert "TOOLBOX_MIN_FREE_BYTES" in info.value.hint and "0 turns it off" in info.value.hint
+    assert not store.has_blob(digest) and os.listdir(store.layout.tmp_dir) == []
+    Store(Layout.under(tmp_path), reserve=SpaceReserve(0)).put_blob(digest, b"config")
+    assert store.has_blob(digest)
+
+
+def test_the_watch_looks_at_the_free_space_as_a_layer_grows(tmp_path):
+    """Every MiB of data or 256 members: a layer is stopped once it reaches the reserve."""
+    store = Store(Layout.under(tmp_path), reserve=SpaceReserve(0))
+    on_write = store.free_space_watch("unpack layer x")
+    for _ in range(300):
+        on_write(0)
+    on_write(4 * 1024**2)
+    store.reserve = SpaceReserve(free_bytes(tmp_path) + 1024**3)
+    for _ in range(255):
+        on_write(0)
+    with pytest.raises(StoreError, match="to unpack layer x"):
+        on_write(0)
+    with pytest.raises(StoreError, match="to unpack layer x"):
+        on_write(1024**2)
+    on_write(1024**2 - 1)  # not yet looked at again
+
+
+def test_an_abandoned_flattening_of_any_depth_is_removed_by_prune_and_a_live_one_kept(store, deep_tmp_path):
+    """Read-only root mode flattens an image into flat/KEY.tmp-PID: a maker killed midway
+    leaves it behind (a failed one removes it itself), and prune removes it once the PID is
+    gone, however deep it is."""
+    flat = store.layout.flat_dir
+    os.makedirs(flat)
+    make_deep_tree(os.path.join(flat, "a" * 64 + ".tmp-999999999"), strip=True)
+    live = os.path.join(flat, "b" * 64 + f".tmp-{os.getpid()}")
+    os.makedirs(os.path.join(live, "tree"))
+    store.collect_garbage()
+    assert os.listdir(flat) == [os.path.basename(live)]

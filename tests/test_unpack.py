@@ -137,26 +137,105 @@ def test_gnu_long_names(sandbox):
     assert (dest / long_name).read_bytes() == b"gnu"
 
 
-@pytest.mark.parametrize("tar_format", ["posix", "gnu"])
-def test_sparse_files_written_by_gnu_tar(tmp_path, tar_format):
+def gnu_tar_sparse(tmp_path, tar_format, size, data):
+    """A GNU tar archive (--sparse, `tar_format`) of one sparse file `size` bytes long, holding
+    `data` ({offset: bytes}) and holes elsewhere; returns (archive path, source file path)."""
     if shutil.which("tar") is None or b"GNU tar" not in subprocess.run(["tar", "--version"], capture_output=True).stdout:
         pytest.skip("GNU tar is needed to write sparse members")
     source = tmp_path / "src"
     source.mkdir()
     with open(source / "sparse", "wb") as file:
-        file.truncate(8 * 1024 * 1024)
-        file.seek(3 * 1024 * 1024)
-        file.write(b"middle")
-        file.seek(8 * 1024 * 1024 - 3)
-        file.write(b"end")
-    archive = tmp_path / "sparse.tar"
+        file.truncate(size)
+        for offset, chunk in data.items():
+            file.seek(offset)
+            file.write(chunk)
+    archive = tmp_path / f"sparse-{tar_format}.tar"
     subprocess.run(["tar", "--sparse", f"--format={tar_format}", "-cf", str(archive), "-C", str(source), "sparse"], check=True)
+    return archive, source / "sparse"
+
+
+def data_segments(path):
+    """(offset, bytes) of the parts of a file that hold data, as the filesystem reports them."""
+    found = []
+    with open(path, "rb") as file:
+        fd, size, offset = file.fileno(), os.fstat(file.fileno()).st_size, 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            found.append((start, os.pread(fd, end - start, start)))
+            offset = end
+    return found
+
+
+@pytest.mark.parametrize("tar_format", ["posix", "gnu"])
+def test_sparse_files_written_by_gnu_tar(tmp_path, tar_format):
+    size = 8 * 1024 * 1024
+    archive, source = gnu_tar_sparse(tmp_path, tar_format, size, {3 * 1024 * 1024: b"middle", size - 3: b"end"})
     dest = tmp_path / "dest"
     dest.mkdir()
     with open(archive, "rb") as stream:
         stats = unpack_layer(stream, str(dest))
-    assert (dest / "sparse").read_bytes() == (source / "sparse").read_bytes()
+    assert (dest / "sparse").read_bytes() == source.read_bytes()
     assert stats.bytes == 8 * 1024 * 1024
+
+
+@pytest.mark.parametrize("tar_format", ["posix", "gnu"])
+def test_a_tiny_blob_describing_a_huge_sparse_file_stays_tiny_on_disk(tmp_path, tar_format):
+    """A sparse member's holes are holes in the unpacked file too, not gigabytes of zeros."""
+    size = 1024**3
+    data = {0: b"head", size // 2: b"middle", size - 3: b"end"}
+    archive, source = gnu_tar_sparse(tmp_path, tar_format, size, data)
+    assert archive.stat().st_size < 64 * 1024
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    written = []
+    with open(archive, "rb") as stream:
+        stats = unpack_layer(stream, str(dest), on_write=written.append)
+    unpacked = dest / "sparse"
+    st_ = unpacked.stat()
+    assert st_.st_size == size and stats.bytes == size
+    assert st_.st_blocks * 512 <= 64 * 1024, f"{st_.st_blocks} blocks allocated for a file of {size} bytes with 13 bytes of data"
+    assert sum(written) <= 3 * 4096  # only the data segments were written (GNU tar stores whole blocks)
+    assert data_segments(unpacked) == data_segments(source)
+    with open(unpacked, "rb") as file:
+        for offset, chunk in data.items():
+            assert os.pread(file.fileno(), len(chunk), offset) == chunk
+        assert os.pread(file.fileno(), 4096, size // 4) == bytes(4096)
+
+
+def test_the_layer_limit_counts_the_data_written_and_bounds_what_a_file_claims(sandbox):
+    """TOOLBOX_MAX_LAYER_BYTES bounds what a layer writes (holes cost nothing), and also what
+    one file may claim to be, holes included."""
+    dest, _ = sandbox
+
+    def sparse(name, size, data=b"ab"):  # GNU's PAX sparse format 0.1: the map in the header
+        return member(name, data=data, pax={"GNU.sparse.map": f"0,1,{size - 1},1", "GNU.sparse.size": str(size)})
+
+    limits = UnpackLimits(max_total_bytes=1000)
+    stats = unpack(dest, sparse("a", 900), sparse("b", 900), member("c", data=b"x" * 500), limits=limits)
+    assert stats.bytes == 2300 and (dest / "a").stat().st_size == 900
+    assert (dest / "b").read_bytes() == b"a" + bytes(898) + b"b"
+    with pytest.raises(LayerError, match="is 1001 bytes long \\(holes included\\): more than the limit of 1000 bytes"):
+        unpack(dest, sparse("huge", 1001), limits=limits)
+    with pytest.raises(LayerError, match="TOOLBOX_MAX_LAYER_BYTES|limit"):
+        unpack(dest, sparse("absurd", 2**62))
+
+
+@pytest.mark.parametrize("sparse_map, size, complaint", [
+    ("10,1,0,1", 100, "out of order"),  # tarfile would seek backwards in the stream
+    ("0,1,0,1", 100, "out of order"),  # overlapping
+    ("0,1,99,2", 100, "past the file's size"),
+    ("0,1,-5,1", 100, "out of order"),
+    ("0,600,1000,1", 2000, "lists more data than the archive holds"),  # would read the next member's header as data
+])
+def test_hostile_sparse_maps_are_refused(sandbox, sparse_map, size, complaint):
+    dest, _ = sandbox
+    with pytest.raises(LayerError, match=complaint):
+        unpack(dest, member("s", data=b"ab", pax={"GNU.sparse.map": sparse_map, "GNU.sparse.size": str(size)}),
+               member("next", data=b"n"))
 
 
 def test_non_utf8_and_long_names(sandbox):
@@ -576,14 +655,44 @@ def test_merge_layers_follows_overlay_rules(tmp_path):
 def test_merge_copies_across_filesystems(tmp_path):
     if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs /dev/shm on another filesystem than the test's temporary directory")
-    (tree,) = unpack_layers(tmp_path, (member("f", data=b"data", mode=0o640),))
+    size = 64 * 1024 * 1024
+    holes = member("holes", data=b"ab", mode=0o600, pax={"GNU.sparse.map": f"0,1,{size - 1},1", "GNU.sparse.size": str(size)})
+    (tree,) = unpack_layers(tmp_path, (member("f", data=b"data", mode=0o640, pax={"SCHILY.xattr.user.kept": "1"}), holes))
     merged = os.path.join("/dev/shm", f"toolbox-merge-test-{os.getpid()}")
     os.mkdir(merged)
     try:
         merge_layers([tree], merged)
-        assert open(os.path.join(merged, "f"), "rb").read() == b"data" and mode_of(os.path.join(merged, "f")) == 0o640
+        copied = os.path.join(merged, "f")
+        assert open(copied, "rb").read() == b"data" and mode_of(copied) == 0o640 and os.getxattr(copied, "user.kept") == b"1"
+        assert os.stat(copied).st_mtime == MTIME and os.stat(copied).st_ino != os.stat(os.path.join(tree, "f")).st_ino
+        sparse = os.stat(os.path.join(merged, "holes"))
+        assert sparse.st_size == size and sparse.st_blocks * 512 <= 64 * 1024  # holes copied as holes
+        with open(os.path.join(merged, "holes"), "rb") as file:
+            assert os.pread(file.fileno(), 1, 0) == b"a" and os.pread(file.fileno(), 2, size - 2) == b"\0b"
     finally:
         shutil.rmtree(merged)
+
+
+def test_merge_walks_trees_deeper_than_the_recursion_limit(deep_tmp_path):
+    import sys
+
+    from tests.support.trees import DEPTH, make_deep_tree
+    from toolbox import fsutil
+
+    assert DEPTH > sys.getrecursionlimit()
+    lower, upper, merged = (deep_tmp_path / name for name in ("lower", "upper", "merged"))
+    make_deep_tree(lower)
+    make_deep_tree(upper, depth=DEPTH // 2)
+    merged.mkdir()
+    merge_layers([str(lower), str(upper)], str(merged))
+    assert fsutil.tree_summary(merged)[1:] == fsutil.tree_summary(lower)[1:]  # the same names and content
+    fd = os.open(merged, os.O_RDONLY | os.O_DIRECTORY)
+    deepest_file = (DEPTH - 1) // 100 * 100 + 1  # make_deep_tree puts one in every 100th level
+    for _ in range(deepest_file):  # one level at a time
+        fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(parent)
+    assert os.stat("f", dir_fd=fd).st_ino == os.stat(os.path.join(lower, *["d"] * deepest_file, "f")).st_ino  # hard-linked
+    os.close(fd)
 
 
 def describe(root):

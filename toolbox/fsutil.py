@@ -157,7 +157,7 @@ def remove_tree_at(parent_fd, name):
         return
     top_fd = _open_to_empty(parent_fd, name, st)
     if top_fd is not None:
-        _walk_down(top_fd, _unlink_all_but_directories, _open_to_empty, _remove_emptied)
+        walk_down(top_fd, _unlink_all_but_directories, _open_to_empty, _remove_emptied)
     try:
         os.rmdir(name, dir_fd=parent_fd)
     except FileNotFoundError:
@@ -201,7 +201,7 @@ def _remove_emptied(parent_fd, name):
         pass
 
 
-def _walk_down(top_fd, visit, open_child, leave):
+def walk_down(top_fd, visit, open_child, leave):
     """Walk the directory tree open as `top_fd` (closed on return), depth first and without
     recursion: a layer may nest thousands of directories, beyond Python's recursion limit, the
     fd limit and PATH_MAX. Only one directory is open at a time and paths are never joined.
@@ -209,12 +209,13 @@ def _walk_down(top_fd, visit, open_child, leave):
     `visit(fd)` handles a directory's entries and returns the names of the subdirectories to
     walk; `open_child(fd, name)` opens one (None skips it); `leave(fd, name)` is called in the
     parent once a subdirectory is done. Going back up opens `..`, checked to be the directory
-    we came down from, so a tree moved while we walk it is never mistaken for another."""
+    we came down from (step_up), so a tree moved while we walk it is never mistaken for another.
+    The callbacks may keep a second tree in step with this one (unpack.merge_layers does)."""
     fd = top_fd
     try:
         # For the directory open as `fd` and each one above it: its name in its parent, its
         # identity, and the subdirectories still to walk.
-        levels = [(None, _identity(fd), visit(fd))]
+        levels = [(None, identity(fd), visit(fd))]
         while True:
             _name, _ident, pending = levels[-1]
             if pending:
@@ -224,22 +225,30 @@ def _walk_down(top_fd, visit, open_child, leave):
                     continue
                 os.close(fd)
                 fd = child
-                levels.append((child_name, _identity(fd), visit(fd)))
+                levels.append((child_name, identity(fd), visit(fd)))
                 continue
             if len(levels) == 1:
                 return
             done_name, _ident, _pending = levels.pop()
-            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            parent = step_up(fd, levels[-1][1], done_name)
             os.close(fd)
             fd = parent
-            if _identity(fd) != levels[-1][1]:
-                raise StoreError(f"a directory was moved while toolbox walked it (above {done_name!r})")
             leave(fd, done_name)
     finally:
         os.close(fd)
 
 
-def _identity(fd):
+def step_up(fd, expected, name):
+    """A new fd of the parent of the directory open as `fd`, opened through `..` and checked to
+    be the directory `expected` (an identity()) that `name` was entered from."""
+    parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+    if identity(parent) != expected:
+        os.close(parent)
+        raise StoreError(f"a directory was moved while toolbox walked it (above {name!r})")
+    return parent
+
+
+def identity(fd):
     st = os.fstat(fd)
     return st.st_dev, st.st_ino
 
@@ -281,15 +290,20 @@ def tree_summary(path):
         if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             return 0, 0, 0  # nothing, a file or a symlink: no tree below it
         raise
-    _walk_down(top_fd, count, _open_to_read, lambda _fd, _name: None)
+    walk_down(top_fd, count, _open_to_read, lambda _fd, _name: None)
     return allocated, names, content
 
 
 def _open_to_read(parent_fd, name):
+    """The directory to count next, or None: gone, or not ours to list and search (du(1) says
+    so and goes on). Without the search bit it could be listed, but not left again through
+    `..`."""
     try:
+        if not os.access(name, os.R_OK | os.X_OK, dir_fd=parent_fd, follow_symlinks=False):
+            return None
         return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     except (FileNotFoundError, PermissionError):
-        return None  # gone, or not ours to read: not counted, as du(1) would say
+        return None
 
 
 def process_is_alive(pid_text):

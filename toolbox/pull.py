@@ -216,13 +216,17 @@ def fetch_layer(plan, store, open_blob, options, progress, cancelled, image_name
             progress.layer_done(plan, None)
             return
         with store.staging("layer") as staging:
+            # Refused at once where even the compressed blob would not fit above the reserve,
+            # and as soon as what it unpacks to reaches the reserve.
+            store.check_free_space(f"unpack {what}", plan.descriptor.size)
+            on_write = store.free_space_watch(f"unpack {what}")
             tree = os.path.join(staging, "tree")
             os.mkdir(tree, 0o755)
             with open_blob(plan.descriptor) as blob:
                 counted = CountingReader(blob, lambda n: progress.layer_advanced(plan, n), cancelled)
                 tar = DiffIdReader(open_decompressed(counted), plan.diff_id)
                 try:
-                    stats = unpack_layer(tar, tree, store.layer_limits or UnpackLimits())
+                    stats = unpack_layer(tar, tree, store.layer_limits or UnpackLimits(), on_write)
                     tar.finish(what)
                 except LayerError:
                     _raise_integrity_error_first(counted)

@@ -148,24 +148,39 @@ def flattened_tree(spec):
         return path
     from .unpack import merge_layers
 
+    # Named by our PID, so `toolbox prune` can tell a dead maker's leftover from work going on.
+    # One that exists is a leftover of an earlier process that had this PID: no one else's.
     staging = f"{flat_dir}.tmp-{os.getpid()}"
-    os.makedirs(os.path.join(staging, "tree"))
-    merge_layers([os.path.join(spec.layers_dir, layer) for layer in reversed(spec.layers)], os.path.join(staging, "tree"))
-    with open(os.path.join(staging, LAYERS_FILE), "w") as file:
-        file.write("\n".join(spec.layers) + "\n")
+    if os.path.lexists(staging):
+        _remove_quietly(staging)
     try:
-        os.rename(staging, flat_dir)
-    except OSError as err:
-        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-            raise
-        _remove_quietly(staging)  # another run made it first
+        os.makedirs(os.path.join(staging, "tree"))
+        merge_layers([os.path.join(spec.layers_dir, layer) for layer in reversed(spec.layers)], os.path.join(staging, "tree"))
+        with open(os.path.join(staging, LAYERS_FILE), "w") as file:
+            file.write("\n".join(spec.layers) + "\n")
+        try:
+            os.rename(staging, flat_dir)
+            return path
+        except OSError as err:
+            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+    except BaseException:
+        _remove_quietly(staging)  # a failed flattening leaves nothing half-made behind
+        raise
+    _remove_quietly(staging)  # another run made it first
     return path
 
 
 def _remove_quietly(path):
-    import shutil
+    """Remove a staging tree without recursion (it may be as deep as a layer), never letting a
+    failure to clean up hide the error being reported."""
+    from . import fsutil
+    from .errors import ToolboxError
 
-    shutil.rmtree(path, ignore_errors=True)
+    try:
+        fsutil.remove_tree(path)
+    except (OSError, ToolboxError):
+        pass
 
 
 def mount_scratch_space(root, mountpoint, home):

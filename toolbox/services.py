@@ -23,11 +23,11 @@ class Services:
 def load_services(layout=None, environ=None):
     from .auth import CredentialStore
     from .config import UserConfig
-    from .store import Store
+    from .store import SpaceReserve, Store
     from .unpack import UnpackLimits
 
     environ = os.environ if environ is None else environ
     layout = layout or Layout.from_env(environ)
     credentials = CredentialStore(environ=environ, home=environ.get("HOME"))
-    store = Store(layout, UnpackLimits.from_env(environ))
+    store = Store(layout, UnpackLimits.from_env(environ), SpaceReserve.from_env(environ))
     return Services(layout, UserConfig.load(layout.config_file), credentials, store, environ)

@@ -21,6 +21,9 @@ an flock on its temp directory, so the next toolbox process can tell an abandone
 
 Locks: pulls hold the store lock shared; garbage collection takes it exclusively. Unpacking a
 layer holds that layer's lock, so concurrent pulls of one image unpack each layer once.
+
+Free space: a pull leaves a reserve free on the store's filesystem (SpaceReserve), so filling
+the store never fills the disk for everything else on it.
 """
 
 import datetime
@@ -33,11 +36,47 @@ from dataclasses import dataclass
 
 from . import fsutil
 from .digest import Digest
-from .errors import ImageNotStored, IntegrityError, InvalidReference, StoreError
+from .errors import ConfigError, ImageNotStored, IntegrityError, InvalidReference, StoreError
 from .manifest import parse_config, parse_manifest
 from .reference import ImageRef
 
 LAYER_INFO = "layer.json"
+MIN_FREE_ENV = "TOOLBOX_MIN_FREE_BYTES"
+DEFAULT_MIN_FREE_BYTES = 1024**3
+DEFAULT_MIN_FREE_PERCENT = 5  # of the filesystem's size, where that is less
+# While a layer is written, the free space is looked at again after this much file data or this
+# many members (directories and empty files take space too); a statvfs costs about a microsecond.
+SPACE_CHECK_BYTES = 1024 * 1024
+SPACE_CHECK_MEMBERS = 256
+
+
+@dataclass(frozen=True)
+class SpaceReserve:
+    """How much free space pulls leave on the store's filesystem. A layer or blob that would
+    go below it is refused: before it is written, where its size is known (a layer unpacks to
+    at least about its compressed size), and while it is written, since what a layer unpacks
+    to is known only then (a few kB of gzip can expand to gigabytes)."""
+
+    min_free_bytes: int | None = None  # None: the default, 1 GiB or 5% of a smaller filesystem
+
+    @classmethod
+    def from_env(cls, environ):
+        value = environ.get(MIN_FREE_ENV, "").strip()
+        if not value:
+            return cls()
+        try:
+            min_free = int(value)
+        except ValueError:
+            min_free = -1
+        if min_free < 0:
+            raise ConfigError(f"{MIN_FREE_ENV}={value!r} is not a number of bytes", hint="0 turns the reserve off")
+        return cls(min_free)
+
+    def bytes_on(self, statvfs):
+        if self.min_free_bytes is not None:
+            return self.min_free_bytes
+        size = statvfs.f_blocks * statvfs.f_frsize
+        return min(DEFAULT_MIN_FREE_BYTES, size * DEFAULT_MIN_FREE_PERCENT // 100)
 
 
 @dataclass(frozen=True)
@@ -96,11 +135,13 @@ def now_utc():
 
 
 class Store:
-    def __init__(self, layout, layer_limits=None):
+    def __init__(self, layout, layer_limits=None, reserve=None):
         self.layout = layout
-        # What one layer may unpack to here (an UnpackLimits; None: the defaults). Set from
-        # TOOLBOX_MAX_LAYER_BYTES by services.load_services.
+        # What one layer may unpack to here (an UnpackLimits; None: the defaults), and the free
+        # space pulls leave. Set from TOOLBOX_MAX_LAYER_BYTES and TOOLBOX_MIN_FREE_BYTES by
+        # services.load_services.
         self.layer_limits = layer_limits
+        self.reserve = reserve or SpaceReserve()
 
     def prepare(self):
         for path in (self.layout.blobs_dir, self.layout.layers_dir, self.layout.images_dir, self.layout.tmp_dir, self.layout.locks_dir):
@@ -162,6 +203,43 @@ class Store:
                 continue  # a live process is working there
         return removed
 
+    # -- free space ------------------------------------------------------------------------------
+    def check_free_space(self, action, needed=0):
+        """Raise StoreError unless `needed` more bytes leave the reserve free. `action` says
+        what was to be done ("unpack layer ..."), for the message. A reserve of 0 turns the
+        checks off: the filesystem's own ENOSPC is all there is then."""
+        if self.reserve.min_free_bytes == 0:
+            return
+        fsutil.ensure_dir(self.layout.tmp_dir)
+        statvfs = os.statvfs(self.layout.tmp_dir)
+        free = statvfs.f_bavail * statvfs.f_frsize
+        reserve = self.reserve.bytes_on(statvfs)
+        if free - needed >= reserve:
+            return
+        needs = f"; it needs about {_size(needed)}" if needed else ""
+        raise StoreError(
+            f"not enough free space to {action}: {_size(free)} free on the filesystem of the store ({self.layout.store_dir}){needs}, "
+            f"and toolbox leaves {_size(reserve)} free there",
+            hint=f"free some space (`toolbox prune` removes what no image needs), or lower the reserve with {MIN_FREE_ENV}=BYTES "
+                 f"(now {reserve}; 0 turns it off); nothing partial was kept",
+        )
+
+    def free_space_watch(self, action):
+        """For unpack_layer's on_write: check_free_space again every SPACE_CHECK_BYTES of data
+        or SPACE_CHECK_MEMBERS members written, so a layer is stopped when it reaches the
+        reserve, whatever it claimed."""
+        written = members = 0
+
+        def on_write(count):
+            nonlocal written, members
+            written += count
+            members += count == 0
+            if written >= SPACE_CHECK_BYTES or members >= SPACE_CHECK_MEMBERS:
+                written = members = 0
+                self.check_free_space(action)
+
+        return on_write
+
     # -- blobs -----------------------------------------------------------------------------------
     def has_blob(self, digest):
         return os.path.exists(self.layout.blob_path(digest))
@@ -171,6 +249,7 @@ class Store:
             raise IntegrityError(f"content does not match its digest {digest}; not stored")
         path = self.layout.blob_path(digest)
         if not os.path.exists(path):
+            self.check_free_space(f"store blob {digest.short}", len(data))
             with self.new_file(path) as file:
                 file.write(data)
 
@@ -390,6 +469,13 @@ def _digests_below(root):
 def _maker_is_alive(staging_name):
     """Staging directories end in .tmp-PID (rootfs.flattened_tree)."""
     return fsutil.process_is_alive(staging_name.rpartition(".tmp-")[2])
+
+
+def _size(count):
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def _size_of(path):

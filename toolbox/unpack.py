@@ -12,6 +12,9 @@ Each member is checked on its own as it streams past; nothing is ever written ou
   removed without root;
 - `user.overlay.*` xattrs (which would let a layer forge overlayfs whiteouts or redirects) and
   all non-`user.*` xattrs are dropped;
+- sparse members (GNU tar --sparse) are written as sparse files: only their data segments,
+  checked against the file's size, the rest left as holes; the data written counts against the
+  per-layer limit;
 - a damaged or cut-off tar is an error, never a silently shorter layer.
 
 Whiteouts are not applied to lower layers (this tree does not know them): they are written the
@@ -26,10 +29,10 @@ A hostile or broken layer raises LayerError; a machine that cannot hold the form
 unprivileged whiteouts, no user xattrs on the store's filesystem) raises StoreError.
 """
 
+import copy
 import errno
 import math
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -54,12 +57,14 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NS_LIMIT = 2**63 - 1
 # Errors the layer's content causes (a 300-byte name, 70000 links to one file), not the machine.
-_LAYER_ERRNOS = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.EMLINK)
+_LAYER_ERRNOS = (errno.ENAMETOOLONG, errno.EILSEQ, errno.EINVAL, errno.EMLINK, errno.EFBIG)
 
 
 @dataclass(frozen=True)
 class UnpackLimits:
-    max_total_bytes: int = 64 * 1024**3  # the sum of file sizes in one layer: a decompression-bomb guard
+    # A decompression-bomb guard: the file data one layer may write (a sparse file's holes are
+    # not written), and the most one file may claim to be, holes included.
+    max_total_bytes: int = 64 * 1024**3
     max_entries: int = 2_000_000
     max_path_bytes: int = 4096  # names (normalised) must be shorter: Linux's PATH_MAX counts the NUL
     # Real images nest tens of directories. Over two thousand one-letter ones fit in PATH_MAX,
@@ -87,14 +92,16 @@ class LayerStats:
     hardlinks: int
     whiteouts: int
     opaque_dirs: int
-    bytes: int  # the sum of regular file sizes
+    bytes: int  # the sum of regular file sizes (a sparse file's holes included)
     skipped: tuple  # (member name, reason), the first MAX_SKIPPED_LISTED of them
 
 
-def unpack_layer(tar_stream, dest_dir, limits=UnpackLimits()):
+def unpack_layer(tar_stream, dest_dir, limits=UnpackLimits(), on_write=None):
     """Unpack the uncompressed tar read from `tar_stream` (read(n) is all it needs) into the
-    empty directory `dest_dir`. On error the tree is half-made: the caller removes it."""
-    unpacker = _Unpacker(dest_dir, limits)
+    empty directory `dest_dir`. On error the tree is half-made: the caller removes it.
+    `on_write(n)` is called after each n bytes of file data written, and with 0 for each
+    member, so a caller can watch the disk as the tree grows (and stop it by raising)."""
+    unpacker = _Unpacker(dest_dir, limits, on_write or _ignore)
     try:
         with _open_tar(tar_stream) as tar:
             for member in _members(tar):
@@ -196,9 +203,14 @@ def _show(parts):
 # -- writing the tree ------------------------------------------------------------------------------
 
 
+def _ignore(_written):
+    pass
+
+
 class _Unpacker:
-    def __init__(self, dest_dir, limits):
+    def __init__(self, dest_dir, limits, on_write):
         self._limits = limits
+        self._on_write = on_write
         self._root_fd = os.open(dest_dir, _DIR_FLAGS)
         # Open directories by path, so a member does not re-walk its path from the root (members
         # come grouped by directory). Safe: every fd was opened with O_NOFOLLOW one level at a
@@ -206,6 +218,7 @@ class _Unpacker:
         self._dir_fds = {}
         self._dir_mtimes = {}  # tuple(parts) -> mtime in ns, applied at the end
         self._counts = dict(files=0, dirs=0, symlinks=0, hardlinks=0, whiteouts=0, opaque_dirs=0, bytes=0)
+        self._data_bytes = 0  # what the files' data takes: their sizes without sparse files' holes
         self._skipped = []
         self._skipped_count = 0
         self._entries = 0
@@ -228,6 +241,7 @@ class _Unpacker:
     # -- one member ------------------------------------------------------------------------------
     def add(self, tar, member):
         self._count_entry()
+        self._on_write(0)
         self._check_data_span(tar, member)
         parts = _path_parts(member.name, member.name)
         self._check_name_length(parts, member.name)
@@ -330,18 +344,14 @@ class _Unpacker:
         self._counts["dirs"] += 1
 
     def _regular_file(self, parts, member, tar):
-        self._count_bytes(member)
+        segments = self._data_segments(tar, member)
+        self._count_bytes(member, sum(size for _offset, size in segments))
         parent = self._parent_fd(parts, member.name)
         base = parts[-1]
         self._remove(parent, base, parts)
         fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=parent)
         try:
-            copied = 0
-            for chunk in _read_chunks(tar, member):
-                copied += len(chunk)
-                _write_all(fd, chunk)
-            if copied != member.size:
-                raise LayerError(f"layer member {member.name!r} is truncated")
+            self._write_data(fd, tar, member, segments)
             os.fchmod(fd, self._file_mode(member))
             self._copy_xattrs(fd, member)
             os.utime(fd, ns=(_ns(member.mtime),) * 2)
@@ -349,12 +359,66 @@ class _Unpacker:
             os.close(fd)
         self._counts["files"] += 1
 
-    def _count_bytes(self, member):
+    @staticmethod
+    def _data_segments(tar, member):
+        """(offset, size) of the parts of the file the member holds data for: all of it, or for
+        a sparse member (GNU tar --sparse, old GNU or PAX format) the segments its map lists,
+        the rest being holes. tarfile takes the map as written, so it is checked here: data
+        segments in order, not overlapping, inside the file, and no more data than the archive
+        holds for the member (reading more would consume the next members' headers). Empty
+        entries are no data: GNU tar ends a map with one, and tarfile adds the unused slots of
+        an old GNU header as (0, 0)."""
         if member.size < 0:
             raise LayerError(f"layer member {member.name!r} has a negative size")
+        if member.sparse is None:
+            return [(0, member.size)] if member.size else []
+        segments, end = [], 0
+        for offset, size in member.sparse:
+            if size == 0:
+                continue
+            if offset < end or size < 0 or offset + size > member.size:
+                raise LayerError(f"layer member {member.name!r} has a sparse map that is out of order or reaches past the file's size")
+            segments.append((offset, size))
+            end = offset + size
+        if sum(size for _offset, size in segments) > tar.offset - member.offset_data:
+            raise LayerError(f"the sparse map of layer member {member.name!r} lists more data than the archive holds for it")
+        return segments
+
+    def _count_bytes(self, member, data_bytes):
+        """The limit bounds the data a layer writes (a sparse file's holes are not written), and
+        also what one file may claim to be, holes included."""
+        if member.sparse is not None and member.size > self._limits.max_total_bytes:
+            raise _too_big(f"layer member {member.name!r} is {member.size} bytes long (holes included)", self._limits)
         self._counts["bytes"] += member.size
-        if self._counts["bytes"] > self._limits.max_total_bytes:
+        self._data_bytes += data_bytes
+        if self._data_bytes > self._limits.max_total_bytes:
             raise _too_big("the layer unpacks to more bytes than allowed", self._limits)
+
+    def _write_data(self, fd, tar, member, segments):
+        if member.sparse is None:
+            reader = tar.extractfile(member)
+        else:
+            # tarfile would read a sparse member's holes as zeros, as many as the header claims.
+            # The archive holds the data segments one after the other: read them as one plain
+            # stretch (the member without its map) and write each where it belongs.
+            plain = copy.copy(member)
+            plain.sparse = None
+            plain.size = sum(size for _offset, size in segments)
+            reader = tar.extractfile(plain)
+        for offset, size in segments:
+            position, end = offset, offset + size
+            while position < end:
+                try:
+                    chunk = reader.read(min(COPY_CHUNK, end - position))
+                except _TAR_ERRORS as err:
+                    raise LayerError(f"layer member {member.name!r} is truncated: {err}") from None
+                if not chunk:
+                    raise LayerError(f"layer member {member.name!r} is truncated")
+                _pwrite_all(fd, chunk, position)
+                position += len(chunk)
+                self._on_write(len(chunk))
+        if member.sparse is not None:
+            os.ftruncate(fd, member.size)  # holes, up to the file's size
 
     def _symlink(self, parts, member):
         target = member.linkname.encode("utf-8", "surrogateescape")
@@ -577,11 +641,12 @@ def _set_opaque(fd, member_name):
         ) from None
 
 
-def _write_all(fd, data):
+def _pwrite_all(fd, data, offset):
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = os.pwrite(fd, view, offset)
         view = view[written:]
+        offset += written
 
 
 def _lstat(name, dir_fd):
@@ -616,87 +681,181 @@ def merge_layers(layer_trees, dest_dir):
     that was below it, and a non-directory replaces a directory (and back). Regular files are
     hard-linked from the layer trees (copied across filesystems), so this costs no file data.
     Directories take the mode, mtime and user xattrs of the upper-most layer that has them, as
-    overlayfs shows them."""
-    dest = os.fsencode(dest_dir)
-    for tree in layer_trees:
-        _merge_directory(os.fsencode(tree), dest)
-    if layer_trees:
-        _copy_directory_attributes(os.fsencode(layer_trees[-1]), dest, os.lstat(layer_trees[-1]))
-
-
-def _merge_directory(source, dest):
-    with os.scandir(source) as entries:
-        for entry in entries:
-            target = os.path.join(dest, entry.name)
-            st = entry.stat(follow_symlinks=False)
-            if _is_whiteout(st):
-                _remove_any(target)
-            elif stat.S_ISDIR(st.st_mode):
-                _merge_subdirectory(entry.path, target, st)
-            elif stat.S_ISLNK(st.st_mode):
-                _remove_any(target)
-                os.symlink(os.readlink(entry.path), target)
-                os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-            elif stat.S_ISREG(st.st_mode):
-                _remove_any(target)
-                _link_or_copy(entry.path, target)
-            # Nothing else is ever unpacked into a layer tree.
-
-
-def _merge_subdirectory(source, target, st):
-    existing = _lstat(target, None)
-    if existing is not None and (not stat.S_ISDIR(existing.st_mode) or _has_opaque_xattr(source)):
-        _remove_any(target)
-        existing = None
-    if existing is None:
-        os.mkdir(target, 0o700)
-    _merge_directory(source, target)
-    _copy_directory_attributes(source, target, st)
-
-
-def _copy_directory_attributes(source, target, st):
-    wanted = _user_xattrs(source)
+    overlayfs shows them. Each tree is walked without recursion (fsutil.walk_down), so a layer
+    as deep as the unpacker allows flattens too; on error `dest_dir` is half-made and the
+    caller removes it."""
+    dest = os.open(dest_dir, _DIR_FLAGS)
     try:
-        for name in set(_user_xattrs(target)) - set(wanted):
-            os.removexattr(target, name)
+        for tree in layer_trees:
+            merge = _Merge(dest)
+            try:
+                # The caller named the tree, so it is opened however it is reached; below it,
+                # nothing is followed.
+                fsutil.walk_down(os.open(tree, _TOP_DIR_FLAGS), merge.visit, merge.enter, merge.leave)
+            finally:
+                merge.close()
+        if layer_trees:
+            top = os.open(layer_trees[-1], _TOP_DIR_FLAGS)
+            try:
+                _copy_directory_attributes(top, dest)
+            finally:
+                os.close(top)
+    finally:
+        os.close(dest)
+
+
+_TOP_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class _Merge:
+    """One layer tree merged into the flat tree. fsutil.walk_down walks the layer's tree, one
+    directory open at a time; these callbacks keep the flat tree's directory in step with it,
+    entering and leaving the same names (and checking `..` on the way up, as walk_down does)."""
+
+    def __init__(self, dest_fd):
+        self._dest = os.dup(dest_fd)  # the flat tree's directory matching the layer's current one
+        self._above = []  # identities of the flat tree's directories above it
+
+    def close(self):
+        os.close(self._dest)
+
+    def visit(self, source):
+        """Merge a directory's non-directories; return its subdirectories, which walk_down
+        enters next. A name is one kind in one directory, so the order does not matter."""
+        with os.scandir(source) as scan:
+            entries = list(scan)
+        directories = []
+        for entry in entries:
+            name = entry.name
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                directories.append(name)
+                continue
+            if _is_whiteout(st) or stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
+                fsutil.remove_tree_at(self._dest, name)
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(name, dir_fd=source), name, dir_fd=self._dest)
+                os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=self._dest, follow_symlinks=False)
+            elif stat.S_ISREG(st.st_mode):
+                _link_or_copy(source, name, self._dest)
+            # Nothing else is ever unpacked into a layer tree.
+        return directories
+
+    def enter(self, source, name):
+        """Open the layer's directory `name`, and make (or keep) the flat tree's."""
+        child = os.open(name, _DIR_FLAGS, dir_fd=source)
+        try:
+            existing = _lstat(name, self._dest)
+            if existing is not None and (not stat.S_ISDIR(existing.st_mode) or _has_opaque_xattr(child)):
+                fsutil.remove_tree_at(self._dest, name)
+                existing = None
+            if existing is None:
+                os.mkdir(name, 0o700, dir_fd=self._dest)
+            dest_child = os.open(name, _DIR_FLAGS, dir_fd=self._dest)
+        except BaseException:
+            os.close(child)
+            raise
+        self._above.append(fsutil.identity(self._dest))
+        os.close(self._dest)
+        self._dest = dest_child
+        return child
+
+    def leave(self, source, name):
+        """Back in the parent, once `name` is merged: it takes the layer's attributes last,
+        since adding entries changed its mtime."""
+        parent = fsutil.step_up(self._dest, self._above.pop(), name)
+        os.close(self._dest)
+        self._dest = parent
+        source_fd = os.open(name, _DIR_FLAGS, dir_fd=source)
+        try:
+            dest_fd = os.open(name, _DIR_FLAGS, dir_fd=self._dest)
+            try:
+                _copy_directory_attributes(source_fd, dest_fd)
+            finally:
+                os.close(dest_fd)
+        finally:
+            os.close(source_fd)
+
+
+def _copy_directory_attributes(source_fd, target_fd):
+    st = os.fstat(source_fd)
+    wanted = _user_xattrs(source_fd)
+    try:
+        for name in set(_user_xattrs(target_fd)) - set(wanted):
+            os.removexattr(target_fd, name)
         for name, value in wanted.items():
-            os.setxattr(target, name, value)
+            os.setxattr(target_fd, name, value)
     except OSError as err:
         # A flat copy on a filesystem without user xattrs is still worth having.
         if err.errno not in (errno.ENOTSUP, errno.EPERM):
             raise
-    os.chmod(target, stat.S_IMODE(st.st_mode) | 0o700)
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.fchmod(target_fd, stat.S_IMODE(st.st_mode) | 0o700)
+    os.utime(target_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _user_xattrs(path):
+def _user_xattrs(fd):
     """The xattrs an image shows: user.*, without overlayfs's own."""
-    names = [n for n in os.listxattr(path) if n.startswith("user.") and not n.startswith("user.overlay.")]
-    return {name: os.getxattr(path, name) for name in names}
+    names = [n for n in os.listxattr(fd) if n.startswith("user.") and not n.startswith("user.overlay.")]
+    return {name: os.getxattr(fd, name) for name in names}
 
 
-def _has_opaque_xattr(path):
+def _has_opaque_xattr(fd):
     try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(fd, OPAQUE_XATTR) == b"y"
     except OSError:
         return False
 
 
-def _link_or_copy(source, target):
+def _link_or_copy(source_dir, name, dest_dir):
     try:
-        os.link(source, target, follow_symlinks=False)
+        os.link(name, name, src_dir_fd=source_dir, dst_dir_fd=dest_dir, follow_symlinks=False)
     except OSError as err:
         # EXDEV: another filesystem; EPERM: protected_hardlinks and a file someone else owns.
         if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
-        shutil.copy2(source, target, follow_symlinks=False)
+        _copy_file(source_dir, name, dest_dir)
 
 
-def _remove_any(path):
-    st = _lstat(path, None)
-    if st is None:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+def _copy_file(source_dir, name, dest_dir):
+    """A copy of a regular file with its mode, times and user xattrs; holes stay holes."""
+    source = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source_dir)
+    try:
+        st = os.fstat(source)
+        target = os.open(name, _NEW_FILE_FLAGS, 0o600, dir_fd=dest_dir)
+        try:
+            for offset, size in _data_segments_of(source, st.st_size):
+                for position in range(offset, offset + size, COPY_CHUNK):
+                    _pwrite_all(target, os.pread(source, min(COPY_CHUNK, offset + size - position), position), position)
+            os.ftruncate(target, st.st_size)
+            for attribute, value in _user_xattrs(source).items():
+                try:
+                    os.setxattr(target, attribute, value)
+                except OSError as err:
+                    if err.errno not in (errno.ENOTSUP, errno.EPERM):
+                        raise
+            os.fchmod(target, stat.S_IMODE(st.st_mode))
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(target)
+    finally:
+        os.close(source)
+
+
+def _data_segments_of(fd, size):
+    """(offset, size) of the parts of a file that hold data (SEEK_DATA/SEEK_HOLE, lseek(2));
+    a filesystem that cannot tell reports the whole file as data."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # nothing but a hole up to the end
+                return
+            raise
+        if start >= size:  # the file grew meanwhile: only its first `size` bytes are copied
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        if end <= start:  # never for a sane filesystem; copying the rest is right anyway
+            end = size
+        yield start, end - start
+        offset = end
