@@ -238,6 +238,54 @@ def test_hostile_sparse_maps_are_refused(sandbox, sparse_map, size, complaint):
                member("next", data=b"n"))
 
 
+def _old_gnu_sparse_header(name, realsize, extension_blocks, stored=0):
+    """A GNU 'S' (old sparse) member whose map goes on for `extension_blocks` blocks of 21
+    one-byte entries each, as GNU tar writes a map too long for the header (`stored` bytes of
+    data follow): zeros compress to nothing, so such a layer is tiny on the wire."""
+    info = tarfile.TarInfo(name)
+    info.mtime = MTIME
+    info.size = stored
+    header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:482] = bytes(96)
+    header[482] = 1  # isextended
+    header[483:495] = tarfile.itn(realsize, 12, tarfile.GNU_FORMAT)
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    blocks = []
+    for index in range(extension_blocks):
+        block = bytearray(512)
+        for entry in range(21):
+            offset = (index * 21 + entry) * 2 + 1
+            block[entry * 24:entry * 24 + 24] = tarfile.itn(offset, 12, tarfile.GNU_FORMAT) + tarfile.itn(1, 12, tarfile.GNU_FORMAT)
+        block[504] = 1 if index < extension_blocks - 1 else 0
+        blocks.append(bytes(block))
+    return bytes(header) + b"".join(blocks)
+
+
+@pytest.mark.parametrize("layout", ["old GNU", "PAX 1.0"])
+def test_a_sparse_map_of_millions_of_entries_is_refused_before_it_is_built(sandbox, layout):
+    """tarfile builds a sparse member's whole map in memory before toolbox sees the member: a
+    12 KB layer of zeros made it allocate hundreds of MB. The map is read with a bound now."""
+    dest, _canary = sandbox
+    if layout == "old GNU":
+        archive = _old_gnu_sparse_header("s", 10**9, 4000) + bytes(1024)
+    else:
+        count = b"50000000\n"
+        data = count + b"1\n1\n" * 40000
+        archive = tar_bytes(member("s", data=data, pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                                                       "GNU.sparse.name": "s", "GNU.sparse.realsize": str(10**9)}))
+    with pytest.raises(LayerError, match="sparse map of .* entries; toolbox reads at most 65536"):
+        unpack_layer(io.BytesIO(archive), str(dest))
+    # A long but reasonable map still unpacks (the limit is far above real sparse files).
+    fine = dest.parent / "fine"
+    fine.mkdir()
+    archive = _old_gnu_sparse_header("s", 10**6, 10, stored=210) + b"x" * 210 + bytes(512 - 210) + bytes(1024)
+    unpack_layer(io.BytesIO(archive), str(fine))
+    unpacked = (fine / "s").read_bytes()
+    assert len(unpacked) == 10**6 and unpacked.count(b"x") == 210 and unpacked[1:4] == b"x\0x"
+
+
 def test_non_utf8_and_long_names(sandbox):
     dest, _ = sandbox
     latin1 = b"caf\xe9".decode("utf-8", "surrogateescape")
