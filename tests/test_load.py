@@ -156,7 +156,21 @@ def remove_manifest_blob(layout, built):
     blob(layout, built.manifest_digest).unlink()
 
 
+def fifo_for_layer_blob(layout, built):
+    path = blob(layout, built.layers[0]["digest"])
+    path.unlink()
+    os.mkfifo(path)  # would block an open() for reading forever
+
+
+def layer_blob_linked_out(layout, built):
+    path = blob(layout, built.layers[0]["digest"])
+    path.unlink()
+    path.symlink_to("/etc/passwd")
+
+
 DAMAGED = {
+    "layer blob a FIFO": (lambda t: oci_layout(t, fifo_for_layer_blob), "has no blobs/sha256/"),
+    "layer blob a symlink out of the layout": (lambda t: oci_layout(t, layer_blob_linked_out), "points outside"),
     "truncated tar": (truncated, "is truncated"),
     "index.json not JSON": (lambda t: oci_layout(t, rewrite_index("{\"manifests\": [")), "index.json is not valid JSON"),
     "index.json without manifests": (lambda t: oci_layout(t, rewrite_index({"schemaVersion": 2})), "no 'manifests' list"),

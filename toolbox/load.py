@@ -4,6 +4,7 @@ names them, and always the config's diff_ids."""
 
 import json
 import os
+import stat
 import tarfile
 from dataclasses import dataclass
 
@@ -32,10 +33,16 @@ class DirectorySource:
         return os.path.isfile(self._path(name))
 
     def open(self, name):
+        """A regular file of the layout, opened without blocking: a FIFO planted in a layout
+        directory would hang the load, a device would never end."""
         try:
-            return open(self._path(name), "rb")
+            fd = os.open(self._path(name), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise _missing(self._root, name) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsupportedImage(f"{name} in {self._root} is not a regular file", hint="the layout is damaged; save or copy the image again")
+        return os.fdopen(fd, "rb")
 
     def size(self, name):
         if not self.exists(name):
