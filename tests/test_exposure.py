@@ -137,3 +137,61 @@ while True:
         pass
     time.sleep(0.002)
 """
+
+
+# -- what an image says is never followed on the host side -------------------------------------------
+def _hostile_config_image(registry, toolbox, canary):
+    from tests.support import images
+    from tests.support.push import push_raw
+
+    entries = list(images.busybox_entries()) + [images.symlink("work", str(canary)), images.symlink("hostbin", "/usr/bin"),
+                                                images.symlink("keep", str(canary))]
+    spec = images.ImageSpec(layers=(images.Layer(tuple(entries)),), working_dir="/work/sub/dir",
+                            env=("PATH=/hostbin:/bin",),
+                            extra_config={"Volumes": {f"{canary}/vol": {}, "/work/vol": {}}, "ExposedPorts": {"22/tcp": {}}})
+    push_raw(registry, "hostile/config", "1", images.build_image(spec))
+    toolbox.trust(registry)
+    reference = f"{registry.host}/hostile/config:1"
+    toolbox.pull(reference)
+    return reference
+
+
+@pytest.mark.parametrize("mode", __import__("tests.support.rootfs_modes", fromlist=["x"]).rootfs_mode_params())
+def test_an_image_config_is_never_followed_on_the_host(toolbox, registry, tmp_path, mode):
+    """WorkingDir through a symlink to a host directory, Volumes naming host paths, a PATH
+    through a link to the host's /usr/bin: all resolved inside the image, or ignored."""
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    reference = _hostile_config_image(registry, toolbox, canary)
+    env = {"TOOLBOX_ROOTFS": mode}
+    result = run(toolbox, "--no-cwd", reference, "sh", "-c", "pwd; touch made-here 2>/dev/null; echo done", cwd=tmp_path, env=env)
+    if mode == "read-only":  # nothing can be created in a read-only image: the working directory is refused
+        assert result.returncode == 125 and "/work/sub/dir" in result.stderr, result.stderr
+    else:
+        cwd, done = result.stdout.split()
+        assert cwd.endswith("/sub/dir") and done == "done", result.stderr  # through the image's link, inside the image
+    # python3 is in the host's /usr/bin, which the image's PATH names through a link: inside,
+    # the link leads to the image's own /usr/bin, where there is no python3.
+    missing = run(toolbox, reference, "python3", "-c", "print(1)", cwd=tmp_path, env=env)
+    assert missing.returncode == 127 and "command not found in the image" in missing.stderr
+    inspected = toolbox.cli("inspect", reference)
+    assert inspected.returncode == 0
+    assert sorted(p.name for p in canary.iterdir()) == []  # no sub/dir, no vol, no made-here
+
+
+@needs_userns
+def test_a_kept_layer_and_layer_trees_are_walked_without_following_links(toolbox, busybox, tmp_path):
+    """What a tool leaves in a kept layer (--name) and what a layer holds are the image's:
+    `ps`, `df`, `check` and `rm` count and remove them without following a link to your files."""
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "data").write_bytes(b"x" * (4 << 20))
+    script = f"ln -s {precious} /link; ln -s {precious}/data /datalink; mkdir -p /deep/a/b/c && ln -s / /deep/a/b/c/root"
+    assert run(toolbox, "--name", "kept", busybox, "sh", "-c", script, cwd=tmp_path).returncode == 0
+    listed = __import__("json").loads(toolbox.cli("ps", "--json").stdout)
+    assert listed[0]["name"] == "kept" and listed[0]["size"] < (1 << 20)  # the link, not 4 MiB through it
+    df = toolbox.cli("df", "--json")
+    checked = toolbox.cli("check", "--json")
+    assert df.returncode == 0 and checked.returncode == 0, checked.stdout + checked.stderr
+    assert toolbox.cli("rm", "kept").returncode == 0
+    assert (precious / "data").stat().st_size == 4 << 20 and sorted(p.name for p in precious.iterdir()) == ["data"]

@@ -202,6 +202,7 @@ class ImageSpec:
     variant: str | None = None
     docker_schema2: bool = False
     annotations: dict | None = field(default=None, hash=False)  # manifest annotations (OCI only)
+    extra_config: dict | None = field(default=None, hash=False)  # more of the config's "config" (Volumes, ExposedPorts...)
 
 
 @dataclass(frozen=True)
@@ -276,6 +277,7 @@ def _config_json(spec, diff_ids):
         cfg["User"] = spec.user
     if spec.labels:
         cfg["Labels"] = dict(spec.labels)
+    cfg.update(spec.extra_config or {})
     config = {
         "created": CREATED,
         "architecture": spec.architecture,
