@@ -153,7 +153,8 @@ def pull_image(ref, *, store, client, options=None, progress=None):
         store.clean_abandoned()
         manifest, config, manifest_digest, index_digest, endpoint = resolve(client, store, ref, platform)
         plans = plan_layers(store, manifest, config)
-        progress.resolved(ref, index_digest or manifest_digest, config.platform, plans)
+        # By tag: what the tag named. By digest (a locked tool's index): the manifest it chose.
+        progress.resolved(ref, manifest_digest if ref.digest else index_digest or manifest_digest, config.platform, plans)
         fetch_layers(plans, store, lambda descriptor: client.open_blob(ref, descriptor, endpoint), options, progress, str(ref))
         record = ImageRecord(
             reference=str(ref),

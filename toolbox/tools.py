@@ -121,7 +121,7 @@ class Context:
         project = [r for r in recipes if r.source == "project"]
         if not project:
             return
-        from .trust import TrustStore, describe, refusal
+        from .trust import TrustStore, refusal
 
         store = TrustStore(self.layout, self.environ)
         untrusted, record = store.untrusted(self.pins.path, project)
@@ -129,8 +129,7 @@ class Context:
         if not untrusted:
             return
         error = refusal(self.pins, untrusted, record, self.catalog, store.trusted_elsewhere(self.pins.path, untrusted))
-        question = "\n".join([f"{self.pins.path} defines recipes that would get:", *describe(untrusted, record, self.catalog),
-                              f"Trust them (as `toolbox trust` in {self.pins.directory} would)?"])
+        question = f"{error.message}\nTrust them (as `toolbox trust` in {self.pins.directory} would)?"
         if self.confirm is None or not self.confirm(question):
             raise error
         store.trust(self.pins.path, untrusted, keep=record)
