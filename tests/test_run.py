@@ -13,7 +13,7 @@ import pytest
 
 from toolbox import _sys_build
 
-from tests.support.host import userns_overlay_works
+from tests.support.host import host_feature, lacks_host_feature, userns_overlay_works
 
 FORBIDDEN_ON_LAUNCH_PATH = {"typer", "click", "rich", "requests", "urllib3", "platformdirs", "tomllib", "json", "dataclasses", "cffi", "pycparser"}
 
@@ -295,8 +295,8 @@ def test_limits_are_refused_without_delegation_never_dropped(toolbox, busybox, f
     from toolbox.cgroups import delegation_problem
 
     key = {"--memory": "memory", "--cpus": "cpus", "--pids-limit": "pids"}[flags[0]]
-    if delegation_problem([key]) is None:
-        pytest.skip("this host delegates cgroup v2: the enforcement test applies instead")
+    if delegation_problem([key]) is None:  # the other side of the next test's host feature
+        lacks_host_feature("a cgroup v2 without delegation: this host delegates, so the enforcement test applies instead")
     result = run(toolbox, *flags, busybox, "echo", "must not run")
     assert result.returncode == 125
     assert b"must not run" not in result.stdout
@@ -304,7 +304,7 @@ def test_limits_are_refused_without_delegation_never_dropped(toolbox, busybox, f
 
 
 @needs_userns
-@pytest.mark.skipif(not cgroup_v2_delegated(["pids", "memory"]), reason="no delegated cgroup v2 with the pids and memory controllers on this host")
+@host_feature(cgroup_v2_delegated(["pids", "memory"]), "no delegated cgroup v2 with the pids and memory controllers on this host")
 def test_limits_are_enforced_with_delegation(toolbox, busybox):
     result = run(toolbox, "--pids-limit", "20", "--memory", "64m", busybox, "sh", "-c", "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max 2>/dev/null || cat /proc/self/cgroup")
     assert result.returncode == 0, result.stderr
