@@ -14,7 +14,6 @@ from tests.support.host import userns_overlay_works
 from tests.support.upstream import EXACT_SCRIPT, Upstream, tool_image
 
 pytestmark = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
-FORBIDDEN_ON_LAUNCH_PATH = {"typer", "click", "rich", "requests", "urllib3", "platformdirs", "tomllib", "json", "dataclasses", "cffi", "pycparser"}
 
 
 class Projects:
@@ -58,14 +57,8 @@ def test_arguments_arrive_byte_for_byte_and_the_exit_status_is_the_tools(project
     assert projects.shim("--exit=0", cwd=projects.b).stdout.startswith(b"jq-1.7.1\n")
 
 
-def test_the_hot_path_loads_no_heavy_module_and_the_plan_follows_its_inputs(projects, tmp_path):
-    assert projects.shim(cwd=projects.a).returncode == 0  # makes the tool plan and the run plan
-    report = tmp_path / "modules"
-    assert projects.shim(cwd=projects.a, env={"TOOLBOX_REPORT_MODULES": str(report)}).returncode == 0
-    loaded = set(report.read_text().split())
-    assert "toolbox.shim" in loaded and "toolbox.toolplan" in loaded
-    assert not loaded & FORBIDDEN_ON_LAUNCH_PATH, loaded & FORBIDDEN_ON_LAUNCH_PATH
-    assert not {m for m in loaded if m.startswith(("toolbox.tools", "toolbox.recipes", "toolbox.lockfile", "toolbox.registry"))}
+def test_the_plan_follows_its_inputs(projects):  # what a shim imports: tests/test_hotpath.py
+    assert projects.shim(cwd=projects.a).stdout == b"jq-1.6\n"  # makes the tool plan and the run plan
     # A change of pin, lock or recipe is seen at the next call.
     (projects.a / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
     assert projects.shim(cwd=projects.a).stdout == b"jq-1.7.1\n"
