@@ -8,6 +8,7 @@ digest) → decompressor → DiffIdReader (hashes the tar, checks the config's d
 
 import os
 import threading
+import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -183,7 +184,9 @@ def fetch_layers(plans, store, open_blob, options, progress, image_name):
     if not plans:
         return
     cancelled = threading.Event()
-    executor = ThreadPoolExecutor(max_workers=max(1, min(options.max_parallel, len(plans))), thread_name_prefix="layer")
+    workers = set()  # their kernel thread ids
+    executor = ThreadPoolExecutor(max_workers=max(1, min(options.max_parallel, len(plans))), thread_name_prefix="layer",
+                                  initializer=lambda: workers.add(threading.get_native_id()))
     futures = [executor.submit(fetch_layer, plan, store, open_blob, options, progress, cancelled, image_name) for plan in plans]
     try:
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -197,7 +200,21 @@ def fetch_layers(plans, store, open_blob, options, progress, image_name):
         cancelled.set()
         executor.shutdown(wait=True, cancel_futures=True)
         raise
-    executor.shutdown(wait=True)
+    else:
+        executor.shutdown(wait=True)
+    finally:
+        _wait_until_gone(workers)
+
+
+def _wait_until_gone(thread_ids, timeout=2.0):
+    """Python's join returns when a thread's Python side is done, a moment before the kernel has
+    removed the thread from the process. `toolbox run` pulls a missing image in the process that
+    then calls unshare(CLONE_NEWUSER), which fails with EINVAL while the process has more than
+    one thread: it waits here until the kernel no longer lists them (/proc/self/task)."""
+    deadline = time.monotonic() + timeout
+    for thread_id in thread_ids:
+        while os.path.exists(f"/proc/self/task/{thread_id}") and time.monotonic() < deadline:
+            time.sleep(0.001)
 
 
 def _first_real_error(failed):
