@@ -14,7 +14,7 @@ import time
 import pytest
 
 from toolbox import cgroups, doctor
-from toolbox.doctor import ASSEMBLE, FAIL, KERNEL_FIX, OK, STORE_FS_FIX, UNSHARE, WARN, Host, Probe
+from toolbox.doctor import ASSEMBLE, FAIL, KERNEL_FIX, NAMESPACE_STEPS, OK, STORE_FS_FIX, UNSHARE, WARN, Host, Probe
 from toolbox.layout import Layout
 
 from tests.support.host import userns_available, userns_overlay_works
@@ -78,8 +78,8 @@ def test_verdicts_match_what_the_host_lets_an_ordinary_user_do(tmp_path):
     assert (checks["overlay"].status == OK) == userns_overlay_works(), checks["overlay"]
     fuse_usable = os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
     assert (checks["fuse"].status == OK) == fuse_usable, checks["fuse"]
-    if fuse_usable:
-        assert "mounts in a user namespace" in checks["fuse"].detail  # probed for real, not only found
+    if fuse_usable:  # probed for real where the namespaces work, and said not to be where they fail
+        assert ("mounts in a user namespace" if userns_available() else "(not probed)") in checks["fuse"].detail, checks["fuse"]
     if os.path.exists("/dev/fuse") and not os.access("/dev/fuse", os.R_OK | os.W_OK):
         assert checks["fuse"].status == WARN and "chmod 0666 /dev/fuse" in checks["fuse"].fix
     major, minor = (int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
@@ -230,16 +230,31 @@ def test_overlay_is_not_blamed_when_user_namespaces_fail():
     assert check.status == FAIL and "not probed" in check.detail and "user namespaces" in check.fix
 
 
-def test_the_probe_answers_as_util_linux_unshare_does(tmp_path):
-    assert (doctor.probe_runtime().failed_step is None) == userns_available()
+def test_the_probe_answers_as_util_linux_unshare_does(tmp_path, monkeypatch):
+    userns = userns_available()
+    assert (doctor.probe_runtime().failed_step is None) == userns
     probe = doctor.probe_runtime(str(tmp_path / "overlay"))
     assert (probe.failed_step is None) == userns_overlay_works(), probe
     assert not os.path.exists(tmp_path / "overlay" / "scratch" / "root")  # the tmpfs stayed in the child
     fuse_usable = os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
+    # Where the namespaces fail, the fuse probe fails there, before fuse-overlayfs is tried;
+    # where they work, it fails at assembling the root exactly when fuse-overlayfs is unusable.
     fuse = doctor.probe_runtime(str(tmp_path / "fuse"), mode="fuse-overlayfs")
-    assert (fuse.failed_step is None) == (fuse_usable and userns_available()), fuse
-    if not fuse_usable:
-        assert fuse.failed_step == ASSEMBLE + " (fuse-overlayfs)" or not userns_available(), fuse
+    if not userns:
+        assert fuse.failed_step in NAMESPACE_STEPS, fuse
+    elif fuse_usable:
+        assert fuse.failed_step is None, fuse
+    else:
+        assert fuse.failed_step == ASSEMBLE + " (fuse-overlayfs)", fuse
+    # The same without fuse-overlayfs on PATH, so that branch is taken on every host.
+    no_program = tmp_path / "no-fuse-overlayfs"
+    no_program.mkdir()
+    monkeypatch.setenv("PATH", str(no_program))
+    missing = doctor.probe_runtime(str(tmp_path / "fuse-missing"), mode="fuse-overlayfs")
+    if userns:
+        assert missing.failed_step == ASSEMBLE + " (fuse-overlayfs)" and "not installed" in missing.message, missing
+    else:
+        assert missing.failed_step in NAMESPACE_STEPS, missing
 
 
 @not_as_root

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import images
+from tests.support.faults import FaultProxy
 from tests.support.push import push_raw
 
 
@@ -69,18 +70,39 @@ def test_sigkill_at_random_points_then_pull_completes(toolbox, big_image):
     assert_store_consistent(toolbox)
 
 
-def test_ctrl_c_mid_pull_exits_130_and_cleans_up(toolbox, big_image):
-    server, reference, _built = big_image
-    toolbox.trust(server)
-    process = start_pull(toolbox, reference)
+def interrupt_when_unpacking(toolbox, process, timeout=20):
+    """SIGINT to the pull once a layer's temp tree is there (or after `timeout`)."""
     tmp = Path(toolbox.layout.tmp_dir)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not (tmp.exists() and any(p.is_dir() for p in tmp.iterdir())):
         time.sleep(0.01)
     process.send_signal(signal.SIGINT)
-    _out, err = process.communicate(timeout=60)
-    if process.returncode == 0:
-        pytest.skip("the pull finished before the interrupt arrived")
+    return process.communicate(timeout=60)
+
+
+def test_ctrl_c_mid_pull_exits_130_and_cleans_up(toolbox, big_image):
+    """First at the pull's own pace; if it finished before the interrupt arrived, again through a
+    proxy that sends each data layer's first MiB and then stalls, so the interrupt lands mid-pull."""
+    from toolbox.images import prune, remove_images
+
+    server, reference, built = big_image
+    toolbox.trust(server)
+    with FaultProxy(server.url) as proxy:
+        toolbox.trust(proxy)
+        data_layers = "|".join(layer["digest"] for layer in built.layers[1:])
+        for attempt in range(3):
+            if attempt:  # the last pull won the race: from an empty store, slowed down
+                store = toolbox.store
+                remove_images(store, [record.reference for record in store.records()])
+                prune(store)
+                assert toolbox.layer_dirs() == [] and toolbox.leftovers() == []
+                proxy.add(rf"/blobs/({data_layers})$", "stall_after", after=1024 * 1024, seconds=2, times=100)
+            process = start_pull(toolbox, reference if attempt == 0 else f"{proxy.host}/big:1")
+            _out, err = interrupt_when_unpacking(toolbox, process)
+            if process.returncode != 0:
+                break
+        else:
+            pytest.fail("every pull finished before its interrupt arrived, even through the stalling proxy")
     assert process.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert toolbox.leftovers() == []
