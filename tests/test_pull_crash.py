@@ -15,6 +15,7 @@ import pytest
 
 from tests.support import images
 from tests.support.faults import FaultProxy
+from tests.support.host import run_on_a_small_store
 from tests.support.push import push_raw
 
 
@@ -229,16 +230,13 @@ def test_a_full_disk_is_a_clear_error_and_the_store_recovers(toolbox, big_image)
     cache = toolbox.layout.cache_dir
     os.makedirs(cache, exist_ok=True)
     toolbox_cmd = f"{sys.executable} -m toolbox"
-    script = (f"mount -t tmpfs -o size=48m toolbox-test-store {cache} || exit 99\n"
-              f"head -c 45m /dev/zero > {cache}/ballast\n"
+    script = (f"head -c 45m /dev/zero > {cache}/ballast\n"
               f"{toolbox_cmd} pull --quiet {reference}; echo first=$?\n"
               f"{toolbox_cmd} check --json > {cache}/../check.json; echo check=$?\n"
               f"rm {cache}/ballast\n"
               f"{toolbox_cmd} pull --quiet {reference}; echo second=$?\n"
               f"{toolbox_cmd} check --json > {cache}/../check-after.json\n")
-    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=180)
-    if "first=" not in result.stdout:
-        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
+    result = run_on_a_small_store(toolbox, script)
     assert "first=125" in result.stdout and "second=0" in result.stdout, (result.stdout, result.stderr)
     assert "no space left" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -264,16 +262,13 @@ def test_a_layer_that_would_eat_into_the_free_space_reserve_is_stopped_before_th
     os.makedirs(cache, exist_ok=True)
     toolbox_cmd = f"{sys.executable} -m toolbox"
     free = f"{sys.executable} -c 'import os; v = os.statvfs(\"{cache}\"); print(v.f_bavail * v.f_frsize)'"
-    script = (f"mount -t tmpfs -o size=48m toolbox-test-store {cache} || exit 99\n"
-              f"TOOLBOX_MIN_FREE_BYTES={16 * 1024 * 1024} {toolbox_cmd} pull --quiet {reference}; echo first=$?\n"
+    script = (f"TOOLBOX_MIN_FREE_BYTES={16 * 1024 * 1024} {toolbox_cmd} pull --quiet {reference}; echo first=$?\n"
               f"{toolbox_cmd} check --json > {outside}/check.json\n"
               f"ls -A {toolbox.layout.tmp_dir} > {outside}/leftovers.txt\n"
               f"{free} > {outside}/free.txt\n"
               f"TOOLBOX_MIN_FREE_BYTES=0 {toolbox_cmd} pull --quiet {reference}; echo second=$?\n"
               f"{toolbox_cmd} check --json > {outside}/check-after.json\n")
-    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=180)
-    if "first=" not in result.stdout:
-        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
+    result = run_on_a_small_store(toolbox, script)
     assert "first=125" in result.stdout and "second=0" in result.stdout, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "no space left" not in result.stderr.lower(), result.stderr
     message = re.search(r"not enough free space to unpack layer \S+ of \S+: ([0-9.]+) MiB free on the filesystem of the store "

@@ -13,7 +13,7 @@ import pytest
 
 from toolbox import _sys_build
 
-from tests.support.host import host_feature, lacks_host_feature, userns_overlay_works
+from tests.support.host import host_feature, lacks_host_feature, run_on_a_small_store, userns_overlay_works
 from tests.support.rootfs_modes import rootfs_mode_params
 
 
@@ -513,17 +513,14 @@ def test_a_flattening_that_fails_leaves_nothing_half_made(toolbox, registry, tmp
     fill = (f"{sys.executable} -c 'import os\nos.mkdir(\"{cache}/ballast\")\ni = 0\n"
             f"while True:\n try: open(f\"{cache}/ballast/{{i}}\", \"w\").close()\n except OSError: break\n i += 1\n"
             f"for j in range(40): os.unlink(f\"{cache}/ballast/{{j}}\")'")
-    script = (f"mount -t tmpfs -o size=64m,nr_inodes=2000 toolbox-test-store {cache} || exit 99\n"
-              f"{toolbox_cmd} pull --quiet {reference}; echo pulled=$?\n"
+    script = (f"{toolbox_cmd} pull --quiet {reference}; echo pulled=$?\n"
               f"{fill}\n"
               f"TOOLBOX_ROOTFS=read-only {toolbox_cmd} run {reference} cat /many/7/f; echo first=$?\n"
               f"ls -A {flat} > {outside}/flat.txt\n"
               f"rm -r {cache}/ballast\n"
               f"TOOLBOX_ROOTFS=read-only {toolbox_cmd} run {reference} cat /many/7/f; echo second=$?\n"
               f"ls -A {flat} > {outside}/flat-after.txt\n")
-    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=180)
-    if "pulled=" not in result.stdout:
-        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
+    result = run_on_a_small_store(toolbox, script, "size=64m,nr_inodes=2000")
     assert "pulled=0" in result.stdout and "first=125" in result.stdout and "7\nsecond=0" in result.stdout, (result.stdout, result.stderr)
     assert "assemble the root filesystem (read-only): No space left on device" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr

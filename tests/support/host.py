@@ -51,3 +51,20 @@ def userns_overlay_works():
         lower, upper, work, merged = (f"{tmp}/{name}" for name in names)
         probe = f"mkdir {lower} {upper} {work} {merged} && mount -t overlay overlay -o userxattr,lowerdir={lower},upperdir={upper},workdir={work} {merged}"
         return subprocess.run(["unshare", "-Urm", "sh", "-c", probe], capture_output=True).returncode == 0
+
+
+def run_on_a_small_store(toolbox, body, tmpfs_options="size=48m", timeout=180):
+    """Run the shell script `body` in a user and mount namespace of the test's own, where the
+    toolbox under test's cache directory (its store) is a fresh tmpfs mounted with
+    `tmpfs_options`: a disk that fills, or runs out of inodes, without touching the host's."""
+    import os
+
+    import pytest
+
+    cache = toolbox.layout.cache_dir
+    os.makedirs(cache, exist_ok=True)
+    script = f"mount -t tmpfs -o {tmpfs_options} toolbox-test-store {cache} || exit 99\n{body}"
+    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode == 99:  # the mount itself failed (the script's own commands never exit 99)
+        pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
+    return result
