@@ -1,6 +1,9 @@
 """Retries, Retry-After and resumed downloads, through a fault-injecting proxy in front of the
 real registry."""
 
+import os
+import re
+import socket
 import time
 
 import pytest
@@ -141,3 +144,59 @@ def test_a_wrong_content_length_does_not_decide_what_a_blob_is(toolbox, proxy, p
         resume = requests_made[1].format(layer["size"] + extra)
         assert made[0] is None and len(made) >= 2 and set(made[1:]) == {resume}, made
     assert toolbox.leftovers() == []
+
+
+def _user_defaults(toolbox):
+    """The retry settings a user has (the suite's are short, to keep fault tests quick)."""
+    for name in ("TOOLBOX_RETRIES", "TOOLBOX_RETRY_BACKOFF"):
+        toolbox.env.pop(name, None)
+
+
+def test_a_registry_nothing_listens_on_fails_fast_with_one_readable_line(toolbox, proxy, pushed_images):
+    """Connection refused: at most one quick retry, then the registry and the cause. Once
+    connected, a connection that breaks is still retried with backoff."""
+    _user_defaults(toolbox)
+    with socket.socket() as bound:  # bound, never listening: connections to it are refused
+        bound.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{bound.getsockname()[1]}"
+        for reference, shown in ((f"{host}/x:1", host), (f"localhost:{host.split(':')[1]}/x:1", f"localhost:{host.split(':')[1]}")):
+            start = time.monotonic()
+            result = toolbox.cli("pull", reference)
+            took = time.monotonic() - start
+            assert result.returncode == 125 and took < 5, (took, result.stderr)
+            error, hint = result.stderr.splitlines()
+            assert error == f"toolbox: error: cannot reach {shown}: connection refused", result.stderr
+            assert hint.startswith("toolbox: hint: ") and "port" in hint
+        # An insecure registry is tried over HTTPS and then HTTP: refused both ways, as fast.
+        os.makedirs(os.path.dirname(toolbox.layout.config_file), exist_ok=True)
+        with open(toolbox.layout.config_file, "a") as config:
+            config.write(f'[registries."{host}"]\ninsecure = true\n')
+        start = time.monotonic()
+        result = toolbox.cli("pull", f"{host}/x:1")
+        assert result.returncode == 125 and time.monotonic() - start < 5 and "connection refused" in result.stderr
+    # A server that accepts, then drops the connection without answering: retried, with backoff.
+    toolbox.trust(proxy)
+    toolbox.env["TOOLBOX_RETRY_BACKOFF"] = "0.2"
+    proxy.add(r"/manifests/", "drop", times=2)
+    start = time.monotonic()
+    record = toolbox.pull(proxied(proxy, pushed_images["busybox"]))
+    assert str(record.digest) == pushed_images["busybox"].manifest_digest
+    assert [entry[3] for entry in proxy.log if "/manifests/" in entry[1]][:3] == ["drop", "drop", "forward"]
+    assert time.monotonic() - start >= 0.2 + 0.4  # two waits, the second twice the first
+
+
+def test_a_registry_name_that_does_not_resolve_fails_fast(toolbox):
+    _user_defaults(toolbox)
+    name = "no-such-registry.invalid"  # RFC 2606: never resolves
+    start = time.monotonic()
+    with pytest.raises(socket.gaierror):
+        socket.getaddrinfo(name, 443)
+    lookup = time.monotonic() - start
+    start = time.monotonic()
+    result = toolbox.cli("pull", f"{name}/x:1")
+    took = time.monotonic() - start
+    assert result.returncode == 125
+    error, hint = result.stderr.splitlines()
+    assert re.fullmatch(rf"toolbox: error: cannot reach {name}: name lookup failed \([^)]+\)", error), result.stderr
+    assert hint.startswith("toolbox: hint: ") and "DNS" in hint
+    assert took < 5 + 2 * lookup, (took, lookup)  # one retry at most, whatever this host's resolver costs

@@ -6,7 +6,9 @@ What it takes care of:
   plain HTTP only for registries marked insecure;
 - authentication: the Docker token flow from WWW-Authenticate (anonymous or with credentials),
   Basic auth, tokens cached per repository and renewed when they expire or stop working;
-- retries with backoff on connection errors, 429 (Retry-After honoured) and 5xx;
+- a registry that cannot be reached (refused, a name that does not resolve, no route) tried
+  once more, quickly, then named with the cause; retries with backoff on connections that
+  break once made, 429 (Retry-After honoured) and 5xx;
 - blob streams that count and hash every byte, resume with a Range request after a broken
   connection, and raise IntegrityError when the size or digest is wrong.
 
@@ -14,9 +16,11 @@ The caller (the pull use case and the store) decides what to keep; nothing here 
 """
 
 import email.utils
+import errno
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
 import time
@@ -39,6 +43,9 @@ log = logging.getLogger("toolbox.registry")
 _QUERY_VALUE = re.compile(r"""([?&][^=&?#\s'"]*=)[^&#\s'"]*""")
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# A connection that could not be made at all is tried once more, this long after.
+CONNECT_RETRIES = 1
+CONNECT_RETRY_DELAY = 0.25
 CHUNK = 256 * 1024
 # A token without expires_in is valid for 60 seconds (Docker token spec).
 DEFAULT_TOKEN_SECONDS = 60
@@ -304,6 +311,17 @@ class RegistryClient:
                 ) from None
             except (requests.ConnectionError, requests.Timeout) as err:
                 attempt += 1
+                failure = connect_failure(err, settings.connect_timeout)
+                if failure is not None:
+                    # No connection was made: nothing listens there, the name does not resolve,
+                    # no route. Waiting rarely changes that, so one quick retry (a registry
+                    # restarting, a lost packet), then the cause; the mirrors before this
+                    # endpoint were tried the same way.
+                    if attempt > min(settings.retries, CONNECT_RETRIES):
+                        raise RegistryError(f"cannot reach {endpoint.host}: {failure.cause}", hint=failure.hint) from None
+                    self._sleep_before_retry(attempt, CONNECT_RETRY_DELAY, f"{endpoint.host}: {failure.cause}")
+                    continue
+                # Connected, then the connection broke or stalled: transient, retried with backoff.
                 if attempt > settings.retries:
                     raise RegistryError(f"cannot reach {endpoint.host}: {_short_reason(err)}", hint="check the network, the registry name and any proxy settings") from None
                 self._sleep_before_retry(attempt, None, f"{endpoint.host}: {_short_reason(err)}")
@@ -602,12 +620,69 @@ def _error_code(response):
         return None
 
 
-def _short_reason(err):
-    # requests' messages nest urllib3's; the innermost reason is what a person can act on.
-    reason = err
-    while getattr(reason, "reason", None) is not None and reason.reason is not reason:
-        reason = reason.reason
-    if getattr(reason, "args", None):
-        reason = reason.args[0] if not isinstance(reason.args[0], Exception) else reason.args[0]
+@dataclass(frozen=True)
+class ConnectFailure:
+    cause: str  # "connection refused", "name lookup failed (...)", ...
+    hint: str
+
+
+def connect_failure(err, connect_timeout):
+    """Why no connection could be made, for a requests error raised before anything was sent
+    (urllib3 raises NewConnectionError, NameResolutionError or ConnectTimeoutError only while
+    connecting); None for a connection that broke or stalled once made."""
+    chain = _exception_chain(err)
+    proxy = isinstance(err, requests.exceptions.ProxyError)
+    via = "the proxy: " if proxy else ""
+    network_hint = "check the network connection" + (" and the proxy settings (HTTPS_PROXY, HTTP_PROXY)" if proxy else "")
+    for cause in chain:
+        if isinstance(cause, socket.gaierror):
+            return ConnectFailure(f"{via}name lookup failed ({cause.strerror or cause})",
+                                  f"check the name{' of the proxy' if proxy else ' of the registry'} and your DNS settings; {network_hint}")
+    for cause in chain:
+        if isinstance(cause, ConnectionRefusedError):
+            return ConnectFailure(f"{via}connection refused",
+                                  "nothing accepts connections at the proxy: check HTTPS_PROXY and HTTP_PROXY" if proxy else
+                                  "nothing accepts connections there: check the host name and port, and that the registry is running")
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL) and cause.strerror:
+            return ConnectFailure(f"{via}{cause.strerror.lower()}", network_hint)
+    connecting = [c for c in chain if isinstance(c, (urllib3.exceptions.ConnectTimeoutError, requests.exceptions.ConnectTimeout))]
+    if connecting and not any(isinstance(c, urllib3.exceptions.NewConnectionError) for c in connecting):
+        return ConnectFailure(f"{via}no answer to connecting within {connect_timeout:g} s",
+                              f"{network_hint}; TOOLBOX_CONNECT_TIMEOUT sets the wait (seconds)")
+    if connecting:  # another reason the connection could not be made
+        return ConnectFailure(f"{via}{_short_reason(err)}", network_hint)
+    return None
+
+
+def _exception_chain(err):
+    """`err` and every exception inside it: urllib3's `reason`, exceptions in `args` (requests
+    wraps urllib3's), and the causes Python chained (the socket error under urllib3's)."""
+    found, pending = [], [err]
+    while pending:
+        current = pending.pop(0)
+        if current is None or any(current is seen for seen in found):
+            continue
+        found.append(current)
+        reason = getattr(current, "reason", None)
+        pending += [reason if isinstance(reason, BaseException) else None, current.__cause__, current.__context__]
+        pending += [arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)]
+    return found
+
+
+# urllib3 puts the connection or the pool first in its messages ("HTTPSConnectionPool(host=
+# 'x', port=443): Max retries exceeded with url: ... (Caused by ...)"); the host is in our own
+# message already.
+_POOL_PREFIX = re.compile(r"^\w*(Connection|ConnectionPool)\(host=[^)]*\):\s*")
+
+
+def _short_reason(err, limit=200):
+    """What a person can act on: the innermost reason of requests' and urllib3's nested errors,
+    a system error's own text where there is one, within `limit` characters cut at a word."""
+    chain = _exception_chain(err)
+    system = [c for c in chain if isinstance(c, OSError) and c.strerror]
+    reason = system[-1].strerror if system else _POOL_PREFIX.sub("", str(chain[-1])) or type(chain[-1]).__name__
     # Messages quote the URL (a redirect to file://, "Max retries exceeded with url: ...").
-    return redact_query_values(str(reason))[:200]
+    reason = redact_query_values(reason)
+    if len(reason) > limit:
+        reason = reason[:limit].rsplit(" ", 1)[0] + " …"
+    return reason

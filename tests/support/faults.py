@@ -11,12 +11,14 @@ Each rule matches a request path (regex) and fires a limited number of times:
     redirect_to(location)   answer 307 to `location`, a URL on another host
     body(code, data, headers)  answer `data` as the body, instead of forwarding
     wrong_length(extra)     forward, but declare `extra` more bytes than the body has, then close
+    drop()                  close the connection without an answer (a server or proxy that dies)
 Range requests are forwarded, so a client's resume reaches the registry. Every Authorization
 header the proxy receives is kept in `authorizations`.
 """
 
 import http.server
 import re
+import socket
 import socketserver
 import threading
 import time
@@ -103,6 +105,10 @@ class FaultProxy:
         self.log.append((handler.command, handler.path, handler.headers.get("Range"), rule.action if rule else "forward"))
         if handler.headers.get("Authorization"):
             self.authorizations.append(handler.headers["Authorization"])
+        if rule is not None and rule.action == "drop":
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
         if rule is not None and rule.action in ("redirect", "redirect_to"):
             handler.send_response(307)
             handler.send_header("Location", rule.location if rule.action == "redirect_to" else handler.path + rule.query)
