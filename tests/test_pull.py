@@ -342,3 +342,41 @@ def test_wrong_stored_credentials_are_a_clear_error(toolbox, which, request):
     assert "not-the-password" not in str(info.value) + str(info.value.hint)
     assert "toolbox login" in info.value.hint
     assert toolbox.store.records() == [] and toolbox.leftovers() == []
+
+
+def test_pulling_a_stored_image_again_shows_no_empty_progress(toolbox, registry, pushed_images):
+    import io
+
+    from toolbox.progress import PlainProgress, TerminalProgress
+
+    toolbox.trust(registry)
+    single, double = pushed_images["busybox"], pushed_images["shared_a"]  # one layer, two
+    first = io.StringIO()
+    toolbox.pull(single.reference, progress=PlainProgress(first))
+    assert first.getvalue().splitlines()[1].startswith("1 layer, 0 already stored, ")
+    for image, said in ((single, "its one layer is already stored"), (double, None)):
+        toolbox.pull(image.reference)
+        again = io.StringIO()  # what a terminal gets
+        toolbox.pull(image.reference, progress=TerminalProgress(again))
+        text = again.getvalue()
+        assert "total" not in text and " / " not in text and "[" not in text and "\x1b" not in text, text
+        assert text.splitlines()[1] == f"  {said or 'all 2 layers are already stored'}", text
+        plain = io.StringIO()
+        toolbox.pull(image.reference, progress=PlainProgress(plain))
+        assert plain.getvalue().splitlines()[1] == f"{said or 'all 2 layers are already stored'}: nothing to download"
+
+
+def test_rmi_says_what_it_removed_before_what_it_freed(toolbox, registry, pushed_images):
+    import subprocess
+    import sys
+
+    toolbox.trust(registry)
+    image = pushed_images["busybox"]
+    toolbox.pull(image.reference)
+    # stdout and stderr into one pipe, as `toolbox rmi X 2>&1 | less` has them
+    result = subprocess.run([sys.executable, "-m", "toolbox", "rmi", image.reference], env=toolbox.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert result.returncode == 0
+    removed, freed = result.stdout.splitlines()
+    assert removed == f"Removed {image.reference}"
+    assert re.fullmatch(r"Freed [0-9.]+ [kM]?B \(1 layer\)", freed), freed

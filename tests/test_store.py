@@ -134,7 +134,7 @@ def test_a_writer_killed_mid_write_leaves_only_what_prune_removes(toolbox):
     assert blob_dir_entries(toolbox.layout) == [Digest.of_bytes(b"small").hex]  # no temp file beside it
     assert len(toolbox.leftovers()) == 2  # the staging directory and its lock file
     prune = toolbox.cli("prune")
-    assert prune.returncode == 0 and "1 leftovers" in prune.stdout, prune.stderr
+    assert prune.returncode == 0 and "1 leftover;" in prune.stdout, prune.stderr
     assert toolbox.leftovers() == []
 
 

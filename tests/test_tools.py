@@ -106,6 +106,28 @@ def test_recipes_commands_and_unknown_tools(toolbox, tmp_path):
     assert unknown.returncode == 125 and "no recipe for 'jqq'" in unknown.stderr and "did you mean jq" in unknown.stderr
 
 
+def test_a_pin_without_a_recipe_is_named_with_the_file_that_pins_it(toolbox, tmp_path):
+    """`toolbox add jq@9.9` where the project already pins a misspelt jqq: the complaint is
+    about jqq, so it says which file pins it and how to get rid of it; nothing changes."""
+    project = tmp_path / "project"
+    project.mkdir()
+    pins = project / "toolbox.toml"
+    pins.write_text('[tools]\njqq = "1.7.1"\n')
+    for args in (("add", "jq@9.9"), ("lock",), ("sync",)):
+        result = cli(toolbox, *args, cwd=project)
+        assert result.returncode == 125, result.stderr
+        error, hint = result.stderr.splitlines()
+        assert error == f"toolbox: error: no recipe for 'jqq', which {pins} pins", result.stderr
+        assert "did you mean jq?" in hint and "`toolbox remove jqq`" in hint
+    assert pins.read_text() == '[tools]\njqq = "1.7.1"\n' and sorted(os.listdir(project)) == ["toolbox.toml"]
+    # Outside any project, the global pins: the file is config.toml, the way out --global.
+    config = Path(toolbox.layout.config_file)
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[tools]\njqq = "1.7.1"\n')
+    result = cli(toolbox, "lock", cwd=tmp_path)
+    assert f"no recipe for 'jqq', which {config} pins" in result.stderr and "`toolbox remove --global jqq`" in result.stderr
+
+
 # -- pins and the lock -----------------------------------------------------------------------------
 def test_walk_up_finds_the_project_and_global_pins_apply_outside(toolbox, tmp_path):
     from toolbox.config import UserConfig

@@ -135,40 +135,42 @@ def inspect(
 def rmi(references: list[str] = typer.Argument(..., help="Stored images to remove.")):
     """Remove images, and the layers no other image uses."""
     from .images import remove_images
-    from .progress import human_bytes
+    from .progress import counted, human_bytes
 
     removed, report = remove_images(_services().store, references)
     for reference in removed:
-        print(f"Removed {reference}")
-    print(f"Freed {human_bytes(report.bytes_freed)} ({report.layers_removed} layers)", file=sys.stderr)
+        print(f"Removed {reference}", flush=True)  # before the summary on stderr, in a shared pipe too
+    print(f"Freed {human_bytes(report.bytes_freed)} ({counted(report.layers_removed, 'layer')})", file=sys.stderr)
 
 
 @app.command()
 def prune():
     """Remove layers and blobs no stored image needs, and leftovers of interrupted work."""
     from .images import prune as prune_store
-    from .progress import human_bytes
+    from .progress import counted, human_bytes
 
     report = prune_store(_services().store)
-    print(f"Removed {report.layers_removed} layers, {report.blobs_removed} blobs, {report.temp_removed} leftovers; freed {human_bytes(report.bytes_freed)}")
+    print(f"Removed {counted(report.layers_removed, 'layer')}, {counted(report.blobs_removed, 'blob')}, "
+          f"{counted(report.temp_removed, 'leftover')}; freed {human_bytes(report.bytes_freed)}")
 
 
 @app.command()
 def check(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Verify every blob and layer in the store, remove what is damaged, and name the images to pull again."""
     from .check import check_store
+    from .progress import counted
 
     report = check_store(_services().store)
     if as_json:
         _print_json(report.to_json())
         return
-    print(f"Checked {report.blobs_checked} blobs, {report.layers_checked} layers, {report.images_checked} images")
+    print(f"Checked {counted(report.blobs_checked, 'blob')}, {counted(report.layers_checked, 'layer')}, {counted(report.images_checked, 'image')}")
     for line in report.removed:
         print(f"removed {line}")
     for reference in report.incomplete_images:
         print(f"incomplete: {reference} (repair it: toolbox pull {reference})")
     if report.temp_removed:
-        print(f"removed {report.temp_removed} temp entries of interrupted toolbox processes")
+        print(f"removed {counted(report.temp_removed, 'temp entry', 'temp entries')} of interrupted toolbox processes")
     print("The store is clean" if report.clean else "The store is consistent again; pull the incomplete images")
 
 

@@ -16,6 +16,11 @@ def human_bytes(count):
     return f"{value:.1f} TB"
 
 
+def counted(count, noun, plural=None):
+    """'1 layer', '3 layers'."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 class PlainProgress(NullProgress):
     """One line per event, for logs and pipes."""
 
@@ -30,7 +35,10 @@ class PlainProgress(NullProgress):
     def resolved(self, reference, digest, platform, layers):
         new = [p for p in layers if not p.stored]
         self._say(f"Pulling {reference} ({platform}), {digest}")
-        self._say(f"{len(layers)} layers, {len(layers) - len(new)} already stored, {human_bytes(sum(p.descriptor.size for p in new))} to download")
+        if new:
+            self._say(f"{counted(len(layers), 'layer')}, {len(layers) - len(new)} already stored, {human_bytes(sum(p.descriptor.size for p in new))} to download")
+        else:
+            self._say(f"{_all_stored(layers)}: nothing to download")
 
     def layer_done(self, layer, stats):
         note = "already stored by another pull" if stats is None else f"{stats.files} files, {human_bytes(stats.bytes)}"
@@ -55,6 +63,9 @@ class TerminalProgress(NullProgress):
             print(f"Pulling {reference} ({platform})", file=self._stream)
             self._layers = [p for p in layers if not p.stored]
             self._started = time.monotonic()
+            if not self._layers:  # no bar for nothing: a pull of an image stored whole
+                print(f"  {_all_stored(layers)}", file=self._stream, flush=True)
+                return
             self._draw(force=True)
 
     def layer_advanced(self, layer, done_bytes):
@@ -69,6 +80,8 @@ class TerminalProgress(NullProgress):
             self._draw(force=True)
 
     def _draw(self, force=False):
+        if not self._layers:
+            return
         now = time.monotonic()
         if not force and now - self._last_draw < 0.1:
             return
@@ -79,7 +92,7 @@ class TerminalProgress(NullProgress):
             done, total = self._done.get(digest, 0), plan.descriptor.size
             state = "done" if digest in self._finished else f"{human_bytes(done)} / {human_bytes(total)}"
             lines.append(f"  {digest.short}  {_bar(done, total)}  {state}")
-        total_done = sum(self._done.values())
+        total_done = sum(self._done.get(p.descriptor.digest, 0) for p in self._layers)
         total = sum(p.descriptor.size for p in self._layers)
         rate = total_done / max(now - self._started, 1e-3)
         lines.append(f"  total         {_bar(total_done, total)}  {human_bytes(total_done)} / {human_bytes(total)}  {human_bytes(rate)}/s")
@@ -87,6 +100,10 @@ class TerminalProgress(NullProgress):
         self._stream.write(out)
         self._stream.flush()
         self._drawn_lines = len(lines)
+
+
+def _all_stored(layers):
+    return "its one layer is already stored" if len(layers) == 1 else f"all {len(layers)} layers are already stored"
 
 
 def _bar(done, total, width=20):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from .errors import NotFound, ToolboxError
 from .lockfile import LockEntry, LockError, OutOfDate, disagreements, read_lock, write_lock
 from .project import check_owner, current_pins
-from .recipes import Catalog
+from .recipes import Catalog, UnknownTool
 
 TOOL_SPEC = re.compile(r"([a-z0-9][a-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._+-]*))?\Z")
 
@@ -140,7 +140,10 @@ class Context:
         naming the recipe to pin."""
         for tool in sorted(tools or self.pins.versions):
             if tool not in self.catalog.recipes:
-                self.catalog.find(tool)  # UnknownTool with suggestions
+                if tool not in self.catalog.aliases:  # a pin in a file the user may not have in mind: name it
+                    raise UnknownTool(f"no recipe for {tool!r}, which {self.pins.path} pins",
+                                      hint=f"{self.catalog.suggestion(tool)}; fix the name there, or unpin it with "
+                                           f"`toolbox remove {'--global ' if not self.pins.is_project else ''}{tool}`")
                 raise ToolboxError(f"{self.pins.path}: [tools] {tool!r} is an alias of {self.catalog.aliases[tool][0].name}",
                                    hint=f"pin {self.catalog.aliases[tool][0].name} instead")
 
