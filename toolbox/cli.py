@@ -8,6 +8,8 @@ import sys
 import typer
 
 from . import __version__
+from . import cli_support as complete
+from .cli_support import HelpCommand, RunCommand
 from .errors import EXIT_TOOLBOX_FAILED, ToolboxError
 
 app = typer.Typer(
@@ -17,11 +19,21 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},  # inherited by every command
 )
 
 
 volume_app = typer.Typer(help="Named volumes: data kept between runs (toolbox run -v NAME:/path).", no_args_is_help=True)
 app.add_typer(volume_app, name="volume")
+
+
+def command(typer_app=app, name=None, **settings):
+    """@command(): a command of `typer_app` whose help is written in the usual notation."""
+    return typer_app.command(name, cls=settings.pop("cls", HelpCommand), **settings)
+
+
+JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
+PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]", help="The platform to pull instead of this machine's.")
 
 
 def _version(value):
@@ -56,10 +68,11 @@ def _platform(text):
     return Platform.parse(text)
 
 
-@app.command()
+@command()
 def pull(
-    reference: str = typer.Argument(..., help="Image reference: jq, ghcr.io/jqlang/jq:1.7.1, name@sha256:…"),
-    platform: str = typer.Option(None, "--platform", help="os/arch[/variant] to pull instead of this machine's."),
+    reference: str = typer.Argument(..., metavar="REFERENCE", help="Image reference: jq, ghcr.io/jqlang/jq:1.7.1, name@sha256:…",
+                                    autocompletion=complete.image_references),
+    platform: str = PLATFORM_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the reference and digest."),
 ):
     """Download an image into the local store (verified, deduplicated, unpacked)."""
@@ -77,8 +90,8 @@ def pull(
     print(f"{record.reference}@{record.index_digest or record.digest}" if not record.reference.count("@") else record.reference)
 
 
-@app.command()
-def images(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+@command()
+def images(as_json: bool = JSON_OPTION):
     """List stored images."""
     from .images import list_images
     from .progress import human_bytes
@@ -100,10 +113,11 @@ def _print_table(rows):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-@app.command()
+@command()
 def inspect(
-    reference: str = typer.Argument(..., help="A stored image: reference or digest prefix."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    reference: str = typer.Argument(..., metavar="REFERENCE", help="A stored image: reference or digest prefix.",
+                                    autocompletion=complete.image_references),
+    as_json: bool = JSON_OPTION,
 ):
     """Show a stored image's configuration and layers."""
     from .images import inspect_image
@@ -131,8 +145,9 @@ def inspect(
         print(f"  {layer['digest'].split(':', 1)[1][:12]}  {human_bytes(layer['size']):>9} compressed  {human_bytes(layer['unpacked_bytes']):>9} on disk")
 
 
-@app.command()
-def rmi(references: list[str] = typer.Argument(..., help="Stored images to remove.")):
+@command()
+def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="Stored images to remove.",
+                                               autocompletion=complete.image_references)):
     """Remove images, and the layers no other image uses."""
     from .images import remove_images
     from .progress import counted, human_bytes
@@ -143,7 +158,7 @@ def rmi(references: list[str] = typer.Argument(..., help="Stored images to remov
     print(f"Freed {human_bytes(report.bytes_freed)} ({counted(report.layers_removed, 'layer')})", file=sys.stderr)
 
 
-@app.command()
+@command()
 def prune():
     """Remove layers and blobs no stored image needs, and leftovers of interrupted work."""
     from .images import prune as prune_store
@@ -154,8 +169,8 @@ def prune():
           f"{counted(report.temp_removed, 'leftover')}; freed {human_bytes(report.bytes_freed)}")
 
 
-@app.command()
-def check(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+@command()
+def check(as_json: bool = JSON_OPTION):
     """Verify every blob and layer in the store, remove what is damaged, and name the images to pull again."""
     from .check import check_store
     from .progress import counted
@@ -174,8 +189,8 @@ def check(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     print("The store is clean" if report.clean else "The store is consistent again; pull the incomplete images")
 
 
-@app.command()
-def df(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+@command()
+def df(as_json: bool = JSON_OPTION):
     """Disk use of the store: per image, what is shared with other images and what is its own."""
     from .images import disk_usage
     from .progress import human_bytes
@@ -193,12 +208,12 @@ def df(as_json: bool = typer.Option(False, "--json", help="Machine-readable outp
     print(f"Reclaimable by `toolbox prune`: {human_bytes(usage.reclaimable)}")
 
 
-@app.command()
+@command()
 def load(
-    path: str = typer.Argument(..., help="A `docker save` archive, or an OCI image layout (directory or tar)."),
-    name: str = typer.Argument(None, help="Reference to store the image under (when the archive names none)."),
-    platform: str = typer.Option(None, "--platform", help="os/arch[/variant] to pick from a multi-platform layout."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    path: str = typer.Argument(..., metavar="PATH", help="A `docker save` archive, or an OCI image layout (directory or tar)."),
+    name: str = typer.Argument(None, metavar="REFERENCE", help="Reference to store the image under (when the archive names none)."),
+    platform: str = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]", help="The platform to pick from a multi-platform layout."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only what was loaded."),
 ):
     """Load images from a file, offline."""
     from .load import load_images
@@ -209,7 +224,8 @@ def load(
         print(f"Loaded {record.reference}@{record.digest}")
 
 
-@app.command(
+@command(
+    cls=RunCommand,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
     add_help_option=False,
 )
@@ -220,8 +236,8 @@ def run(ctx: typer.Context):
     raise typer.Exit(launch(list(ctx.args)))
 
 
-@app.command()
-def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+@command()
+def ps(as_json: bool = JSON_OPTION):
     """List named containers: writable layers kept by `toolbox run --name NAME`."""
     import datetime
 
@@ -240,8 +256,9 @@ def ps(as_json: bool = typer.Option(False, "--json", help="Machine-readable outp
     _print_table(rows)
 
 
-@app.command()
-def rm(names: list[str] = typer.Argument(..., help="Named containers to remove, with their writable layer.")):
+@command()
+def rm(names: list[str] = typer.Argument(..., metavar="NAME", help="Named containers to remove, with their writable layer.",
+                                         autocompletion=complete.container_names)):
     """Remove named containers (made by `toolbox run --name`); a running one is refused."""
     from . import containers
 
@@ -256,8 +273,8 @@ def rm(names: list[str] = typer.Argument(..., help="Named containers to remove, 
 DOCTOR_MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 
-@app.command()
-def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+@command()
+def doctor(as_json: bool = JSON_OPTION):
     """Check what this host lets toolbox do, with the fix for each problem (exit 1 if a check fails)."""
     from .doctor import ChecksFailed, failed, report_json, run_checks
     from .layout import Layout
@@ -277,8 +294,8 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
         raise ChecksFailed(f"{len(broken)} check{'s' if len(broken) > 1 else ''} failed: {names}", hint="each failed check names its fix")
 
 
-@volume_app.command("ls")
-def volume_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+@command(volume_app, "ls")
+def volume_ls(as_json: bool = JSON_OPTION):
     """List named volumes."""
     from .progress import human_bytes
     from .volumes import list_volumes
@@ -290,16 +307,17 @@ def volume_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readab
     _print_table([("NAME", "SIZE", "CREATED", "PATH")] + [(v.name, human_bytes(v.size), v.created, v.path) for v in volumes])
 
 
-@volume_app.command("inspect")
-def volume_inspect(name: str):
+@command(volume_app, "inspect")
+def volume_inspect(name: str = typer.Argument(..., metavar="NAME", autocompletion=complete.volume_names)):
     """Show where a named volume lives and how big it is."""
     from .volumes import inspect_volume
 
     _print_json(inspect_volume(_services().layout, name).to_json())
 
 
-@volume_app.command("rm")
-def volume_rm(names: list[str] = typer.Argument(..., help="Volumes to remove, with their content.")):
+@command(volume_app, "rm")
+def volume_rm(names: list[str] = typer.Argument(..., metavar="NAME", help="Volumes to remove, with their content.",
+                                                autocompletion=complete.volume_names)):
     """Remove named volumes and everything in them."""
     from .volumes import inspect_volume, remove_volume
 
@@ -311,15 +329,19 @@ def volume_rm(names: list[str] = typer.Argument(..., help="Volumes to remove, wi
         print(f"Removed volume {name}")
 
 
-@app.command()
+@command()
 def login(
-    registry: str = typer.Argument(..., help="Registry host, e.g. ghcr.io or docker.io."),
-    username: str = typer.Option(None, "--username", "-u"),
+    registry: str = typer.Argument(..., metavar="REGISTRY", help="Registry host, e.g. ghcr.io or docker.io."),
+    username: str = typer.Option(None, "--username", "-u", metavar="USER", help="The user name (asked on the terminal if not given)."),
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password or token from standard input."),
 ):
     """Store credentials for a registry (checked against it first), as `docker login` does."""
     from .auth import Credentials
 
+    # The user name is asked on standard input, the password on the terminal (getpass).
+    if (username is None and not sys.stdin.isatty()) or (not password_stdin and not _has_terminal()):
+        raise ToolboxError(f"toolbox login needs a terminal to ask for the {'user name' if username is None else 'password'}",
+                           hint="give both without one: toolbox login -u USER --password-stdin REGISTRY < file-with-the-password")
     if username is None:
         username = typer.prompt("Username")
     if password_stdin:
@@ -340,14 +362,24 @@ def login(
     print(f"Login succeeded; credentials stored in {path}")
 
 
-@app.command()
-def logout(registry: str = typer.Argument(..., help="Registry host.")):
+@command()
+def logout(registry: str = typer.Argument(..., metavar="REGISTRY", help="Registry host.")):
     """Forget the stored credentials for a registry."""
     host = _registry_host(registry)
     if _services().credentials.erase(host):
         print(f"Removed credentials for {host}")
     else:
-        raise ToolboxError(f"no stored credentials for {host}")
+        raise ToolboxError(f"no stored credentials for {host}", hint="nothing to forget; `toolbox login` stores them")
+
+
+def _has_terminal():
+    import os
+
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY))
+    except OSError:
+        return False
+    return True
 
 
 def _registry_host(text):
@@ -362,6 +394,14 @@ from . import cli_tools  # noqa: E402  (after the app and its helpers it uses)
 
 cli_tools.register(app)
 
+
+@command(name="help")
+def help_(names: list[str] = typer.Argument(None, metavar="COMMAND", help="A command, or a group and its command: pull, volume ls.",
+                                            autocompletion=complete.command_words)):
+    """Show the help of toolbox, or of one of its commands (as --help or -h after it does)."""
+    raise typer.Exit(main([*(names or []), "--help"]))
+
+
 # Work in progress lives in locked temp directories, removed on the way out (or by the next
 # toolbox run if this one was killed outright), so an interrupt never leaves half an image.
 INTERRUPTED_MESSAGE = "toolbox: interrupted; nothing partial was kept"
@@ -375,32 +415,72 @@ def report_error(err, stream=None):
 
 
 def main(argv=None):
+    """The edge of every command but `run` (entry.py): whatever goes wrong below ends here as
+    one `toolbox: error:` line, a `toolbox: hint:` line and an exit status, never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, prog_name="toolbox")
+        return _exit_code(_invoke(argv))
     except ToolboxError as err:
         report_error(err)
         return err.exit_code
     except KeyboardInterrupt:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return EXIT_INTERRUPTED
-    except OSError as err:  # a file toolbox needed and could not use: one line, not a traceback
-        report_error(ToolboxError(f"{err.strerror or err}{': ' + str(err.filename) if err.filename else ''}"))
-        return EXIT_TOOLBOX_FAILED
-    except SystemExit as exit_:
+    except SystemExit as exit_:  # shell completion, and sys.exit() in typer or below
         return _exit_code(exit_.code)
-    return 0
+    except OSError as err:  # a file toolbox needed and could not use
+        from .errors import from_os_error
+        from .layout import Layout
+
+        report_error(from_os_error(err, Layout.from_env()))
+        return EXIT_TOOLBOX_FAILED
+    except Exception as err:  # noqa: BLE001 — a bug: still one line, and toolbox's status
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            import traceback
+
+            traceback.print_exc()
+        report_error(ToolboxError(f"unexpected {type(err).__name__}: {err}",
+                                  hint="this is a bug in toolbox: run the command again with --debug (before the command) to see where, and report it"))
+        return EXIT_TOOLBOX_FAILED
+
+
+def _invoke(argv):
+    """The app, with its usage errors (unknown commands and options, missing arguments) raised
+    as ToolboxError. Returns the exit status typer ended with."""
+    import typer.main
+
+    click = complete.click_module()
+    root = typer.main.get_command(app)
+    unknown = complete.unknown_command(root, argv)
+    if unknown is not None:
+        raise ToolboxError(*unknown)
+    try:
+        result = root.main(args=argv, prog_name="toolbox", standalone_mode=False)
+    except click.exceptions.UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `toolbox`, `toolbox volume`: the help is the answer
+            print(err.ctx.get_help())
+            return 0
+        raise ToolboxError(*complete.usage_error(err)) from None
+    except typer.Abort as err:  # a prompt that got Ctrl-C, or end of input
+        if isinstance(err.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise ToolboxError("a question got no answer (end of input)",
+                           hint="answer it on a terminal, or give the value as an option (see --help)") from None
+    except click.exceptions.ClickException as err:
+        raise ToolboxError(err.format_message(), hint="`toolbox --help` lists the commands; COMMAND --help shows one") from None
+    # typer returns the status a command ended with (typer.Exit), or the command's own return
+    # value, which toolbox's commands do not use.
+    return result if isinstance(result, int) else 0
 
 
 def _exit_code(code):
-    """typer ends every run with SystemExit: 0, 130 for Ctrl-C inside a command (after printing
-    nothing), 1 or 2 for its own usage errors (already printed), which are toolbox failures."""
-    if code is None or code == 0:
+    """The status to exit with: a command's own (`run` passes the tool's on), 130 for Ctrl-C
+    inside a command (said here, after the command printed nothing)."""
+    if code is None:
         return 0
     if code == EXIT_INTERRUPTED:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return EXIT_INTERRUPTED
-    if code in (1, 2):
-        return EXIT_TOOLBOX_FAILED
     return code if isinstance(code, int) else EXIT_TOOLBOX_FAILED
 
 

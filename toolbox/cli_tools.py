@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from . import cli_support as complete
+from .cli_support import HelpCommand
 from .errors import ToolboxError
 
 recipes_app = typer.Typer(help="The recipes that map tool names to images.", no_args_is_help=True)
@@ -20,9 +22,9 @@ def register(app):
     app.add_typer(recipes_app, name="recipes")
     app.add_typer(shim_app, name="shim")
     for command in (add, remove, lock, sync, trust, untrust):
-        app.command()(command)
-    app.command(name="list")(list_tools)
-    app.command(name="shell-init")(shell_init)
+        app.command(cls=HelpCommand)(command)
+    app.command(name="list", cls=HelpCommand)(list_tools)
+    app.command(name="shell-init", cls=HelpCommand)(shell_init)
 
 
 def _print_table(rows):
@@ -42,7 +44,7 @@ def _context(cwd=None, ask=False):
 
 
 # -- recipes ---------------------------------------------------------------------------------------
-@recipes_app.command("list")
+@recipes_app.command("list", cls=HelpCommand)
 def recipes_list(as_json: bool = JSON_OPTION):
     """Every recipe visible here (project, yours, built-in), by name."""
     catalog = _context().catalog
@@ -54,8 +56,8 @@ def recipes_list(as_json: bool = JSON_OPTION):
                  [(r.name, r.default_version, r.source, r.image, " ".join(sorted(r.aliases))) for r in recipes])
 
 
-@recipes_app.command("show")
-def recipes_show(name: str = typer.Argument(..., help="A tool name or alias.")):
+@recipes_app.command("show", cls=HelpCommand)
+def recipes_show(name: str = typer.Argument(..., metavar="TOOL", help="A tool name or alias.", autocompletion=complete.tool_names)):
     """A recipe in full: image, tag scheme, command, and what it grants of your machine."""
     context = _context()
     recipe, alias = context.catalog.find(name)
@@ -75,8 +77,8 @@ def recipes_show(name: str = typer.Argument(..., help="A tool name or alias.")):
     print("grants:   " + "\n          ".join(recipe.grants()))
 
 
-@recipes_app.command("search")
-def recipes_search(word: str = typer.Argument(..., help="A word from a name, alias, image or description.")):
+@recipes_app.command("search", cls=HelpCommand)
+def recipes_search(word: str = typer.Argument(..., metavar="WORD", help="A word from a name, alias, image or description.")):
     """Recipes whose name, aliases, image or description contain WORD."""
     found = _context().catalog.search(word)
     if not found:
@@ -94,7 +96,8 @@ def _recipe_json(recipe):
 
 # -- pins and the lock -------------------------------------------------------------------------------
 def add(
-    tools: list[str] = typer.Argument(..., help="TOOL or TOOL@VERSION (an alias such as python3.11 pins its version)."),
+    tools: list[str] = typer.Argument(..., metavar="TOOL[@VERSION]", help="An alias such as python3.11 pins its version.",
+                                      autocompletion=complete.tool_specs),
     global_: bool = GLOBAL_OPTION,
 ):
     """Pin tools in this project's toolbox.toml (created here if there is none) and lock them."""
@@ -112,14 +115,16 @@ def add(
     _refresh_shims(context.layout, [text.partition("@")[0] for text in tools])
 
 
-def remove(tools: list[str] = typer.Argument(..., help="Pinned tool names."), global_: bool = GLOBAL_OPTION):
+def remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Pinned tool names.", autocompletion=complete.pinned_tools),
+           global_: bool = GLOBAL_OPTION):
     """Unpin tools from this project's toolbox.toml and drop them from toolbox.lock."""
     context = _context()
     path = _pins_file(context, global_)
     if global_ or context.pins.is_project:
         missing = [t for t in tools if t not in context.pins.versions]
         if missing:
-            raise ToolboxError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pinned in {path}")
+            raise ToolboxError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pinned in {path}",
+                               hint="`toolbox list` shows the pins that apply here, and the file that makes each")
     _edit_and_lock(context, path, {}, tuple(tools))
     for name in tools:
         print(f"Unpinned {name}")
@@ -154,7 +159,10 @@ def _edit_and_lock(context, path, versions, removed):
     except FileNotFoundError:
         before = None
     # The user's config.toml is theirs alone (it may name credential helpers and CA files).
-    edit_pins(path, versions, removed, 0o600 if path == context.layout.config_file else 0o644)
+    try:
+        edit_pins(path, versions, removed, 0o600 if path == context.layout.config_file else 0o644)
+    except OSError as err:
+        raise _cannot_write(context, path, err) from None
     try:
         fresh = _context(ask=True)  # the pins as edited
         try:
@@ -172,8 +180,19 @@ def _edit_and_lock(context, path, versions, removed):
         context.close()
 
 
+def _cannot_write(context, path, err):
+    from .errors import os_error_hint
+
+    if path == context.layout.config_file:
+        return ToolboxError(f"cannot write your config file {path}: {(err.strerror or str(err)).lower()}", hint=os_error_hint(err, path, context.layout))
+    directory = os.path.dirname(path)
+    return ToolboxError(f"cannot write {path}: {(err.strerror or str(err)).lower()}",
+                        hint=f"this directory's pins live there: fix the permissions of {directory} (ls -ld {directory}), or run it in a "
+                             "project of yours; pins of your own for every directory go in your config.toml with --global")
+
+
 def lock(
-    tools: list[str] = typer.Argument(None, help="With --upgrade: only these tools."),
+    tools: list[str] = typer.Argument(None, metavar="TOOL", help="With --upgrade: only these tools.", autocompletion=complete.pinned_tools),
     upgrade: bool = typer.Option(False, "--upgrade", help="Resolve tags again even where the lock matches (all tools, or those named)."),
     frozen: bool = typer.Option(False, "--frozen", help="Only check that toolbox.lock matches toolbox.toml; never resolve."),
     check: bool = typer.Option(False, "--check", help="Verify every entry against the registry: digest, platforms, and that the tag still names it."),
@@ -312,8 +331,9 @@ def _project_pins(context):
 
 
 # -- shims and shell integration ------------------------------------------------------------------
-@shim_app.command("install")
-def shim_install(tools: list[str] = typer.Argument(..., help="Tool names or aliases, e.g. jq python3.11 node.")):
+@shim_app.command("install", cls=HelpCommand)
+def shim_install(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Tool names or aliases, e.g. jq python3.11 node.",
+                                                   autocompletion=complete.tool_names)):
     """Write executables for these tools in the shims directory (first on PATH after shell-init)."""
     from . import shims
 
@@ -326,7 +346,7 @@ def shim_install(tools: list[str] = typer.Argument(..., help="Tool names or alia
         print('Put them first on PATH: eval "$(toolbox shell-init bash)" (or zsh, fish) in your shell\'s rc file')
 
 
-@shim_app.command("list")
+@shim_app.command("list", cls=HelpCommand)
 def shim_list():
     """The installed shims, and what each runs here."""
     from . import shims
@@ -345,8 +365,8 @@ def shim_list():
     _print_table(rows)
 
 
-@shim_app.command("remove")
-def shim_remove(tools: list[str] = typer.Argument(..., help="Installed shims.")):
+@shim_app.command("remove", cls=HelpCommand)
+def shim_remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Installed shims.", autocompletion=complete.shim_names)):
     """Remove shims."""
     from . import shims
 
@@ -354,7 +374,7 @@ def shim_remove(tools: list[str] = typer.Argument(..., help="Installed shims."))
     print(f"Removed {', '.join(tools)}")
 
 
-def shell_init(shell: str = typer.Argument(..., help="bash, zsh or fish.")):
+def shell_init(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh or fish.", autocompletion=complete.shell_names)):
     """Print the shell code for your rc file: eval "$(toolbox shell-init bash)"."""
     from . import shims
     from .layout import Layout

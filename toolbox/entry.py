@@ -10,8 +10,10 @@ def main(argv=None):
         from .launch import main as run
 
         return run(argv[1:])
-    from .cli import main as cli
-
+    try:
+        from .cli import main as cli  # ~0.1 s of imports: a Ctrl-C may land in them
+    except KeyboardInterrupt:
+        return 130
     return cli(argv)
 
 

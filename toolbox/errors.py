@@ -5,6 +5,9 @@ env(1) and podman: 125 when toolbox itself fails, 126 when the command cannot be
 is not found; otherwise the tool's own status.
 """
 
+import errno
+import os
+
 EXIT_TOOLBOX_FAILED = 125
 EXIT_CANNOT_RUN = 126
 EXIT_NOT_FOUND = 127
@@ -60,3 +63,122 @@ class StoreError(ToolboxError):
 
 class ImageNotStored(StoreError):
     """The image is not in the local store."""
+
+
+# -- an OSError that reached an edge ----------------------------------------------------------------
+# Stdlib only and nothing heavy: the launch path and the shims use this too.
+_LAYOUT_DIRECTORIES = (  # Layout attribute, what toolbox keeps there, the variables that place it
+    ("config_dir", "config directory (config.toml, your recipes)", "TOOLBOX_CONFIG_DIR", "XDG_CONFIG_HOME"),
+    ("data_dir", "data directory (shims, volumes, kept containers, trust records)", "TOOLBOX_DATA_DIR", "XDG_DATA_HOME"),
+    ("cache_dir", "store (images, layers, plans)", "TOOLBOX_CACHE_DIR", "XDG_CACHE_HOME"),
+)
+_DIRECTORY_VARIABLES = ("TOOLBOX_HOME", "TOOLBOX_CONFIG_DIR", "TOOLBOX_DATA_DIR", "TOOLBOX_CACHE_DIR",
+                        "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "HOME")
+
+
+def current_directory_is_gone():
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
+    except OSError:  # EACCES on a parent: the directory exists, its name cannot be known
+        return False
+    return False
+
+
+def from_os_error(err, layout=None, environ=None):
+    """The ToolboxError for an OSError no code below the edge expected: what failed, on which
+    path, and the remedy. `layout` names toolbox's own directories in the hint."""
+    environ = os.environ if environ is None else environ
+    path = err.filename if isinstance(err.filename, str) else None
+    if current_directory_is_gone() and (path is None or not os.path.isabs(path)):
+        # os.getcwd() and every relative path fail alike, with no file name (ENOENT).
+        return ToolboxError("the current directory no longer exists (it was deleted or moved away)",
+                            hint="cd to an existing directory and run the command again")
+    reason = (err.strerror or str(err)).rstrip(".")
+    if path is None:
+        return ToolboxError(reason[:1].lower() + reason[1:], hint=os_error_hint(err, None, layout, environ))
+    if os.path.basename(path).startswith(".tmp-"):  # a temp file beside the real one (fsutil.atomic_file)
+        return ToolboxError(f"cannot write in {os.path.dirname(path)}: {reason.lower()}", hint=os_error_hint(err, path, layout, environ))
+    return ToolboxError(f"{path}: {reason.lower()}", hint=os_error_hint(err, path, layout, environ))
+
+
+def os_error_hint(err, path, layout=None, environ=None):
+    """The remedy for `err` on `path`: which directory to fix (toolbox's own are named, with the
+    variable that moves them), or which variable names a file where a directory should be."""
+    environ = os.environ if environ is None else environ
+    code = err.errno
+    if code == errno.ENOSPC or code == errno.EDQUOT:
+        return "free some space (`toolbox prune` removes what no image needs), or move the store with TOOLBOX_CACHE_DIR"
+    if path is None:
+        return "check the permissions and free space of toolbox's directories (`toolbox doctor` lists them)"
+    own = _own_directory(path, layout)
+    # The variables that placed this path come first when several name the same place.
+    variables = sorted(_DIRECTORY_VARIABLES, key=lambda name: name not in (own[2:] if own else ()))
+    if code == errno.ENOTDIR or (code == errno.EEXIST and not os.path.isdir(path)):
+        blocker = _first_non_directory(path)
+        if blocker is not None:
+            named_by = [name for name in variables if _same_path(environ.get(name), blocker)]
+            if named_by:
+                return f"{named_by[0]}={blocker} names a file, not a directory: point it at a directory (or unset it)"
+            return f"{blocker} is a file where toolbox needs a directory: move it away"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
+        # A variable naming a place that does not exist, below one you cannot write (HOME=/nonexistent).
+        for name in variables:
+            value = environ.get(name) or ""
+            if value.startswith("/") and _inside(value, path) and not os.path.isdir(value):
+                return f"{name}={value} does not exist and toolbox cannot create it: point {name} at a directory of yours"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        directory = _deepest_existing(os.path.dirname(path) if code != errno.EROFS else path)
+        if own is not None:
+            return (f"toolbox's {own[0]} must be readable and writable by you: fix the permissions of {directory} "
+                    f"(ls -ld {directory}), or set {own[1]} to another directory")
+        return f"check the permissions of {directory} (ls -ld {directory}): you need to read and write there"
+    if own is not None:
+        return f"toolbox's {own[0]} is at {_layout_root(path, layout)}; `toolbox doctor` checks it, {own[1]} moves it"
+    return f"check {path} and the directories above it"
+
+
+def _same_path(a, b):
+    return bool(a) and a.rstrip("/") == b.rstrip("/")
+
+
+def _inside(path, directory):
+    """`path` is `directory` or below it."""
+    return (path.rstrip("/") + "/").startswith(directory.rstrip("/") + "/")
+
+
+def _own_directory(path, layout):
+    """(what toolbox keeps there, its TOOLBOX_ variable, its XDG variable) for a path inside
+    one of toolbox's directories."""
+    if layout is None:
+        return None
+    for attribute, what, variable, xdg in _LAYOUT_DIRECTORIES:
+        if _inside(path, getattr(layout, attribute)):
+            return what, variable, xdg
+    return None
+
+
+def _layout_root(path, layout):
+    for attribute, *_rest in _LAYOUT_DIRECTORIES:
+        if _inside(path, getattr(layout, attribute)):
+            return getattr(layout, attribute)
+    return path
+
+
+def _first_non_directory(path):
+    """The first component of `path` that exists and is not a directory (a file in the way)."""
+    current = "/"
+    for part in [p for p in path.split("/") if p]:
+        current = os.path.join(current, part)
+        if not os.path.exists(current):
+            return None
+        if not os.path.isdir(current):
+            return current
+    return None
+
+
+def _deepest_existing(path):
+    while path and path != "/" and not os.path.lexists(path):
+        path = os.path.dirname(path)
+    return path or "/"

@@ -7,7 +7,7 @@ import tempfile
 from contextlib import contextmanager
 
 from . import locks
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, StoreError, os_error_hint
 
 # toolbox.toml, toolbox.lock, config.toml, recipes and trust records are a few KiB: anything
 # bigger is a mistake or an attack (a sparse 400 MB file in a parent directory cost 1.8 s and
@@ -45,7 +45,7 @@ def read_input(path, what="file", limit=MAX_INPUT_BYTES, error=ConfigError):
     except FileNotFoundError:
         return None
     except OSError as err:
-        raise error(f"cannot read {what} {path}: {err.strerror}") from None
+        raise error(f"cannot read {what} {path}: {err.strerror}", hint=os_error_hint(err, path)) from None
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
@@ -63,7 +63,7 @@ def read_input(path, what="file", limit=MAX_INPUT_BYTES, error=ConfigError):
             raise error(f"{what} {path} grew past {limit} bytes while it was read")
         after = os.fstat(fd)
     except OSError as err:
-        raise error(f"cannot read {what} {path}: {err.strerror}") from None
+        raise error(f"cannot read {what} {path}: {err.strerror}", hint=os_error_hint(err, path)) from None
     finally:
         os.close(fd)
     if stamp_of(before) != stamp_of(after):

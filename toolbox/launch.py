@@ -10,7 +10,7 @@ Exit status: the tool's own; 125 when toolbox fails; 126 when the command cannot
 import os
 import sys
 
-from .errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError
+from .errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError, from_os_error
 from .inuse import claim as claim_layers
 from .layout import Layout
 from .plan import read_current_plan
@@ -429,8 +429,11 @@ def main(argv, layout=None, settings=None):
         return _fail(f"cannot execute {err}", None, EXIT_CANNOT_RUN)
     except KeyboardInterrupt:
         return 130
-    except OSError as err:  # a file toolbox needed and could not use: one line, not a traceback
-        return _fail(f"{err.strerror or err}{': ' + err.filename if getattr(err, 'filename', None) else ''}")
+    except OSError as err:  # a file toolbox needed and could not use (or the current directory is gone)
+        error = from_os_error(err, layout)
+        return _fail(error.message, error.hint)
+    except Exception as err:  # noqa: BLE001 — a bug: still one line, and toolbox's status
+        return _fail(f"unexpected {type(err).__name__}: {err}", "this is a bug in toolbox; please report it with the command that failed")
     return EXIT_TOOLBOX_FAILED  # not reached: exec_container does not return
 
 

@@ -171,7 +171,8 @@ def open_source(path):
         return DirectorySource(path)
     if os.path.isfile(path):
         return TarSource(path)
-    raise ToolboxError(f"{path}: no such file or directory")
+    raise ToolboxError(f"{path}: no such file or directory",
+                       hint="give the path of a `docker save` archive, or of an OCI image layout (a directory or a tar)")
 
 
 def load_images(path, *, store, name=None, platform=None, options=None, progress=None):

@@ -35,15 +35,14 @@ def main(tool, argv=None):
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a file it could not write, a bug: still one line, and toolbox's status
-        _say(f"error: {err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__}: "
-             f"{getattr(err, 'filename', None) or err}")
+        _say_unexpected(err, layout)
         return EXIT_TOOLBOX_FAILED
     if settings is None or not settings["pinned"]:
         return fall_through(tool, argv, layout.shims_dir) or EXIT_NOT_FOUND
     try:
         return launch(["--", tool] + list(argv), layout, settings)
     except Exception as err:  # a bug: still one line, and toolbox's status
-        _say(f"error: {type(err).__name__}: {err}")
+        _say_unexpected(err, layout)
         return EXIT_TOOLBOX_FAILED
 
 
@@ -92,6 +91,16 @@ def shim_text(tool):
     # collections triggered by the imports cost ~0.3 ms (the cold tier turns it back on).
     return (f"#!{sys.executable} -IS\n{MARKER}\nimport gc, sys\ngc.disable()\nsys.path[:0] = {paths!r}\n"
             f"from toolbox.shim import main\nsys.exit(main({tool!r}))\n")
+
+
+def _say_unexpected(err, layout):
+    from .errors import from_os_error
+
+    if isinstance(err, OSError):  # a file it could not use, or the current directory is gone
+        error = from_os_error(err, layout)
+        _say(f"error: {error.message}", error.hint)
+    else:
+        _say(f"error: unexpected {type(err).__name__}: {err}", "this is a bug in toolbox; please report it with the command that failed")
 
 
 def _say(message, hint=None):
