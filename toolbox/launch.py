@@ -292,20 +292,40 @@ def user_name():
         return "user"
 
 
-def current_directory_bind(host_cwd, places, notes):
-    """The bind of the current directory, judged as argument paths are (argpaths.protection):
-    None where it lies in your credentials; read-only in toolbox's own directories; protected
-    places below it covered. Bound only if it is still the directory this process is in
-    (device and inode checked when the mount is made), so a directory renamed away and replaced
-    by a symlink to your home in between is refused instead of mounted."""
-    from .argpaths import protection
+def current_directory_bind(layout, host_cwd, home, places, notes):
+    """(the bind of the current directory or None, the working directory inside or None for the
+    image's), judged as argument paths are (argpaths): no bind where
+    it is the image's own place (/usr, /etc, ...: the tool then works in the image's directory of
+    that path; said once per directory) or lies in your credentials; read-only in toolbox's own
+    directories; protected places below it covered. Bound only if it is still the directory this
+    process is in (device and inode checked when the mount is made), so a directory renamed away
+    and replaced by a symlink to your home in between is refused instead of mounted."""
+    from .argpaths import current_directory
 
-    judged = protection(host_cwd, places)
-    if judged is None:
-        notes.append(f"not mounting the current directory {host_cwd}: it holds credentials; the tool starts in the image's working directory")
-        return None
+    judged = current_directory(host_cwd, home, places)
+    if judged[0] == "image":
+        note_once(layout, host_cwd, notes, f"not mounting the current directory: {judged[1]}; the tool works in the image's {host_cwd}")
+        return None, host_cwd
+    if judged[0] == "hidden":
+        notes.append(f"not mounting the current directory: {judged[1]}; the tool starts in the image's working directory")
+        return None, None
     st = os.stat(".")
-    return (host_cwd, host_cwd, judged[0], (st.st_dev, st.st_ino), judged[1])
+    return (host_cwd, host_cwd, judged[1], (st.st_dev, st.st_ino), judged[2]), host_cwd
+
+
+def note_once(layout, key, notes, message):
+    """Add `message` to `notes` unless it was said before for `key` (a marker in the store)."""
+    import zlib
+
+    marker = os.path.join(layout.store_dir, "said", f"{zlib.crc32(os.fsencode(key + chr(0) + message)):08x}")
+    if os.path.exists(marker):
+        return
+    notes.append(message)
+    try:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # said again next time: no harm
 
 
 def protected_places(layout, home):
@@ -327,13 +347,11 @@ def make_spec(layout, plan, options, container=None, notes=None):
     host_cwd = os.getcwd()
     home = os.environ.get("HOME") or os.path.expanduser("~")
     places = protected_places(layout, home)
-    cwd_mounted = options.mount_cwd and host_cwd != "/"
+    cwd_bind, cwd_inside = current_directory_bind(layout, host_cwd, home, places, notes) if options.mount_cwd else (None, None)
+    cwd_mounted = cwd_bind is not None
     if cwd_mounted:
-        cwd_bind = current_directory_bind(host_cwd, places, notes)
-        cwd_mounted = cwd_bind is not None
-        if cwd_mounted:
-            binds.append(cwd_bind)
-    workdir = options.workdir or (host_cwd if cwd_mounted else plan["working_dir"] or "/")
+        binds.append(cwd_bind)
+    workdir = options.workdir or cwd_inside or plan["working_dir"] or "/"
     if options.volumes:
         binds += _runoptions().volume_binds(layout, options.volumes, host_cwd)
     binds += recipe_binds(options.tool_mounts, user.home)
