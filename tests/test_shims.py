@@ -155,3 +155,42 @@ def test_inside_a_toolbox_container_the_hosts_shims_are_not_there(projects, tool
     inside = subprocess.run([sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c", "jq x"],
                             env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
     assert inside.returncode == 127 and b"jq: not found" in inside.stderr, inside
+
+
+def test_global_pins_apply_in_a_project_for_the_tools_it_does_not_pin(projects, tmp_path):
+    """As mise layers its configs: a project pins what it cares about; the user's global pins
+    still apply to the rest, in `run`, in shims, in `list` and `shim list`. Round 1: a
+    toolbox.toml pinning anything made every global pin vanish below it."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "toolbox.toml").write_text('[tools]\nyq = "4"\n')  # pins something else
+    assert projects.cli("add", "--global", "jq@1.6", cwd=projects.elsewhere).returncode == 0
+    assert projects.shim(cwd=other).stdout == b"jq-1.6\n"
+    assert projects.shim(cwd=projects.b).stdout == b"jq-1.7.1\n"  # the project's own pin wins
+    listed = projects.cli("list", cwd=other)
+    assert "jq" in listed.stdout and projects.toolbox.layout.config_file in listed.stdout, listed.stderr
+    assert f"jq 1.6 (pinned by {projects.toolbox.layout.config_file})" in projects.cli("shim", "list", cwd=other).stdout
+    # The global pin changes: the cached plan in the project follows (config.toml and the global lock are its inputs).
+    assert projects.cli("add", "--global", "jq@1.7.1", cwd=projects.elsewhere).returncode == 0
+    assert projects.shim(cwd=other).stdout == b"jq-1.7.1\n"
+    # A project with a jq recipe of its own: the global pin is a version of another recipe.
+    (other / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/jqlang/jq"\ndefault_version = "1.6"\n')
+    shown = projects.cli("shim", "list", cwd=other)
+    assert "not pinned" in shown.stdout, shown.stdout
+
+
+def test_add_then_remove_leaves_no_empty_project_behind(projects, tmp_path):
+    """`toolbox add` where there is no project makes a toolbox.toml; removing its last pin used
+    to leave an empty [tools] file that made the directory a project (hiding the global pins)."""
+    home_like = tmp_path / "somewhere"
+    home_like.mkdir()
+    assert projects.cli("add", "--global", "jq@1.6", cwd=home_like).returncode == 0
+    added = projects.cli("add", "jq@1.7.1", cwd=home_like)
+    assert added.returncode == 0 and (home_like / "toolbox.toml").exists()
+    assert projects.shim(cwd=home_like).stdout == b"jq-1.7.1\n"
+    removed = projects.cli("remove", "jq", cwd=home_like)
+    assert removed.returncode == 0 and "nothing was left in them" in removed.stdout
+    assert sorted(os.listdir(home_like)) == []
+    assert projects.shim(cwd=home_like).stdout == b"jq-1.6\n"
+    missing = projects.shim(cwd=projects.elsewhere, env={"TOOLBOX_CONFIG": str(tmp_path / "none.toml"), "PATH": f"{projects.shims}:/nonexistent"})
+    assert b"toolbox add --global jq" in missing.stderr

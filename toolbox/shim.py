@@ -66,7 +66,8 @@ def fall_through(tool, argv, shims_dir):
             except OSError as err:
                 _say(f"error: cannot run {candidate}: {err.strerror}")
                 return 126
-    _say(f"error: {tool} is not pinned here and not installed", f"pin it for this project: toolbox add {tool}")
+    _say(f"error: {tool} is not pinned here and not installed",
+         f"pin it for this directory's project: toolbox add {tool}; or everywhere: toolbox add --global {tool}")
     return None
 
 
