@@ -398,3 +398,33 @@ def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(too
     assert "two platforms are mapped to the same manifest" in cli(toolbox, "lock", "--frozen", cwd=project).stderr
     _write_lock_doc(lock_path, good)
     assert run(toolbox, "python", "-V", cwd=project).stdout == "py-3.12 python:-V\n"
+
+
+@needs_userns
+def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_path):
+    """`pull jq@1.7.1` was "invalid digest" and `inspect jq` meant docker.io/library/jq: a bare
+    word is a tool first (the image it runs here), then an image; `images` says which tool each
+    image is, and `rmi` of an image a project runs names the project."""
+    locked = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1"))
+    upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    pulled = cli(toolbox, "pull", "jq@1.6", cwd=project)
+    assert pulled.returncode == 0 and "ghcr.io/jqlang/jq:1.6" in pulled.stdout, pulled.stderr
+    assert run(toolbox, "jq", cwd=project).stdout == "jq-1.7.1 tool:\n"  # locks, pulls by the lock's digest
+    images_ = json.loads(cli(toolbox, "images", "--json", cwd=project).stdout)
+    assert {(i["tool"], i["reference"]) for i in images_} == {("jq 1.6", "ghcr.io/jqlang/jq:1.6"),
+                                                               ("jq 1.7.1, pinned", f"ghcr.io/jqlang/jq@{locked}")}
+    table = cli(toolbox, "images", cwd=project).stdout
+    assert "jq 1.7.1, pinned" in table and max(len(line) for line in table.splitlines()) < 120
+    inspected = cli(toolbox, "inspect", "jq", cwd=project)
+    assert inspected.returncode == 0 and f"Index:       {locked}" in inspected.stdout, inspected.stderr
+    assert "ghcr.io/jqlang/jq:1.6" in cli(toolbox, "inspect", "jq@1.6", cwd=project).stdout
+    explicit = cli(toolbox, "inspect", "docker.io/library/jq", cwd=project)
+    assert explicit.returncode == 125 and "docker.io/library/jq" in explicit.stderr  # the image, explicitly: not stored
+    removed = cli(toolbox, "rmi", "jq", cwd=project)
+    assert removed.returncode == 0 and f"Removed ghcr.io/jqlang/jq@{locked}" in removed.stdout, removed.stderr
+    assert f"{project / 'toolbox.toml'} pins jq to an image removed" in removed.stderr
+    assert cli(toolbox, "rmi", "jq@1.6", cwd=project).returncode == 0
+    assert json.loads(cli(toolbox, "images", "--json", cwd=project).stdout) == []

@@ -58,7 +58,7 @@ def _platform(text):
 
 @app.command()
 def pull(
-    reference: str = typer.Argument(..., help="Image reference: jq, ghcr.io/jqlang/jq:1.7.1, name@sha256:…"),
+    reference: str = typer.Argument(..., help="A tool (jq, python@3.11: the image it runs here) or an image reference (ghcr.io/jqlang/jq:1.7.1, docker.io/library/jq, name@sha256:…)."),
     platform: str = typer.Option(None, "--platform", help="os/arch[/variant] to pull instead of this machine's."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the reference and digest."),
 ):
@@ -67,7 +67,7 @@ def pull(
     from .pull import PullOptions, pull_image
     from .reference import ImageRef
 
-    ref = ImageRef.parse(reference)
+    ref = ImageRef.parse(_image_word(reference, resolve=True))
     services = _services()
     client = services.registry_client()
     try:
@@ -83,15 +83,48 @@ def images(as_json: bool = typer.Option(False, "--json", help="Machine-readable 
     from .images import list_images
     from .progress import human_bytes
 
-    summaries = list_images(_services().store)
+    services = _services()
+    summaries = list_images(services.store)
+    labels = _tool_labels(services)
     if as_json:
-        _print_json([s.to_json() for s in summaries])
+        _print_json([dict(s.to_json(), tool=_label(labels, s.reference) or None) for s in summaries])
         return
-    rows = [("REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED")]
+    rows = [("TOOL", "REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED")]
     for s in summaries:
         size = human_bytes(s.size) + ("" if s.complete else " (incomplete)")
-        rows.append((s.reference, s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at))
+        reference = s.reference.split("@")[0] + "@" + s.reference.split("@")[1][:19] if "@" in s.reference else s.reference
+        rows.append((_label(labels, s.reference) or "-", reference, s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at[:16]))
     _print_table(rows)
+
+
+def _tool_labels(services):
+    """Which tool each stored image is, as seen from here (tools.tool_labels); none when the
+    project's files cannot be read (images are listed all the same)."""
+    from .tools import Context, tool_labels
+
+    try:
+        return tool_labels(Context(services))
+    except ToolboxError:
+        return {}
+
+
+def _label(labels, reference):
+    from .tools import label_for
+
+    return label_for(labels, reference)
+
+
+def _image_word(text, resolve=False):
+    """A tool name where an image is expected (tools.image_for_word)."""
+    from .tools import Context, image_for_word, parse_tool_spec
+
+    if parse_tool_spec(text) is None:
+        return text
+    context = Context(_services())
+    try:
+        return image_for_word(context, text, resolve)
+    finally:
+        context.close()
 
 
 def _print_table(rows):
@@ -102,14 +135,14 @@ def _print_table(rows):
 
 @app.command()
 def inspect(
-    reference: str = typer.Argument(..., help="A stored image: reference or digest prefix."),
+    reference: str = typer.Argument(..., help="A tool (jq, node@20) or a stored image: reference or digest prefix."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ):
     """Show a stored image's configuration and layers."""
     from .images import inspect_image
     from .progress import human_bytes
 
-    info = inspect_image(_services().store, reference)
+    info = inspect_image(_services().store, _image_word(reference))
     if as_json:
         _print_json(info)
         return
@@ -132,14 +165,19 @@ def inspect(
 
 
 @app.command()
-def rmi(references: list[str] = typer.Argument(..., help="Stored images to remove.")):
+def rmi(references: list[str] = typer.Argument(..., help="Stored images to remove, or tools (node@20) whose images to remove.")):
     """Remove images, and the layers no other image uses."""
     from .images import remove_images
     from .progress import human_bytes
 
-    removed, report = remove_images(_services().store, references)
+    from .tools import projects_using
+
+    services = _services()
+    removed, report = remove_images(services.store, [_image_word(reference) for reference in references])
     for reference in removed:
         print(f"Removed {reference}")
+    for pins, tool in projects_using(services.layout, removed):
+        print(f"toolbox: warning: {pins} pins {tool} to an image removed: its next run pulls it again", file=sys.stderr)
     print(f"Freed {human_bytes(report.bytes_freed)} ({report.layers_removed} layers)", file=sys.stderr)
 
 
