@@ -326,6 +326,15 @@ def volume_ls(as_json: bool = typer.Option(False, "--json", help="Machine-readab
     _print_table([("NAME", "SIZE", "CREATED", "PATH")] + [(v.name, human_bytes(v.size), v.created, v.path) for v in volumes])
 
 
+@volume_app.command("create")
+def volume_create(name: str = typer.Argument(..., help="The volume's name (letters, digits, '.', '_', '-').")):
+    """Create a named volume (what `toolbox run -v NAME:/path` also does on first use)."""
+    from .volumes import create_volume
+
+    info, existed = create_volume(_services().layout, name)
+    print(name if not existed else f"{name} (exists already)")
+
+
 @volume_app.command("inspect")
 def volume_inspect(name: str):
     """Show where a named volume lives and how big it is."""
@@ -345,6 +354,32 @@ def volume_rm(names: list[str] = typer.Argument(..., help="Volumes to remove, wi
     for name in names:
         remove_volume(layout, name)
         print(f"Removed volume {name}")
+
+
+# -- what Docker users type first: what toolbox does instead ---------------------------------------
+_NOT_A_DAEMON = {
+    "exec": ("toolbox keeps no container running to exec into: a tool runs in the foreground, as an installed program does",
+             "for a shell in a kept container: toolbox run --name NAME IMAGE sh (again later: the same command)"),
+    "logs": ("toolbox keeps no logs: a tool writes to your terminal, or wherever you redirect it",
+             "redirect it as you would an installed program: toolbox run IMAGE CMD > out.log 2>&1"),
+    "stop": ("toolbox starts no background containers: a tool stops as any program does",
+             "Ctrl-C in its terminal, or kill its process (it is toolbox's own pid; `toolbox ps` lists named containers)"),
+    "start": ("toolbox has no stopped containers to start: each run is a new process",
+              "a named container keeps its writable layer: toolbox run --name NAME IMAGE CMD runs in it again"),
+}
+
+
+def _not_a_daemon(command):
+    def explain(args: list[str] = typer.Argument(None, hidden=True)):
+        message, hint = _NOT_A_DAEMON[command]
+        raise ToolboxError(f"`{command}`: {message}", hint=hint)
+
+    explain.__doc__ = f"(Docker's `{command}`: says what toolbox does instead.)"
+    return explain
+
+
+for _command in _NOT_A_DAEMON:
+    app.command(name=_command, hidden=True, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(_not_a_daemon(_command))
 
 
 @app.command()

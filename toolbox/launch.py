@@ -31,6 +31,8 @@ Options:
   -v, --volume SRC:DEST[:ro]
                           mount a host path (absolute, ./relative or ~) or a named volume
                           (kept in toolbox's data directory) at DEST
+  --mount type=bind|volume|tmpfs,source=SRC,target=DEST[,readonly]
+                          the same, as Docker writes it
   --tmpfs DEST            a fresh tmpfs at DEST
   --network host|none     the host's network (default), or only a private loopback
   --memory SIZE, --cpus N, --pids-limit N
@@ -49,6 +51,7 @@ Options:
   --no-mount-args         do not mount host paths named in the command's arguments
   --read-only             make the image's root read-only
   -i, -t, --rm            accepted, for muscle memory: stdin and the terminal are always the tool's
+  -d, -p                  refused, saying what toolbox does instead (foreground; the host's network)
 """
 PASSED_FROM_HOST = ("TERM", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "COLORTERM", "TZ")
 # Set by tests to check what the launch path imported, just before it execs.
@@ -90,6 +93,11 @@ class RunOptions:
 _FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
           "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only", "--subids": "subids",
           "--frozen": "frozen"}
+# Docker's options for a daemon's containers: what toolbox does instead (UsageError's text).
+_DETACH = "toolbox runs the tool in the foreground, as an installed program: to put it in the background, end the command with & as for any program"
+_PUBLISH = ("the tool uses the host's network: a port it listens on is already reachable on the host, under the same number "
+            "(make the tool listen on the one you want); with --network none nothing is")
+_DOCKER_ONLY = {"-d": _DETACH, "--detach": _DETACH, "-p": _PUBLISH, "--publish": _PUBLISH, "-P": _PUBLISH, "--publish-all": _PUBLISH}
 _WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint",
                "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network",
                "--memory": "memory", "-m": "memory", "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files",
@@ -130,8 +138,17 @@ def parse_args(argv):
             else:
                 setattr(options, attribute, value)
             continue
+        if name == "--mount":
+            if not has_value:
+                if not args:
+                    raise UsageError("option --mount needs a value")
+                value = args.pop(0)
+            _add_mount(options, value)
+            continue
         if arg in ("-h", "--help"):
             raise UsageError(None)
+        if name in _DOCKER_ONLY:
+            raise UsageError(f"{name}: {_DOCKER_ONLY[name]}")
         raise UsageError(f"unknown option {arg}")
     if options.image is None:
         if not args:
@@ -145,6 +162,32 @@ def parse_args(argv):
     for path in options.tmpfs:
         _container_path(path, "--tmpfs")
     return options
+
+
+def _add_mount(options, text):
+    """Docker's --mount type=bind|volume|tmpfs,source=...,target=...[,readonly]: the same as
+    -v SRC:DEST[:ro] (a host path or a named volume) or --tmpfs DEST."""
+    fields = {}
+    for part in text.split(","):
+        key, has_value, value = part.partition("=")
+        key = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}.get(key.strip(), key.strip())
+        if key not in ("type", "source", "target", "readonly") or (not has_value and key != "readonly"):
+            raise UsageError(f"--mount {text!r}: {part!r} is not one of type=, source=, target=, readonly")
+        fields[key] = value if has_value else "true"
+    kind = fields.get("type", "volume")
+    target = fields.get("target")
+    if not target:
+        raise UsageError(f"--mount {text!r}: target= is required")
+    read_only = fields.get("readonly", "false").lower() in ("true", "1", "")
+    if kind == "tmpfs":
+        options.tmpfs.append(target)
+    elif kind in ("bind", "volume") and fields.get("source"):
+        source = fields["source"]
+        if kind == "bind" and not source.startswith(("/", "./", "../", "~")) and source not in (".", ".."):
+            source = "./" + source  # a bind's source is a path, whatever it looks like
+        options.volumes.append(f"{source}:{target}{':ro' if read_only else ''}")
+    else:
+        raise UsageError(f"--mount {text!r}: use type=bind or type=volume with source=, or type=tmpfs")
 
 
 def _container_path(path, option):
