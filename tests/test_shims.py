@@ -113,6 +113,20 @@ def test_where_no_pin_applies_the_next_program_runs_or_127(projects, tmp_path):
     assert looping.returncode == 127 and b"shims kept calling shims" in looping.stderr
 
 
+def test_a_host_program_run_through_a_shim_sees_its_own_path(projects):
+    """Outside any pin the host's python3 runs with its own path as argv[0], so sys.executable
+    and a venv made through the shim are the host interpreter's, not the shim's."""
+    assert projects.cli("shim", "install", "python3", cwd=projects.elsewhere).returncode == 0
+    host_python = "/usr/bin/python3"  # Debian's, which scripts/test uses to make the suite's venv
+    env = dict(projects.toolbox.env, PATH=f"{projects.shims}:/usr/bin:/bin")
+    script = ('python3 -c "import sys; print(sys.executable)"; '
+              'python3 -m venv --without-pip v && v/bin/python -c "import sys; print(sys.prefix, sys.base_prefix)"')
+    result = subprocess.run(["bash", "-c", script], env=env, cwd=projects.elsewhere, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    base_prefix = subprocess.run([host_python, "-I", "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True).stdout.strip()
+    assert result.stdout.splitlines() == [host_python, f"{projects.elsewhere / 'v'} {base_prefix}"], result
+
+
 def test_shims_from_make_xargs_and_a_tools_subprocess(projects):
     if shutil.which("make") is None:
         pytest.skip("make is not installed (scripts/test installs it)")
