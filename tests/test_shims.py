@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from toolbox.layout import Layout
+
 from tests.support.host import userns_overlay_works
 from tests.support.upstream import EXACT_SCRIPT, Upstream, tool_image
 
@@ -92,6 +94,28 @@ def test_cd_switches_versions_in_the_shell(projects, shell):
     assert b"function" in lines[0] and lines[1] == os.path.join(projects.shims, "jq").encode(), lines
     assert lines[2:] == [b"jq-1.6", b"x\0jq-1.7.1", b"y\0" + os.path.join(projects.shims, "jq").encode(), b""], (lines, result.stderr)
     assert b"compdef" not in result.stderr and b"not found" not in result.stderr, result.stderr
+
+
+PATH_SCRIPTS = {
+    "bash": 'eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"',
+    "zsh": 'eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"',
+    "fish": 'toolbox shell-init fish | source; string join : $PATH; toolbox shell-init fish | source; string join : $PATH',
+}
+
+
+@pytest.mark.parametrize("shell", list(PATH_SCRIPTS))
+def test_shell_init_puts_the_shims_directory_first_once_whatever_its_name(toolbox, tmp_path, shell):
+    """Already on PATH behind other directories (twice, even), the shims directory moves to the
+    front and appears once; a name with spaces and glob characters is taken literally."""
+    env = dict(toolbox.env, TOOLBOX_HOME=str(tmp_path / "a b*[c]?"))
+    shims = Layout.from_env(env).shims_dir
+    venv_bin = os.path.dirname(shutil.which("toolbox", path=toolbox.env["PATH"]))
+    env["PATH"] = f"/usr/bin:{shims}:{venv_bin}::/bin:{shims}"
+    result = subprocess.run([shell, "-c", PATH_SCRIPTS[shell]], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    here = "." if shell == "fish" else ""  # the empty entry (the current directory) kept where it was; fish spells it "."
+    expected = f"{shims}:/usr/bin:{venv_bin}:{here}:/bin"
+    assert result.stdout.split("\n") == [expected, expected, ""], result.stdout
 
 
 def test_where_no_pin_applies_the_next_program_runs_or_127(projects, tmp_path):

@@ -324,7 +324,7 @@ def shim_install(tools: list[str] = typer.Argument(..., help="Tool names or alia
     shims.install(context.layout, tools)
     print(f"Installed {', '.join(tools)} in {context.layout.shims_dir}")
     if context.layout.shims_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        print('Put them first on PATH: eval "$(toolbox shell-init bash)" (or zsh, fish) in your shell\'s rc file')
+        print(f"To put them first on PATH, {shims.rc_advice()}")
 
 
 @shim_app.command("list")
