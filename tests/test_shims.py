@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from toolbox.layout import Layout
+
 from tests.support.host import userns_overlay_works
 from tests.support.upstream import EXACT_SCRIPT, Upstream, tool_image
 
@@ -94,6 +96,28 @@ def test_cd_switches_versions_in_the_shell(projects, shell):
     assert b"compdef" not in result.stderr and b"not found" not in result.stderr, result.stderr
 
 
+PATH_SCRIPTS = {
+    "bash": 'eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"',
+    "zsh": 'eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"',
+    "fish": 'toolbox shell-init fish | source; string join : $PATH; toolbox shell-init fish | source; string join : $PATH',
+}
+
+
+@pytest.mark.parametrize("shell", list(PATH_SCRIPTS))
+def test_shell_init_puts_the_shims_directory_first_once_whatever_its_name(toolbox, tmp_path, shell):
+    """Already on PATH behind other directories (twice, even), the shims directory moves to the
+    front and appears once; a name with spaces and glob characters is taken literally."""
+    env = dict(toolbox.env, TOOLBOX_HOME=str(tmp_path / "a b*[c]?"))
+    shims = Layout.from_env(env).shims_dir
+    venv_bin = os.path.dirname(shutil.which("toolbox", path=toolbox.env["PATH"]))
+    env["PATH"] = f"/usr/bin:{shims}:{venv_bin}::/bin:{shims}"
+    result = subprocess.run([shell, "-c", PATH_SCRIPTS[shell]], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    here = "." if shell == "fish" else ""  # the empty entry (the current directory) kept where it was; fish spells it "."
+    expected = f"{shims}:/usr/bin:{venv_bin}:{here}:/bin"
+    assert result.stdout.split("\n") == [expected, expected, ""], result.stdout
+
+
 def test_where_no_pin_applies_the_next_program_runs_or_127(projects, tmp_path):
     host_bin = tmp_path / "host-bin"
     host_bin.mkdir()
@@ -111,6 +135,20 @@ def test_where_no_pin_applies_the_next_program_runs_or_127(projects, tmp_path):
     assert twice.returncode == 127
     looping = projects.shim(cwd=projects.elsewhere, env={"PATH": f"{host_bin}", "TOOLBOX_SHIM_DEPTH": "4"})
     assert looping.returncode == 127 and b"shims kept calling shims" in looping.stderr
+
+
+def test_a_host_program_run_through_a_shim_sees_its_own_path(projects):
+    """Outside any pin the host's python3 runs with its own path as argv[0], so sys.executable
+    and a venv made through the shim are the host interpreter's, not the shim's."""
+    assert projects.cli("shim", "install", "python3", cwd=projects.elsewhere).returncode == 0
+    host_python = "/usr/bin/python3"  # Debian's, which scripts/test uses to make the suite's venv
+    env = dict(projects.toolbox.env, PATH=f"{projects.shims}:/usr/bin:/bin")
+    script = ('python3 -c "import sys; print(sys.executable)"; '
+              'python3 -m venv --without-pip v && v/bin/python -c "import sys; print(sys.prefix, sys.base_prefix)"')
+    result = subprocess.run(["bash", "-c", script], env=env, cwd=projects.elsewhere, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    base_prefix = subprocess.run([host_python, "-I", "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True).stdout.strip()
+    assert result.stdout.splitlines() == [host_python, f"{projects.elsewhere / 'v'} {base_prefix}"], result
 
 
 def test_shims_from_make_xargs_and_a_tools_subprocess(projects):

@@ -62,6 +62,7 @@ def test_every_builtin_recipe_loads_and_points_at_its_upstream_image():
     ({"image": "ghcr.io/a/b:1", "default_version": "1"}, "without tag or digest"),
     ({"image": "ghcr.io/a/b", "default_version": "1 2"}, "is not a version"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "command": "jq"}, "'command' must be a non-empty list"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "default_command": []}, "'default_command' must be a non-empty list"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "network": "bridge"}, "'network' must be one of host, none"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "pass_env": ["*"]}, "PREFIX* pattern"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "mounts": [{"source": "/", "target": "/x"}]}, "without '..'"),
@@ -102,6 +103,8 @@ def test_recipes_commands_and_unknown_tools(toolbox, tmp_path):
     shown = cli(toolbox, "recipes", "show", "python3.11", cwd=tmp_path)
     assert "alias of python, version 3.11" in shown.stdout and "docker.io/library/python:{version}-slim" in shown.stdout
     assert "psql" in cli(toolbox, "recipes", "search", "sql", cwd=tmp_path).stdout
+    shell = cli(toolbox, "recipes", "show", "ubuntu", cwd=tmp_path).stdout
+    assert "command:  bash without arguments, else ARGUMENTS..." in shell and "without arguments, command bash" in shell
     unknown = run(toolbox, "jqq", ".", cwd=tmp_path)
     assert unknown.returncode == 125 and "no recipe for 'jqq'" in unknown.stderr and "did you mean jq" in unknown.stderr
 
@@ -272,6 +275,55 @@ def test_aliases_commands_env_and_mounts_from_the_recipe(toolbox, upstream, tmp_
     script = "cat ~/.aws/config; echo $AWS_PROFILE-$OTHER; touch ~/.aws/x 2>/dev/null || echo read-only"
     result = run(toolbox, "--entrypoint", "sh", "aws", "-c", script, cwd=tmp_path, env={"AWS_PROFILE": "dev", "OTHER": "no"})
     assert result.stdout == "[default]\ndev-\nread-only\n", result.stderr
+
+
+# The recipes that are shells, and the shell each runs without arguments: with arguments, the
+# arguments are the command, as `docker run ubuntu ls /` runs ls.
+SHELL_RECIPES = {"ubuntu": "bash", "debian": "bash", "alpine": "sh"}
+
+
+def _what_runs(recipe, alias):
+    """(program, whether arguments replace it) for a recipe, or one of its aliases."""
+    if recipe.name in SHELL_RECIPES and not (alias and alias.command):
+        return SHELL_RECIPES[recipe.name], True
+    command = alias.command if alias and alias.command else recipe.command
+    return (command or (recipe.name,))[0], False
+
+
+def _stand_in(recipe):
+    """An image standing in for the recipe's upstream one: the programs it and its aliases
+    name, at /usr/local/bin, printing the recipe's label and their arguments; where the recipe
+    names no command, the image's entrypoint runs (as upstream images have it)."""
+    programs = [_what_runs(recipe, None)[0]] + [_what_runs(recipe, alias)[0] for alias in recipe.aliases.values()]
+    programs = list(dict.fromkeys(programs))
+    return tool_image(f"{recipe.name}-standin", f"/usr/local/bin/{programs[0]}", names=[f"/usr/local/bin/{p}" for p in programs[1:]],
+                      entrypoint=not (recipe.command or recipe.name in SHELL_RECIPES))
+
+
+@needs_userns
+def test_every_builtin_recipe_and_alias_with_and_without_arguments(toolbox, upstream, tmp_path):
+    """A tool gets the arguments; a shell recipe runs its shell without arguments, and the
+    arguments as the command otherwise (`docker run ubuntu ls /`), also through its aliases."""
+    recipes = load_directory(builtin_dir(), "builtin")
+    for recipe in recipes.values():
+        image = _stand_in(recipe)
+        for version in {recipe.default_version} | {a.version for a in recipe.aliases.values() if a.version}:
+            upstream.publish(recipe.image, recipe.tag_for(version), image)
+    names = [(recipe, None) for recipe in recipes.values()] + [(r, a) for r in recipes.values() for a in r.aliases.values()]
+    for recipe, alias in names:
+        name, label = alias.name if alias else recipe.name, f"{recipe.name}-standin"
+        program, is_shell = _what_runs(recipe, alias)
+        with_args = run(toolbox, name, "ls", "/", cwd=tmp_path)
+        assert with_args.returncode == 0, (name, with_args.stderr)
+        if is_shell:
+            assert {"bin", "label", "usr"} <= set(with_args.stdout.split()), (name, with_args.stdout)
+        else:
+            assert with_args.stdout == f"{label} {program}:ls /\n", (name, with_args.stdout, with_args.stderr)
+        without = run(toolbox, name, cwd=tmp_path)
+        assert (without.returncode, without.stdout) == (0, f"{label} {program}:\n"), (name, without.stderr)
+    assert {r.name: r.default_command for r in recipes.values() if r.default_command} == \
+        {name: (shell,) for name, shell in SHELL_RECIPES.items()}  # a new shell recipe is listed above
+    assert "without arguments, command bash" in recipes["ubuntu"].grants()
 
 
 def test_trust_is_asked_for_project_recipes_and_asked_again_after_an_edit(toolbox, upstream, tmp_path):

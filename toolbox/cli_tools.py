@@ -68,7 +68,7 @@ def recipes_show(name: str = typer.Argument(..., help="A tool name or alias.")):
         print(f"about:    {recipe.description}")
     print(f"image:    {recipe.image}:{recipe.tag}")
     print(f"version:  default {recipe.default_version}" + (f", pinned {pinned} by {owner.pins.path}" if pinned else ""))
-    print(f"command:  {' '.join(recipe.command) if recipe.command else '(the image entrypoint)'}")
+    print(f"command:  {recipe.describe_command()}")
     print(f"tty:      {'yes (interactive)' if recipe.tty else 'no'}")
     if recipe.aliases:
         print(f"aliases:  {' '.join(sorted(recipe.aliases))}")
@@ -87,6 +87,7 @@ def recipes_search(word: str = typer.Argument(..., help="A word from a name, ali
 def _recipe_json(recipe):
     return {"name": recipe.name, "source": recipe.source, "origin": recipe.origin, "image": recipe.image, "tag": recipe.tag,
             "default_version": recipe.default_version, "command": list(recipe.command) if recipe.command else None,
+            "default_command": list(recipe.default_command) if recipe.default_command else None,
             "aliases": sorted(recipe.aliases), "description": recipe.description, "tty": recipe.tty, "network": recipe.network,
             "env": recipe.env, "pass_env": list(recipe.pass_env),
             "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only} for m in recipe.mounts]}
@@ -347,7 +348,7 @@ def shim_install(tools: list[str] = typer.Argument(..., help="Tool names or alia
     shims.install(context.layout, tools)
     print(f"Installed {', '.join(tools)} in {context.layout.shims_dir}")
     if context.layout.shims_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        print('Put them first on PATH: eval "$(toolbox shell-init bash)" (or zsh, fish) in your shell\'s rc file')
+        print(f"To put them first on PATH, {shims.rc_advice()}")
 
 
 @shim_app.command("list")

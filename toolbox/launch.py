@@ -64,7 +64,8 @@ class UsageError(Exception):
 
 class RunOptions:
     __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args", "read_only", "volumes", "tmpfs",
-                 "network", "limits", "user", "name", "pull", "platform", "subids", "frozen", "tool_command", "tool_mounts")
+                 "network", "limits", "user", "name", "pull", "platform", "subids", "frozen", "tool_command", "tool_default_command",
+                 "tool_mounts")
 
     def __init__(self):
         self.image = None
@@ -79,6 +80,7 @@ class RunOptions:
         self.subids = False
         self.frozen = False
         self.tool_command = None  # a recipe's command: replaces the image's entrypoint and cmd
+        self.tool_default_command = None  # a recipe's command when no arguments are given
         self.tool_mounts = []  # a recipe's (host source, target, read only), `~` unexpanded
         self.workdir = None
         self.entrypoint = None
@@ -227,6 +229,7 @@ def apply_tool(options, settings):
     """`toolbox run TOOL`: the image and the recipe's command, environment, mounts, network."""
     options.image = settings["image"]
     options.tool_command = settings["command"]
+    options.tool_default_command = settings.get("default_command")  # absent from plans of older toolboxes
     passed = [name for name in sorted(os.environ) if any(_matches(name, p) for p in settings["pass_env"])]
     options.env = settings["env"] + passed + options.env  # -e wins over the recipe
     options.tool_mounts = settings["mounts"]
@@ -256,12 +259,14 @@ def load_plan(layout, options):
 
 def command_line(plan, options):
     """Docker's rules: --entrypoint replaces the entrypoint and drops the image's Cmd; arguments
-    replace Cmd."""
+    replace Cmd. A recipe's command and default command take the places of the image's
+    Entrypoint and Cmd (both of them, when it has either): `toolbox run ubuntu` runs bash,
+    `toolbox run ubuntu ls /` runs ls, as `docker run` does."""
     if options.entrypoint is not None:
         entrypoint = [options.entrypoint] if options.entrypoint else []
         cmd = options.command
-    elif options.tool_command:
-        entrypoint, cmd = options.tool_command, options.command
+    elif options.tool_command or options.tool_default_command:
+        entrypoint, cmd = list(options.tool_command or []), options.command or list(options.tool_default_command or [])
     else:
         entrypoint = plan["entrypoint"] or []
         cmd = options.command or (plan["cmd"] or [])

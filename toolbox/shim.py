@@ -62,7 +62,10 @@ def fall_through(tool, argv, shims_dir):
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate) and not is_shim(candidate):
             env = dict(os.environ, **{DEPTH_ENV: str(depth + 1)})
             try:
-                os.execve(candidate, [tool] + list(argv), env)
+                # argv[0] is the path found, not the bare name: a program that locates itself
+                # from argv[0] by a PATH search (Python's sys.executable, hence `-m venv`) would
+                # otherwise find this shim, first on PATH, instead of itself.
+                os.execve(candidate, [candidate] + list(argv), env)
             except OSError as err:
                 _say(f"error: cannot run {candidate}: {err.strerror}")
                 return 126

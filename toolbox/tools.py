@@ -44,6 +44,7 @@ class ToolRun:
     command: tuple | None
     pinned_by: str | None  # the file that pins the version, or None
     entry: LockEntry | None = None  # the lock entry it runs by
+    default_command: tuple | None = None  # what runs when no arguments are given
 
     def run_settings(self):
         """The recipe's part of the run, as the launch path takes it (plain values, no classes)."""
@@ -52,6 +53,7 @@ class ToolRun:
             "pinned": self.pinned_by is not None,
             "image": self.image,
             "command": list(self.command) if self.command else None,
+            "default_command": list(self.default_command) if self.default_command else None,
             "env": [f"{key}={value}" for key, value in sorted(recipe.env.items())],
             "pass_env": list(recipe.pass_env),
             "mounts": [(m.source, m.target, m.read_only) for m in recipe.mounts],
@@ -135,13 +137,14 @@ class Context:
         version = version or (alias.version if alias else None)
         pinned, owner = self.pinned(recipe)
         command = alias.command if alias and alias.command else recipe.command
+        default_command = None if alias and alias.command else recipe.default_command  # an alias's command is all of it
         if version is None or version == pinned:
             if pinned is not None:
                 entry = owner.locked_entry(recipe.name, frozen)
                 self._absorb(owner)
-                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path, entry)
+                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path, entry, default_command)
             version = recipe.default_version
-        return ToolRun(name, recipe, version, recipe.reference_for(version), command, None)
+        return ToolRun(name, recipe, version, recipe.reference_for(version), command, None, default_command=default_command)
 
     def plan_inputs(self):
         """Every file a tool plan made here depends on (toolplan.py), present or not."""
