@@ -29,14 +29,15 @@ DEVICE = "/dev/fuse"
 
 def mount_overlay(lowerdirs, upper, work, target, log_path, timeout):
     """Mount fuse-overlayfs on `target` and return once the mount is there; OSError with what
-    fuse-overlayfs said if it cannot. Lower directories may be relative to the cwd."""
+    fuse-overlayfs said if it cannot. Lower directories may be relative to the cwd; all three
+    are written as the option wants them (rootfs.escape)."""
     program = find_program(PROGRAM)
     if program is None:
         raise OSError(errno.ENOENT, f"{PROGRAM} is not installed (not on PATH)")
     _check_device()
     # allow_other: fuse-overlayfs adds it only when its uid is 0, and with --subids the tool may
     # switch to other ids of the namespace (no one outside the namespace can reach the mount).
-    options = f"lowerdir={lowerdirs},upperdir={_escape(upper)},workdir={_escape(work)},allow_other"
+    options = f"lowerdir={lowerdirs},upperdir={upper},workdir={work},allow_other"
     argv = [PROGRAM, "-f", "-o", options, target]
     device_before = os.stat(target).st_dev
     parent = os.getpid()
@@ -52,11 +53,6 @@ def _check_device():
         os.close(os.open(DEVICE, os.O_RDWR | os.O_CLOEXEC))
     except OSError as err:
         raise OSError(err.errno, f"{DEVICE} does not open read-write: {err.strerror}") from None
-
-
-def _escape(path):
-    # fuse's option parser splits on commas and fuse-overlayfs's on colons; a backslash escapes.
-    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
 def _become_server(program, argv, log_path, parent):
