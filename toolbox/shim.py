@@ -61,6 +61,9 @@ def fall_through(tool, argv, shims_dir):
         candidate = os.path.join(directory, tool)
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate) and not is_shim(candidate):
             env = dict(os.environ, **{DEPTH_ENV: str(depth + 1)})
+            from .signals import restore_caller_signals
+
+            restore_caller_signals()  # the host's program starts as if its caller had started it
             try:
                 os.execve(candidate, [tool] + list(argv), env)
             except OSError as err:
