@@ -6,7 +6,8 @@ toolbox starts before the tool, and for a host program a shim falls through to.
 
 Each caller (real bash, interactive on a terminal too, zsh, fish, make, xargs, Python's
 subprocess and os.system) runs the same command natively (the host's busybox) and through
-toolbox, in each root filesystem mode; their /proc/self/status must agree."""
+toolbox, in each root filesystem mode; their /proc/self/status must agree. A Ctrl-C before the
+tool has started ends toolbox by SIGINT, as it would have ended the tool."""
 
 import os
 import shlex
@@ -233,3 +234,37 @@ def test_which_parents_pass_their_dispositions_on():
         shell.wait()
     assert parent_state(2**22 + 1) is None  # no such process
 
+
+def test_ctrl_c_on_the_way_to_the_tool_stops_the_calling_script(toolbox, registry, tmp_path):
+    """Ctrl-C while `toolbox run` pulls the image on first use: toolbox cleans up and dies of
+    SIGINT, as the tool would have, so a bash loop around it stops (bash goes on after a child
+    that exits 130: it takes the interrupt as handled)."""
+    import random
+
+    from tests.support.faults import FaultProxy
+    from tests.support.push import push_raw
+
+    data = images.Layer((images.file("data.bin", random.Random(12).randbytes(3 * 1024 * 1024)),))
+    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), data), labels={"org.example.scenario": "ctrl-c-run"}))
+    push_raw(registry, "ctrl-c/run", "1", built)
+    with FaultProxy(registry.url) as proxy:
+        toolbox.trust(registry, proxy)
+        stall = proxy.add(rf"/blobs/{built.layers[1]['digest']}$", "stall_after", after=1024 * 1024, seconds=10, times=100)
+        script = f"for i in 1 2; do {toolbox_command(f'{proxy.host}/ctrl-c/run:1')} true; echo after $i; done; echo end"
+        # SIGINT at its default, as a terminal's shell starts programs (see test_run.py).
+        loop = subprocess.Popen(["env", "--default-signal=INT", "bash", "-c", script], env=toolbox.env, cwd=toolbox.root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while not stall.fired and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert stall.fired, "the pull never reached the stalled layer"
+            time.sleep(0.2)
+            os.killpg(loop.pid, signal.SIGINT)  # what Ctrl-C at a terminal does: the whole foreground group
+            out, err = loop.communicate(timeout=60)
+        finally:
+            if loop.poll() is None:
+                os.killpg(loop.pid, signal.SIGKILL)
+                loop.wait()
+    assert (loop.returncode, out) == (-signal.SIGINT, ""), err
+    assert "Traceback" not in err and toolbox.leftovers() == []

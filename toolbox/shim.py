@@ -33,7 +33,9 @@ def main(tool, argv=None):
             return err.exit_code
         settings = None  # no recipe (any more) for this name: not toolbox's to run
     except KeyboardInterrupt:
-        return 130
+        from .signals import die_of_interrupt
+
+        return die_of_interrupt()
     except Exception as err:  # a file it could not write, a bug: still one line, and toolbox's status
         _say(f"error: {err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__}: "
              f"{getattr(err, 'filename', None) or err}")

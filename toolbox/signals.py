@@ -103,3 +103,14 @@ def restore_caller_signals():
     for signum in LOST:
         _signal.signal(signum, _signal.SIG_IGN if signum in ignored else _signal.SIG_DFL)
 
+
+def die_of_interrupt():
+    """End this process as Ctrl-C ends a program that does not catch it: killed by SIGINT, not
+    exiting 130. A shell tells the two apart: bash, interrupted while it waits for a program,
+    stops its script only when the program died of SIGINT; one that exits takes the interrupt
+    with it, and the script goes on (its "wait and cooperative exit"). For a KeyboardInterrupt
+    on the way to the tool (a pull on first use, say), after its clean-up. Returns 130 where the
+    signal is blocked."""
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGINT)
+    return 130
