@@ -494,7 +494,9 @@ def main(argv, layout=None, settings=None):
     except CommandNotExecutable as err:
         return _fail(f"cannot execute {err}", None, EXIT_CANNOT_RUN)
     except KeyboardInterrupt:
-        return 130
+        from .signals import die_of_interrupt
+
+        return die_of_interrupt()
     except OSError as err:  # a file toolbox needed and could not use: one line, not a traceback
         return _fail(f"{err.strerror or err}{': ' + err.filename if getattr(err, 'filename', None) else ''}")
     return EXIT_TOOLBOX_FAILED  # not reached: exec_container does not return
