@@ -19,7 +19,7 @@ from toolbox.layout import Layout
 
 from tests.support.host import userns_available, userns_overlay_works
 
-NAMES = (["user"] if os.geteuid() == 0 else []) + ["kernel", "user namespaces", "overlay", "fuse", "subordinate ids", "cgroups", "directories", "store"]
+NAMES = (["user"] if os.geteuid() == 0 else []) + ["kernel", "user namespaces", "overlay", "fuse", "subordinate ids", "cgroups", "directories", "store", "shell"]
 MARKS = {OK: "ok  ", WARN: "warn", FAIL: "FAIL"}
 not_as_root = pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any mode: run the suite as an ordinary user (scripts/test does)")
 
@@ -316,6 +316,32 @@ def test_doctor_imports_nothing_of_the_cli():
     loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo).stdout.split())
     assert "toolbox.doctor" in loaded
     assert not loaded & {"typer", "click", "rich", "requests"}
+
+
+def test_the_shell_check_warns_unless_the_shims_directory_is_first_on_path(toolbox, tmp_path):
+    """doctor sees the PATH its shell exports: after shell-init the shims directory is first
+    (ok); missing, or behind another directory, it is a warning (not a failure) whose fix is the
+    line for $SHELL's rc file, naming toolbox by its absolute path."""
+    shims = toolbox.layout.shims_dir
+    launcher = shutil.which("toolbox", path=toolbox.env["PATH"])
+    assert launcher, "the suite's venv has the toolbox command"
+
+    def shell_check(script, shell="/bin/bash"):
+        done = subprocess.run(["bash", "-c", script + "; toolbox doctor --json"], env=dict(toolbox.env, SHELL=shell),
+                              capture_output=True, text=True, timeout=120)
+        assert done.stdout, done.stderr
+        return by_name(doctor.Check(**check) for check in json.loads(done.stdout)["checks"])["shell"]
+
+    missing = shell_check("true", shell="/usr/bin/zsh")
+    assert missing.status == WARN and f"{shims} is not on PATH" in missing.detail, missing
+    assert missing.fix.startswith(f'add this line to ~/.zshrc: eval "$({launcher} shell-init zsh)"'), missing
+    first = shell_check('eval "$(toolbox shell-init bash)"')
+    assert first.status == OK and f"{shims} is first on PATH" in first.detail, first
+    behind = shell_check('eval "$(toolbox shell-init bash)"; PATH=/usr/bin:$PATH', shell="/usr/bin/fish")
+    assert behind.status == WARN and f"{shims} is on PATH after /usr/bin" in behind.detail, behind
+    assert behind.fix.startswith(f"add this line to ~/.config/fish/config.fish: {launcher} shell-init fish | source"), behind
+    os.symlink(shims, tmp_path / "link")
+    assert shell_check(f"PATH={tmp_path / 'link'}:$PATH").status == OK  # the same directory, by another name
 
 
 def test_all_checks_take_well_under_a_second(tmp_path):

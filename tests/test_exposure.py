@@ -195,3 +195,57 @@ def test_a_kept_layer_and_layer_trees_are_walked_without_following_links(toolbox
     assert df.returncode == 0 and checked.returncode == 0, checked.stdout + checked.stderr
     assert toolbox.cli("rm", "kept").returncode == 0
     assert (precious / "data").stat().st_size == 4 << 20 and sorted(p.name for p in precious.iterdir()) == ["data"]
+
+
+# -- the current directory in the image's own places; outputs that would not land ----------------------
+@pytest.mark.parametrize("mode", __import__("tests.support.rootfs_modes", fromlist=["x"]).rootfs_mode_params())
+def test_the_current_directory_never_replaces_the_images_system_directories(toolbox, busybox, mode):
+    """In /usr or /etc the host's directory used to be mounted over the image's: its programs,
+    libraries and configuration vanished. There the tool works in the image's directory of that
+    path, and toolbox says so once."""
+    env = {"TOOLBOX_ROOTFS": mode}
+    probe = "pwd; test -e debian_version && echo host-etc || echo image-etc; test -x /bin/busybox && echo image-bin"
+    first = run(toolbox, busybox, "sh", "-c", probe, cwd="/etc", env=env)
+    assert first.stdout.split() == ["/etc", "image-etc", "image-bin"], first.stderr
+    assert "not mounting the current directory: /etc is one of the image's own system directories" in first.stderr
+    again = run(toolbox, busybox, "sh", "-c", probe, cwd="/etc", env=env)
+    assert again.stdout == first.stdout and "not mounting" not in again.stderr  # said once
+    in_usr = run(toolbox, busybox, "sh", "-c", "pwd; ls /usr", cwd="/usr", env=env)
+    assert in_usr.stdout.split() == ["/usr", "bin"], in_usr.stderr  # the image's /usr: only bin, none of the host's
+    at_root = run(toolbox, busybox, "sh", "-c", "pwd; test -e /etc/debian_version || echo image", cwd="/", env=env)
+    assert at_root.stdout.split() == ["/", "image"], at_root.stderr
+
+
+@needs_userns
+def test_an_output_that_would_stay_inside_the_container_is_announced(toolbox, busybox, tmp_path):
+    """A new file directly in a broad directory (your home, /tmp) is not mounted, so what the
+    tool writes there is lost: toolbox says so before the tool runs, with the remedy, and the
+    remedy works."""
+    home = Path(toolbox.home)
+    tmp_path = tmp_path / "work"  # the current directory, beside the home directory (not above it)
+    tmp_path.mkdir()
+    (tmp_path / "in.txt").write_text("b\na\n")
+    scratch = Path(tempfile.mkdtemp(prefix="toolbox-out-", dir="/tmp"))
+    try:
+        out = scratch.parent / (scratch.name + ".txt")  # directly in /tmp, not there yet
+        write = 'cat in.txt > "$1"'
+        result = run(toolbox, busybox, "sh", "-c", write, "sh", out, cwd=tmp_path)
+        assert f"{out} does not exist yet, and /tmp is not mounted whole" in result.stderr and "create it first" in result.stderr
+        assert result.returncode == 0 and not out.exists()  # the tool wrote it, inside: said beforehand
+        copied = run(toolbox, busybox, "cp", "in.txt", home / "copied.txt", cwd=tmp_path)
+        assert f"{home}/copied.txt does not exist yet" in copied.stderr and " -v " not in copied.stderr  # never: mount your home
+        nested = run(toolbox, busybox, "sh", "-c", 'mkdir -p "$(dirname "$1")" && echo x > "$1"', "sh", scratch / "new" / "deep" / "f",
+                     cwd=tmp_path)
+        assert f"{scratch}/new/deep/f does not exist yet, and {scratch} is not mounted whole" in nested.stderr
+        assert f"-v {scratch}:{scratch}" in nested.stderr
+        # The remedy: created first, the file is mounted alone and the output lands.
+        out.touch()
+        written = run(toolbox, busybox, "sh", "-c", write, "sh", out, cwd=tmp_path)
+        assert written.returncode == 0 and out.read_text() == "b\na\n" and "does not exist" not in written.stderr
+        # Nothing to say for what exists, what the image owns, or a directory that is mounted.
+        quiet = run(toolbox, busybox, "sh", "-c", "true", "/etc/new.conf", tmp_path / "new-in-cwd", scratch / "new-in-a-mounted-dir",
+                    f"{scratch}/", cwd=tmp_path)
+        assert "does not exist" not in quiet.stderr, quiet.stderr
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        (scratch.parent / (scratch.name + ".txt")).unlink(missing_ok=True)

@@ -802,3 +802,27 @@ def test_the_runtime_waits_for_leaving_threads_before_it_unshares():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout == "1\n", result.stderr
+
+
+@needs_userns
+def test_docker_habits_work_or_say_what_toolbox_does_instead(toolbox, busybox, tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.txt").write_text("bound\n")
+    mounted = run(toolbox, "--mount", f"type=bind,source={tmp_path}/data,target=/data,readonly", "--mount", "type=volume,src=kept,dst=/kept",
+                  "--mount", "type=tmpfs,destination=/scratch", busybox, "sh", "-c",
+                  "cat /data/in.txt; touch /data/x 2>/dev/null || echo ro; echo v > /kept/f; touch /scratch/t && echo tmpfs", cwd=tmp_path)
+    assert mounted.stdout == b"bound\nro\ntmpfs\n", mounted.stderr
+    assert run(toolbox, "-v", "kept:/k", busybox, "cat", "/k/f").stdout == b"v\n"  # a named volume, as -v makes it
+    bad = run(toolbox, "--mount", "type=bind,target=/x", busybox, "true")
+    assert bad.returncode == 125 and b"--mount" in bad.stderr
+    created = toolbox.cli("volume", "create", "made")
+    assert created.returncode == 0 and created.stdout == "made\n"
+    assert toolbox.cli("volume", "inspect", "made").returncode == 0
+    assert toolbox.cli("volume", "create", "made").stdout == "made (exists already)\n"
+    assert toolbox.cli("volume", "create", "../x").returncode == 125
+    for option, words in (("-d", b"foreground"), ("--detach", b"foreground"), ("-p", b"host's network"), ("--publish=8080:80", b"host's network")):
+        refused = run(toolbox, option, *(["8080:80"] if option == "-p" else []), busybox, "true")
+        assert refused.returncode == 125 and words in refused.stderr and b"unknown option" not in refused.stderr, (option, refused.stderr)
+    for command, words in (("exec", "foreground"), ("logs", "keeps no logs"), ("stop", "Ctrl-C"), ("start", "--name")):
+        said = toolbox.cli(command, "some-container", "ls", "-l")
+        assert said.returncode == 125 and words in said.stderr and "No such command" not in said.stderr, (command, said.stderr)

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from toolbox.layout import Layout
+
 from tests.support.host import userns_overlay_works
 from tests.support.upstream import EXACT_SCRIPT, Upstream, tool_image
 
@@ -94,6 +96,28 @@ def test_cd_switches_versions_in_the_shell(projects, shell):
     assert b"compdef" not in result.stderr and b"not found" not in result.stderr, result.stderr
 
 
+PATH_SCRIPTS = {
+    "bash": 'eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"',
+    "zsh": 'eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"',
+    "fish": 'toolbox shell-init fish | source; string join : $PATH; toolbox shell-init fish | source; string join : $PATH',
+}
+
+
+@pytest.mark.parametrize("shell", list(PATH_SCRIPTS))
+def test_shell_init_puts_the_shims_directory_first_once_whatever_its_name(toolbox, tmp_path, shell):
+    """Already on PATH behind other directories (twice, even), the shims directory moves to the
+    front and appears once; a name with spaces and glob characters is taken literally."""
+    env = dict(toolbox.env, TOOLBOX_HOME=str(tmp_path / "a b*[c]?"))
+    shims = Layout.from_env(env).shims_dir
+    venv_bin = os.path.dirname(shutil.which("toolbox", path=toolbox.env["PATH"]))
+    env["PATH"] = f"/usr/bin:{shims}:{venv_bin}::/bin:{shims}"
+    result = subprocess.run([shell, "-c", PATH_SCRIPTS[shell]], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    here = "." if shell == "fish" else ""  # the empty entry (the current directory) kept where it was; fish spells it "."
+    expected = f"{shims}:/usr/bin:{venv_bin}:{here}:/bin"
+    assert result.stdout.split("\n") == [expected, expected, ""], result.stdout
+
+
 def test_where_no_pin_applies_the_next_program_runs_or_127(projects, tmp_path):
     host_bin = tmp_path / "host-bin"
     host_bin.mkdir()
@@ -111,6 +135,20 @@ def test_where_no_pin_applies_the_next_program_runs_or_127(projects, tmp_path):
     assert twice.returncode == 127
     looping = projects.shim(cwd=projects.elsewhere, env={"PATH": f"{host_bin}", "TOOLBOX_SHIM_DEPTH": "4"})
     assert looping.returncode == 127 and b"shims kept calling shims" in looping.stderr
+
+
+def test_a_host_program_run_through_a_shim_sees_its_own_path(projects):
+    """Outside any pin the host's python3 runs with its own path as argv[0], so sys.executable
+    and a venv made through the shim are the host interpreter's, not the shim's."""
+    assert projects.cli("shim", "install", "python3", cwd=projects.elsewhere).returncode == 0
+    host_python = "/usr/bin/python3"  # Debian's, which scripts/test uses to make the suite's venv
+    env = dict(projects.toolbox.env, PATH=f"{projects.shims}:/usr/bin:/bin")
+    script = ('python3 -c "import sys; print(sys.executable)"; '
+              'python3 -m venv --without-pip v && v/bin/python -c "import sys; print(sys.prefix, sys.base_prefix)"')
+    result = subprocess.run(["bash", "-c", script], env=env, cwd=projects.elsewhere, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    base_prefix = subprocess.run([host_python, "-I", "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True).stdout.strip()
+    assert result.stdout.splitlines() == [host_python, f"{projects.elsewhere / 'v'} {base_prefix}"], result
 
 
 def test_shims_from_make_xargs_and_a_tools_subprocess(projects):
@@ -155,3 +193,42 @@ def test_inside_a_toolbox_container_the_hosts_shims_are_not_there(projects, tool
     inside = subprocess.run([sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c", "jq x"],
                             env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
     assert inside.returncode == 127 and b"jq: not found" in inside.stderr, inside
+
+
+def test_global_pins_apply_in_a_project_for_the_tools_it_does_not_pin(projects, tmp_path):
+    """As mise layers its configs: a project pins what it cares about; the user's global pins
+    still apply to the rest, in `run`, in shims, in `list` and `shim list`. Round 1: a
+    toolbox.toml pinning anything made every global pin vanish below it."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "toolbox.toml").write_text('[tools]\nyq = "4"\n')  # pins something else
+    assert projects.cli("add", "--global", "jq@1.6", cwd=projects.elsewhere).returncode == 0
+    assert projects.shim(cwd=other).stdout == b"jq-1.6\n"
+    assert projects.shim(cwd=projects.b).stdout == b"jq-1.7.1\n"  # the project's own pin wins
+    listed = projects.cli("list", cwd=other)
+    assert "jq" in listed.stdout and projects.toolbox.layout.config_file in listed.stdout, listed.stderr
+    assert f"jq 1.6 (pinned by {projects.toolbox.layout.config_file})" in projects.cli("shim", "list", cwd=other).stdout
+    # The global pin changes: the cached plan in the project follows (config.toml and the global lock are its inputs).
+    assert projects.cli("add", "--global", "jq@1.7.1", cwd=projects.elsewhere).returncode == 0
+    assert projects.shim(cwd=other).stdout == b"jq-1.7.1\n"
+    # A project with a jq recipe of its own: the global pin is a version of another recipe.
+    (other / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/jqlang/jq"\ndefault_version = "1.6"\n')
+    shown = projects.cli("shim", "list", cwd=other)
+    assert "not pinned" in shown.stdout, shown.stdout
+
+
+def test_add_then_remove_leaves_no_empty_project_behind(projects, tmp_path):
+    """`toolbox add` where there is no project makes a toolbox.toml; removing its last pin used
+    to leave an empty [tools] file that made the directory a project (hiding the global pins)."""
+    home_like = tmp_path / "somewhere"
+    home_like.mkdir()
+    assert projects.cli("add", "--global", "jq@1.6", cwd=home_like).returncode == 0
+    added = projects.cli("add", "jq@1.7.1", cwd=home_like)
+    assert added.returncode == 0 and (home_like / "toolbox.toml").exists()
+    assert projects.shim(cwd=home_like).stdout == b"jq-1.7.1\n"
+    removed = projects.cli("remove", "jq", cwd=home_like)
+    assert removed.returncode == 0 and "nothing was left in them" in removed.stdout
+    assert sorted(os.listdir(home_like)) == []
+    assert projects.shim(cwd=home_like).stdout == b"jq-1.6\n"
+    missing = projects.shim(cwd=projects.elsewhere, env={"TOOLBOX_CONFIG": str(tmp_path / "none.toml"), "PATH": f"{projects.shims}:/nonexistent"})
+    assert b"toolbox add --global jq" in missing.stderr

@@ -62,6 +62,7 @@ def test_every_builtin_recipe_loads_and_points_at_its_upstream_image():
     ({"image": "ghcr.io/a/b:1", "default_version": "1"}, "without tag or digest"),
     ({"image": "ghcr.io/a/b", "default_version": "1 2"}, "is not a version"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "command": "jq"}, "'command' must be a non-empty list"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "default_command": []}, "'default_command' must be a non-empty list"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "network": "bridge"}, "'network' must be one of host, none"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "pass_env": ["*"]}, "PREFIX* pattern"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "mounts": [{"source": "/", "target": "/x"}]}, "without '..'"),
@@ -102,6 +103,8 @@ def test_recipes_commands_and_unknown_tools(toolbox, tmp_path):
     shown = cli(toolbox, "recipes", "show", "python3.11", cwd=tmp_path)
     assert "alias of python, version 3.11" in shown.stdout and "docker.io/library/python:{version}-slim" in shown.stdout
     assert "psql" in cli(toolbox, "recipes", "search", "sql", cwd=tmp_path).stdout
+    shell = cli(toolbox, "recipes", "show", "ubuntu", cwd=tmp_path).stdout
+    assert "command:  bash without arguments, else ARGUMENTS..." in shell and "without arguments, command bash" in shell
     unknown = run(toolbox, "jqq", ".", cwd=tmp_path)
     assert unknown.returncode == 125 and "no recipe for 'jqq'" in unknown.stderr and "did you mean jq" in unknown.stderr
 
@@ -296,6 +299,55 @@ def test_aliases_commands_env_and_mounts_from_the_recipe(toolbox, upstream, tmp_
     assert result.stdout == "[default]\ndev-\nread-only\n", result.stderr
 
 
+# The recipes that are shells, and the shell each runs without arguments: with arguments, the
+# arguments are the command, as `docker run ubuntu ls /` runs ls.
+SHELL_RECIPES = {"ubuntu": "bash", "debian": "bash", "alpine": "sh"}
+
+
+def _what_runs(recipe, alias):
+    """(program, whether arguments replace it) for a recipe, or one of its aliases."""
+    if recipe.name in SHELL_RECIPES and not (alias and alias.command):
+        return SHELL_RECIPES[recipe.name], True
+    command = alias.command if alias and alias.command else recipe.command
+    return (command or (recipe.name,))[0], False
+
+
+def _stand_in(recipe):
+    """An image standing in for the recipe's upstream one: the programs it and its aliases
+    name, at /usr/local/bin, printing the recipe's label and their arguments; where the recipe
+    names no command, the image's entrypoint runs (as upstream images have it)."""
+    programs = [_what_runs(recipe, None)[0]] + [_what_runs(recipe, alias)[0] for alias in recipe.aliases.values()]
+    programs = list(dict.fromkeys(programs))
+    return tool_image(f"{recipe.name}-standin", f"/usr/local/bin/{programs[0]}", names=[f"/usr/local/bin/{p}" for p in programs[1:]],
+                      entrypoint=not (recipe.command or recipe.name in SHELL_RECIPES))
+
+
+@needs_userns
+def test_every_builtin_recipe_and_alias_with_and_without_arguments(toolbox, upstream, tmp_path):
+    """A tool gets the arguments; a shell recipe runs its shell without arguments, and the
+    arguments as the command otherwise (`docker run ubuntu ls /`), also through its aliases."""
+    recipes = load_directory(builtin_dir(), "builtin")
+    for recipe in recipes.values():
+        image = _stand_in(recipe)
+        for version in {recipe.default_version} | {a.version for a in recipe.aliases.values() if a.version}:
+            upstream.publish(recipe.image, recipe.tag_for(version), image)
+    names = [(recipe, None) for recipe in recipes.values()] + [(r, a) for r in recipes.values() for a in r.aliases.values()]
+    for recipe, alias in names:
+        name, label = alias.name if alias else recipe.name, f"{recipe.name}-standin"
+        program, is_shell = _what_runs(recipe, alias)
+        with_args = run(toolbox, name, "ls", "/", cwd=tmp_path)
+        assert with_args.returncode == 0, (name, with_args.stderr)
+        if is_shell:
+            assert {"bin", "label", "usr"} <= set(with_args.stdout.split()), (name, with_args.stdout)
+        else:
+            assert with_args.stdout == f"{label} {program}:ls /\n", (name, with_args.stdout, with_args.stderr)
+        without = run(toolbox, name, cwd=tmp_path)
+        assert (without.returncode, without.stdout) == (0, f"{label} {program}:\n"), (name, without.stderr)
+    assert {r.name: r.default_command for r in recipes.values() if r.default_command} == \
+        {name: (shell,) for name, shell in SHELL_RECIPES.items()}  # a new shell recipe is listed above
+    assert "without arguments, command bash" in recipes["ubuntu"].grants()
+
+
 def test_trust_is_asked_for_project_recipes_and_asked_again_after_an_edit(toolbox, upstream, tmp_path):
     upstream.publish("ghcr.io/jqlang/jq", "2", tool_image("project-jq"))
     (tmp_path / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/jqlang/jq"\ndefault_version = "2"\n'
@@ -420,3 +472,33 @@ def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(too
     assert "two platforms are mapped to the same manifest" in cli(toolbox, "lock", "--frozen", cwd=project).stderr
     _write_lock_doc(lock_path, good)
     assert run(toolbox, "python", "-V", cwd=project).stdout == "py-3.12 python:-V\n"
+
+
+@needs_userns
+def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_path):
+    """`pull jq@1.7.1` was "invalid digest" and `inspect jq` meant docker.io/library/jq: a bare
+    word is a tool first (the image it runs here), then an image; `images` says which tool each
+    image is, and `rmi` of an image a project runs names the project."""
+    locked = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1"))
+    upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+    pulled = cli(toolbox, "pull", "jq@1.6", cwd=project)
+    assert pulled.returncode == 0 and "ghcr.io/jqlang/jq:1.6" in pulled.stdout, pulled.stderr
+    assert run(toolbox, "jq", cwd=project).stdout == "jq-1.7.1 tool:\n"  # locks, pulls by the lock's digest
+    images_ = json.loads(cli(toolbox, "images", "--json", cwd=project).stdout)
+    assert {(i["tool"], i["reference"]) for i in images_} == {("jq 1.6", "ghcr.io/jqlang/jq:1.6"),
+                                                               ("jq 1.7.1, pinned", f"ghcr.io/jqlang/jq@{locked}")}
+    table = cli(toolbox, "images", cwd=project).stdout
+    assert "jq 1.7.1, pinned" in table and max(len(line) for line in table.splitlines()) < 120
+    inspected = cli(toolbox, "inspect", "jq", cwd=project)
+    assert inspected.returncode == 0 and f"Index:       {locked}" in inspected.stdout, inspected.stderr
+    assert "ghcr.io/jqlang/jq:1.6" in cli(toolbox, "inspect", "jq@1.6", cwd=project).stdout
+    explicit = cli(toolbox, "inspect", "docker.io/library/jq", cwd=project)
+    assert explicit.returncode == 125 and "docker.io/library/jq" in explicit.stderr  # the image, explicitly: not stored
+    removed = cli(toolbox, "rmi", "jq", cwd=project)
+    assert removed.returncode == 0 and f"Removed ghcr.io/jqlang/jq@{locked}" in removed.stdout, removed.stderr
+    assert f"{project / 'toolbox.toml'} pins jq to an image removed" in removed.stderr
+    assert cli(toolbox, "rmi", "jq@1.6", cwd=project).returncode == 0
+    assert json.loads(cli(toolbox, "images", "--json", cwd=project).stdout) == []

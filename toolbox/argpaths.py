@@ -90,6 +90,7 @@ def argument_binds(args, cwd, home, visible, relative_ok=True, places=(), notes=
     paths). `places` are the protected places (protected_places); what is left out because of
     them is said in `notes`."""
     chosen = []
+    named = []  # every path named, to say which ones the tool writes into unseen
     broad = _broad_directories(home)
     for arg in args:
         path = _candidate(arg)
@@ -99,7 +100,9 @@ def argument_binds(args, cwd, home, visible, relative_ok=True, places=(), notes=
             if not relative_ok:
                 continue
             path = os.path.join(cwd, path)
-        target = _mount_target(os.path.normpath(path), home, broad)
+        path = os.path.normpath(path)
+        named.append(path)
+        target = _mount_target(path, home, broad)
         if target is None or _is_below_any(target, visible) or target in chosen:
             continue
         chosen.append(target)
@@ -119,7 +122,45 @@ def argument_binds(args, cwd, home, visible, relative_ok=True, places=(), notes=
             continue
         read_only, masks = protected
         binds.append((target, target, read_only, identity, masks))
+    if notes is not None:
+        shown = list(visible) + [bind[1] for bind in binds]
+        notes += [unseen_output_note(path, home) for path in named if not _is_below_any(path, shown) and unseen_output_note(path, home)]
     return binds
+
+
+def unseen_output_note(path, home):
+    """What to tell the user about `path`, named in the arguments but not visible to the tool,
+    when the tool could well be meant to create it there: it does not exist, and the nearest
+    directory above it that does is one of yours that toolbox does not mount whole (a broad
+    one: your home, /tmp; or a directory it would have to create). A file made there would stay
+    inside the container; the note says so before the tool runs, and how to keep it. None when
+    there is nothing to say (the path exists, or lies in the image's own areas)."""
+    if os.path.lexists(path):
+        return None
+    existing = os.path.dirname(path)
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    if existing == "/" or _is_system(existing) or not os.access(existing, os.W_OK):
+        return None
+    remedy = "create it first (touch, or mkdir -p for a directory) so that it is mounted"
+    if not (home and (existing == os.path.normpath(home) or _is_below(os.path.normpath(home), existing))):
+        remedy += f", or mount the directory with -v {existing}:{existing}"
+    return f"{path} does not exist yet, and {existing} is not mounted whole: what the tool writes there stays in the container; {remedy}"
+
+
+def current_directory(cwd, home, places):
+    """How the current directory (a real path) is shown to the tool, judged as argument paths
+    are: ("mount", read_only, masks); ("image", why) where the path is the image's own (/, a
+    system area: /usr, /etc, ...), so the tool works in the image's directory of that path
+    instead of the host's; or ("hidden", why) inside your credentials. Unlike an argument, your
+    home (and above) is mounted when you work there, its protected places covered: working
+    in it is what you asked for."""
+    if cwd == "/" or _is_system(cwd):
+        return ("image", f"{cwd} is one of the image's own system directories")
+    protected = protection(cwd, places)
+    if protected is None:
+        return ("hidden", f"{cwd} is or holds credentials")
+    return ("mount",) + protected
 
 
 def _broad_directories(home):

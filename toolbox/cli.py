@@ -70,8 +70,8 @@ def _platform(text):
 
 @command()
 def pull(
-    reference: str = typer.Argument(..., metavar="REFERENCE", help="Image reference: jq, ghcr.io/jqlang/jq:1.7.1, name@sha256:…",
-                                    autocompletion=complete.image_references),
+    reference: str = typer.Argument(..., metavar="REFERENCE", autocompletion=complete.tools_or_images,
+                                    help="A tool (jq, python@3.11: the image it runs here) or an image reference (ghcr.io/jqlang/jq:1.7.1, docker.io/library/jq, name@sha256:…)."),
     platform: str = PLATFORM_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the reference and digest."),
 ):
@@ -80,7 +80,7 @@ def pull(
     from .pull import PullOptions, pull_image
     from .reference import ImageRef
 
-    ref = ImageRef.parse(reference)
+    ref = ImageRef.parse(_image_word(reference, resolve=True))
     services = _services()
     client = services.registry_client()
     try:
@@ -96,15 +96,48 @@ def images(as_json: bool = JSON_OPTION):
     from .images import list_images
     from .progress import human_bytes
 
-    summaries = list_images(_services().store)
+    services = _services()
+    summaries = list_images(services.store)
+    labels = _tool_labels(services)
     if as_json:
-        _print_json([s.to_json() for s in summaries])
+        _print_json([dict(s.to_json(), tool=_label(labels, s.reference) or None) for s in summaries])
         return
-    rows = [("REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED")]
+    rows = [("TOOL", "REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED")]
     for s in summaries:
         size = human_bytes(s.size) + ("" if s.complete else " (incomplete)")
-        rows.append((s.reference, s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at))
+        reference = s.reference.split("@")[0] + "@" + s.reference.split("@")[1][:19] if "@" in s.reference else s.reference
+        rows.append((_label(labels, s.reference) or "-", reference, s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at[:16]))
     _print_table(rows)
+
+
+def _tool_labels(services):
+    """Which tool each stored image is, as seen from here (tools.tool_labels); none when the
+    project's files cannot be read (images are listed all the same)."""
+    from .tools import Context, tool_labels
+
+    try:
+        return tool_labels(Context(services))
+    except ToolboxError:
+        return {}
+
+
+def _label(labels, reference):
+    from .tools import label_for
+
+    return label_for(labels, reference)
+
+
+def _image_word(text, resolve=False):
+    """A tool name where an image is expected (tools.image_for_word)."""
+    from .tools import Context, image_for_word, parse_tool_spec
+
+    if parse_tool_spec(text) is None:
+        return text
+    context = Context(_services())
+    try:
+        return image_for_word(context, text, resolve)
+    finally:
+        context.close()
 
 
 def _print_table(rows):
@@ -115,7 +148,7 @@ def _print_table(rows):
 
 @command()
 def inspect(
-    reference: str = typer.Argument(..., metavar="REFERENCE", help="A stored image: reference or digest prefix.",
+    reference: str = typer.Argument(..., metavar="REFERENCE", help="A tool (jq, node@20) or a stored image: reference or digest prefix.",
                                     autocompletion=complete.image_references),
     as_json: bool = JSON_OPTION,
 ):
@@ -123,7 +156,7 @@ def inspect(
     from .images import inspect_image
     from .progress import human_bytes
 
-    info = inspect_image(_services().store, reference)
+    info = inspect_image(_services().store, _image_word(reference))
     if as_json:
         _print_json(info)
         return
@@ -146,15 +179,20 @@ def inspect(
 
 
 @command()
-def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="Stored images to remove.",
+def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="Stored images to remove, or tools (node@20) whose images to remove.",
                                                autocompletion=complete.image_references)):
     """Remove images, and the layers no other image uses."""
     from .images import remove_images
     from .progress import counted, human_bytes
 
-    removed, report = remove_images(_services().store, references)
+    from .tools import projects_using
+
+    services = _services()
+    removed, report = remove_images(services.store, [_image_word(reference) for reference in references])
     for reference in removed:
-        print(f"Removed {reference}", flush=True)  # before the summary on stderr, in a shared pipe too
+        print(f"Removed {reference}", flush=True)  # before what follows on stderr, in a shared pipe too
+    for pins, tool in projects_using(services.layout, removed):
+        print(f"toolbox: warning: {pins} pins {tool} to an image removed: its next run pulls it again", file=sys.stderr)
     print(f"Freed {human_bytes(report.bytes_freed)} ({counted(report.layers_removed, 'layer')})", file=sys.stderr)
 
 
@@ -307,6 +345,15 @@ def volume_ls(as_json: bool = JSON_OPTION):
     _print_table([("NAME", "SIZE", "CREATED", "PATH")] + [(v.name, human_bytes(v.size), v.created, v.path) for v in volumes])
 
 
+@command(volume_app, "create")
+def volume_create(name: str = typer.Argument(..., metavar="NAME", help="The volume's name (letters, digits, '.', '_', '-').")):
+    """Create a named volume (what `toolbox run -v NAME:/path` also does on first use)."""
+    from .volumes import create_volume
+
+    info, existed = create_volume(_services().layout, name)
+    print(name if not existed else f"{name} (exists already)")
+
+
 @command(volume_app, "inspect")
 def volume_inspect(name: str = typer.Argument(..., metavar="NAME", autocompletion=complete.volume_names)):
     """Show where a named volume lives and how big it is."""
@@ -327,6 +374,32 @@ def volume_rm(names: list[str] = typer.Argument(..., metavar="NAME", help="Volum
     for name in names:
         remove_volume(layout, name)
         print(f"Removed volume {name}")
+
+
+# -- what Docker users type first: what toolbox does instead ---------------------------------------
+_NOT_A_DAEMON = {
+    "exec": ("toolbox keeps no container running to exec into: a tool runs in the foreground, as an installed program does",
+             "for a shell in a kept container: toolbox run --name NAME IMAGE sh (again later: the same command)"),
+    "logs": ("toolbox keeps no logs: a tool writes to your terminal, or wherever you redirect it",
+             "redirect it as you would an installed program: toolbox run IMAGE CMD > out.log 2>&1"),
+    "stop": ("toolbox starts no background containers: a tool stops as any program does",
+             "Ctrl-C in its terminal, or kill its process (it is toolbox's own pid; `toolbox ps` lists named containers)"),
+    "start": ("toolbox has no stopped containers to start: each run is a new process",
+              "a named container keeps its writable layer: toolbox run --name NAME IMAGE CMD runs in it again"),
+}
+
+
+def _not_a_daemon(command):
+    def explain(args: list[str] = typer.Argument(None, hidden=True)):
+        message, hint = _NOT_A_DAEMON[command]
+        raise ToolboxError(f"`{command}`: {message}", hint=hint)
+
+    explain.__doc__ = f"(Docker's `{command}`: says what toolbox does instead.)"
+    return explain
+
+
+for _command in _NOT_A_DAEMON:
+    command(name=_command, hidden=True, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(_not_a_daemon(_command))
 
 
 @command()

@@ -217,5 +217,10 @@ def command_words(ctx, incomplete):
         group = ctx.find_root().command
         for word in ctx.params.get("names") or ():
             group = getattr(group, "commands", {}).get(word)
-        return list(getattr(group, "commands", None) or ())
+        return [name for name, command in (getattr(group, "commands", None) or {}).items() if not getattr(command, "hidden", False)]
     return _matching(_guarded(words), incomplete)
+
+
+def tools_or_images(incomplete):
+    """Where a tool name works as well as an image and need not be stored yet (pull)."""
+    return tool_specs(incomplete) + image_references(incomplete)

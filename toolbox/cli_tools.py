@@ -64,13 +64,13 @@ def recipes_show(name: str = typer.Argument(..., metavar="TOOL", help="A tool na
     if alias:
         print(f"{name} is an alias of {recipe.name}" + (f", version {alias.version}" if alias.version else "")
               + (f", command {' '.join(alias.command)}" if alias.command else ""))
-    pinned = context.pins.versions.get(recipe.name)
+    pinned, owner = context.pinned(recipe)
     print(f"name:     {recipe.name}   ({recipe.source}: {recipe.origin})")
     if recipe.description:
         print(f"about:    {recipe.description}")
     print(f"image:    {recipe.image}:{recipe.tag}")
-    print(f"version:  default {recipe.default_version}" + (f", pinned {pinned} by {context.pins.path}" if pinned else ""))
-    print(f"command:  {' '.join(recipe.command) if recipe.command else '(the image entrypoint)'}")
+    print(f"version:  default {recipe.default_version}" + (f", pinned {pinned} by {owner.pins.path}" if pinned else ""))
+    print(f"command:  {recipe.describe_command()}")
     print(f"tty:      {'yes (interactive)' if recipe.tty else 'no'}")
     if recipe.aliases:
         print(f"aliases:  {' '.join(sorted(recipe.aliases))}")
@@ -89,6 +89,7 @@ def recipes_search(word: str = typer.Argument(..., metavar="WORD", help="A word 
 def _recipe_json(recipe):
     return {"name": recipe.name, "source": recipe.source, "origin": recipe.origin, "image": recipe.image, "tag": recipe.tag,
             "default_version": recipe.default_version, "command": list(recipe.command) if recipe.command else None,
+            "default_command": list(recipe.default_command) if recipe.default_command else None,
             "aliases": sorted(recipe.aliases), "description": recipe.description, "tty": recipe.tty, "network": recipe.network,
             "env": recipe.env, "pass_env": list(recipe.pass_env),
             "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only} for m in recipe.mounts]}
@@ -128,7 +129,28 @@ def remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Pinned t
     _edit_and_lock(context, path, {}, tuple(tools))
     for name in tools:
         print(f"Unpinned {name}")
+    if path != context.layout.config_file and _drop_if_empty(path):
+        print(f"Removed {path} and its lock: nothing was left in them (your global pins apply here)")
     _refresh_shims(context.layout, [])
+
+
+def _drop_if_empty(path):
+    """Remove a toolbox.toml that holds nothing but an empty [tools] table (what `add` in a
+    directory without one, then `remove`, leaves), and its lock: an empty file still made its
+    directory a project. A file with anything else in it, a comment included, is kept."""
+    from .fsutil import read_input, unlink_quietly
+    from .lockfile import read_lock
+
+    found = read_input(path, "project file")
+    if found is None or found.data.decode("utf-8", "replace").strip() not in ("", "[tools]"):
+        return False
+    lock_path = os.path.join(os.path.dirname(path), "toolbox.lock")
+    lock = read_lock(lock_path)
+    if lock.entries or lock.broken:
+        return False
+    unlink_quietly(path)
+    unlink_quietly(lock_path)
+    return True
 
 
 def _recipe_and_version(context, text):
@@ -261,9 +283,12 @@ def list_tools(as_json: bool = JSON_OPTION):
     from .platform import host_platform
 
     context = _context()
-    lock = context.read_lock()
+    locks = {}
     rows = []
-    for tool, version in sorted(context.pins.versions.items()):
+    for tool, (version, owner) in context.effective_pins().items():
+        if owner.pins.path not in locks:
+            locks[owner.pins.path] = owner.read_lock()
+        lock = locks[owner.pins.path]
         entry = lock.entries.get(tool)
         recipe = context.catalog.recipes.get(tool)
         current = entry is not None and recipe is not None and entry.matches(recipe, version)
@@ -272,11 +297,11 @@ def list_tools(as_json: bool = JSON_OPTION):
             problem = lock.broken[tool][1]
         if current:
             try:
-                context.check_stored(entry)
+                owner.check_stored(entry)
                 manifest = entry.manifest_for(host_platform())
             except ToolboxError as err:
                 problem, current = err.message, False
-        rows.append({"tool": tool, "version": version, "pinned_by": context.pins.path, "locked": current,
+        rows.append({"tool": tool, "version": version, "pinned_by": owner.pins.path, "locked": current,
                      "digest": entry.digest if current else None, "manifest": manifest, "problem": problem,
                      "image": entry.reference if current else (recipe.reference_for(version) if recipe else None),
                      "source": recipe.source if recipe else None})
@@ -343,7 +368,7 @@ def shim_install(tools: list[str] = typer.Argument(..., metavar="TOOL", help="To
     shims.install(context.layout, tools)
     print(f"Installed {', '.join(tools)} in {context.layout.shims_dir}")
     if context.layout.shims_dir not in os.environ.get("PATH", "").split(os.pathsep):
-        print('Put them first on PATH: eval "$(toolbox shell-init bash)" (or zsh, fish) in your shell\'s rc file')
+        print(f"To put them first on PATH, {shims.rc_advice()}")
 
 
 @shim_app.command("list", cls=HelpCommand)
@@ -359,9 +384,9 @@ def shim_list():
         except ToolboxError:
             rows.append((name, "no recipe: runs the next one on PATH"))
             continue
-        pinned = context.pins.versions.get(recipe.name)
+        pinned, owner = context.pinned(recipe)
         version = alias.version if alias and alias.version else pinned
-        rows.append((name, f"{recipe.name} {version} (pinned by {context.pins.path})" if pinned else "not pinned: runs the next one on PATH"))
+        rows.append((name, f"{recipe.name} {version} (pinned by {owner.pins.path})" if pinned else "not pinned: runs the next one on PATH"))
     _print_table(rows)
 
 

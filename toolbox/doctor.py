@@ -10,6 +10,8 @@ Where the checks read the host (/proc, /etc, /dev, the kernel release) is a Host
 can show a check a host they cannot have. The cgroup check reads /proc/self through
 toolbox.cgroups, the code `run` itself uses for limits, so its verdict is run's.
 
+The shell check reads the PATH doctor inherits, which is what the shell that started it exports.
+
 Cold tier (standard library and toolbox modules, no typer): the CLI renders the checks, and the
 launch path imports this module only after a failure, for hint_for_run_failure.
 """
@@ -131,6 +133,7 @@ def run_checks(layout, environ=None, host=None):
             _guarded("cgroups", cgroups_check),
             _guarded("directories", lambda: directories_check(layout)),
             _guarded("store", lambda: store_check(layout, workdir, no_workdir, host)),
+            _guarded("shell", lambda: shell_check(layout, environ)),
         ]
     return checks
 
@@ -562,6 +565,30 @@ def _reason(err):
     if isinstance(err, OSError) and err.strerror:
         return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
     return str(err)
+
+
+# -- the shell ---------------------------------------------------------------------------------
+def shell_check(layout, environ, launcher=None):
+    """Whether the shell that started doctor (its exported PATH, which doctor inherits) puts the
+    shims directory first, so pinned tools run wherever a command is looked up: a warning only,
+    `toolbox run` works without. The fix is the rc line for $SHELL."""
+    from .shims import installed, rc_advice
+
+    shims = layout.shims_dir
+    fix = f"{rc_advice(environ, launcher)} (and run it in shells already open)"
+    names = installed(layout)
+    what = f"{len(names)} shim{'' if len(names) == 1 else 's'} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else "no shims yet"
+    entries = environ.get("PATH", "").split(os.pathsep)
+    own = os.path.realpath(shims)
+    where = [i for i, entry in enumerate(entries) if entry and os.path.realpath(entry) == own]
+    if not where:
+        return Check("shell", WARN, f"{shims} is not on PATH in this shell ({what}): pinned tools run as the host's programs, "
+                                    "or are not found", fix)
+    if where[0] > 0:
+        before = entries[0] or "the current directory (an empty PATH entry)"
+        return Check("shell", WARN, f"{shims} is on PATH after {before} ({what}): programs there run instead of the pinned "
+                                    "tools of the same name, from scripts and commands this shell starts", fix)
+    return Check("shell", OK, f"{shims} is first on PATH ({what})")
 
 
 # -- hints for `toolbox run` -------------------------------------------------------------------

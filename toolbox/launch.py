@@ -31,6 +31,8 @@ Options:
   -v, --volume SRC:DEST[:ro]
                           mount a host path (absolute, ./relative or ~) or a named volume
                           (kept in toolbox's data directory) at DEST
+  --mount type=bind|volume|tmpfs,source=SRC,target=DEST[,readonly]
+                          the same, as Docker writes it
   --tmpfs DEST            a fresh tmpfs at DEST
   --network host|none     the host's network (default), or only a private loopback
   --memory SIZE, --cpus N, --pids-limit N
@@ -49,6 +51,7 @@ Options:
   --no-mount-args         do not mount host paths named in the command's arguments
   --read-only             make the image's root read-only
   -i, -t, --rm            accepted, for muscle memory: stdin and the terminal are always the tool's
+  -d, -p                  refused, saying what toolbox does instead (foreground; the host's network)
 """
 PASSED_FROM_HOST = ("TERM", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "COLORTERM", "TZ")
 # Set by tests to check what the launch path imported, just before it execs.
@@ -61,7 +64,8 @@ class UsageError(Exception):
 
 class RunOptions:
     __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args", "read_only", "volumes", "tmpfs",
-                 "network", "limits", "user", "name", "pull", "platform", "subids", "frozen", "tool_command", "tool_mounts")
+                 "network", "limits", "user", "name", "pull", "platform", "subids", "frozen", "tool_command", "tool_default_command",
+                 "tool_mounts")
 
     def __init__(self):
         self.image = None
@@ -76,6 +80,7 @@ class RunOptions:
         self.subids = False
         self.frozen = False
         self.tool_command = None  # a recipe's command: replaces the image's entrypoint and cmd
+        self.tool_default_command = None  # a recipe's command when no arguments are given
         self.tool_mounts = []  # a recipe's (host source, target, read only), `~` unexpanded
         self.workdir = None
         self.entrypoint = None
@@ -90,6 +95,11 @@ class RunOptions:
 _FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
           "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only", "--subids": "subids",
           "--frozen": "frozen"}
+# Docker's options for a daemon's containers: what toolbox does instead (UsageError's text).
+_DETACH = "toolbox runs the tool in the foreground, as an installed program: to put it in the background, end the command with & as for any program"
+_PUBLISH = ("the tool uses the host's network: a port it listens on is already reachable on the host, under the same number "
+            "(make the tool listen on the one you want); with --network none nothing is")
+_DOCKER_ONLY = {"-d": _DETACH, "--detach": _DETACH, "-p": _PUBLISH, "--publish": _PUBLISH, "-P": _PUBLISH, "--publish-all": _PUBLISH}
 _WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint",
                "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network",
                "--memory": "memory", "-m": "memory", "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files",
@@ -130,8 +140,17 @@ def parse_args(argv):
             else:
                 setattr(options, attribute, value)
             continue
+        if name == "--mount":
+            if not has_value:
+                if not args:
+                    raise UsageError("option --mount needs a value")
+                value = args.pop(0)
+            _add_mount(options, value)
+            continue
         if arg in ("-h", "--help"):
             raise UsageError(None)
+        if name in _DOCKER_ONLY:
+            raise UsageError(f"{name}: {_DOCKER_ONLY[name]}")
         raise UsageError(f"unknown option {arg}")
     if options.image is None:
         if not args:
@@ -145,6 +164,32 @@ def parse_args(argv):
     for path in options.tmpfs:
         _container_path(path, "--tmpfs")
     return options
+
+
+def _add_mount(options, text):
+    """Docker's --mount type=bind|volume|tmpfs,source=...,target=...[,readonly]: the same as
+    -v SRC:DEST[:ro] (a host path or a named volume) or --tmpfs DEST."""
+    fields = {}
+    for part in text.split(","):
+        key, has_value, value = part.partition("=")
+        key = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}.get(key.strip(), key.strip())
+        if key not in ("type", "source", "target", "readonly") or (not has_value and key != "readonly"):
+            raise UsageError(f"--mount {text!r}: {part!r} is not one of type=, source=, target=, readonly")
+        fields[key] = value if has_value else "true"
+    kind = fields.get("type", "volume")
+    target = fields.get("target")
+    if not target:
+        raise UsageError(f"--mount {text!r}: target= is required")
+    read_only = fields.get("readonly", "false").lower() in ("true", "1", "")
+    if kind == "tmpfs":
+        options.tmpfs.append(target)
+    elif kind in ("bind", "volume") and fields.get("source"):
+        source = fields["source"]
+        if kind == "bind" and not source.startswith(("/", "./", "../", "~")) and source not in (".", ".."):
+            source = "./" + source  # a bind's source is a path, whatever it looks like
+        options.volumes.append(f"{source}:{target}{':ro' if read_only else ''}")
+    else:
+        raise UsageError(f"--mount {text!r}: use type=bind or type=volume with source=, or type=tmpfs")
 
 
 def _container_path(path, option):
@@ -184,6 +229,7 @@ def apply_tool(options, settings):
     """`toolbox run TOOL`: the image and the recipe's command, environment, mounts, network."""
     options.image = settings["image"]
     options.tool_command = settings["command"]
+    options.tool_default_command = settings.get("default_command")  # absent from plans of older toolboxes
     passed = [name for name in sorted(os.environ) if any(_matches(name, p) for p in settings["pass_env"])]
     options.env = settings["env"] + passed + options.env  # -e wins over the recipe
     options.tool_mounts = settings["mounts"]
@@ -213,12 +259,14 @@ def load_plan(layout, options):
 
 def command_line(plan, options):
     """Docker's rules: --entrypoint replaces the entrypoint and drops the image's Cmd; arguments
-    replace Cmd."""
+    replace Cmd. A recipe's command and default command take the places of the image's
+    Entrypoint and Cmd (both of them, when it has either): `toolbox run ubuntu` runs bash,
+    `toolbox run ubuntu ls /` runs ls, as `docker run` does."""
     if options.entrypoint is not None:
         entrypoint = [options.entrypoint] if options.entrypoint else []
         cmd = options.command
-    elif options.tool_command:
-        entrypoint, cmd = options.tool_command, options.command
+    elif options.tool_command or options.tool_default_command:
+        entrypoint, cmd = list(options.tool_command or []), options.command or list(options.tool_default_command or [])
     else:
         entrypoint = plan["entrypoint"] or []
         cmd = options.command or (plan["cmd"] or [])
@@ -292,20 +340,40 @@ def user_name():
         return "user"
 
 
-def current_directory_bind(host_cwd, places, notes):
-    """The bind of the current directory, judged as argument paths are (argpaths.protection):
-    None where it lies in your credentials; read-only in toolbox's own directories; protected
-    places below it covered. Bound only if it is still the directory this process is in
-    (device and inode checked when the mount is made), so a directory renamed away and replaced
-    by a symlink to your home in between is refused instead of mounted."""
-    from .argpaths import protection
+def current_directory_bind(layout, host_cwd, home, places, notes):
+    """(the bind of the current directory or None, the working directory inside or None for the
+    image's), judged as argument paths are (argpaths): no bind where
+    it is the image's own place (/usr, /etc, ...: the tool then works in the image's directory of
+    that path; said once per directory) or lies in your credentials; read-only in toolbox's own
+    directories; protected places below it covered. Bound only if it is still the directory this
+    process is in (device and inode checked when the mount is made), so a directory renamed away
+    and replaced by a symlink to your home in between is refused instead of mounted."""
+    from .argpaths import current_directory
 
-    judged = protection(host_cwd, places)
-    if judged is None:
-        notes.append(f"not mounting the current directory {host_cwd}: it holds credentials; the tool starts in the image's working directory")
-        return None
+    judged = current_directory(host_cwd, home, places)
+    if judged[0] == "image":
+        note_once(layout, host_cwd, notes, f"not mounting the current directory: {judged[1]}; the tool works in the image's {host_cwd}")
+        return None, host_cwd
+    if judged[0] == "hidden":
+        notes.append(f"not mounting the current directory: {judged[1]}; the tool starts in the image's working directory")
+        return None, None
     st = os.stat(".")
-    return (host_cwd, host_cwd, judged[0], (st.st_dev, st.st_ino), judged[1])
+    return (host_cwd, host_cwd, judged[1], (st.st_dev, st.st_ino), judged[2]), host_cwd
+
+
+def note_once(layout, key, notes, message):
+    """Add `message` to `notes` unless it was said before for `key` (a marker in the store)."""
+    import zlib
+
+    marker = os.path.join(layout.store_dir, "said", f"{zlib.crc32(os.fsencode(key + chr(0) + message)):08x}")
+    if os.path.exists(marker):
+        return
+    notes.append(message)
+    try:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # said again next time: no harm
 
 
 def protected_places(layout, home):
@@ -327,13 +395,11 @@ def make_spec(layout, plan, options, container=None, notes=None):
     host_cwd = os.getcwd()
     home = os.environ.get("HOME") or os.path.expanduser("~")
     places = protected_places(layout, home)
-    cwd_mounted = options.mount_cwd and host_cwd != "/"
+    cwd_bind, cwd_inside = current_directory_bind(layout, host_cwd, home, places, notes) if options.mount_cwd else (None, None)
+    cwd_mounted = cwd_bind is not None
     if cwd_mounted:
-        cwd_bind = current_directory_bind(host_cwd, places, notes)
-        cwd_mounted = cwd_bind is not None
-        if cwd_mounted:
-            binds.append(cwd_bind)
-    workdir = options.workdir or (host_cwd if cwd_mounted else plan["working_dir"] or "/")
+        binds.append(cwd_bind)
+    workdir = options.workdir or cwd_inside or plan["working_dir"] or "/"
     if options.volumes:
         binds += _runoptions().volume_binds(layout, options.volumes, host_cwd)
     binds += recipe_binds(options.tool_mounts, user.home)
@@ -428,7 +494,9 @@ def main(argv, layout=None, settings=None):
     except CommandNotExecutable as err:
         return _fail(f"cannot execute {err}", None, EXIT_CANNOT_RUN)
     except KeyboardInterrupt:
-        return 130
+        from .signals import die_of_interrupt
+
+        return die_of_interrupt()
     except OSError as err:  # a file toolbox needed and could not use (or the current directory is gone)
         error = from_os_error(err, layout)
         return _fail(error.message, error.hint)

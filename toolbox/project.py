@@ -104,10 +104,16 @@ def parse_pins(table, path):
 
 
 def current_pins(layout, cwd, user_config, environ=os.environ):
-    """The project's pins when `cwd` is in one, else the user's global pins."""
+    """The project's pins when `cwd` is in one, else the user's global pins. (In a project,
+    the global pins still apply to the tools it does not pin: tools.Context.pinned.)"""
     path = find_project_file(cwd)
     if path is not None:
         return load_project(path, user_config.safe_directories, environ)
+    return global_pins(layout, user_config)
+
+
+def global_pins(layout, user_config):
+    """The [tools] of the user's config.toml, locked in the config directory's toolbox.lock."""
     return Pins(user_config.path or layout.config_file, os.path.join(layout.config_dir, LOCK_FILE), dict(user_config.tools),
                 stamp=user_config.stamp, is_project=False)
 

@@ -11,6 +11,7 @@ project, user, built-in. The schema, with every key:
     tag = "{version}"                     # how a version becomes a tag; {version} is replaced
     default_version = "1.7.1"             # when neither the project nor the user pins one
     command = ["jq"]                      # replaces the image's entrypoint and cmd (optional)
+    default_command = ["bash"]            # only when no arguments are given; arguments replace it
     env = { JQ_COLORS = "1;30" }          # set inside
     pass_env = ["AWS_*", "PGHOST"]        # host variables passed through (NAME or PREFIX*)
     mounts = [{ source = "~/.aws", target = "~/.aws", read_only = true }]
@@ -19,6 +20,12 @@ project, user, built-in. The schema, with every key:
     [aliases]                             # other names for the tool
     "jq1.6" = { version = "1.6" }         # a version of it
     jq-raw = { command = ["jq", "-r"] }   # another command in the same image
+
+What runs: `command` (if any), then the arguments given, or `default_command` when there are
+none; as Docker's Entrypoint and Cmd, so `toolbox run ubuntu` starts bash and `toolbox run
+ubuntu ls /` runs ls. With either key the image's own entrypoint and cmd are not used; with
+neither, they are (Docker's rules). An alias with a command runs that command and no
+default_command.
 
 Mount sources are host paths (`~` is your home); targets are paths inside (`~` is the home
 inside). A source that does not exist is skipped. Cold tier: tomllib and dataclasses are fine.
@@ -37,7 +44,7 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 PASS_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?\Z")
 NETWORKS = ("host", "none")
 SOURCES = ("project", "user", "builtin")  # precedence, highest first
-KEYS = {"description", "image", "tag", "default_version", "command", "env", "pass_env", "mounts", "network", "tty", "aliases"}
+KEYS = {"description", "image", "tag", "default_version", "command", "default_command", "env", "pass_env", "mounts", "network", "tty", "aliases"}
 ALIAS_KEYS = {"version", "command"}
 MOUNT_KEYS = {"source", "target", "read_only"}
 
@@ -74,6 +81,7 @@ class Recipe:
     tag: str = "{version}"
     description: str = ""
     command: tuple | None = None
+    default_command: tuple | None = None  # run when no arguments are given
     env: dict = field(default_factory=dict)
     pass_env: tuple = ()
     mounts: tuple = ()
@@ -91,10 +99,12 @@ class Recipe:
         """What the recipe gives the tool of the user's machine, normalized, as a set of
         tuples: what trust records and compares. Pins and versions are not grants (any version
         of a trusted recipe runs the same command with the same access), nor are the
-        description and tty; an alias's command is."""
+        description and tty; an alias's command is, and so is the default command."""
         items = {("image", self.image), ("tag", self.tag), ("network", self.network)}
         if self.command:
             items.add(("command", *self.command))
+        if self.default_command:
+            items.add(("default_command", *self.default_command))
         for alias in self.aliases.values():
             if alias.command:
                 items.add(("alias", alias.name, *alias.command))
@@ -103,12 +113,21 @@ class Recipe:
         items.update(("env", key, value) for key, value in self.env.items())
         return frozenset(items)
 
+    def describe_command(self):
+        """What runs, for people: `bash`, or the arguments when there are some."""
+        if not self.command and not self.default_command:
+            return "(the image's entrypoint and cmd)"
+        head = _shell_words(self.command) + " " if self.command else ""
+        if not self.default_command:
+            return head + "ARGUMENTS..."
+        return f"{head}{_shell_words(self.default_command)} without arguments, else {head}ARGUMENTS..."
+
     def grants(self):
         """The grants as lines, for people: what `toolbox trust` and `recipes show` print."""
         return [describe_grant(item) for item in sorted_grants(self.grant_items())]
 
 
-_GRANT_ORDER = ("image", "tag", "command", "alias", "mount", "pass_env", "env", "network")
+_GRANT_ORDER = ("image", "tag", "command", "default_command", "alias", "mount", "pass_env", "env", "network")
 
 
 def sorted_grants(items):
@@ -123,6 +142,8 @@ def describe_grant(item):
     kind, *values = item
     if kind == "command":
         return f"command {_shell_words(values)}"
+    if kind == "default_command":
+        return f"without arguments, command {_shell_words(values)}"
     if kind == "alias":
         return f"alias {values[0]} runs {_shell_words(values[1:])}"
     if kind == "mount":
@@ -179,6 +200,7 @@ def parse_recipe(name, table, source, origin):
         tag=tag,
         description=_string(table, "description", where, default=""),
         command=_command(table.get("command"), f"{where}: 'command'"),
+        default_command=_command(table.get("default_command"), f"{where}: 'default_command'"),
         env=_env(table.get("env", {}), where),
         pass_env=_pass_env(table.get("pass_env", []), where),
         mounts=tuple(_mount(m, f"{where}: 'mounts'") for m in _list(table.get("mounts", []), f"{where}: 'mounts'")),

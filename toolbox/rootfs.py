@@ -63,18 +63,17 @@ class AssembleError(OSError):
 
 def assemble(spec):
     """A tmpfs on the scratch directory holds the mount point of the root, the fuse-overlayfs
-    log and, without --name, the writable layer (gone when the namespace goes)."""
+    log, the short names of the layers when the image has many and, without --name, the
+    writable layer (gone when the namespace goes)."""
     scratch = spec.scratch_dir
     sc.mount("toolbox-scratch", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
     for name in ("upper", "work", "root"):
         os.mkdir(os.path.join(scratch, name), 0o755)
     modes = _kept_layer_modes(spec) or spec.rootfs
-    # Layer paths relative to the layers directory keep the option string short: mount data is
-    # limited to one page.
-    os.chdir(spec.layers_dir)
+    layers = _LayerDirs(spec)
     for mode in modes:
         try:
-            root = _ASSEMBLERS[mode](spec, os.path.join(scratch, "root"))
+            root = _ASSEMBLERS[mode](spec, layers, os.path.join(scratch, "root"))
         except OSError as err:
             if mode == modes[-1] or (mode == "overlay" and err.errno not in _REFUSED):
                 raise AssembleError(mode, err) from None
@@ -84,27 +83,63 @@ def assemble(spec):
     raise AssembleError("none", OSError(errno.EINVAL, "no root filesystem mode to try"))
 
 
-def _layer_dirs(spec):
-    upper = spec.upper or os.path.join(spec.scratch_dir, "upper")
-    work = spec.work or os.path.join(spec.scratch_dir, "work")
-    return ":".join(spec.layers), upper, work
+class _LayerDirs:
+    """The lower, upper and work directories as overlayfs and fuse-overlayfs are given them:
+    `lower` is the lowerdir list, topmost first, of names relative to the current directory,
+    which this changes.
+
+    mount(2) copies one page of options and cuts the rest off, ending the string at the page's
+    last byte (fs/namespace.c), without an error. Relative to the layers directory a layer is
+    `sha256/<64 hex>/tree` (76 bytes): at 53 layers the page ends inside the 53rd name, and
+    overlayfs mounted the top 52 layers and the 53rd's directory, without upperdir and workdir,
+    read-only: not the image. So beyond what fits, the layers get short names instead: links
+    `0`, `1`, ... in a directory of the scratch tmpfs (as podman's overlay driver keeps links
+    in l/), ≈4 bytes a layer, 127 layers (Docker's most) in ≈500 bytes. They are made per run,
+    on this run's own tmpfs in its own mount namespace, so nothing in the store needs naming,
+    keeping or cleaning. syscalls.mount refuses what would still not fit (paths of thousands
+    of bytes) rather than let the kernel cut it."""
+
+    __slots__ = ("lower", "upper", "work")
+
+    def __init__(self, spec):
+        self.upper = spec.upper or os.path.join(spec.scratch_dir, "upper")
+        self.work = spec.work or os.path.join(spec.scratch_dir, "work")
+        self.lower = ":".join(spec.layers)
+        if len(os.fsencode(self.overlay_options())) < sc.PAGE_SIZE:
+            os.chdir(spec.layers_dir)
+            return
+        links = os.path.join(spec.scratch_dir, "l")
+        os.mkdir(links, 0o700)
+        layers_dir = os.path.abspath(spec.layers_dir)
+        for index, layer in enumerate(spec.layers):
+            os.symlink(os.path.join(layers_dir, layer), os.path.join(links, str(index)))
+        os.chdir(links)
+        self.lower = ":".join(str(index) for index in range(len(spec.layers)))
+
+    def overlay_options(self):
+        return f"userxattr,lowerdir={self.lower},upperdir={escape(self.upper)},workdir={escape(self.work)}"
 
 
-def _overlay(spec, root):
-    lowerdirs, upper, work = _layer_dirs(spec)
-    sc.mount("toolbox", root, "overlay", 0, f"userxattr,lowerdir={lowerdirs},upperdir={upper},workdir={work}")
+def escape(path):
+    """A path in an overlayfs or fuse-overlayfs option: their option parsers (and fuse's) split
+    on commas, their directory lists on colons; a backslash escapes either (fs/overlayfs/params.c)."""
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def _overlay(spec, layers, root):
+    sc.mount("toolbox", root, "overlay", 0, layers.overlay_options())
     return Root(root, "overlay", True)
 
 
-def _fuse_overlayfs(spec, root):
+def _fuse_overlayfs(spec, layers, root):
     from . import fuse
 
-    lowerdirs, upper, work = _layer_dirs(spec)
-    fuse.mount_overlay(lowerdirs, upper, work, root, os.path.join(spec.scratch_dir, "fuse-overlayfs.log"), FUSE_MOUNT_TIMEOUT)
+    log = os.path.join(spec.scratch_dir, "fuse-overlayfs.log")
+    fuse.mount_overlay(layers.lower, escape(layers.upper), escape(layers.work), root, log, FUSE_MOUNT_TIMEOUT)
     return Root(root, "fuse-overlayfs", True)
 
 
-def _read_only(spec, root):
+def _read_only(spec, _layers, root):
     if spec.upper:
         raise OSError(errno.EOPNOTSUPP, "--name needs a writable layer, and neither overlayfs nor fuse-overlayfs can be mounted here")
     sc.mount(flattened_tree(spec), root, None, sc.MS_BIND | sc.MS_REC)

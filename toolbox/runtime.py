@@ -2,7 +2,8 @@
 
 The launch path: no daemon and no fork, but for two helpers that need one (newuidmap for
 --subids, which exits; fuse-overlayfs in that fallback mode, which serves the root for as long
-as the tool runs). The order follows bubblewrap and runc:
+as the tool runs). The order follows bubblewrap and runc, after giving back the signal
+dispositions the caller gave toolbox (signals.py), which the helpers and the tool start with:
 unshare user + mount namespaces → write id maps (setgroups denied before gid_map) → make every
 mount private → assemble the root (tmpfs scratch, overlayfs of the image's layer trees) → system
 mounts (/proc, /sys, a minimal /dev) and the user's binds → pivot_root → chdir →
@@ -20,6 +21,7 @@ import stat as stat_module
 from . import rootfs
 from . import syscalls as sc
 from .imagefs import ACCOUNTS_LIMIT, FileTooBig, NotRegularFile, read_regular
+from .signals import restore_caller_signals
 
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -74,6 +76,7 @@ class CommandNotExecutable(Exception):
 
 def exec_container(spec):
     """Never returns: execs the tool, or raises."""
+    restore_caller_signals()  # before the first fork: newuidmap and fuse-overlayfs start with them too
     uid, gid = os.getuid(), os.getgid()
     namespaces = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | (sc.CLONE_NEWNET if spec.network == "none" else 0)
     mapper = None

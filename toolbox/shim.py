@@ -33,7 +33,9 @@ def main(tool, argv=None):
             return err.exit_code
         settings = None  # no recipe (any more) for this name: not toolbox's to run
     except KeyboardInterrupt:
-        return 130
+        from .signals import die_of_interrupt
+
+        return die_of_interrupt()
     except Exception as err:  # a file it could not write, a bug: still one line, and toolbox's status
         _say_unexpected(err, layout)
         return EXIT_TOOLBOX_FAILED
@@ -60,12 +62,19 @@ def fall_through(tool, argv, shims_dir):
         candidate = os.path.join(directory, tool)
         if os.access(candidate, os.X_OK) and not os.path.isdir(candidate) and not is_shim(candidate):
             env = dict(os.environ, **{DEPTH_ENV: str(depth + 1)})
+            from .signals import restore_caller_signals
+
+            restore_caller_signals()  # the host's program starts as if its caller had started it
             try:
-                os.execve(candidate, [tool] + list(argv), env)
+                # argv[0] is the path found, not the bare name: a program that locates itself
+                # from argv[0] by a PATH search (Python's sys.executable, hence `-m venv`) would
+                # otherwise find this shim, first on PATH, instead of itself.
+                os.execve(candidate, [candidate] + list(argv), env)
             except OSError as err:
                 _say(f"error: cannot run {candidate}: {err.strerror}")
                 return 126
-    _say(f"error: {tool} is not pinned here and not installed", f"pin it for this project: toolbox add {tool}")
+    _say(f"error: {tool} is not pinned here and not installed",
+         f"pin it for this directory's project: toolbox add {tool}; or everywhere: toolbox add --global {tool}")
     return None
 
 

@@ -1,6 +1,7 @@
 """Thin wrappers over the syscalls the launch path needs that Python 3.11's os module lacks.
 Each checks the return value and raises OSError with errno, naming the call and its path."""
 
+import errno
 import os
 import sys
 
@@ -21,6 +22,7 @@ MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")  # what mount(2) reads of the options, their NUL included
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
@@ -48,6 +50,10 @@ def unshare(flags):
 
 def mount(source, target, fstype, flags=0, data=None):
     what = f"mount {fstype or ''} {source or ''} on {target}".replace("  ", " ")
+    if data is not None and len(os.fsencode(data)) >= PAGE_SIZE:
+        # mount(2) copies one page of options and silently cuts the rest (fs/namespace.c): the
+        # filesystem would be mounted with other options than these (rootfs._LayerDirs).
+        raise OSError(errno.E2BIG, f"{what}: {len(os.fsencode(data))} bytes of options, and mount(2) reads one page ({PAGE_SIZE})")
     _check(_libc.mount(_c(source), _c(target), _c(fstype), flags, _c(data)), what)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from .errors import NotFound, ToolboxError
 from .lockfile import LockEntry, LockError, OutOfDate, disagreements, read_lock, write_lock
-from .project import check_owner, current_pins
+from .project import LOCK_FILE, check_owner, current_pins, global_pins
 from .recipes import Catalog, UnknownTool
 
 TOOL_SPEC = re.compile(r"([a-z0-9][a-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._+-]*))?\Z")
@@ -44,6 +44,7 @@ class ToolRun:
     command: tuple | None
     pinned_by: str | None  # the file that pins the version, or None
     entry: LockEntry | None = None  # the lock entry it runs by
+    default_command: tuple | None = None  # what runs when no arguments are given
 
     def run_settings(self):
         """The recipe's part of the run, as the launch path takes it (plain values, no classes)."""
@@ -52,6 +53,7 @@ class ToolRun:
             "pinned": self.pinned_by is not None,
             "image": self.image,
             "command": list(self.command) if self.command else None,
+            "default_command": list(self.default_command) if self.default_command else None,
             "env": [f"{key}={value}" for key, value in sorted(recipe.env.items())],
             "pass_env": list(recipe.pass_env),
             "mounts": [(m.source, m.target, m.read_only) for m in recipe.mounts],
@@ -64,12 +66,12 @@ class Context:
     given, is asked whether to trust recipes it shows (a terminal prompt); without it, or when
     it says no, untrusted recipes are an error."""
 
-    def __init__(self, services, cwd=None, confirm=None):
+    def __init__(self, services, cwd=None, confirm=None, pins=None):
         self.services = services
         self.layout = services.layout
         self.environ = services.environ
         self.confirm = confirm
-        self.pins = current_pins(services.layout, cwd or os.getcwd(), services.config, services.environ)
+        self.pins = pins or current_pins(services.layout, cwd or os.getcwd(), services.config, services.environ)
         self.catalog = Catalog.load(services.layout, self.pins if self.pins.is_project else None)
         self.read_stamps = dict(self.catalog.stamps)  # path -> stamp of the bytes read
         if services.config.path:
@@ -78,6 +80,52 @@ class Context:
         self.cacheable = True  # False when an input changed under us: no tool plan is written
         self.warnings = []  # for the edge to print: what did not stop the command
         self._client = None
+        self._global = None
+
+    # -- which pin applies: the project's, else the user's global one ----------------------------
+    def global_context(self):
+        """The user's global pins, which apply in a project to the tools it does not pin (as
+        mise layers its configs); None outside a project, where they are this context's own."""
+        if not self.pins.is_project:
+            return None
+        if self._global is None:
+            self._global = Context(self.services, confirm=self.confirm, pins=global_pins(self.layout, self.services.config))
+        return self._global
+
+    def pinned(self, recipe):
+        """(version, the context whose pins and lock it comes from) of the pin that applies to
+        `recipe` here: the project's; else the global one, unless the project has a recipe of
+        that name of its own (the global pin is a version of another recipe); (None, self) when
+        nothing pins it."""
+        version = self.pins.versions.get(recipe.name)
+        outer = self.global_context() if version is None and recipe.source != "project" else None
+        if outer is not None and outer.catalog.recipes.get(recipe.name) == recipe and recipe.name in outer.pins.versions:
+            return outer.pins.versions[recipe.name], outer
+        return version, self
+
+    def effective_pins(self):
+        """{tool: (version, context)} for every pin that applies here (pinned())."""
+        pins = {}
+        outer = self.global_context()
+        for tool in sorted(set(self.pins.versions) | set(outer.pins.versions if outer else ())):
+            recipe = self.catalog.recipes.get(tool)
+            if recipe is None:  # a pin without a recipe: shown, so that it can be fixed
+                owner = self if tool in self.pins.versions else outer
+                pins[tool] = (owner.pins.versions[tool], owner)
+                continue
+            version, owner = self.pinned(recipe)
+            if version is not None:
+                pins[tool] = (version, owner)
+        return pins
+
+    def _absorb(self, other):
+        """What another context (the global one) read and said becomes this one's: a plan made
+        here depends on the global lock and config too."""
+        if other is not self:
+            self.read_stamps.update(other.read_stamps)
+            self.warnings += other.warnings
+            other.warnings.clear()
+            self.cacheable = self.cacheable and other.cacheable
 
     # -- which tool, which version --------------------------------------------------------------
     def tool_run(self, text, frozen=False):
@@ -87,21 +135,24 @@ class Context:
         recipe, alias = self.catalog.find(name)
         self.check_trusted([recipe])
         version = version or (alias.version if alias else None)
-        pinned = self.pins.versions.get(recipe.name)
+        pinned, owner = self.pinned(recipe)
         command = alias.command if alias and alias.command else recipe.command
+        default_command = None if alias and alias.command else recipe.default_command  # an alias's command is all of it
         if version is None or version == pinned:
             if pinned is not None:
-                entry = self.locked_entry(recipe.name, frozen)
-                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, self.pins.path, entry)
+                entry = owner.locked_entry(recipe.name, frozen)
+                self._absorb(owner)
+                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path, entry, default_command)
             version = recipe.default_version
-        return ToolRun(name, recipe, version, recipe.reference_for(version), command, None)
+        return ToolRun(name, recipe, version, recipe.reference_for(version), command, None, default_command=default_command)
 
     def plan_inputs(self):
         """Every file a tool plan made here depends on (toolplan.py), present or not."""
         from . import recipes as recipes_module
         from .trust import TrustStore
 
-        paths = [self.pins.path, self.layout.config_file, self.pins.lock_path, TrustStore(self.layout).record_path(self.pins.path)]
+        paths = [self.pins.path, self.layout.config_file, self.pins.lock_path, TrustStore(self.layout).record_path(self.pins.path),
+                 os.path.join(self.layout.config_dir, LOCK_FILE)]  # global pins apply in a project too
         paths += sorted(self.catalog.stamps)
         package = os.path.dirname(os.path.abspath(recipes_module.__file__))
         # toolbox itself: its version, and the modules that make plans (edited in a checkout).
@@ -274,6 +325,8 @@ class Context:
     def close(self):
         if self._client is not None:
             self._client.close()
+        if self._global is not None:
+            self._global.close()
 
 
 def check_against_index(entry, document, lock_path):
@@ -358,3 +411,67 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
         with services.store.new_file(path) as file:
             file.write(toolplan.plan_bytes(pins_file, text, settings, context.plan_stamps(), services.environ))
     return settings
+
+
+# -- tool names where image names are expected ---------------------------------------------------------
+def image_for_word(context, text, resolve=False):
+    """What a word given to `pull`, `inspect` or `rmi` names. A tool first: a recipe's name or
+    alias, maybe with @VERSION, is the image that tool runs here (pinned: by the lock's digest,
+    locked first only when `resolve`; else by the version's tag). Anything else is an image
+    reference, a bare word no recipe knows included (docker.io/library/NAME); an explicit
+    `docker.io/library/jq` always means the image."""
+    from .recipes import UnknownTool
+
+    parsed = parse_tool_spec(text)
+    if parsed is None:
+        return text
+    try:
+        context.catalog.find(parsed[0])
+    except UnknownTool:
+        return text
+    return context.tool_run(text, frozen=not resolve).image
+
+
+def tool_labels(context):
+    """{image reference as stored: "tool version"} for the images the tools here run: a pinned
+    tool's locked digest ("jq 1.7.1, pinned"), and any recipe image by tag ("jq 1.6")."""
+    labels = {}
+    for tool, (version, owner) in context.effective_pins().items():
+        entry = owner.read_lock().entries.get(tool)
+        if entry is not None:
+            labels[f"{entry.image}@{entry.digest}"] = f"{tool} {version}, pinned"
+    for recipe in context.catalog.recipes.values():
+        labels.setdefault(recipe.image, recipe.name)
+    return labels
+
+
+def label_for(labels, reference):
+    """The tool label of a stored reference (tool_labels), or ""."""
+    if reference in labels:
+        return labels[reference]
+    repository, colon, tag = reference.split("@")[0].rpartition(":")
+    if not colon or "/" in tag:  # no tag: what follows is a registry's port
+        return ""
+    name = labels.get(repository)
+    return f"{name} {tag}" if name else ""
+
+
+def projects_using(layout, references):
+    """[(pins file, tool)] whose tool plans run one of `references`: the projects (and global
+    pins) that would pull the image again, for `rmi` to name."""
+    import marshal
+
+    found = []
+    try:
+        names = sorted(os.listdir(layout.tool_plans_dir))
+    except FileNotFoundError:
+        return found
+    for name in names:
+        try:
+            with open(os.path.join(layout.tool_plans_dir, name), "rb") as file:
+                plan = marshal.load(file)
+            if plan["settings"]["image"] in references and plan["settings"]["pinned"]:
+                found.append((plan["pins"], plan["tool"]))
+        except (OSError, EOFError, ValueError, TypeError, KeyError):
+            continue
+    return sorted(set(found))

@@ -1,9 +1,10 @@
 """Trust in a project's own recipes. A recipe in toolbox.toml chooses an image, a command, host
 mounts, host variables and a network for a tool that runs as you, so a project's recipes are
 refused until you trust them. What is trusted is each recipe's *grants* (Recipe.grant_items:
-image, tag scheme, command, aliases' commands, mounts, env, pass_env, network), not the file's
-bytes: pins, versions, comments and the other recipes can change without asking again, and a
-change to a recipe's grants asks again showing exactly what changed (+ new, - dropped).
+image, tag scheme, command, default command, aliases' commands, mounts, env, pass_env,
+network), not the file's bytes: pins, versions, comments and the other recipes can change
+without asking again, and a change to a recipe's grants asks again showing exactly what changed
+(+ new, - dropped).
 
 Trust is per checkout: the record is keyed by the toolbox.toml's absolute path, so a second
 clone or a git worktree of the same project asks on its own (the refusal says when the same

@@ -44,3 +44,14 @@ def remove_volume(layout, name):
     info = inspect_volume(layout, name)
     fsutil.remove_tree(os.path.dirname(info.path))
     return info
+
+
+def create_volume(layout, name):
+    """`toolbox volume create NAME`: the volume `-v NAME:/path` would make on first use. Its
+    name is checked as `run` checks it; an existing volume is left as it is (as docker does)."""
+    from .containers import check_name
+
+    path = layout.volume_data(check_name(name, "volume"))
+    existed = os.path.isdir(path)
+    os.makedirs(path, exist_ok=True)
+    return _info(layout, name), existed
