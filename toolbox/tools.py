@@ -201,10 +201,8 @@ class Context:
     # -- the lock --------------------------------------------------------------------------------
     def read_lock(self):
         """toolbox.lock (a LockFile), read once; a project's must be yours like toolbox.toml."""
-        owner_check = None
-        if self.pins.is_project:
-            def owner_check(found):
-                check_owner(found, self.services.config.safe_directories, self.environ)
+        safe = self.services.config.safe_directories
+        owner_check = (lambda found: check_owner(found, safe, self.environ)) if self.pins.is_project else None
         lock = read_lock(self.pins.lock_path, owner_check)
         self.read_stamps[self.pins.lock_path] = lock.stamp
         return lock
@@ -257,7 +255,8 @@ class Context:
         except OSError as err:
             message = f"cannot write {self.pins.lock_path}: {err.strerror}"
             if not may_skip or err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise ToolboxError(message, hint="make its directory writable for you, or work in a copy of the project") from None
+                where = "or work in a copy of the project" if self.pins.is_project else "(your global pins' lock, beside config.toml)"
+                raise ToolboxError(message, hint=f"make its directory writable for you, {where}") from None
             self.warnings.append(f"{message}; running by the digests resolved now, the lock is not saved")
             return
         if self.read_lock().entries != entries:  # someone else wrote it in between
