@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
@@ -91,7 +93,7 @@ def test_cd_switches_versions_in_the_shell(projects, shell):
     result = subprocess.run([shell, "-c", script], env=projects.toolbox.env, cwd=projects.a.parent, capture_output=True, timeout=120)
     lines = result.stdout.split(b"\n")
     assert result.returncode == 0, result.stderr
-    assert b"function" in lines[0] and lines[1] == os.path.join(projects.shims, "jq").encode(), lines
+    assert b"function" not in lines[0] and lines[1] == os.path.join(projects.shims, "jq").encode(), lines  # a program on PATH
     assert lines[2:] == [b"jq-1.6", b"x\0jq-1.7.1", b"y\0" + os.path.join(projects.shims, "jq").encode(), b""], (lines, result.stderr)
     assert b"compdef" not in result.stderr and b"not found" not in result.stderr, result.stderr
 
@@ -232,3 +234,37 @@ def test_add_then_remove_leaves_no_empty_project_behind(projects, tmp_path):
     assert projects.shim(cwd=home_like).stdout == b"jq-1.6\n"
     missing = projects.shim(cwd=projects.elsewhere, env={"TOOLBOX_CONFIG": str(tmp_path / "none.toml"), "PATH": f"{projects.shims}:/nonexistent"})
     assert b"toolbox add --global jq" in missing.stderr
+
+
+def test_a_stopped_shim_shows_as_what_was_typed(projects, tmp_path):
+    """Ctrl-Z on a shimmed tool in an interactive bash (a real terminal: tmux): the job line is
+    the command typed (`jq --slow`), not a function's body (`'/home/.../shims/jq' "$@"`)."""
+    projects.upstream.publish("ghcr.io/jqlang/jq", "slow", tool_image("jq-slow", script="#!/bin/sh\nsleep 60\n"))
+    (projects.a / "toolbox.toml").write_text('[tools]\njq = "slow"\n')
+    assert projects.cli("lock", cwd=projects.a).returncode == 0
+    assert projects.cli("sync", cwd=projects.a).returncode == 0  # pulled now: the run below starts at once
+    rc = tmp_path / "rc"
+    rc.write_text(f'PS1="$ "\neval "$({sys.executable} -m toolbox shell-init bash)"\ncd {projects.a}\n')
+    with tempfile.TemporaryDirectory(prefix="tb-tmux-") as short:
+        tmux = ["tmux", "-S", os.path.join(short, "s"), "-f", "/dev/null"]
+        env = dict(projects.toolbox.env, TERM="xterm")
+        subprocess.run(tmux + ["new-session", "-d", "-x", "200", "-y", "40", "-s", "t", "bash", "--rcfile", str(rc), "-i"],
+                       env=env, check=True, timeout=30)
+        try:
+            subprocess.run(tmux + ["send-keys", "-t", "t", "jq --slow", "Enter"], env=env, check=True, timeout=30)
+            screen = ""
+            for _ in range(300):  # until the tool's sleep runs, then stop it
+                time.sleep(0.1)
+                if subprocess.run(["pgrep", "-f", "^sleep 60$"], capture_output=True).returncode == 0:
+                    break
+            subprocess.run(tmux + ["send-keys", "-t", "t", "C-z"], env=env, check=True, timeout=30)
+            for _ in range(100):
+                time.sleep(0.1)
+                screen = subprocess.run(tmux + ["capture-pane", "-p", "-t", "t"], env=env, capture_output=True, text=True, timeout=30).stdout
+                if "Stopped" in screen:
+                    break
+            subprocess.run(tmux + ["send-keys", "-t", "t", "kill -9 %1", "Enter"], env=env, timeout=30)
+        finally:
+            subprocess.run(tmux + ["kill-server"], env=env, capture_output=True, timeout=30)
+    stopped = [line for line in screen.splitlines() if "Stopped" in line]
+    assert stopped and stopped[0].split("Stopped", 1)[1].strip() == "jq --slow", screen

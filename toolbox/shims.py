@@ -93,8 +93,10 @@ def rc_line(shell, launcher=None):
 
 def shell_init(layout, shell):
     """The lines `eval "$(toolbox shell-init SHELL)"` runs: the shims directory first on PATH,
-    a function per shim (the same program, found without a PATH search), and completion for
-    toolbox's own commands.
+    and completion for toolbox's own commands. No function per shim: the shell finds a shim on
+    PATH as it finds any program, so its job line shows what was typed (`jq .a` on Ctrl-Z, not
+    the function's body), and a directory put before the shims on purpose later (an activated
+    virtualenv's python3) wins, as it would over an installed program.
 
     Startup files that run after the rc file can put directories before the shims: Debian's
     ~/.profile adds ~/.local/bin after it has read ~/.bashrc, a fish_add_path later in
@@ -112,12 +114,8 @@ def shell_init(layout, shell):
     lines = []
     if shell == "fish":
         lines += _fish_path_lines(shims, launcher_path())
-        for name in installed(layout):
-            lines.append(f"function {name} --wraps {name}; {_fish_quote(os.path.join(shims, name))} $argv; end")
     else:
         lines += _sh_path_lines(shell, shims, launcher_path())
-        for name in installed(layout):
-            lines.append(f'{name}() {{ {_sh_quote(os.path.join(shims, name))} "$@"; }}')
     completion = get_completion_script(prog_name="toolbox", complete_var="_TOOLBOX_COMPLETE", shell=shell)
     if shell == "zsh":  # compdef exists only after compinit, which an rc file may run later or never
         completion = completion.replace("compdef _toolbox_completion toolbox",
