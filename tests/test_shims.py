@@ -175,11 +175,11 @@ def test_shim_commands_and_add_installs_shims_once_in_use(projects):
     projects.upstream.publish("docker.io/library/python", "3.11-slim", tool_image("python-3.11", "/usr/local/bin/python", entrypoint=False))
     added = projects.cli("add", "python3.11", cwd=projects.a)
     assert added.returncode == 0, added.stderr
-    assert sorted(os.listdir(projects.shims)) == ["jq", "python3.11"]
+    assert sorted(os.listdir(projects.shims)) == ["jq", "python", "python3.11"]  # the name typed, and the tool now pinned
     ran = subprocess.run(["python3.11", "-V"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
     assert ran.stdout == b"python-3.11 python:-V\n", ran.stderr
     assert projects.cli("shim", "remove", "python3.11", cwd=projects.a).returncode == 0
-    assert os.listdir(projects.shims) == ["jq"]
+    assert sorted(os.listdir(projects.shims)) == ["jq", "python"]
     completion = projects.cli("shell-init", "bash", cwd=projects.a).stdout
     assert "complete -o default -F _toolbox_completion toolbox" in completion
     words = subprocess.run(["toolbox"], env=dict(projects.toolbox.env, _TOOLBOX_COMPLETE="complete_bash", COMP_WORDS="toolbox sh",
@@ -268,3 +268,57 @@ def test_a_stopped_shim_shows_as_what_was_typed(projects, tmp_path):
             subprocess.run(tmux + ["kill-server"], env=env, capture_output=True, timeout=30)
     stopped = [line for line in screen.splitlines() if "Stopped" in line]
     assert stopped and stopped[0].split("Stopped", 1)[1].strip() == "jq --slow", screen
+
+
+def test_inside_a_project_a_shim_never_falls_through_silently(projects, tmp_path):
+    """A pin a teammate removed, or misspelt (`jqq`), used to make the `jq` shim run the host's
+    jq without a word."""
+    host_bin = tmp_path / "host-bin"
+    host_bin.mkdir()
+    (host_bin / "jq").write_text('#!/bin/sh\necho "host jq $*"\n')
+    (host_bin / "jq").chmod(0o755)
+    env = {"PATH": f"{projects.shims}:{host_bin}:/usr/bin:/bin"}
+    typo = tmp_path / "typo"
+    typo.mkdir()
+    (typo / "toolbox.toml").write_text('[tools]\njqq = "1.7.1"\n')
+    misspelt = projects.shim("x", cwd=typo, env=env)
+    assert misspelt.returncode == 125 and b"host jq" not in misspelt.stdout
+    assert f"{typo / 'toolbox.toml'} pins 'jqq', which no recipe knows: is it jq?".encode() in misspelt.stderr, misspelt.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "toolbox.toml").write_text('[tools]\nyq = "4"\n')
+    first = projects.shim("x", cwd=other, env=env)
+    assert first.stdout == b"host jq x\n" and f"jq is not pinned by {other / 'toolbox.toml'}".encode() in first.stderr
+    again = projects.shim("y", cwd=other, env=env)
+    assert again.stdout == b"host jq y\n" and again.stderr == b""  # said once per project and tool
+    outside = projects.shim("z", cwd=projects.elsewhere, env=env)
+    assert outside.stdout == b"host jq z\n" and outside.stderr == b""  # no project: as installed programs do
+
+
+def test_shims_follow_the_pins(projects, tmp_path):
+    """A teammate pins redis-cli: `git pull && toolbox sync` (or the first call of any tool
+    after the lock changed) gives me a redis-cli shim; `shim install --pinned` installs every
+    pinned tool's; a project recipe's shim can be installed from outside its project."""
+    projects.upstream.publish("docker.io/library/redis", "7.4-alpine", tool_image("redis-7.4", "/usr/local/bin/redis-cli"))
+    shims = projects.shims
+    (projects.a / "toolbox.toml").write_text('[tools]\njq = "1.6"\nredis-cli = "7.4"\n')
+    synced = projects.cli("sync", cwd=projects.a)
+    assert synced.returncode == 0 and "Installed shims for redis-cli" in synced.stdout, synced.stderr
+    redis = subprocess.run([os.path.join(shims, "redis-cli"), "ping"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
+    assert redis.stdout == b"redis-7.4 redis-cli:ping\n", redis.stderr
+    os.unlink(os.path.join(shims, "redis-cli"))
+    (projects.a / "toolbox.toml").write_text('[tools]\njq = "1.6"\nredis-cli = "7.4"\n# changed\n')
+    called = projects.shim(cwd=projects.a)  # the plan is made again: the missing shim comes back
+    assert called.returncode == 0 and b"installed shims for redis-cli" in called.stderr and os.path.exists(os.path.join(shims, "redis-cli"))
+    os.unlink(os.path.join(shims, "redis-cli"))
+    pinned = projects.cli("shim", "install", "--pinned", cwd=projects.a)
+    assert pinned.returncode == 0 and sorted(os.listdir(shims)) == ["jq", "redis-cli"], pinned.stderr
+    # A recipe of a (trusted) project, installed from elsewhere: said where it lives.
+    lint = tmp_path / "lint-project"
+    lint.mkdir()
+    (lint / "toolbox.toml").write_text('[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\n')
+    unknown = projects.cli("shim", "install", "lint", cwd=projects.elsewhere)
+    assert unknown.returncode == 125 and "no recipe for 'lint'" in unknown.stderr
+    assert projects.cli("trust", cwd=lint).returncode == 0
+    known = projects.cli("shim", "install", "lint", cwd=projects.elsewhere)
+    assert known.returncode == 0 and f"lint: a recipe of {lint / 'toolbox.toml'}" in known.stdout, known.stderr

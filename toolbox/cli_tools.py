@@ -273,6 +273,7 @@ def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.
             ensure_plan(context.layout, reference, "missing")
             context.check_stored(entry)
             print(f"{tool} {entry.version}: {reference}")
+        _ensure_pinned_shims(context)
     finally:
         context.close()
         _print_warnings(context)
@@ -357,14 +358,18 @@ def _project_pins(context):
 
 # -- shims and shell integration ------------------------------------------------------------------
 @shim_app.command("install", cls=HelpCommand)
-def shim_install(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Tool names or aliases, e.g. jq python3.11 node.",
-                                                   autocompletion=complete.tool_names)):
+def shim_install(tools: list[str] = typer.Argument(None, metavar="TOOL", help="Tool names or aliases, e.g. jq python3.11 node.",
+                                                   autocompletion=complete.tool_names),
+                 pinned: bool = typer.Option(False, "--pinned", help="Every tool pinned here: by the project and by your global pins.")):
     """Write executables for these tools in the shims directory (first on PATH after shell-init)."""
     from . import shims
 
     context = _context()
+    tools = sorted(set(tools or ()) | (set(pinned_tools(context)) if pinned else set()))
+    if not tools:
+        raise ToolboxError("no tools to install shims for", hint="name them (toolbox shim install jq), or --pinned for every tool pinned here")
     for name in tools:
-        context.catalog.find(name)  # every name checked before anything is written
+        _check_shim_name(context, name)  # every name checked before anything is written
     shims.install(context.layout, tools)
     print(f"Installed {', '.join(tools)} in {context.layout.shims_dir}")
     if context.layout.shims_dir not in os.environ.get("PATH", "").split(os.pathsep):
@@ -408,10 +413,41 @@ def shell_init(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh
 
 
 def _refresh_shims(layout, added):
-    """`add` installs shims for the tools it pinned once shims are in use; both rewrite them."""
+    """`add` and `remove` rewrite the installed shims, and once shims are in use install those of
+    every tool pinned here (the ones just added among them)."""
     from . import shims
 
     if not os.path.isdir(layout.shims_dir):
         return
     present = shims.installed(layout)
-    shims.install(layout, sorted(set(present) | set(added)))
+    context = _context()
+    shims.install(layout, sorted(set(present) | set(added) | set(pinned_tools(context))))
+
+
+def _ensure_pinned_shims(context):
+    from . import shims
+
+    added = shims.ensure(context.layout, pinned_tools(context))
+    if added:
+        print(f"Installed shims for {', '.join(added)} (pinned here)")
+
+
+def pinned_tools(context):
+    """The recipe names pinned here (project and global pins) that a shim can run."""
+    return sorted(tool for tool in context.effective_pins() if tool in context.catalog.recipes)
+
+
+def _check_shim_name(context, name):
+    """A name a shim may be installed for: a recipe or alias here, or a recipe of a project
+    whose recipes you trusted (the shim runs it there; elsewhere the next program on PATH)."""
+    from .recipes import UnknownTool
+    from .trust import TrustStore
+
+    try:
+        context.catalog.find(name)
+        return
+    except UnknownTool as err:
+        projects = TrustStore(context.layout).projects_defining(name)
+        if not projects:
+            raise err from None
+    print(f"{name}: a recipe of {', '.join(projects)}: its shim runs it there (elsewhere, the next {name} on PATH)")

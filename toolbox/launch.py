@@ -217,11 +217,11 @@ def tool_settings(layout, text, frozen, pull="missing", platform=None):
 
     settings = read_tool_plan(layout, pins_file(layout, os.getcwd()), text)
     if settings is None:
-        from .prompt import confirm_on_terminal, warn
+        from .prompt import confirm_on_terminal, tell, warn
         from .tools import run_settings
 
         settings = run_settings(text, frozen_requested(os.environ, frozen), pull=pull, platform=platform,
-                                confirm=confirm_on_terminal, warn=warn)
+                                confirm=confirm_on_terminal, warn=warn, tell=tell)
     return settings
 
 

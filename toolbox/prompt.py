@@ -23,3 +23,7 @@ def confirm_on_terminal(question, environ=os.environ):
 
 def warn(message):
     print(f"toolbox: warning: {message}", file=sys.stderr)
+
+
+def tell(message):
+    print(f"toolbox: {message}", file=sys.stderr)

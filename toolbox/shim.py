@@ -40,6 +40,7 @@ def main(tool, argv=None):
         _say_unexpected(err, layout)
         return EXIT_TOOLBOX_FAILED
     if settings is None or not settings["pinned"]:
+        announce_unpinned(layout, tool)
         return fall_through(tool, argv, layout.shims_dir) or EXIT_NOT_FOUND
     try:
         return launch(["--", tool] + list(argv), layout, settings)
@@ -76,6 +77,23 @@ def fall_through(tool, argv, shims_dir):
     _say(f"error: {tool} is not pinned here and not installed",
          f"pin it for this directory's project: toolbox add {tool}; or everywhere: toolbox add --global {tool}")
     return None
+
+
+def announce_unpinned(layout, tool):
+    """Inside a project, a tool it does not pin (nor your global pins) runs the host's program,
+    as outside: say so, once per project and tool, so that a pin a teammate removed, or one
+    misspelt, is not a silent switch to another version."""
+    from .launch import note_once
+    from .toolplan import find_project_file
+
+    project = find_project_file(os.getcwd())
+    if project is None:
+        return
+    notes = []
+    note_once(layout, f"{project}\0{tool}", notes,
+              f"{tool} is not pinned by {project} (nor globally): the next {tool} on PATH runs; to pin it: toolbox add {tool}")
+    for note in notes:
+        _say(note)
 
 
 def is_shim(path):

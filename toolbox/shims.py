@@ -28,6 +28,19 @@ def install(layout, names):
         atomic_write(path, shim_text(name).encode(), 0o755)
 
 
+def ensure(layout, names):
+    """Install the shims of `names` that are missing, once shims are in use (the directory
+    exists): the tools a project or the global config pins get theirs when a teammate adds one
+    (`git pull && toolbox sync`, or the first call of any tool after the lock changed).
+    Returns the names installed."""
+    if not os.path.isdir(layout.shims_dir):
+        return []
+    present = set(installed(layout))
+    missing = sorted(name for name in set(names) - present if not os.path.lexists(os.path.join(layout.shims_dir, name)))
+    install(layout, missing)
+    return missing
+
+
 def refresh(layout):
     """Rewrite every installed shim (after toolbox moved to another interpreter, say)."""
     install(layout, installed(layout))

@@ -138,6 +138,8 @@ class Context:
         pinned, owner = self.pinned(recipe)
         command = alias.command if alias and alias.command else recipe.command
         default_command = None if alias and alias.command else recipe.default_command  # an alias's command is all of it
+        if pinned is None and version is None:  # the version would come from a pin: is one misspelt?
+            self.check_misspelt_pin(recipe.name)
         if version is None or version == pinned:
             if pinned is not None:
                 entry = owner.locked_entry(recipe.name, frozen)
@@ -185,6 +187,17 @@ class Context:
             raise error
         store.trust(self.pins.path, untrusted, keep=record)
         self.read_stamps[record.path] = store.read(self.pins.path).stamp
+
+    def check_misspelt_pin(self, tool):
+        """A project that pins a name no recipe knows, close to `tool` (`jqq` for jq), means
+        `tool`: running the host's jq, or the recipe's default version, would be a silent surprise."""
+        import difflib
+
+        unknown = [name for name in self.pins.versions if name not in self.catalog.recipes and name not in self.catalog.aliases]
+        close = difflib.get_close_matches(tool, unknown, n=1, cutoff=0.75)
+        if close:
+            raise ToolboxError(f"{self.pins.path} pins {close[0]!r}, which no recipe knows: is it {tool}?",
+                               hint=f"fix the name under [tools] in {self.pins.path} (toolbox remove {close[0]}; toolbox add {tool})")
 
     def check_pins(self, tools=None):
         """Every pin (or those of `tools`) names a recipe; an alias (python3.11) is refused,
@@ -372,7 +385,7 @@ def resolve_tag(client, ref, store=None):
     return str(fetched.digest), platforms
 
 
-def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, confirm=None, warn=None):
+def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, confirm=None, warn=None, tell=None):
     """For the launch path: what `toolbox run TEXT` runs, as plain values (ToolRun.run_settings),
     also written as a tool plan (toolplan.py) so the next run reads it without this module. A
     locked tool's image is pulled here (unless `pull` is "never") so that the lock entry is
@@ -399,6 +412,7 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
                 ensure_plan(services.layout, run.image, "missing", platform)
                 context.check_stored(run.entry)
         settings = run.run_settings()
+        _ensure_pinned_shims(context, tell)
     finally:
         context.close()
         for message in context.warnings:
@@ -474,3 +488,14 @@ def projects_using(layout, references):
         except (OSError, EOFError, ValueError, TypeError, KeyError):
             continue
     return sorted(set(found))
+
+
+def _ensure_pinned_shims(context, tell):
+    """The first call of a tool after the pins or the lock changed (its plan is made again):
+    the tools pinned here that have no shim yet get one, once shims are in use."""
+    from . import shims
+
+    pinned = [tool for tool in context.effective_pins() if tool in context.catalog.recipes]
+    added = shims.ensure(context.layout, pinned)
+    if added and tell is not None:
+        tell(f"installed shims for {', '.join(added)}, pinned here")

@@ -97,29 +97,39 @@ class TrustStore:
 
         unlink_quietly(self.record_path(project_file))
 
+    def projects_defining(self, name):
+        """The project files whose trusted recipes include `name`."""
+        found = []
+        for project, recipes in self._records():
+            if name in recipes:
+                found.append(project)
+        return sorted(found)
+
+    def _records(self):
+        """(project file, {recipe: grants}) of every trust record that reads."""
+        from .fsutil import read_input
+
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            try:
+                doc = json.loads(read_input(os.path.join(self.directory, name), "trust record").data)
+                if doc.get("version") == TRUST_VERSION:
+                    yield doc["project"], {n: frozenset(tuple(i) for i in items) for n, items in doc["recipes"].items()}
+            except (ToolboxError, ValueError, TypeError, KeyError, AttributeError):
+                continue
+
     def trusted_elsewhere(self, project_file, recipes):
         """Other project files for which exactly these recipes' grants are trusted (another
         checkout or worktree of the same project, usually)."""
         wanted = {recipe.name: recipe.grant_items() for recipe in recipes}
-        found = []
-        try:
-            names = sorted(os.listdir(self.directory))
-        except FileNotFoundError:
-            return found
-        from .fsutil import read_input
-
-        own = os.path.basename(self.record_path(project_file))
-        for name in names:
-            if name == own or not name.endswith(".json"):
-                continue
-            try:
-                doc = json.loads(read_input(os.path.join(self.directory, name), "trust record").data)
-                recipes = {n: frozenset(tuple(i) for i in items) for n, items in doc["recipes"].items()}
-                if doc.get("version") == TRUST_VERSION and all(recipes.get(n) == grants for n, grants in wanted.items()):
-                    found.append(doc["project"])
-            except (ToolboxError, ValueError, TypeError, KeyError, AttributeError):
-                continue
-        return found
+        own = os.path.abspath(project_file)
+        return [project for project, trusted in self._records()
+                if project != own and all(trusted.get(name) == grants for name, grants in wanted.items())]
 
 
 def grant_diff(recipe, record, catalog):
