@@ -66,3 +66,132 @@ def test_the_readme_ci_recipe_in_a_fresh_home_without_a_terminal(tmp_path, regis
     stale = ci(second, "sync", "--frozen", cwd=project, env=trusted)
     assert stale.returncode == 125 and "does not match" in stale.stderr and "toolbox lock" in stale.stderr
     assert hashlib.sha256((project / "toolbox.lock").read_bytes()).hexdigest()[:16] == key
+
+
+class Teammate:
+    """The other local account (tests/support/other_user.py) as a teammate: its own toolbox
+    home, its own clone, the same toolbox code (the suite's interpreter and checkout)."""
+
+    def __init__(self, other_user, config_text):
+        self.other = other_user
+        self.root = Path(other_user.python("import tempfile; print(tempfile.mkdtemp(prefix='teammate-', dir='/tmp'))").strip())
+        self.env = {"HOME": str(self.root / "home"), "TOOLBOX_HOME": str(self.root / "toolbox"), "XDG_RUNTIME_DIR": str(self.root / "run"),
+                    "PATH": f"{self.root / 'toolbox' / 'data' / 'shims'}:/usr/bin:/bin", "LANG": "C.UTF-8",
+                    "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        # The lead's bare repository is another user's: git wants it declared safe (global config).
+        other_user.python("import os, sys\nroot = sys.argv[1]\nfor d in ('home', 'run', 'toolbox/config'):\n"
+                          "    os.makedirs(os.path.join(root, d), mode=0o700, exist_ok=True)\n"
+                          "open(os.path.join(root, 'toolbox/config/config.toml'), 'w').write(sys.argv[2])\n"
+                          "open(os.path.join(root, 'home/.gitconfig'), 'w').write('[safe]\\n\\tdirectory = *\\n')", self.root, config_text)
+
+    def run(self, *argv, cwd):
+        return self.other.run(list(argv), cwd=cwd, env=self.env, timeout=180)
+
+    def toolbox(self, *args, cwd):
+        return self.run(sys.executable, "-m", "toolbox", *args, cwd=cwd)
+
+    def cleanup(self):
+        self.other.run(["rm", "-rf", str(self.root)], timeout=120)
+
+
+def git(*args, cwd, env=None):
+    done = subprocess.run(["git", "-c", "user.name=Lead", "-c", "user.email=lead@example.invalid", "-c", "init.defaultBranch=main", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@needs_userns
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, registry, other_user):
+    """A lead pins and commits; a teammate (another account) clones, trusts, syncs, uses shims,
+    pulls an upgrade and switches branches; CI syncs in a fresh home. Digests agree everywhere,
+    and every change is said."""
+    import json
+    import tempfile
+
+    lead = ToolboxUnderTest(tmp_path / "lead")
+    upstream = Upstream(lead, registry)
+    for version in ("1.6", "1.7.1"):
+        upstream.publish("ghcr.io/jqlang/jq", version, multiarch(f"jq-{version}"))
+    upstream.publish("ghcr.io/example/lint", "1", tool_image("lint-1", "/usr/local/bin/lint"))
+    upstream.publish("docker.io/library/redis", "7.4-alpine", tool_image("redis-7.4", "/usr/local/bin/redis-cli"))
+    shared = Path(tempfile.mkdtemp(prefix="team-", dir="/tmp"))
+    shared.chmod(0o755)
+    teammate = Teammate(other_user, Path(lead.layout.config_file).read_text())
+    try:
+        # The lead: pins, a recipe of the project's own, the lock; committed and pushed.
+        work = shared / "lead-checkout"
+        work.mkdir()
+        (work / "toolbox.toml").write_text('[tools]\njq = "1.6"\nlint = "1"\n\n' + LINT)
+        lead_env = dict(os.environ, **lead.env)
+        assert ci(lead, "trust", cwd=work).returncode == 0
+        assert subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work, capture_output=True).returncode == 0
+        git("init", "-q", cwd=work)
+        git("add", "toolbox.toml", "toolbox.lock", cwd=work)
+        git("commit", "-q", "-m", "pin tools", cwd=work)
+        git("clone", "-q", "--bare", str(work), str(shared / "team.git"), cwd=shared)
+        git("remote", "add", "origin", str(shared / "team.git"), cwd=work)
+        lead_digests = {r["tool"]: r["digest"] for r in json.loads(subprocess.run([sys.executable, "-m", "toolbox", "list", "--json"],
+                                                                                   env=lead.env, cwd=work, capture_output=True, text=True).stdout)}
+
+        # The teammate clones: the project's recipe is not trusted on their account yet.
+        code, _, err = teammate.run("git", "clone", "-q", str(shared / "team.git"), "clone", cwd=teammate.root)
+        assert code == 0, err
+        clone = teammate.root / "clone"
+        code, out, err = teammate.toolbox("sync", cwd=clone)
+        assert code == 125 and "not trusted yet" in err and "+ command lint" in err, err
+        assert teammate.toolbox("trust", cwd=clone)[0] == 0
+        code, out, err = teammate.toolbox("sync", cwd=clone)
+        assert code == 0, err
+        code, out, err = teammate.toolbox("shim", "install", "--pinned", cwd=clone)
+        assert code == 0 and "jq" in out and "lint" in out, err
+        listed = {r["tool"]: r["digest"] for r in json.loads(teammate.toolbox("list", "--json", cwd=clone)[1])}
+        assert listed == lead_digests  # the same digests as the lead's
+        code, out, err = teammate.run("jq", "x", cwd=clone)  # the shim, found on PATH
+        assert (code, out) == (0, "jq-1.6 tool:x\n"), err
+
+        # CI, in a fresh home, without a terminal: the same digests.
+        runner = ToolboxUnderTest(tmp_path / "ci")
+        os.makedirs(runner.layout.config_dir, exist_ok=True)
+        shutil.copy(lead.layout.config_file, runner.layout.config_file)
+        synced = ci(runner, "sync", "--frozen", cwd=work, env={"TOOLBOX_TRUSTED_PROJECTS": str(work)})
+        assert synced.returncode == 0, synced.stderr
+        assert {r["tool"]: r["digest"] for r in json.loads(ci(runner, "list", "--json", cwd=work).stdout)} == lead_digests
+
+        # The lead upgrades jq and pins redis-cli; the teammate pulls: shims follow, the change is said.
+        (work / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\nlint = "1"\nredis-cli = "7.4"\n\n' + LINT)
+        assert subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work, capture_output=True).returncode == 0
+        git("commit", "-q", "-am", "jq 1.7.1, redis-cli", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work, env=lead_env)
+        assert teammate.run("git", "pull", "-q", cwd=clone)[0] == 0
+        code, out, err = teammate.toolbox("sync", cwd=clone)
+        assert code == 0 and "Installed shims for redis-cli" in out, (out, err)
+        code, out, err = teammate.run("redis-cli", "ping", cwd=clone)
+        assert out == "redis-7.4 redis-cli:ping\n", err
+        code, out, err = teammate.run("jq", cwd=clone)
+        assert out == "jq-1.7.1 tool:\n", err
+
+        # A branch with the old pin: checking it out switches the shim at once.
+        git("checkout", "-q", "-b", "old", "HEAD~1", cwd=work)
+        git("push", "-q", "origin", "old", cwd=work, env=lead_env)
+        assert teammate.run("git", "fetch", "-q", cwd=clone)[0] == 0
+        assert teammate.run("git", "checkout", "-q", "old", cwd=clone)[0] == 0
+        code, out, err = teammate.run("jq", cwd=clone)
+        assert out == "jq-1.6 tool:\n", err
+        code, out, err = teammate.run("redis-cli", "ping", cwd=clone)  # not pinned on this branch: said, not silent
+        assert "redis-cli is not pinned by" in err, err
+
+        # The lead widens the recipe's grants: the teammate is asked again, seeing exactly what is new.
+        git("checkout", "-q", "main", cwd=work)
+        (work / "toolbox.toml").write_text((work / "toolbox.toml").read_text().replace(
+            'command = ["lint"]\n', 'command = ["lint"]\nmounts = [{ source = "~/.ssh", target = "~/.ssh" }]\n'))
+        git("commit", "-q", "-am", "lint reads ssh keys", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work, env=lead_env)
+        assert teammate.run("git", "checkout", "-q", "main", cwd=clone)[0] == 0
+        assert teammate.run("git", "pull", "-q", cwd=clone)[0] == 0
+        code, out, err = teammate.run("lint", cwd=clone)
+        assert code == 125 and "    + mount ~/.ssh at ~/.ssh read-write" in err and "changed since you trusted it" in err, err
+    finally:
+        teammate.cleanup()
+        shutil.rmtree(shared, ignore_errors=True)

@@ -41,9 +41,12 @@ class OtherUser:
             raise RuntimeError(f"the other user could not do {request['op']}: {answer['error']}")
         return answer
 
-    def run(self, argv, timeout=60):
-        """Run `argv` as the other user; (returncode, stdout, stderr)."""
-        answer = self._ask({"op": "run", "argv": list(map(str, argv)), "timeout": timeout})
+    def run(self, argv, timeout=60, cwd="/", env=None):
+        """Run `argv` as the other user, in `cwd`, with `env` as its whole environment (None:
+        the server's own, which is nearly empty); (returncode, stdout, stderr)."""
+        request = {"op": "run", "argv": list(map(str, argv)), "timeout": timeout, "cwd": str(cwd),
+                   "env": {k: str(v) for k, v in env.items()} if env is not None else None}
+        answer = self._ask(request)
         return answer["returncode"], answer["stdout"], answer["stderr"]
 
     def check(self, argv):
@@ -108,7 +111,8 @@ def _handle(request, spawned):
     if op == "whoami":
         return {"uid": os.getuid()}
     if op == "run":
-        done = subprocess.run(request["argv"], capture_output=True, text=True, timeout=request.get("timeout", 60), cwd="/")
+        done = subprocess.run(request["argv"], capture_output=True, text=True, timeout=request.get("timeout", 60),
+                              cwd=request.get("cwd") or "/", env=request.get("env"), stdin=subprocess.DEVNULL)
         return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
     if op == "spawn":
         process = subprocess.Popen(request["argv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
