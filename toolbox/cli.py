@@ -84,7 +84,8 @@ def pull(
     services = _services()
     client = services.registry_client()
     try:
-        record = pull_image(ref, store=services.store, client=client, options=PullOptions(platform=_platform(platform)), progress=progress_for(quiet))
+        record = pull_image(ref, store=services.store, client=client, options=PullOptions(platform=_platform(platform)),
+                            progress=progress_for(quiet, digest_in_result=True))
     finally:
         client.close()
     print(f"{record.reference}@{record.index_digest or record.digest}" if not record.reference.count("@") else record.reference)
