@@ -93,39 +93,47 @@ def pull(
 
 @command()
 def images(as_json: bool = JSON_OPTION):
-    """List stored images."""
+    """List stored images, with the tool and version each is and the projects whose locks use it."""
     from .images import list_images
     from .progress import human_bytes
 
     services = _services()
     summaries = list_images(services.store)
-    labels = _tool_labels(services)
+    use, records = _store_use(services), {r.reference: r for r in services.store.records()}
     if as_json:
-        _print_json([dict(s.to_json(), tool=_label(labels, s.reference) or None) for s in summaries])
+        _print_json([dict(s.to_json(), **_use_json(use, records.get(s.reference))) for s in summaries])
         return
     rows = [("TOOL", "REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED")]
     for s in summaries:
         size = human_bytes(s.size) + ("" if s.complete else " (incomplete)")
-        reference = s.reference.split("@")[0] + "@" + s.reference.split("@")[1][:19] if "@" in s.reference else s.reference
-        rows.append((_label(labels, s.reference) or "-", reference, s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at[:16]))
+        rows.append((_label(use, records.get(s.reference)), _short_reference(s.reference), s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at[:16]))
     _print_table(rows)
 
 
-def _tool_labels(services):
-    """Which tool each stored image is, as seen from here (tools.tool_labels); none when the
-    project's files cannot be read (images are listed all the same)."""
-    from .tools import Context, tool_labels
+def _store_use(services):
+    """Which tool each stored image is and which locks use it (usage.StoreUse): the locks
+    toolbox has seen here and the current project's, the recipes that apply here."""
+    from .tools import Context
+    from .usage import StoreUse, known_locks
 
+    recipes, current = (), ()
     try:
-        return tool_labels(Context(services))
-    except ToolboxError:
-        return {}
+        context = Context(services)
+        recipes = list(context.catalog.recipes.values())
+        current = (context.pins.path,) if context.pins.is_project else ()
+    except ToolboxError:  # this directory's project cannot be read: the other locks still count
+        pass
+    return StoreUse(known_locks(services.layout, current), recipes, services.environ.get("HOME"))
 
 
-def _label(labels, reference):
-    from .tools import label_for
+def _label(use, record):
+    return (use.label(record) if record is not None else "") or "-"
 
-    return label_for(labels, reference)
+
+def _use_json(use, record):
+    users = use.users(record) if record is not None else []
+    return {"tool": (use.label(record) or None) if record is not None else None,
+            "used_by": [{"tool": tool, "version": version, "pins": lock.pins_path, "lock": lock.lock_path} for tool, version, lock in users]}
 
 
 def _image_word(text, resolve=False):
@@ -186,26 +194,82 @@ def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="S
     from .images import remove_images
     from .progress import counted, human_bytes
 
-    from .tools import projects_using
-
     services = _services()
-    removed, report = remove_images(services.store, [_image_word(reference) for reference in references])
-    for reference in removed:
-        print(f"Removed {reference}", flush=True)  # before what follows on stderr, in a shared pipe too
-    for pins, tool in projects_using(services.layout, removed):
+    use = _store_use(services)
+    removed, report = remove_images(services.store, [_image_word(reference) for reference in references], typed=references)
+    for record in removed:
+        print(f"Removed {record.reference}", flush=True)  # before what follows on stderr, in a shared pipe too
+    for pins, tool in use.orphaned(removed, services.store.records()):
         print(f"toolbox: warning: {pins} pins {tool} to an image removed: its next run pulls it again", file=sys.stderr)
     print(f"Freed {human_bytes(report.bytes_freed)} ({counted(report.layers_removed, 'layer')})", file=sys.stderr)
 
 
 @command()
-def prune():
-    """Remove layers and blobs no stored image needs, and leftovers of interrupted work."""
+def prune(
+    unused: bool = typer.Option(False, "--unused", help="Also remove the images no lock toolbox has seen uses (projects used here, global pins)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed, and remove nothing."),
+):
+    """Remove layers and blobs no stored image needs, and leftovers of interrupted work; with
+    --unused, also the images no lock toolbox has seen uses."""
+    from .images import disk_usage, prune_unused, unused_images
     from .images import prune as prune_store
     from .progress import counted, human_bytes
 
-    report = prune_store(_services().store)
+    services = _services()
+    use = _store_use(services)
+    if dry_run:
+        dangling = disk_usage(services.store).reclaimable
+        if unused:
+            found = unused_images(services.store, use.used)
+            _print_unused(use, found, "Would remove")
+            print(f"Would free {human_bytes(found.bytes_freed + dangling)}")
+            _print_kept(use)
+        else:
+            print(f"Would free {human_bytes(dangling)} of layers and blobs no image needs")
+            _offer_unused(services, use)
+        return
+    if unused:
+        from .usage import forget_missing
+
+        result = prune_unused(services.store, use.used)
+        _print_unused(use, result, "Removed")
+        forget_missing(services.layout)
+        report = result.report
+        print(f"Removed {counted(len(result.images), 'image')}, {counted(report.layers_removed, 'layer')}, "
+              f"{counted(report.blobs_removed, 'blob')}, {counted(report.temp_removed, 'leftover')}; freed {human_bytes(report.bytes_freed)}")
+        _print_kept(use)
+        return
+    report = prune_store(services.store)
     print(f"Removed {counted(report.layers_removed, 'layer')}, {counted(report.blobs_removed, 'blob')}, "
           f"{counted(report.temp_removed, 'leftover')}; freed {human_bytes(report.bytes_freed)}")
+    _offer_unused(services, use)
+
+
+def _offer_unused(services, use):
+    from .images import unused_images
+    from .progress import counted, human_bytes
+
+    found = unused_images(services.store, use.used)
+    if found.images:
+        print(f"{counted(len(found.images), 'image')} no lock toolbox knows uses; removing them would free {human_bytes(found.bytes_freed)}: "
+              "`toolbox prune --unused --dry-run` lists them, `toolbox prune --unused` removes them")
+
+
+def _print_unused(use, result, verb):
+    from .progress import human_bytes
+
+    if not result.images:
+        print("Every stored image is used by a lock toolbox knows (or by a named container)")
+        return
+    print(f"{verb} these images, which no lock toolbox knows uses:")
+    _print_table([(f"  {_short_reference(record.reference)}", _label(use, record), human_bytes(size)) for record, size in result.images])
+
+
+def _print_kept(use):
+    """Which locks counted: what to look at when an image you wanted was among the unused."""
+    wheres = [lock.where(use.home) + (f" (its lock cannot be read: {lock.problem}; every digest written in it is kept)" if lock.problem else "")
+              for lock in use.locks]
+    print(f"Kept what these locks use: {', '.join(wheres)}" if wheres else "No lock is known: toolbox has not read one here yet")
 
 
 @command()
@@ -230,21 +294,39 @@ def check(as_json: bool = JSON_OPTION):
 
 @command()
 def df(as_json: bool = JSON_OPTION):
-    """Disk use of the store: per image, what is shared with other images and what is its own."""
-    from .images import disk_usage
+    """Disk use of the store: per image, what is shared with other images and what is its own,
+    and which tool and version it is for which project."""
+    from .images import disk_usage, unused_images
     from .progress import human_bytes
 
-    usage = disk_usage(_services().store)
+    services = _services()
+    usage = disk_usage(services.store)
+    use, records = _store_use(services), {r.reference: r for r in services.store.records()}
+    unused = unused_images(services.store, use.used)
     if as_json:
-        _print_json(usage.to_json())
+        doc = usage.to_json()
+        for image in doc["images"]:
+            image.update(_use_json(use, records.get(image["reference"])))
+        doc["unused"] = {"references": [record.reference for record, _size in unused.images], "bytes_freed": unused.bytes_freed}
+        _print_json(doc)
         return
-    rows = [("IMAGE", "SIZE", "SHARED", "UNIQUE")]
-    rows += [(u.reference, human_bytes(u.size), human_bytes(u.shared), human_bytes(u.unique)) for u in usage.images]
+    rows = [("TOOL", "IMAGE", "SIZE", "SHARED", "UNIQUE")]
+    rows += [(_label(use, records.get(u.reference)), _short_reference(u.reference), human_bytes(u.size), human_bytes(u.shared),
+              human_bytes(u.unique)) for u in usage.images]
     _print_table(rows)
     print()
     print(f"Layers: {usage.layers_count}, {human_bytes(usage.layers_bytes)}")
     print(f"Blobs:  {usage.blobs_count}, {human_bytes(usage.blobs_bytes)}")
     print(f"Reclaimable by `toolbox prune`: {human_bytes(usage.reclaimable)}")
+    if unused.images:
+        print(f"Images no lock toolbox knows uses: {len(unused.images)}; removing them would free {human_bytes(unused.bytes_freed)} "
+              "(`toolbox prune --unused --dry-run` lists them)")
+
+
+def _short_reference(reference):
+    """A reference by digest with its digest cut to 12 digits, as `images` shows it."""
+    name, at, digest = reference.partition("@")
+    return f"{name}@{digest[:19]}" if at else reference
 
 
 @command()
