@@ -123,7 +123,7 @@ def _store_use(services):
         context = Context(services)
         recipes = list(context.catalog.recipes.values())
         current = (context.pins.path,) if context.pins.is_project else ()
-    except ToolboxError:  # this directory's project cannot be read: the other locks still count
+    except (ToolboxError, OSError):  # no project to read here (a broken one, a current directory deleted): the other locks still count
         pass
     return StoreUse(known_locks(services.layout, current), recipes, services.environ.get("HOME"))
 

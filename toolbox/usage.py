@@ -95,12 +95,14 @@ def _planned_projects(layout):
 
 
 def forget_missing(layout):
-    """Forget the projects whose toolbox.toml is gone. Returns them."""
-    from .fsutil import unlink_quietly
-
+    """Forget the projects whose toolbox.toml is gone (where the data directory can be
+    written: forgetting is tidying, never a reason to fail). Returns them."""
     gone = [project for project, record in remembered_projects(layout).items() if record and not os.path.isfile(project)]
     for project in gone:
-        unlink_quietly(_record_path(layout, project))
+        try:
+            os.unlink(_record_path(layout, project))
+        except OSError:
+            continue
     return gone
 
 
