@@ -92,6 +92,8 @@ def command_lines(install, registry):
             if param.param_type_name == "argument" and param.required:
                 value = ARGUMENT_VALUES.get(param.name, "x")
                 args.append({"OTHER-IMAGE": install.other_image, "REGISTRY": registry.host}.get(value, value))
+        if words == ("self", "uninstall"):
+            args.append("--dry-run")  # the walk's other commands, run at the same time, need what it removes
         lines.append(args)
     lines += [["run", install.image, "true"], ["run", "jq", "-n", "1"], [install.shim, "-n", "1"]]
     return lines

@@ -334,12 +334,12 @@ def test_the_shell_check_warns_unless_the_shims_directory_is_first_on_path(toolb
 
     missing = shell_check("true", shell="/usr/bin/zsh")
     assert missing.status == WARN and f"{shims} is not on PATH" in missing.detail, missing
-    assert missing.fix.startswith(f'add this line to ~/.zshrc: eval "$({launcher} shell-init zsh)"'), missing
+    assert missing.fix.startswith(f'add this line to ~/.zshrc: [ -x {launcher} ] && eval "$({launcher} shell-init zsh)"'), missing
     first = shell_check('eval "$(toolbox shell-init bash)"')
     assert first.status == OK and f"{shims} is first on PATH" in first.detail, first
     behind = shell_check('eval "$(toolbox shell-init bash)"; PATH=/usr/bin:$PATH', shell="/usr/bin/fish")
     assert behind.status == WARN and f"{shims} is on PATH after /usr/bin" in behind.detail, behind
-    assert behind.fix.startswith(f"add this line to ~/.config/fish/config.fish: {launcher} shell-init fish | source"), behind
+    assert behind.fix.startswith(f"add this line to ~/.config/fish/config.fish: test -x {launcher}; and {launcher} shell-init fish | source"), behind
     os.symlink(shims, tmp_path / "link")
     assert shell_check(f"PATH={tmp_path / 'link'}:$PATH").status == OK  # the same directory, by another name
 

@@ -57,8 +57,8 @@ def test_scripts_install_then_the_launcher_and_a_shim_work(tmp_path, toolbox, re
     after_version = installed.stdout.partition("toolbox 0.1.0\n")[2].split("\n")
     assert [line[6:].split("  ")[0].strip() for line in after_version if line[:4] in ("ok  ", "warn", "FAIL")] == names, installed.stdout
     assert names[-1] == "shell" and "not on PATH" in report["checks"][-1]["detail"]  # not yet: the line is not in ~/.bashrc
-    assert printed_rc_line(installed.stdout) == ("~/.bashrc", f'eval "$({launcher} shell-init bash)"')
-    assert f'fix: add this line to ~/.bashrc: eval "$({launcher} shell-init bash)"' in installed.stdout  # doctor's fix: the same line
+    assert printed_rc_line(installed.stdout) == ("~/.bashrc", f'[ -x {launcher} ] && eval "$({launcher} shell-init bash)"')
+    assert f'fix: add this line to ~/.bashrc: [ -x {launcher} ] && eval "$({launcher} shell-init bash)"' in installed.stdout  # doctor's fix: the same line
     recipes = subprocess.run([str(launcher), "recipes", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert recipes.returncode == 0 and "ghcr.io/jqlang/jq" in recipes.stdout, recipes.stderr  # packaged recipes
     toolbox.trust(registry)
@@ -150,3 +150,97 @@ def test_the_line_scripts_install_prints_works_in_login_and_interactive_shells(t
             shell_check = next(check for check in report["checks"] if check["name"] == "shell")
             assert shell_check["status"] == "ok" and "first on PATH (1 shim (jq))" in shell_check["detail"], (name, shell_check)
             assert later.read_text().split(":")[0] == str(venv), (name, "a later prompt moved the shims first again")
+
+
+def _quiet_shells(home, user, tmp_path, label):
+    """A new login and interactive bash, zsh and fish in tmux, with the rc files of `home`: the
+    screen of each, which must show no error."""
+    session_env = {"HOME": str(home), "USER": user, "LOGNAME": user, "PATH": LOGIN_PATH, "LANG": "C.UTF-8", "TERM": "xterm-256color"}
+    screens = {}
+    with tempfile.TemporaryDirectory(prefix="tb-tmux-") as short:
+        for shell, mode in (("bash", "-l"), ("bash", "-i"), ("zsh", "-l"), ("zsh", "-i"), ("fish", "-l"), ("fish", "-i")):
+            name = f"{label}-{shell}{mode}"
+            done = tmp_path / f"{name}.done"
+            screens[name] = tmux_session(Path(short) / name, dict(session_env, SHELL=shutil.which(shell)), [shell, mode],
+                                         [f"touch {done}"], done)
+            assert done.exists(), (name, screens[name])
+    return screens
+
+
+@pytest.mark.slow
+def test_self_uninstall_removes_what_install_made_and_the_rc_line_stays_quiet(tmp_path):
+    """`toolbox self uninstall` lists (--dry-run: only lists) and removes the launcher, the venv,
+    the shims, the store and the data directory, keeps the config directory unless told (no
+    terminal to ask), and names the rc lines to remove; the line scripts/install printed, left in
+    the rc files, then does nothing: a new bash, zsh or fish prints no error."""
+    home = tmp_path / "home"
+    shutil.copytree(SKEL, home, symlinks=True)
+    (home / ".config" / "fish").mkdir(parents=True)
+    installed = subprocess.run([str(REPO / "scripts" / "install")], env=install_env(home, shutil.which("bash")), capture_output=True,
+                               text=True, timeout=600)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    launcher = home / ".local" / "bin" / "toolbox"
+    from toolbox.shims import rc_line
+
+    lines = {"bash": printed_rc_line(installed.stdout)[1], "zsh": rc_line("zsh", str(launcher)), "fish": rc_line("fish", str(launcher))}
+    for shell, rc in (("bash", ".bashrc"), ("zsh", ".zshrc"), ("fish", ".config/fish/config.fish")):
+        with open(home / rc, "a") as file:
+            file.write(lines[shell] + "\n")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    env = {"HOME": str(home), "USER": user, "PATH": LOGIN_PATH, "LANG": "C.UTF-8"}
+
+    def toolbox(*args):
+        return subprocess.run([str(launcher), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+
+    for args in (("shim", "install", "jq"), ("volume", "create", "notes"), ("prune",)):  # shims, a volume, the store
+        assert toolbox(*args).returncode == 0, args
+    data, cache, config = home / ".local/share/toolbox", home / ".cache/toolbox", home / ".config/toolbox"
+    config.mkdir(parents=True)
+    (config / "config.toml").write_text('[tools]\njq = "1.7.1"\n')
+    venv = data / "venv"
+    assert all(path.exists() for path in (launcher, venv, data / "shims" / "jq", data / "volumes" / "notes", cache, config / "config.toml"))
+    dry = toolbox("self", "uninstall", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    parts = ("launcher", "virtualenv", "shims", "store", "data", "config")
+    listed = {line.split()[0]: line.split()[1] for line in dry.stdout.splitlines() if line.split()[:1] and line.split()[0] in parts}
+    assert listed == {"launcher": "~/.local/bin/toolbox", "virtualenv": "~/.local/share/toolbox/venv", "shims": "~/.local/share/toolbox/shims",
+                      "store": "~/.cache/toolbox", "data": "~/.local/share/toolbox", "config": "~/.config/toolbox"}, dry.stdout
+    assert "(1 volume, " in dry.stdout and "(only with --yes, or if you answer yes)" in dry.stdout
+    assert all(path.exists() for path in (launcher, venv, data, cache, config))  # a dry run removes nothing
+    done = toolbox("self", "uninstall")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert not launcher.exists() and not data.exists() and not cache.exists(), done.stdout
+    assert (config / "config.toml").exists() and "(kept: no terminal to ask; --yes removes it)" in done.stdout  # nobody to ask
+    assert "Removed toolbox; kept ~/.config/toolbox" in done.stdout
+    for rc, line in (("~/.bashrc", lines["bash"]), ("~/.zshrc", lines["zsh"]), ("~/.config/fish/config.fish", lines["fish"])):
+        assert any(text.startswith(f"  {rc}:") and text.endswith(f": {line} (it does nothing once toolbox is gone)")
+                   for text in done.stdout.splitlines()), (rc, done.stdout)
+    rest = subprocess.run([sys.executable, "-m", "toolbox", "self", "uninstall", "--yes"], env=dict(env, PYTHONPATH=str(REPO)),
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert rest.returncode == 0 and not config.exists(), rest.stdout + rest.stderr  # --yes: the config too
+    assert Path(sys.executable).exists()  # a toolbox run from another environment leaves that environment alone
+    # The lines left in the rc files: silent, in the shells' own startup and on their own.
+    for shell, argv in (("bash", ["bash", "--norc", "--noprofile", "-c"]), ("zsh", ["zsh", "-f", "-c"]), ("fish", ["fish", "--no-config", "-c"])):
+        ran = subprocess.run(argv + [lines[shell] + "; echo after"], env=env, capture_output=True, text=True, timeout=60)
+        assert (ran.stdout, ran.stderr) == ("after\n", ""), (shell, ran)
+    for name, screen in _quiet_shells(home, user, tmp_path, "after").items():
+        assert not any(word in screen for word in ("No such file", "not found", "toolbox: ", "bad interpreter", "Unknown command")), (name, screen)
+
+
+def test_self_uninstall_recognises_only_the_launcher_scripts_install_writes(tmp_path):
+    """pip's console script and other programs named toolbox are not taken for the launcher, so
+    their interpreter's environment is never removed."""
+    from toolbox.uninstall import install_launcher_venv
+
+    venv = tmp_path / "share" / "toolbox" / "venv"
+    ours = tmp_path / "ours"
+    ours.write_text(f'#!{venv}/bin/python3 -IS\nimport sys\nsys.path[:0] = ["{venv}/lib/python3/site-packages"]\n'
+                    "from toolbox.entry import main\nsys.exit(main())\n")
+    assert install_launcher_venv(ours) == str(venv)
+    pip = tmp_path / "pip"
+    pip.write_text(f"#!{venv}/bin/python3\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom toolbox.entry import main\n"
+                   "if __name__ == '__main__':\n    sys.exit(main())\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(ours.read_text().replace(str(venv), str(tmp_path / "project" / ".venv")))
+    assert install_launcher_venv(pip) is None and install_launcher_venv(elsewhere) is None
+    assert install_launcher_venv(tmp_path / "missing") is None

@@ -366,6 +366,42 @@ def test_pulling_a_stored_image_again_shows_no_empty_progress(toolbox, registry,
         assert plain.getvalue().splitlines()[1] == f"{said or 'all 2 layers are already stored'}: nothing to download"
 
 
+def test_pull_names_each_digest_once(toolbox, registry, pushed_images):
+    """`Pulling R@D (linux/amd64), D` said the digest twice, and a pull by tag said it on stderr
+    and again in its result on stdout: a log (2>&1) has the digest a tag names once, a pull by
+    digest names it only as the reference typed, and one of an index by its digest still says
+    which manifest it chose."""
+    import subprocess
+    import sys
+
+    toolbox.trust(registry)
+    single, index = pushed_images["busybox"], pushed_images["multiarch"]
+    chosen = next(child.manifest_digest for child in index.built.children if child.platform.get("architecture") == "amd64")
+
+    def log(*args):
+        done = subprocess.run([sys.executable, "-m", "toolbox", *args], env=toolbox.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout
+        return done.stdout
+
+    for reference, digest in ((single.reference, single.digest), (index.reference, index.digest)):
+        text = log("pull", reference)
+        assert text.count(digest) == 1 and text.endswith(f"@{digest}\n"), text  # in the result only
+    text = log("pull", single.by_digest)
+    assert text.startswith(f"Pulling {single.by_digest} (linux/amd64)\n") and text.endswith(f"\n{single.by_digest}\n"), text
+    text = log("pull", index.by_digest)
+    assert text.startswith(f"Pulling {index.by_digest} (linux/amd64), manifest {chosen}\n"), text
+    assert text.count(chosen) == 1 and text.endswith(f"\n{index.by_digest}\n"), text
+    # Where nothing else prints the digest (a run's pull on first use), the progress line does.
+    import io
+
+    from toolbox.progress import PlainProgress
+
+    out = io.StringIO()
+    toolbox.pull(single.reference, progress=PlainProgress(out))
+    assert out.getvalue().splitlines()[0] == f"Pulling {single.reference} (linux/amd64), {single.digest}"
+
+
 def test_rmi_says_what_it_removed_before_what_it_freed(toolbox, registry, pushed_images):
     import subprocess
     import sys

@@ -758,6 +758,30 @@ def test_subordinate_id_maps(tmp_path):
     assert id_map(70000, 1001, 300000, 65536) == [(70000, 1001, 1), (0, 300000, 65536)]
 
 
+def test_the_subids_hint_proposes_a_range_no_other_user_holds(tmp_path):
+    """The hint suggested `usermod --add-subuids 100000-165535` even where another user held that
+    range: it proposes the lowest free 65536 ids from 100000 up, free in both files, and only
+    what is missing."""
+    import pwd
+
+    from toolbox.errors import ToolboxError
+    from toolbox.subids import plan_maps
+
+    me = pwd.getpwuid(os.getuid()).pw_name
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text("alice:100000:65536\n# a comment\ncarol:300000:65536\n")
+    subgid.write_text("alice:100000:65536\nbob:165536:65536\n")
+    with pytest.raises(ToolboxError) as refused:
+        plan_maps(me, 0, 0, files=(str(subuid), str(subgid)))
+    assert f"--subids needs an {subuid} entry, an {subgid} entry" in refused.value.message
+    assert f"sudo usermod --add-subuids 231072-296607 --add-subgids 231072-296607 {me}" in refused.value.hint, refused.value.hint
+    assert "100000-165535" not in refused.value.hint
+    subuid.write_text(f"alice:100000:65536\n{me}:165536:65536\ncarol:231072:100000\n")  # uids given; the gap below carol is too small
+    with pytest.raises(ToolboxError) as refused:
+        plan_maps(me, 0, 0, files=(str(subuid), str(subgid)))
+    assert f"sudo usermod --add-subgids 331072-396607 {me}" in refused.value.hint and "--add-subuids" not in refused.value.hint
+
+
 @needs_userns
 def test_eight_pulls_and_eight_runs_of_one_image_at_once(toolbox, registry, tmp_path):
     import hashlib

@@ -481,7 +481,7 @@ def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_pa
     image is, and `rmi` of an image a project runs names the project."""
     locked = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1"))
     upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
-    project = tmp_path / "p"
+    project = toolbox.home / "p"
     project.mkdir()
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
     pulled = cli(toolbox, "pull", "jq@1.6", cwd=project)
@@ -489,9 +489,9 @@ def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_pa
     assert run(toolbox, "jq", cwd=project).stdout == "jq-1.7.1 tool:\n"  # locks, pulls by the lock's digest
     images_ = json.loads(cli(toolbox, "images", "--json", cwd=project).stdout)
     assert {(i["tool"], i["reference"]) for i in images_} == {("jq 1.6", "ghcr.io/jqlang/jq:1.6"),
-                                                               ("jq 1.7.1, pinned", f"ghcr.io/jqlang/jq@{locked}")}
+                                                               ("jq 1.7.1 (project ~/p)", f"ghcr.io/jqlang/jq@{locked}")}
     table = cli(toolbox, "images", cwd=project).stdout
-    assert "jq 1.7.1, pinned" in table and max(len(line) for line in table.splitlines()) < 120
+    assert "jq 1.7.1 (project ~/p)" in table and max(len(line) for line in table.splitlines()) < 120
     inspected = cli(toolbox, "inspect", "jq", cwd=project)
     assert inspected.returncode == 0 and f"Index:       {locked}" in inspected.stdout, inspected.stderr
     assert "ghcr.io/jqlang/jq:1.6" in cli(toolbox, "inspect", "jq@1.6", cwd=project).stdout
@@ -502,3 +502,93 @@ def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_pa
     assert f"{project / 'toolbox.toml'} pins jq to an image removed" in removed.stderr
     assert cli(toolbox, "rmi", "jq@1.6", cwd=project).returncode == 0
     assert json.loads(cli(toolbox, "images", "--json", cwd=project).stdout) == []
+
+
+# -- disk use that knows the locks -------------------------------------------------------------------
+def test_prune_unused_keeps_what_the_locks_toolbox_has_seen_use(toolbox, upstream, registry, pushed_images):
+    """Projects used here and the global pins keep their images; `prune --unused` (after a dry
+    run that removes nothing) drops the rest: an image pulled by hand, a tool pulled by tag, the
+    images of a project deleted since. `images` and `df` say which tool and version each image is
+    and for whom, with ~ for the home; a lock with conflict markers keeps what its text names."""
+    jq = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1"))
+    upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
+    python = upstream.publish("docker.io/library/python", "3.13-slim", tool_image("py-3.13", "/usr/local/bin/python"))
+    yq = upstream.publish("docker.io/mikefarah/yq", "4.44.3", tool_image("yq"))
+    home = toolbox.home
+    pins = {"a": 'jq = "1.7.1"\npython = "3.13"\n', "b": 'jq = "1.7.1"\n', "c": 'jq = "1.6"\n'}
+    for name, text in pins.items():
+        (home / name).mkdir()
+        (home / name / "toolbox.toml").write_text("[tools]\n" + text)
+        synced = cli(toolbox, "sync", cwd=home / name)
+        assert synced.returncode == 0, synced.stderr
+    assert cli(toolbox, "add", "--global", "yq@4.44.3", cwd=home).returncode == 0
+    assert cli(toolbox, "sync", cwd=home).returncode == 0  # outside any project: the global pins
+    by_hand = pushed_images["busybox"].reference
+    for word in ("jq@1.6", by_hand):
+        assert cli(toolbox, "pull", word, cwd=home).returncode == 0
+    import shutil
+
+    shutil.rmtree(home / "c")  # a project deleted: its lock uses nothing any more
+    listed = {i["reference"]: i for i in json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)}
+    assert {ref: i["tool"] for ref, i in listed.items()} == {
+        f"ghcr.io/jqlang/jq@{jq}": "jq 1.7.1 (projects ~/a, ~/b)", f"docker.io/library/python@{python}": "python 3.13 (project ~/a)",
+        f"docker.io/mikefarah/yq@{yq}": "yq 4.44.3 (global pins)", "ghcr.io/jqlang/jq:1.6": "jq 1.6",
+        f"ghcr.io/jqlang/jq@{listed['ghcr.io/jqlang/jq:1.6']['digest']}": "jq", by_hand: None}
+    assert {u["pins"] for u in listed[f"ghcr.io/jqlang/jq@{jq}"]["used_by"]} == {str(home / "a" / "toolbox.toml"), str(home / "b" / "toolbox.toml")}
+    df = cli(toolbox, "df", cwd=home)
+    assert "python 3.13 (project ~/a)" in df.stdout and "yq 4.44.3 (global pins)" in df.stdout, df.stdout
+    assert "Images no lock toolbox knows uses: 3; removing them would free" in df.stdout, df.stdout
+    # A merge left conflict markers in a's lock: every digest written in it is still kept.
+    lock_a = home / "a" / "toolbox.lock"
+    lock_a.write_text("<<<<<<< HEAD\n" + lock_a.read_text() + "=======\n>>>>>>> theirs\n")
+    dry = cli(toolbox, "prune", "--unused", "--dry-run", cwd=home)
+    assert dry.returncode == 0, dry.stderr
+    would = [line.split()[0] for line in dry.stdout.splitlines() if line.startswith("  ")]
+    assert sorted(would) == sorted([by_hand, "ghcr.io/jqlang/jq:1.6", f"ghcr.io/jqlang/jq@{listed['ghcr.io/jqlang/jq:1.6']['digest'][:19]}"]), dry.stdout
+    assert "Would free " in dry.stdout and "project ~/a (" in dry.stdout and "project ~/b" in dry.stdout and "global pins" in dry.stdout
+    assert len(json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)) == 6  # a dry run removes nothing
+    offered = cli(toolbox, "prune", cwd=home)  # the default keeps every image, and says what --unused would do
+    assert offered.returncode == 0 and "3 images no lock toolbox knows uses" in offered.stdout and "toolbox prune --unused" in offered.stdout, offered.stdout
+    assert len(json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)) == 6
+    pruned = cli(toolbox, "prune", "--unused", cwd=home)
+    assert pruned.returncode == 0 and "Removed 3 images" in pruned.stdout, pruned.stdout + pruned.stderr
+    assert set(json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)[i]["reference"] for i in range(3)) == {
+        f"ghcr.io/jqlang/jq@{jq}", f"docker.io/library/python@{python}", f"docker.io/mikefarah/yq@{yq}"}
+    from toolbox.usage import remembered_projects
+
+    assert str(home / "c" / "toolbox.toml") not in remembered_projects(toolbox.layout)  # the deleted project is forgotten
+    lock_a.write_text(lock_a.read_text().split("\n", 1)[1].rsplit("=======", 1)[0])
+    for name in ("a", "b"):  # nothing a lock uses was removed: nothing to pull
+        synced = cli(toolbox, "sync", "--frozen", cwd=home / name)
+        assert synced.returncode == 0 and "Pulling" not in synced.stderr, synced.stderr
+
+
+def test_rmi_of_a_tool_warns_for_every_project_whose_lock_runs_it(toolbox, upstream):
+    """`rmi jq` names each project whose lock runs the image removed (not only those a tool plan
+    was made for); `rmi yq` of a tool whose image is not stored says so, without "pull it
+    first"."""
+    locked = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
+    for name in ("a", "b"):
+        (toolbox.home / name).mkdir()
+        (toolbox.home / name / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+        assert cli(toolbox, "sync", cwd=toolbox.home / name).returncode == 0
+    removed = cli(toolbox, "rmi", "jq", cwd=toolbox.home / "a")
+    assert removed.returncode == 0 and f"Removed ghcr.io/jqlang/jq@{locked}" in removed.stdout, removed.stderr
+    for name in ("a", "b"):
+        assert f"warning: {toolbox.home / name / 'toolbox.toml'} pins jq to an image removed" in removed.stderr, removed.stderr
+    # Projects run before toolbox remembered them are known by their tool plans.
+    import shutil
+
+    from toolbox import toolplan
+    from toolbox.usage import remembered_projects
+
+    shutil.rmtree(toolbox.layout.known_projects_dir)
+    project_b = str(toolbox.home / "b" / "toolbox.toml")
+    os.makedirs(toolbox.layout.tool_plans_dir, exist_ok=True)
+    with open(toolplan.plan_path(toolbox.layout, project_b, "jq"), "wb") as plan:
+        plan.write(toolplan.plan_bytes(project_b, "jq", {"image": f"ghcr.io/jqlang/jq@{locked}", "pinned": True}, {}))
+    assert set(remembered_projects(toolbox.layout)) == {project_b}
+    missing = cli(toolbox, "rmi", "yq", cwd=toolbox.home)
+    assert missing.returncode == 125, missing.stderr
+    assert "'yq' (docker.io/mikefarah/yq:4.44.3 here) is not in the store" in missing.stderr, missing.stderr
+    assert "pull it first" not in missing.stderr and "hint: `toolbox images` lists the stored images" in missing.stderr

@@ -101,6 +101,40 @@ def test_a_changed_recipe_shows_what_is_new_and_what_was_dropped(toolbox, upstre
     assert recorded == current and "mount ~/.ssh at ~/.ssh read-write" in recorded
 
 
+def test_grant_lines_show_the_tag_scheme_and_no_network_is_not_a_grant(toolbox, upstream, tmp_path):
+    """The lines said `tags made as {version}`, the placeholder unexpanded, and listed
+    `network none` as something granted: a restriction is not a grant. Giving the host's network
+    is one, so host -> none shows as a dropped grant and none -> host as a new one."""
+    upstream.publish("ghcr.io/example/lint", "1-slim", tool_image("lint-1-slim", "/usr/local/bin/lint"))
+    slim = LINT + 'tag = "{version}-slim"\n'
+    (tmp_path / "toolbox.toml").write_text(slim + 'network = "none"\n')
+    trusted = cli(toolbox, "trust", cwd=tmp_path)
+    lines = trusted.stdout.splitlines()
+    assert "    + tags VERSION-slim" in lines, trusted.stdout
+    assert "{version}" not in trusted.stdout and "network" not in trusted.stdout
+    (tmp_path / "toolbox.toml").write_text(slim + 'network = "host"\n')
+    widened = cli(toolbox, "run", "lint", cwd=tmp_path)
+    assert widened.returncode == 125 and "    + network host" in widened.stderr.splitlines(), widened.stderr
+    assert "      tags VERSION-slim" in widened.stderr.splitlines()  # unchanged: no mark
+    assert cli(toolbox, "trust", cwd=tmp_path).returncode == 0
+    (tmp_path / "toolbox.toml").write_text(slim + 'network = "none"\n')
+    narrowed = cli(toolbox, "run", "lint", cwd=tmp_path)
+    assert narrowed.returncode == 125 and "    - network host" in narrowed.stderr.splitlines(), narrowed.stderr
+    assert "network none" not in narrowed.stderr
+    # A record written when `network none` was counted as a grant still matches the same recipe.
+    from toolbox.trust import TrustStore
+
+    store = TrustStore(toolbox.layout)
+    path = store.record_path(str(tmp_path / "toolbox.toml"))
+    assert cli(toolbox, "trust", cwd=tmp_path).returncode == 0
+    doc = json.loads(Path(path).read_text())
+    doc["recipes"]["lint"].append(["network", "none"])
+    Path(path).write_text(json.dumps(doc))
+    (tmp_path / "toolbox.toml").write_text(slim + 'network = "none"\n\n[tools]\nlint = "1"\n')
+    locked = cli(toolbox, "lock", cwd=tmp_path)
+    assert locked.returncode == 0, locked.stderr
+
+
 def test_ci_trusts_the_projects_named_in_the_environment(toolbox, upstream, tmp_path):
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

@@ -25,6 +25,8 @@ app = typer.Typer(
 
 volume_app = typer.Typer(help="Named volumes: data kept between runs (toolbox run -v NAME:/path).", no_args_is_help=True)
 app.add_typer(volume_app, name="volume")
+self_app = typer.Typer(help="toolbox itself: `toolbox self uninstall`.", no_args_is_help=True)
+app.add_typer(self_app, name="self")
 
 
 def command(typer_app=app, name=None, **settings):
@@ -84,7 +86,8 @@ def pull(
     services = _services()
     client = services.registry_client()
     try:
-        record = pull_image(ref, store=services.store, client=client, options=PullOptions(platform=_platform(platform)), progress=progress_for(quiet))
+        record = pull_image(ref, store=services.store, client=client, options=PullOptions(platform=_platform(platform)),
+                            progress=progress_for(quiet, digest_in_result=True))
     finally:
         client.close()
     print(f"{record.reference}@{record.index_digest or record.digest}" if not record.reference.count("@") else record.reference)
@@ -92,39 +95,47 @@ def pull(
 
 @command()
 def images(as_json: bool = JSON_OPTION):
-    """List stored images."""
+    """List stored images, with the tool and version each is and the projects whose locks use it."""
     from .images import list_images
     from .progress import human_bytes
 
     services = _services()
     summaries = list_images(services.store)
-    labels = _tool_labels(services)
+    use, records = _store_use(services), {r.reference: r for r in services.store.records()}
     if as_json:
-        _print_json([dict(s.to_json(), tool=_label(labels, s.reference) or None) for s in summaries])
+        _print_json([dict(s.to_json(), **_use_json(use, records.get(s.reference))) for s in summaries])
         return
     rows = [("TOOL", "REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED")]
     for s in summaries:
         size = human_bytes(s.size) + ("" if s.complete else " (incomplete)")
-        reference = s.reference.split("@")[0] + "@" + s.reference.split("@")[1][:19] if "@" in s.reference else s.reference
-        rows.append((_label(labels, s.reference) or "-", reference, s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at[:16]))
+        rows.append((_label(use, records.get(s.reference)), _short_reference(s.reference), s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at[:16]))
     _print_table(rows)
 
 
-def _tool_labels(services):
-    """Which tool each stored image is, as seen from here (tools.tool_labels); none when the
-    project's files cannot be read (images are listed all the same)."""
-    from .tools import Context, tool_labels
+def _store_use(services):
+    """Which tool each stored image is and which locks use it (usage.StoreUse): the locks
+    toolbox has seen here and the current project's, the recipes that apply here."""
+    from .tools import Context
+    from .usage import StoreUse, known_locks
 
+    recipes, current = (), ()
     try:
-        return tool_labels(Context(services))
-    except ToolboxError:
-        return {}
+        context = Context(services)
+        recipes = list(context.catalog.recipes.values())
+        current = (context.pins.path,) if context.pins.is_project else ()
+    except (ToolboxError, OSError):  # no project to read here (a broken one, a current directory deleted): the other locks still count
+        pass
+    return StoreUse(known_locks(services.layout, current), recipes, services.environ.get("HOME"))
 
 
-def _label(labels, reference):
-    from .tools import label_for
+def _label(use, record):
+    return (use.label(record) if record is not None else "") or "-"
 
-    return label_for(labels, reference)
+
+def _use_json(use, record):
+    users = use.users(record) if record is not None else []
+    return {"tool": (use.label(record) or None) if record is not None else None,
+            "used_by": [{"tool": tool, "version": version, "pins": lock.pins_path, "lock": lock.lock_path} for tool, version, lock in users]}
 
 
 def _image_word(text, resolve=False):
@@ -185,26 +196,82 @@ def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="S
     from .images import remove_images
     from .progress import counted, human_bytes
 
-    from .tools import projects_using
-
     services = _services()
-    removed, report = remove_images(services.store, [_image_word(reference) for reference in references])
-    for reference in removed:
-        print(f"Removed {reference}", flush=True)  # before what follows on stderr, in a shared pipe too
-    for pins, tool in projects_using(services.layout, removed):
+    use = _store_use(services)
+    removed, report = remove_images(services.store, [_image_word(reference) for reference in references], typed=references)
+    for record in removed:
+        print(f"Removed {record.reference}", flush=True)  # before what follows on stderr, in a shared pipe too
+    for pins, tool in use.orphaned(removed, services.store.records()):
         print(f"toolbox: warning: {pins} pins {tool} to an image removed: its next run pulls it again", file=sys.stderr)
     print(f"Freed {human_bytes(report.bytes_freed)} ({counted(report.layers_removed, 'layer')})", file=sys.stderr)
 
 
 @command()
-def prune():
-    """Remove layers and blobs no stored image needs, and leftovers of interrupted work."""
+def prune(
+    unused: bool = typer.Option(False, "--unused", help="Also remove the images no lock toolbox has seen uses (projects used here, global pins)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed, and remove nothing."),
+):
+    """Remove layers and blobs no stored image needs, and leftovers of interrupted work; with
+    --unused, also the images no lock toolbox has seen uses."""
+    from .images import disk_usage, prune_unused, unused_images
     from .images import prune as prune_store
     from .progress import counted, human_bytes
 
-    report = prune_store(_services().store)
+    services = _services()
+    use = _store_use(services)
+    if dry_run:
+        dangling = disk_usage(services.store).reclaimable
+        if unused:
+            found = unused_images(services.store, use.used)
+            _print_unused(use, found, "Would remove")
+            print(f"Would free {human_bytes(found.bytes_freed + dangling)}")
+            _print_kept(use)
+        else:
+            print(f"Would free {human_bytes(dangling)} of layers and blobs no image needs")
+            _offer_unused(services, use)
+        return
+    if unused:
+        from .usage import forget_missing
+
+        result = prune_unused(services.store, use.used)
+        _print_unused(use, result, "Removed")
+        forget_missing(services.layout)
+        report = result.report
+        print(f"Removed {counted(len(result.images), 'image')}, {counted(report.layers_removed, 'layer')}, "
+              f"{counted(report.blobs_removed, 'blob')}, {counted(report.temp_removed, 'leftover')}; freed {human_bytes(report.bytes_freed)}")
+        _print_kept(use)
+        return
+    report = prune_store(services.store)
     print(f"Removed {counted(report.layers_removed, 'layer')}, {counted(report.blobs_removed, 'blob')}, "
           f"{counted(report.temp_removed, 'leftover')}; freed {human_bytes(report.bytes_freed)}")
+    _offer_unused(services, use)
+
+
+def _offer_unused(services, use):
+    from .images import unused_images
+    from .progress import counted, human_bytes
+
+    found = unused_images(services.store, use.used)
+    if found.images:
+        print(f"{counted(len(found.images), 'image')} no lock toolbox knows uses; removing them would free {human_bytes(found.bytes_freed)}: "
+              "`toolbox prune --unused --dry-run` lists them, `toolbox prune --unused` removes them")
+
+
+def _print_unused(use, result, verb):
+    from .progress import human_bytes
+
+    if not result.images:
+        print("Every stored image is used by a lock toolbox knows (or by a named container)")
+        return
+    print(f"{verb} these images, which no lock toolbox knows uses:")
+    _print_table([(f"  {_short_reference(record.reference)}", _label(use, record), human_bytes(size)) for record, size in result.images])
+
+
+def _print_kept(use):
+    """Which locks counted: what to look at when an image you wanted was among the unused."""
+    wheres = [lock.where(use.home) + (f" (its lock cannot be read: {lock.problem}; every digest written in it is kept)" if lock.problem else "")
+              for lock in use.locks]
+    print(f"Kept what these locks use: {', '.join(wheres)}" if wheres else "No lock is known: toolbox has not read one here yet")
 
 
 @command()
@@ -229,21 +296,39 @@ def check(as_json: bool = JSON_OPTION):
 
 @command()
 def df(as_json: bool = JSON_OPTION):
-    """Disk use of the store: per image, what is shared with other images and what is its own."""
-    from .images import disk_usage
+    """Disk use of the store: per image, what is shared with other images and what is its own,
+    and which tool and version it is for which project."""
+    from .images import disk_usage, unused_images
     from .progress import human_bytes
 
-    usage = disk_usage(_services().store)
+    services = _services()
+    usage = disk_usage(services.store)
+    use, records = _store_use(services), {r.reference: r for r in services.store.records()}
+    unused = unused_images(services.store, use.used)
     if as_json:
-        _print_json(usage.to_json())
+        doc = usage.to_json()
+        for image in doc["images"]:
+            image.update(_use_json(use, records.get(image["reference"])))
+        doc["unused"] = {"references": [record.reference for record, _size in unused.images], "bytes_freed": unused.bytes_freed}
+        _print_json(doc)
         return
-    rows = [("IMAGE", "SIZE", "SHARED", "UNIQUE")]
-    rows += [(u.reference, human_bytes(u.size), human_bytes(u.shared), human_bytes(u.unique)) for u in usage.images]
+    rows = [("TOOL", "IMAGE", "SIZE", "SHARED", "UNIQUE")]
+    rows += [(_label(use, records.get(u.reference)), _short_reference(u.reference), human_bytes(u.size), human_bytes(u.shared),
+              human_bytes(u.unique)) for u in usage.images]
     _print_table(rows)
     print()
     print(f"Layers: {usage.layers_count}, {human_bytes(usage.layers_bytes)}")
     print(f"Blobs:  {usage.blobs_count}, {human_bytes(usage.blobs_bytes)}")
     print(f"Reclaimable by `toolbox prune`: {human_bytes(usage.reclaimable)}")
+    if unused.images:
+        print(f"Images no lock toolbox knows uses: {len(unused.images)}; removing them would free {human_bytes(unused.bytes_freed)} "
+              "(`toolbox prune --unused --dry-run` lists them)")
+
+
+def _short_reference(reference):
+    """A reference by digest with its digest cut to 12 digits, as `images` shows it."""
+    name, at, digest = reference.partition("@")
+    return f"{name}@{digest[:19]}" if at else reference
 
 
 @command()
@@ -374,6 +459,49 @@ def volume_rm(names: list[str] = typer.Argument(..., metavar="NAME", help="Volum
     for name in names:
         remove_volume(layout, name)
         print(f"Removed volume {name}")
+
+
+@command(self_app, "uninstall")
+def self_uninstall(
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List what would be removed, and remove nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Remove the config directory too, without asking."),
+):
+    """Remove toolbox: its launcher and virtualenv (what scripts/install made), the shims, the
+    store, the data directory (volumes, kept containers, trust), and, when you say so, the config
+    directory; then name the rc file lines to remove."""
+    from . import shims, uninstall
+    from .layout import Layout
+    from .progress import human_bytes
+    from .prompt import can_ask, confirm_on_terminal
+    from .usage import tilde
+
+    layout = Layout.from_env()
+    found = uninstall.parts(layout)
+    config = next((part for part in found if part.what == "config"), None)
+    ask = config is not None and not yes and not dry_run and can_ask()
+    config_note = ("" if yes else " (only with --yes, or if you answer yes)" if dry_run else
+                   " (if you answer yes below)" if ask else " (kept: no terminal to ask; --yes removes it)")
+    print("Would remove:" if dry_run else "Removing:")
+    _print_table([(f"  {part.what}", tilde(part.path) + (f" ({part.detail})" if part.detail else ""),
+                   human_bytes(part.size) + (config_note if part is config else "")) for part in found]
+                 or [("  nothing: toolbox left nothing here",)])
+    keep_config = config is not None and not yes and (not ask or not confirm_on_terminal(
+        f"remove your configuration too, {tilde(config.path)} (config.toml, your recipes, global pins)?"))
+    lines = uninstall.rc_lines()
+    rc, line = shims.rc_file_and_line()
+    if not dry_run:  # the venv this runs from goes last, and nothing is imported after it
+        for part in sorted(found, key=lambda part: uninstall.REMOVAL_ORDER.index(part.what)):
+            if part is not config or not keep_config:
+                uninstall.remove(part)
+        print("Removed toolbox" + (f"; kept {tilde(config.path)} (remove it by hand, or run this again with --yes)" if keep_config else ""))
+    if lines:
+        print("Remove the line that runs `toolbox shell-init` from your shell's startup file:" if len(lines) == 1 else
+              "Remove the lines that run `toolbox shell-init` from your shells' startup files:")
+        for name, number, text in lines:
+            quiet = " (it does nothing once toolbox is gone)" if ("[ -x " in text or "test -x " in text) else ""
+            print(f"  {name}:{number}: {text.strip()}{quiet}")
+    else:
+        print(f"If you added a line that runs `toolbox shell-init` to your shell's startup file, remove it ({rc}: {line})")
 
 
 # -- what Docker users type first: what toolbox does instead ---------------------------------------

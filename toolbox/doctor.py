@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from . import cgroups
 from .errors import ToolboxError
-from .subids import read_subids
+from .subids import free_range, read_subids
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -407,7 +407,7 @@ def _id_helper(name, environ):
 def subids_check(host, environ):
     uid = os.getuid()
     user = _user_name(uid)
-    found, missing, fixes, ends = [], [], [], [100000]
+    found, missing, fixes, listed = [], [], [], []
     for kind, file_name in (("uids", "subuid"), ("gids", "subgid")):
         path = os.path.join(host.etc, file_name)
         try:
@@ -415,7 +415,7 @@ def subids_check(host, environ):
         except OSError as err:
             entries = []
             missing.append(f"{path}: {err.strerror}")
-        ends += [start + count for _owner, start, count in entries]
+        listed.append(entries)
         mine = [(start, count) for owner, start, count in entries if owner in (user, str(uid))]
         if mine:
             ranges = ", ".join(f"{start}-{start + count - 1}" for start, count in mine)
@@ -423,7 +423,7 @@ def subids_check(host, environ):
         else:
             missing.append(f"no {kind} for {user} in {path}")
     if missing:
-        start = max(ends)  # after every range handed out, so the new one overlaps none
+        start = free_range(listed)  # overlapping no range handed out
         fixes.append(f"sudo usermod --add-subuids {start}-{start + 65535} --add-subgids {start}-{start + 65535} {user}")
     for name in ("newuidmap", "newgidmap"):
         path, privilege, problem = _id_helper(name, environ)

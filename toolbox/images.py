@@ -93,23 +93,79 @@ def inspect_image(store, text):
     }
 
 
-def remove_images(store, texts):
-    """Remove these references, then whatever no remaining image needs. All names are checked
-    before anything is removed, so a typo in the list removes nothing."""
+def remove_images(store, texts, typed=None):
+    """Remove these references, then whatever no remaining image needs; returns the records
+    removed and the GcReport. All names are checked before anything is removed, so a typo in the
+    list removes nothing. `typed` is what the user typed for each text (a tool name, for the
+    image it runs here), for the message."""
     records = []
-    for text in texts:
-        records.extend(store.get_all(text))
+    for text, word in zip(texts, typed or texts):
+        try:
+            records.extend(store.get_all(text))
+        except ImageNotStored:
+            shown = repr(text) if word == text else f"{word!r} ({text} here)"
+            raise ImageNotStored(f"{shown} is not in the store: nothing to remove",
+                                 hint="`toolbox images` lists the stored images") from None
     with store.exclusive_lock():
         for record in records:
             store.remove_record(record)
         report = store.collect_garbage()
-    return [r.reference for r in records], report
+    return records, report
 
 
 def prune(store):
     store.prepare()
     with store.exclusive_lock():
         return store.collect_garbage()
+
+
+@dataclass(frozen=True)
+class UnusedImages:
+    """Stored images no lock uses (`prune --unused`), and what removing them frees."""
+
+    images: tuple  # (ImageRecord, bytes of its layers)
+    bytes_freed: int  # layers and blobs only they need (before removal: what removing them would free)
+    report: object = None  # the GcReport, once removed
+
+
+def unused_images(store, used):
+    """The stored images for which `used(record)` is false and from which no named container
+    was made, with what removing them would free."""
+    import os
+
+    from . import containers
+
+    made_from = set()
+    for name in containers.names(store.layout):
+        record = containers.read_record(os.path.join(store.layout.containers_dir, name))
+        if record is not None:
+            made_from.add(record["reference"])
+    records = store.records()
+    unused = [r for r in records if not used(r) and r.reference not in made_from]
+    kept = [r for r in records if r not in unused]
+    needed_blobs, needed_layers = store.referenced(kept)
+    dropped_blobs, dropped_layers = store.needed_by(unused)
+    sizes = []
+    for record in unused:
+        try:
+            diff_ids = set(store.load_image(record).diff_ids)
+        except ImageNotStored:
+            diff_ids = set()
+        sizes.append((record, sum(_layer_bytes(store, d) for d in diff_ids)))
+    freed = sum(_layer_bytes(store, d) for d in dropped_layers - needed_layers if store.has_layer(d))
+    freed += sum(store.blob_size(d) for d in dropped_blobs - needed_blobs)
+    return UnusedImages(tuple(sizes), freed)
+
+
+def prune_unused(store, used):
+    """Remove the unused_images, then whatever no remaining image needs (prune)."""
+    store.prepare()
+    with store.exclusive_lock():
+        unused = unused_images(store, used)
+        for record, _size in unused.images:
+            store.remove_record(record)
+        report = store.collect_garbage()
+    return UnusedImages(unused.images, report.bytes_freed, report)
 
 
 def disk_usage(store):

@@ -172,6 +172,12 @@ class Layout:
     def containers_dir(self):
         return os.path.join(self.data_dir, "containers")
 
+    @property
+    def known_projects_dir(self):
+        """One small file per project whose toolbox.lock toolbox has read here (usage.py), so
+        that `prune --unused`, `df` and `images` know which locks use which images."""
+        return os.path.join(self.data_dir, "projects")
+
     # -- configuration ------------------------------------------------------------------------
     @property
     def user_recipes_dir(self):

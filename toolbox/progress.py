@@ -22,11 +22,15 @@ def counted(count, noun, plural=None):
 
 
 class PlainProgress(NullProgress):
-    """One line per event, for logs and pipes."""
+    """One line per event, for logs and pipes. The first names the digest pulled once: not
+    where the reference has it already, nor where the command prints it as its result
+    (`digest_in_result`: `toolbox pull` prints REFERENCE@DIGEST on stdout), but always the
+    manifest chosen from an index pulled by its digest, which nothing else shows."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, digest_in_result=False):
         self._stream = stream or sys.stderr
         self._lock = threading.Lock()
+        self._digest_in_result = digest_in_result
 
     def _say(self, text):
         with self._lock:
@@ -34,7 +38,11 @@ class PlainProgress(NullProgress):
 
     def resolved(self, reference, digest, platform, layers):
         new = [p for p in layers if not p.stored]
-        self._say(f"Pulling {reference} ({platform}), {digest}")
+        if "@" in str(reference):
+            named = "" if str(reference).endswith(f"@{digest}") else f", manifest {digest}"
+        else:
+            named = "" if self._digest_in_result else f", {digest}"
+        self._say(f"Pulling {reference} ({platform}){named}")
         if new:
             self._say(f"{counted(len(layers), 'layer')}, {len(layers) - len(new)} already stored, {human_bytes(sum(p.descriptor.size for p in new))} to download")
         else:
@@ -111,10 +119,10 @@ def _bar(done, total, width=20):
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
-def progress_for(quiet, stream=None):
+def progress_for(quiet, stream=None, digest_in_result=False):
     stream = stream or sys.stderr
     if quiet:
         return NullProgress()
     if stream.isatty():
         return TerminalProgress(stream)
-    return PlainProgress(stream)
+    return PlainProgress(stream, digest_in_result)

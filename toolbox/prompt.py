@@ -9,9 +9,7 @@ import sys
 def confirm_on_terminal(question, environ=os.environ):
     """Ask `question` with [y/N] on the terminal, and say whether the answer was yes. Without
     a terminal on both stdin and stderr (a pipe, a script, CI=true) nobody is asked: no."""
-    from .toolplan import frozen_requested
-
-    if frozen_requested(environ) or not (sys.stdin.isatty() and sys.stderr.isatty()):
+    if not can_ask(environ):
         return False
     print(f"toolbox: {question} [y/N] ", end="", file=sys.stderr, flush=True)
     try:
@@ -19,6 +17,13 @@ def confirm_on_terminal(question, environ=os.environ):
     except (OSError, UnicodeDecodeError):
         return False
     return answer.strip().lower() in ("y", "yes")
+
+
+def can_ask(environ=os.environ):
+    """Whether there is someone to ask: a terminal on stdin and stderr, and not CI=true."""
+    from .toolplan import frozen_requested
+
+    return not frozen_requested(environ) and sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def warn(message):

@@ -43,6 +43,7 @@ VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 PASS_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?\Z")
 NETWORKS = ("host", "none")
+NOT_GRANTED_NETWORKS = ("none",)  # a restriction, not access: never listed nor recorded as a grant
 SOURCES = ("project", "user", "builtin")  # precedence, highest first
 KEYS = {"description", "image", "tag", "default_version", "command", "default_command", "env", "pass_env", "mounts", "network", "tty", "aliases"}
 ALIAS_KEYS = {"version", "command"}
@@ -99,8 +100,12 @@ class Recipe:
         """What the recipe gives the tool of the user's machine, normalized, as a set of
         tuples: what trust records and compares. Pins and versions are not grants (any version
         of a trusted recipe runs the same command with the same access), nor are the
-        description and tty; an alias's command is, and so is the default command."""
-        items = {("image", self.image), ("tag", self.tag), ("network", self.network)}
+        description and tty; an alias's command is, and so is the default command. The host's
+        network is a grant; `network = "none"` is a restriction and grants nothing (so host →
+        none shows as a dropped grant, none → host as a new one)."""
+        items = {("image", self.image), ("tag", self.tag)}
+        if self.network not in NOT_GRANTED_NETWORKS:
+            items.add(("network", self.network))
         if self.command:
             items.add(("command", *self.command))
         if self.default_command:
@@ -134,8 +139,7 @@ def sorted_grants(items):
     return sorted(items, key=lambda item: (_GRANT_ORDER.index(item[0]) if item[0] in _GRANT_ORDER else len(_GRANT_ORDER), item))
 
 
-_DESCRIPTIONS = {"image": "image {0}", "tag": "tags made as {0}", "pass_env": "host variable {0}", "env": "variable {0}={1}",
-                 "network": "network {0}"}
+_DESCRIPTIONS = {"image": "image {0}", "pass_env": "host variable {0}", "env": "variable {0}={1}", "network": "network {0}"}
 
 
 def describe_grant(item):
@@ -148,6 +152,9 @@ def describe_grant(item):
         return f"alias {values[0]} runs {_shell_words(values[1:])}"
     if kind == "mount":
         return f"mount {values[0]} at {values[1]} {'read-only' if values[2] == 'ro' else 'read-write'}"
+    if kind == "tag":  # the scheme, with the placeholder as a word people read: "tags VERSION-slim"
+        scheme = values[0]
+        return f"tags {scheme.replace('{version}', 'VERSION')}" if "{version}" in scheme else f"tag {scheme} for every version"
     return _DESCRIPTIONS[kind].format(*values) if kind in _DESCRIPTIONS else " ".join(item)
 
 

@@ -95,13 +95,18 @@ def rc_advice(environ=None, launcher=None):
 def rc_line(shell, launcher=None):
     """The one line for the shell's rc file. It names the launcher by its absolute path: Debian's
     ~/.profile reads ~/.bashrc before it puts ~/.local/bin on PATH, and zsh and fish never read
-    ~/.profile, so `toolbox` alone is "command not found" there."""
+    ~/.profile, so `toolbox` alone is "command not found" there. It runs the launcher only if it
+    is there, so that a line left behind after `toolbox self uninstall` (or a home shared with a
+    machine without toolbox) does nothing, instead of an error in every new shell."""
     if shell not in SHELLS:
         raise ToolboxError(f"unsupported shell {shell!r}", hint=f"use one of {', '.join(SHELLS)}")
-    launcher = launcher or "toolbox"
     if shell == "fish":
-        return f"{_fish_word(launcher)} shell-init fish | source"
-    return f'eval "$({_sh_word(launcher)} shell-init {shell})"'
+        word = _fish_word(launcher or "toolbox")
+        present = f"test -x {word}" if launcher else "command -sq toolbox"
+        return f"{present}; and {word} shell-init fish | source"
+    word = _sh_word(launcher or "toolbox")
+    present = f"[ -x {word} ]" if launcher else "command -v toolbox >/dev/null"
+    return f'{present} && eval "$({word} shell-init {shell})"'
 
 
 def shell_init(layout, shell):

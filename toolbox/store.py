@@ -362,10 +362,17 @@ class Store:
         return [d for d in image.diff_ids if not self.has_layer(d)]
 
     # -- garbage collection ----------------------------------------------------------------------
-    def referenced(self):
-        """Blobs and layers that some image record or named container needs."""
+    def referenced(self, records=None):
+        """Blobs and layers that some image record (of `records`, by default all) or named
+        container needs, or a running tool."""
+        blobs, layers = self.needed_by(self.records() if records is None else records)
+        layers.update(self._layers_in_use())
+        return blobs, layers
+
+    def needed_by(self, records):
+        """The blobs and layers these image records need."""
         blobs, layers = set(), set()
-        for record in self.records():
+        for record in records:
             blobs.add(record.digest)
             if record.index_digest:
                 blobs.add(record.index_digest)
@@ -375,7 +382,6 @@ class Store:
                 continue
             blobs.add(image.config_digest)
             layers.update(image.diff_ids)
-        layers.update(self._layers_in_use())
         return blobs, layers
 
     def _layers_in_use(self):

@@ -14,8 +14,9 @@ import os
 from . import programs
 from .errors import ToolboxError
 
-SETUP_HINT = ("give yourself subordinate ids and install the helpers: "
-              "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER; sudo apt install uidmap")
+SUBID_FILES = ("/etc/subuid", "/etc/subgid")
+RANGE_SIZE = 65536  # what useradd gives a new user (SUB_UID_COUNT in login.defs)
+RANGE_FLOOR = 100000  # where useradd starts handing ranges out (SUB_UID_MIN)
 
 
 def read_subids(path):
@@ -41,6 +42,37 @@ def subordinate_range(path, user_name, user_id):
     return None
 
 
+def free_range(entry_lists, size=RANGE_SIZE, floor=RANGE_FLOOR):
+    """The first id of the lowest `size` ids from `floor` up that no entry of any list holds
+    (read_subids of /etc/subuid and /etc/subgid): a range usermod can hand out to you without
+    overlapping another user's."""
+    start = floor
+    for first, end in sorted((first, first + count) for entries in entry_lists for _owner, first, count in entries):
+        if end <= start:
+            continue
+        if first >= start + size:
+            break
+        start = end
+    return start
+
+
+def setup_hint(user_name, need_uids, need_gids, need_helpers, files=SUBID_FILES):
+    """The commands that give `user_name` what is missing: a range free in both files as they
+    are now (another user's range is never proposed), and the helpers' package."""
+    entries = []
+    for path in files:
+        try:
+            entries.append(read_subids(path))
+        except OSError:
+            continue
+    start = free_range(entries)
+    ids = f"{start}-{start + RANGE_SIZE - 1}"
+    options = [option for option, needed in ((f"--add-subuids {ids}", need_uids), (f"--add-subgids {ids}", need_gids)) if needed]
+    commands = [f"sudo usermod {' '.join(options)} {user_name}"] if options else []
+    commands += ["sudo apt install uidmap"] if need_helpers else []
+    return "give yourself subordinate ids and the helpers that map them: " + "; ".join(commands)
+
+
 def id_map(inside, outside, sub_first, sub_count):
     """newuidmap's triples (inside, outside, count): `inside` is the user; ids 0.. around it
     come from the subordinate range, as many as it holds."""
@@ -59,16 +91,17 @@ def find_program(name):
     return programs.find_program(name, ("/usr/bin", "/bin", "/usr/sbin"))
 
 
-def plan_maps(user_name, inner_uid, inner_gid):
+def plan_maps(user_name, inner_uid, inner_gid, files=SUBID_FILES):
     """(newuidmap argv tail, newgidmap argv tail, programs) or a ToolboxError saying what is
     missing and how to set it up."""
-    uid_range = subordinate_range("/etc/subuid", user_name, os.getuid())
-    gid_range = subordinate_range("/etc/subgid", user_name, os.getuid())
+    uid_range = subordinate_range(files[0], user_name, os.getuid())
+    gid_range = subordinate_range(files[1], user_name, os.getuid())
     programs = (find_program("newuidmap"), find_program("newgidmap"))
-    missing = [what for what, found in (("an /etc/subuid entry", uid_range), ("an /etc/subgid entry", gid_range),
+    missing = [what for what, found in ((f"an {files[0]} entry", uid_range), (f"an {files[1]} entry", gid_range),
                                         ("newuidmap", programs[0]), ("newgidmap", programs[1])) if not found]
     if missing:
-        raise ToolboxError(f"--subids needs {', '.join(missing)} for {user_name}", hint=SETUP_HINT)
+        hint = setup_hint(user_name, uid_range is None, gid_range is None, None in programs, files)
+        raise ToolboxError(f"--subids needs {', '.join(missing)} for {user_name}", hint=hint)
     uid_map = id_map(inner_uid, os.getuid(), *uid_range)
     gid_map = id_map(inner_gid, os.getgid(), *gid_range)
     return programs, uid_map, gid_map

@@ -218,6 +218,10 @@ class Context:
         owner_check = (lambda found: check_owner(found, safe, self.environ)) if self.pins.is_project else None
         lock = read_lock(self.pins.lock_path, owner_check)
         self.read_stamps[self.pins.lock_path] = lock.stamp
+        if self.pins.is_project:  # for `prune --unused`, `df` and `images`: the locks used here
+            from .usage import remember_project
+
+            remember_project(self.layout, self.pins.path)
         return lock
 
     def locked_entry(self, tool, frozen=False):
@@ -443,51 +447,6 @@ def image_for_word(context, text, resolve=False):
     except UnknownTool:
         return text
     return context.tool_run(text, frozen=not resolve).image
-
-
-def tool_labels(context):
-    """{image reference as stored: "tool version"} for the images the tools here run: a pinned
-    tool's locked digest ("jq 1.7.1, pinned"), and any recipe image by tag ("jq 1.6")."""
-    labels = {}
-    for tool, (version, owner) in context.effective_pins().items():
-        entry = owner.read_lock().entries.get(tool)
-        if entry is not None:
-            labels[f"{entry.image}@{entry.digest}"] = f"{tool} {version}, pinned"
-    for recipe in context.catalog.recipes.values():
-        labels.setdefault(recipe.image, recipe.name)
-    return labels
-
-
-def label_for(labels, reference):
-    """The tool label of a stored reference (tool_labels), or ""."""
-    if reference in labels:
-        return labels[reference]
-    repository, colon, tag = reference.split("@")[0].rpartition(":")
-    if not colon or "/" in tag:  # no tag: what follows is a registry's port
-        return ""
-    name = labels.get(repository)
-    return f"{name} {tag}" if name else ""
-
-
-def projects_using(layout, references):
-    """[(pins file, tool)] whose tool plans run one of `references`: the projects (and global
-    pins) that would pull the image again, for `rmi` to name."""
-    import marshal
-
-    found = []
-    try:
-        names = sorted(os.listdir(layout.tool_plans_dir))
-    except FileNotFoundError:
-        return found
-    for name in names:
-        try:
-            with open(os.path.join(layout.tool_plans_dir, name), "rb") as file:
-                plan = marshal.load(file)
-            if plan["settings"]["image"] in references and plan["settings"]["pinned"]:
-                found.append((plan["pins"], plan["tool"]))
-        except (OSError, EOFError, ValueError, TypeError, KeyError):
-            continue
-    return sorted(set(found))
 
 
 def _ensure_pinned_shims(context, tell):

@@ -20,7 +20,7 @@ import json
 import os
 
 from .errors import ToolboxError
-from .recipes import describe_grant, sorted_grants
+from .recipes import NOT_GRANTED_NETWORKS, describe_grant, sorted_grants
 from .toolplan import TRUST_ENV
 
 TRUST_VERSION = 2
@@ -62,7 +62,7 @@ class TrustStore:
             doc = json.loads(found.data)
             if doc.get("version") != TRUST_VERSION or doc.get("project") != os.path.abspath(project_file):
                 raise ValueError("another project or version")
-            recipes = {name: frozenset(tuple(item) for item in items) for name, items in doc["recipes"].items()}
+            recipes = {name: _grants(items) for name, items in doc["recipes"].items()}
         except (ValueError, TypeError, KeyError, AttributeError):
             recipes = {}
         return TrustRecord(path, recipes, found.stamp)
@@ -119,7 +119,7 @@ class TrustStore:
             try:
                 doc = json.loads(read_input(os.path.join(self.directory, name), "trust record").data)
                 if doc.get("version") == TRUST_VERSION:
-                    yield doc["project"], {n: frozenset(tuple(i) for i in items) for n, items in doc["recipes"].items()}
+                    yield doc["project"], {n: _grants(items) for n, items in doc["recipes"].items()}
             except (ToolboxError, ValueError, TypeError, KeyError, AttributeError):
                 continue
 
@@ -130,6 +130,12 @@ class TrustStore:
         own = os.path.abspath(project_file)
         return [project for project, trusted in self._records()
                 if project != own and all(trusted.get(name) == grants for name, grants in wanted.items())]
+
+
+def _grants(items):
+    """A recorded recipe's grants. Records written before `network none` stopped counting as a
+    grant still list it: dropped here, so that they match what the same recipe grants now."""
+    return frozenset(tuple(item) for item in items) - {("network", network) for network in NOT_GRANTED_NETWORKS}
 
 
 def grant_diff(recipe, record, catalog):
