@@ -93,8 +93,10 @@ def test_user_recipes_override_builtins_and_projects_override_both(tmp_path):
     assert catalog.find("jq")[0].source == "project" and catalog.shadowed("jq").source == "user"
     assert catalog.find("python3.11")[0].name == "python" and catalog.find("python3.11")[1].version == "3.11"
     Path(layout.user_recipes_dir, "broken.toml").write_text("image = [")
+    catalog = Catalog.load(layout)  # a file that is not TOML stops only its own name
+    assert catalog.find("mine")[0].source == "user" and "broken" not in catalog.recipes
     with pytest.raises(RecipeError, match="broken.toml: not valid TOML"):
-        Catalog.load(layout)
+        catalog.find("broken")
 
 
 def test_recipes_commands_and_unknown_tools(toolbox, tmp_path):
@@ -502,3 +504,49 @@ def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_pa
     assert f"{project / 'toolbox.toml'} pins jq to an image removed" in removed.stderr
     assert cli(toolbox, "rmi", "jq@1.6", cwd=project).returncode == 0
     assert json.loads(cli(toolbox, "images", "--json", cwd=project).stdout) == []
+
+
+# -- recipes that do not validate ------------------------------------------------------------------------
+@needs_userns
+def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
+    """One unknown key in your yq.toml and one in a project's [recipes.lint] stopped every tool
+    (jq too): now only yq and lint fail, each with its recipe's error, and `recipes list`
+    shows them with it."""
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
+    recipes = Path(toolbox.layout.user_recipes_dir)
+    recipes.mkdir(parents=True)
+    (recipes / "yq.toml").write_text('image = "docker.io/mikefarah/yq"\ndefault_version = "4"\ncolour = "red"\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\nfmt = "1"\njq = "1.7.1"\nlint = "1"\nyq = "4"\n\n'
+                                          '[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\nnetwork = "bridge"\n\n'
+                                          '[recipes.fmt]\nimage = "ghcr.io/example/fmt"\ndefault_version = "1"\n')
+    upstream.publish("ghcr.io/example/fmt", "1", tool_image("fmt-1"))
+    ran = run(toolbox, "jq", "x", cwd=project)
+    assert (ran.returncode, ran.stdout) == (0, "jq-1.7.1 tool:x\n") and "toolbox:" not in ran.stderr, ran.stderr
+    assert run(toolbox, "jq", "y", cwd=project).stdout == "jq-1.7.1 tool:y\n"  # from its tool plan
+    assert run(toolbox, "jq@1.7.1", cwd=tmp_path).stdout == "jq-1.7.1 tool:\n"  # and outside the project
+    yq = run(toolbox, "yq", cwd=project)
+    assert yq.returncode == 125 and yq.stderr.splitlines() == [
+        f"toolbox: error: {recipes / 'yq.toml'}: recipe 'yq': unknown key 'colour'",
+        "toolbox: hint: allowed keys: aliases, command, default_command, default_version, description, env, image, mounts, network, "
+        "pass_env, tag, tty"], yq.stderr
+    lint = run(toolbox, "lint", cwd=project)
+    assert lint.returncode == 125 and f"{project / 'toolbox.toml'}: recipe 'lint': 'network' must be one of host, none" in lint.stderr
+    listed = cli(toolbox, "recipes", "list", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "BROKEN" in rows["yq"] and "user" in rows["yq"] and "BROKEN" in rows["lint"] and "BROKEN" not in rows["jq"]
+    assert "unknown key 'colour'" in listed.stderr and "'network' must be one of" in listed.stderr
+    as_json = {r["name"]: r for r in json.loads(cli(toolbox, "recipes", "list", "--json", cwd=project).stdout)}
+    assert as_json["yq"]["error"].endswith("unknown key 'colour'") and as_json["jq"]["error"] is None
+    # The project's other recipe is trusted and runs as before.
+    assert run(toolbox, "fmt", cwd=project).returncode == 125  # not trusted yet
+    trusted = cli(toolbox, "trust", cwd=project)
+    assert trusted.returncode == 0 and "fmt" in trusted.stdout, trusted.stderr
+    assert run(toolbox, "fmt", "a", cwd=project).stdout == "fmt-1 tool:a\n"
+    locked = cli(toolbox, "lock", cwd=project)  # `lock` wants every pin: the first broken one says why
+    assert locked.returncode == 125 and "recipe 'lint': 'network' must be one of" in locked.stderr, locked.stderr
+    (recipes / "yq.toml").write_text('image = "docker.io/mikefarah/yq"\ndefault_version = "4"\n')
+    upstream.publish("docker.io/mikefarah/yq", "4", tool_image("yq-4"))
+    assert run(toolbox, "yq", cwd=project).stdout == "yq-4 tool:\n"  # fixed, it runs

@@ -46,14 +46,29 @@ def _context(cwd=None, ask=False):
 # -- recipes ---------------------------------------------------------------------------------------
 @recipes_app.command("list", cls=HelpCommand)
 def recipes_list(as_json: bool = JSON_OPTION):
-    """Every recipe visible here (project, yours, built-in), by name."""
+    """Every recipe visible here (project, yours, built-in), by name; those that do not validate
+    with their error."""
     catalog = _context().catalog
-    recipes = [catalog.recipes[name] for name in sorted(catalog.recipes)]
+    names = sorted(set(catalog.recipes) | set(catalog.broken))
     if as_json:
-        print(json.dumps([_recipe_json(r) for r in recipes], indent=2, sort_keys=True))
+        print(json.dumps([_recipe_json(catalog.recipes[n]) if n in catalog.recipes else _broken_json(catalog.broken[n]) for n in names],
+                         indent=2, sort_keys=True))
         return
-    _print_table([("NAME", "DEFAULT", "SOURCE", "IMAGE", "ALIASES")] +
-                 [(r.name, r.default_version, r.source, r.image, " ".join(sorted(r.aliases))) for r in recipes])
+    rows = [("NAME", "DEFAULT", "SOURCE", "IMAGE", "ALIASES")]
+    for name in names:
+        recipe = catalog.recipes.get(name)
+        if recipe is None:
+            rows.append((name, "-", catalog.broken[name].source, "BROKEN: does not validate (below)", ""))
+        else:
+            rows.append((recipe.name, recipe.default_version, recipe.source, recipe.image, " ".join(sorted(recipe.aliases))))
+    _print_table(rows)
+    for name in sorted(catalog.broken):
+        error = catalog.broken[name].error
+        print(f"toolbox: warning: {error.message}" + (f" ({error.hint})" if error.hint else ""), file=sys.stderr)
+
+
+def _broken_json(broken):
+    return {"name": broken.name, "source": broken.source, "origin": broken.origin, "error": broken.error.message, "hint": broken.error.hint}
 
 
 @recipes_app.command("show", cls=HelpCommand)
@@ -87,7 +102,7 @@ def recipes_search(word: str = typer.Argument(..., metavar="WORD", help="A word 
 
 
 def _recipe_json(recipe):
-    return {"name": recipe.name, "source": recipe.source, "origin": recipe.origin, "image": recipe.image, "tag": recipe.tag,
+    return {"name": recipe.name, "error": None, "source": recipe.source, "origin": recipe.origin, "image": recipe.image, "tag": recipe.tag,
             "default_version": recipe.default_version, "command": list(recipe.command) if recipe.command else None,
             "default_command": list(recipe.default_command) if recipe.default_command else None,
             "aliases": sorted(recipe.aliases), "description": recipe.description, "tty": recipe.tty, "network": recipe.network,

@@ -218,8 +218,9 @@ class Context:
         disagrees with the pins is an error instead. With `only`, that tool alone is checked
         and resolved; the other entries are kept as they are (broken ones too). With
         `may_skip_write`, a lock that cannot be written is a warning, not an error."""
-        self.check_pins([only] if only else None)
         tools = [only] if only else sorted(self.pins.versions)
+        self.catalog.check_usable(tools)  # a recipe that does not validate: its own error, before "no recipe"
+        self.check_pins([only] if only else None)
         self.check_trusted([self.catalog.recipes[tool] for tool in tools])  # before anything is fetched
         lock = self.read_lock()
         reasons = [reason for tool, reason in disagreements(self.pins, self.catalog, lock) if only in (None, tool)]
@@ -292,6 +293,7 @@ class Context:
         from .manifest import parse_manifest
         from .reference import ImageRef
 
+        self.catalog.check_usable(self.pins.versions)
         self.check_pins()
         self.check_trusted([self.catalog.recipes[tool] for tool in self.pins.versions])
         lock = self.read_lock()
