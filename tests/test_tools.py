@@ -506,6 +506,55 @@ def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_pa
     assert json.loads(cli(toolbox, "images", "--json", cwd=project).stdout) == []
 
 
+# -- what changed ----------------------------------------------------------------------------------
+def _short(digest):
+    return digest.partition(":")[2][:12]
+
+
+def test_lock_sync_and_upgrade_print_only_what_changed(toolbox, upstream, tmp_path):
+    """Round 2 printed every tool at every `lock` and `sync`: a change was hard to see. Now
+    only changes, one line each, and --dry-run shows them without writing."""
+    jq_a = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-a"))
+    py12 = upstream.publish("docker.io/library/python", "3.12-slim", tool_image("py-3.12", "/usr/local/bin/python"))
+    py13 = upstream.publish("docker.io/library/python", "3.13-slim", tool_image("py-3.13", "/usr/local/bin/python"))
+    node = upstream.publish("docker.io/library/node", "22-slim", tool_image("node-22", "/usr/local/bin/node"))
+    project = tmp_path / "project"
+    project.mkdir()
+    pins = project / "toolbox.toml"
+    pins.write_text('[tools]\njq = "1.7.1"\npython = "3.12"\n')
+    first = cli(toolbox, "lock", cwd=project)
+    assert (first.returncode, first.stdout) == (0, f"jq added: 1.7.1 ({_short(jq_a)})\npython added: 3.12 ({_short(py12)})\n"), first.stderr
+    assert cli(toolbox, "lock", cwd=project).stdout == "toolbox.lock is up to date\n"
+    synced = cli(toolbox, "sync", cwd=project)
+    assert synced.stdout == f"pulled jq 1.7.1 ({_short(jq_a)})\npulled python 3.12 ({_short(py12)})\n", synced.stderr
+    assert cli(toolbox, "sync", cwd=project).stdout == "toolbox.lock is up to date, and every image it names is stored\n"
+    # A pin bump: the dry run says what would change and writes nothing; sync does it.
+    pins.write_text('[tools]\njq = "1.7.1"\npython = "3.13"\n')
+    lock_before = (project / "toolbox.lock").read_bytes()
+    dry = cli(toolbox, "lock", "--dry-run", cwd=project)
+    assert dry.stdout == f"python 3.12 → 3.13 ({_short(py12)} → {_short(py13)})\ndry run: toolbox.lock not written\n", dry.stderr
+    assert (project / "toolbox.lock").read_bytes() == lock_before
+    synced = cli(toolbox, "sync", cwd=project)
+    assert synced.stdout == f"python 3.12 → 3.13 ({_short(py12)} → {_short(py13)})\npulled python 3.13 ({_short(py13)})\n", synced.stderr
+    # The tag moves upstream: only --upgrade takes it, and says so.
+    jq_b = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-b"))
+    lock_before = (project / "toolbox.lock").read_bytes()
+    assert cli(toolbox, "lock", cwd=project).stdout == "toolbox.lock is up to date\n"
+    dry = cli(toolbox, "lock", "--upgrade", "jq", "--dry-run", cwd=project)
+    assert dry.stdout == f"jq: tag 1.7.1 moved ({_short(jq_a)} → {_short(jq_b)})\ndry run: toolbox.lock not written\n", dry.stderr
+    assert (project / "toolbox.lock").read_bytes() == lock_before
+    upgraded = cli(toolbox, "lock", "--upgrade", "jq", cwd=project)
+    assert upgraded.stdout == f"jq: tag 1.7.1 moved ({_short(jq_a)} → {_short(jq_b)})\n", upgraded.stderr
+    assert cli(toolbox, "lock", "--upgrade", cwd=project).stdout == "toolbox.lock is up to date\n"
+    # A pin added and one removed.
+    pins.write_text('[tools]\njq = "1.7.1"\nnode = "22"\n')
+    changed = cli(toolbox, "lock", cwd=project)
+    assert changed.stdout == f"node added: 22 ({_short(node)})\npython removed (was 3.13, {_short(py13)})\n", changed.stderr
+    # From another directory of the project the lock is named in full.
+    (project / "src").mkdir()
+    assert cli(toolbox, "lock", cwd=project / "src").stdout == f"{project / 'toolbox.lock'} is up to date\n"
+
+
 # -- recipes that do not validate ------------------------------------------------------------------------
 @needs_userns
 def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):

@@ -233,22 +233,35 @@ def lock(
     upgrade: bool = typer.Option(False, "--upgrade", help="Resolve tags again even where the lock matches (all tools, or those named)."),
     frozen: bool = typer.Option(False, "--frozen", help="Only check that toolbox.lock matches toolbox.toml; never resolve."),
     check: bool = typer.Option(False, "--check", help="Verify every entry against the registry: digest, platforms, and that the tag still names it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and print what would change; write nothing."),
 ):
-    """Resolve the pinned versions to digests and write toolbox.lock (only what changed)."""
+    """Resolve the pinned versions to digests and write toolbox.lock; print what changed."""
     if check:
+        if dry_run:
+            raise ToolboxError("--check and --dry-run: --check writes nothing anyway", hint="use one of them")
         return _lock_check()
-    context = _context(ask=not frozen)
+    context = _context(ask=not (frozen or dry_run))
     try:
         unknown = [t for t in tools or () if t not in context.pins.versions]
         if unknown:
             raise ToolboxError(f"not pinned in {context.pins.path}: {', '.join(unknown)}", hint="`toolbox add TOOL` pins it")
-        entries = context.lock(upgrade=tuple(tools or ()) if upgrade else (), frozen=frozen, upgrade_all=upgrade and not tools)
+        update = context.update_lock(upgrade=tuple(tools or ()) if upgrade else (), frozen=frozen, upgrade_all=upgrade and not tools,
+                                     dry_run=dry_run)
     finally:
         context.close()
         _print_warnings(context)
-    for tool, entry in sorted(entries.items()):
-        print(f"{tool} {entry.version}: {entry.reference} {entry.digest}")
-    print(f"{context.pins.lock_path}: {len(entries)} tool{'s' if len(entries) != 1 else ''} locked")
+    name = _shown_path(update.path)
+    for change in update.changes:
+        print(change.describe())
+    if dry_run:
+        print(f"dry run: {name} not written" if update.changes else f"{name} is up to date")
+    elif not update.changes:
+        print(f"{name} is up to date")
+
+
+def _shown_path(path):
+    """A path as people read it: `toolbox.lock` in its own directory, else in full."""
+    return os.path.basename(path) if os.path.dirname(path) == os.getcwd() else path
 
 
 def _lock_check():
@@ -279,18 +292,30 @@ def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.
     from .toolplan import frozen_requested
     from .runplan import ensure_plan
 
+    from .errors import ImageNotStored
+    from .lockfile import short_digest
+
     is_frozen = frozen_requested(os.environ, frozen)
     context = _context(ask=not is_frozen)
+    pulled = 0
     try:
-        entries = context.lock(frozen=is_frozen)
-        for tool, entry in sorted(entries.items()):
+        update = context.update_lock(frozen=is_frozen)
+        for change in update.changes:  # what changed, not every tool
+            print(change.describe())
+        for tool, entry in sorted(update.entries.items()):
             reference = entry.pinned_reference()
-            ensure_plan(context.layout, reference, "missing")
+            try:
+                context.services.store.get(reference)
+            except ImageNotStored:
+                ensure_plan(context.layout, reference, "missing")
+                print(f"pulled {tool} {entry.version} ({short_digest(entry.digest)})")
+                pulled += 1
             context.check_stored(entry)
-            print(f"{tool} {entry.version}: {reference}")
     finally:
         context.close()
         _print_warnings(context)
+    if not update.changes and not pulled:
+        print(f"{_shown_path(update.path)} is up to date, and every image it names is stored")
 
 
 def list_tools(as_json: bool = JSON_OPTION):

@@ -120,6 +120,53 @@ def read_lock(path, check_owner=None):
     return lock
 
 
+# -- what changed ------------------------------------------------------------------------------------
+def short_digest(digest):
+    """The first 12 hex digits, as images and `docker images` show a digest."""
+    return digest.partition(":")[2][:12] if digest else "?"
+
+
+@dataclass(frozen=True)
+class LockChange:
+    """One tool's entry before and after a lock was brought up to date (None: absent)."""
+
+    tool: str
+    before: LockEntry | None
+    after: LockEntry | None
+    was_damaged: bool = False  # the entry before did not validate
+
+    def describe(self):
+        """One line for people: `jq 1.7.1 → 1.7.2 (4de8791a2b3c → f1905e6d1a2b)`."""
+        tool, before, after = self.tool, self.before, self.after
+        if after is None:
+            return f"{tool} removed (was {before.version}, {short_digest(before.digest)})" if before else f"{tool} removed (a damaged entry)"
+        if before is None:
+            if self.was_damaged:
+                return f"{tool} {after.version}: a damaged entry written again ({short_digest(after.digest)})"
+            return f"{tool} added: {after.version} ({short_digest(after.digest)})"
+        digests = f"({short_digest(before.digest)} → {short_digest(after.digest)})"
+        if before.version != after.version:
+            return f"{tool} {before.version} → {after.version} {digests}"
+        if before.reference != after.reference:
+            return f"{tool} {after.version}: {before.reference} → {after.reference} {digests}"
+        if before.digest != after.digest:
+            return f"{tool}: tag {after.tag} moved {digests}"
+        if (before.recipe, before.source) != (after.recipe, after.source):
+            return f"{tool} {after.version}: now from the {after.source} recipe {after.recipe} (was the {before.source} recipe {before.recipe})"
+        return f"{tool} {after.version}: platforms {', '.join(sorted(before.platforms))} → {', '.join(sorted(after.platforms))}"
+
+
+def lock_changes(before, after, damaged=()):
+    """[LockChange] from the entries `before` to `after` ({tool: LockEntry} each), by tool;
+    `damaged` names tools whose entry before did not validate."""
+    changes = []
+    for tool in sorted(set(before) | set(after) | set(damaged)):
+        old, new = before.get(tool), after.get(tool)
+        if old != new or tool in damaged:
+            changes.append(LockChange(tool, old, new, was_damaged=tool in damaged))
+    return changes
+
+
 def _entry(tool, table, path):
     where = f"{path}: [tools.{tool}]"
     if not isinstance(table, dict) or set(table) != set(ENTRY_KEYS):

@@ -8,6 +8,8 @@ index, the pull picks this platform's manifest from the index itself); the lock 
 date first when the pins changed (not with --frozen or CI=true, which fail instead). An unpinned
 version runs by tag.
 
+`lock`, `sync` and `lock --upgrade` report what changed (LockUpdate).
+
 Every input is read once (fsutil.read_input) and the stamp of what was read is kept in
 `Context.read_stamps`, so a tool plan made here names exactly the files it was made from.
 A project's recipes are used for nothing — running, locking, pulling — until their grants are
@@ -19,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import NotFound, ToolboxError
-from .lockfile import LockEntry, LockError, OutOfDate, disagreements, read_lock, write_lock
+from .lockfile import LockEntry, LockError, OutOfDate, disagreements, lock_changes, read_lock, write_lock
 from .project import LOCK_FILE, check_owner, current_pins, global_pins
 from .recipes import Catalog, UnknownTool
 
@@ -59,6 +61,16 @@ class ToolRun:
             "mounts": [(m.source, m.target, m.read_only) for m in recipe.mounts],
             "network": recipe.network,
         }
+
+
+@dataclass(frozen=True)
+class LockUpdate:
+    """What bringing a lock up to date did."""
+
+    path: str  # the lock file
+    entries: dict  # tool -> LockEntry: the lock as it is now (or would be, in a dry run)
+    changes: list  # [lockfile.LockChange] from the file as it was
+    resolved: tuple  # the tools resolved against the registry
 
 
 class Context:
@@ -213,11 +225,16 @@ class Context:
         return self.lock(frozen=frozen, only=tool, may_skip_write=True)[tool]
 
     def lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False):
-        """The lock entries for the pins, resolving what is missing, stale or asked to be
-        upgraded, and writing toolbox.lock when that changed it. With `frozen`, a lock that
-        disagrees with the pins is an error instead. With `only`, that tool alone is checked
-        and resolved; the other entries are kept as they are (broken ones too). With
-        `may_skip_write`, a lock that cannot be written is a warning, not an error."""
+        """The lock entries for the pins (update_lock)."""
+        return self.update_lock(upgrade, frozen, upgrade_all, only, may_skip_write).entries
+
+    def update_lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False, dry_run=False):
+        """Bring the lock up to date with the pins (a LockUpdate): resolve what is missing,
+        stale or asked to be upgraded, and write toolbox.lock when that changed it (not with
+        `dry_run`). With `frozen`, a lock that disagrees with the pins is an error instead.
+        With `only`, that tool alone is checked and resolved; the other entries are kept as
+        they are (broken ones too). With `may_skip_write`, a lock that cannot be written is a
+        warning, not an error."""
         tools = [only] if only else sorted(self.pins.versions)
         self.catalog.check_usable(tools)  # a recipe that does not validate: its own error, before "no recipe"
         self.check_pins([only] if only else None)
@@ -227,7 +244,7 @@ class Context:
         if frozen and reasons:
             raise OutOfDate(f"{self.pins.lock_path} does not match {self.pins.path}: {'; '.join(reasons)}",
                             hint="run `toolbox lock` and commit toolbox.lock (--frozen and CI=true never resolve)")
-        wanted = {}
+        wanted, resolved = {}, []
         for tool, version in sorted(self.pins.versions.items()):
             entry = lock.entries.get(tool)
             if only and tool != only:
@@ -237,13 +254,15 @@ class Context:
             recipe = self.catalog.recipes[tool]
             if entry is None or not entry.matches(recipe, version) or upgrade_all or tool in upgrade:
                 entry = self.resolve(tool, recipe, version)
+                resolved.append(tool)
             else:
                 self.check_stored(entry)
             wanted[tool] = entry
         kept_broken = {tool: broken for tool, broken in lock.broken.items() if only and tool != only}
-        if wanted != lock.entries or set(kept_broken) != set(lock.broken) or lock.stamp is None:
+        if (wanted != lock.entries or set(kept_broken) != set(lock.broken) or lock.stamp is None) and not dry_run:
             self._write_lock(wanted, kept_broken, may_skip_write)
-        return wanted
+        changes = lock_changes(lock.entries, wanted, damaged=set(lock.broken) - set(kept_broken))
+        return LockUpdate(self.pins.lock_path, wanted, changes, tuple(resolved))
 
     def _write_lock(self, entries, broken, may_skip):
         """Write toolbox.lock. For a run (`may_skip`), a project directory you cannot write is
