@@ -555,6 +555,43 @@ def test_lock_sync_and_upgrade_print_only_what_changed(toolbox, upstream, tmp_pa
     assert cli(toolbox, "lock", cwd=project / "src").stdout == f"{project / 'toolbox.lock'} is up to date\n"
 
 
+@needs_userns
+def test_the_first_call_after_a_lock_change_says_so_once(toolbox, upstream, tmp_path):
+    """A teammate's upgrade arrives with `git pull`: the first call of the tool says what it
+    runs now, in one line on stderr; later calls, and a tool's very first call, say nothing."""
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.2", tool_image("jq-1.7.2"))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+
+    def said(result):  # what toolbox said, without a pull's progress
+        return [line for line in result.stderr.splitlines() if line.startswith("toolbox:")]
+
+    first = run(toolbox, "jq", cwd=project)
+    assert (first.stdout, said(first)) == ("jq-1.7.1 tool:\n", []), first.stderr
+    assert run(toolbox, "jq", cwd=project).stderr == ""
+    # The teammate's commit: both files change (here written by a `toolbox lock` of theirs).
+    teammate = tmp_path / "teammate"
+    teammate.mkdir()
+    (teammate / "toolbox.toml").write_text('[tools]\njq = "1.7.2"\n')
+    assert cli(toolbox, "lock", cwd=teammate).returncode == 0
+    (project / "toolbox.toml").write_text((teammate / "toolbox.toml").read_text())
+    (project / "toolbox.lock").write_bytes((teammate / "toolbox.lock").read_bytes())
+    changed = run(toolbox, "jq", cwd=project)
+    assert changed.stdout == "jq-1.7.2 tool:\n"
+    assert said(changed) == [f"toolbox: warning: jq is now 1.7.2 (was 1.7.1), from {project / 'toolbox.lock'}"], changed.stderr
+    assert run(toolbox, "jq", cwd=project).stderr == ""
+    assert said(run(toolbox, "jq", cwd=teammate)) == []  # another pins file: its own first call
+    # The same version by another digest (the tag moved, and someone ran `lock --upgrade`).
+    old = _lock_doc(project / "toolbox.lock")["tools"]["jq"]["digest"]
+    moved = upstream.publish("ghcr.io/jqlang/jq", "1.7.2", tool_image("jq-1.7.2-rebuilt"))
+    assert cli(toolbox, "lock", "--upgrade", cwd=project).returncode == 0
+    upgraded = run(toolbox, "jq", cwd=project)
+    assert upgraded.stdout == "jq-1.7.2-rebuilt tool:\n"
+    assert said(upgraded) == [f"toolbox: warning: jq 1.7.2 is now {_short(moved)} (was {_short(old)}), from {project / 'toolbox.lock'}"]
+
+
 # -- recipes that do not validate ------------------------------------------------------------------------
 @needs_userns
 def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):

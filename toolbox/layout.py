@@ -172,6 +172,11 @@ class Layout:
     def containers_dir(self):
         return os.path.join(self.data_dir, "containers")
 
+    @property
+    def last_runs_dir(self):
+        """What each pinned tool last ran by, per pins file (lastrun.py)."""
+        return os.path.join(self.data_dir, "last-runs")
+
     # -- configuration ------------------------------------------------------------------------
     @property
     def user_recipes_dir(self):

@@ -8,7 +8,8 @@ index, the pull picks this platform's manifest from the index itself); the lock 
 date first when the pins changed (not with --frozen or CI=true, which fail instead). An unpinned
 version runs by tag.
 
-`lock`, `sync` and `lock --upgrade` report what changed (LockUpdate).
+`lock`, `sync` and `lock --upgrade` report what changed (LockUpdate). A run whose lock entry
+changed since the tool last ran from that pins file says so (lock_change_notice).
 
 Every input is read once (fsutil.read_input) and the stamp of what was read is kept in
 `Context.read_stamps`, so a tool plan made here names exactly the files it was made from.
@@ -21,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import NotFound, ToolboxError
-from .lockfile import LockEntry, LockError, OutOfDate, disagreements, lock_changes, read_lock, write_lock
+from .lockfile import LockEntry, LockError, OutOfDate, disagreements, lock_changes, read_lock, short_digest, write_lock
 from .project import LOCK_FILE, check_owner, current_pins, global_pins
 from .recipes import Catalog, UnknownTool
 
@@ -47,6 +48,7 @@ class ToolRun:
     pinned_by: str | None  # the file that pins the version, or None
     entry: LockEntry | None = None  # the lock entry it runs by
     default_command: tuple | None = None  # what runs when no arguments are given
+    lock_path: str | None = None  # the lock that entry is from
 
     def run_settings(self):
         """The recipe's part of the run, as the launch path takes it (plain values, no classes)."""
@@ -154,7 +156,8 @@ class Context:
             if pinned is not None:
                 entry = owner.locked_entry(recipe.name, frozen)
                 self._absorb(owner)
-                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path, entry, default_command)
+                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path, entry, default_command,
+                               owner.pins.lock_path)
             version = recipe.default_version
         return ToolRun(name, recipe, version, recipe.reference_for(version), command, None, default_command=default_command)
 
@@ -397,7 +400,9 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
     """For the launch path: what `toolbox run TEXT` runs, as plain values (ToolRun.run_settings),
     also written as a tool plan (toolplan.py) so the next run reads it without this module. A
     locked tool's image is pulled here (unless `pull` is "never") so that the lock entry is
-    checked against its index before the plan is written."""
+    checked against its index before the plan is written. The first run of a pinned tool
+    after its lock entry changed says so (`warn`): a changed lock makes the plan stale, so
+    that run comes here."""
     import gc
 
     from . import toolplan
@@ -419,6 +424,9 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
 
                 ensure_plan(services.layout, run.image, "missing", platform)
                 context.check_stored(run.entry)
+            notice = lock_change_notice(services.layout, run)
+            if notice:
+                context.warnings.append(notice)
         settings = run.run_settings()
     finally:
         context.close()
@@ -431,6 +439,22 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
         with services.store.new_file(path) as file:
             file.write(toolplan.plan_bytes(pins_file, text, settings, context.plan_stamps(), services.environ))
     return settings
+
+
+def lock_change_notice(layout, run):
+    """One line when the pinned `run` (a ToolRun) runs by another lock entry than the last time
+    it ran from its pins file ("jq is now 1.7.2 (was 1.7.1), from /p/toolbox.lock"), else None;
+    never on a tool's first run."""
+    from . import lastrun
+
+    entry = run.entry
+    before = lastrun.swap(layout, run.pinned_by, run.recipe.name, entry.version, entry.digest)
+    if before is None or before == (entry.version, entry.digest):
+        return None
+    version, digest = before
+    if version != entry.version:
+        return f"{run.recipe.name} is now {entry.version} (was {version}), from {run.lock_path}"
+    return f"{run.recipe.name} {entry.version} is now {short_digest(entry.digest)} (was {short_digest(digest)}), from {run.lock_path}"
 
 
 # -- tool names where image names are expected ---------------------------------------------------------
