@@ -592,6 +592,98 @@ def test_the_first_call_after_a_lock_change_says_so_once(toolbox, upstream, tmp_
     assert said(upgraded) == [f"toolbox: warning: jq 1.7.2 is now {_short(moved)} (was {_short(old)}), from {project / 'toolbox.lock'}"]
 
 
+# -- merges ------------------------------------------------------------------------------------------
+def _git(*args, cwd):
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+           "HOME": str(cwd), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    return subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("style", ["merge", "diff3"])
+def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_what_changed(toolbox, registry, tmp_path, style):
+    """Two branches locked the same project differently; git leaves conflict markers in
+    toolbox.lock. Every command but `lock` says so and what to do; `toolbox lock` keeps each
+    entry that matches its pin (from either side) and resolves only the tool whose two sides
+    both match with different digests (the tag moved between the two lockings)."""
+    from tests.support.faults import FaultProxy
+
+    with FaultProxy(registry.url) as proxy:
+        upstream = Upstream(toolbox, registry, via=proxy)
+        upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-a"))
+        for version in ("3.11", "3.12", "3.13"):
+            upstream.publish("docker.io/library/python", f"{version}-slim", multiarch(f"py-{version}", program="/usr/local/bin/python"))
+        upstream.publish("docker.io/mikefarah/yq", "4.44.3", multiarch("yq"))
+        upstream.publish("docker.io/library/node", "22-slim", multiarch("node-22", program="/usr/local/bin/node"))
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        assert _git("init", "-q", cwd=repo).returncode == 0
+        pins = repo / "toolbox.toml"
+
+        def commit(toml, message, *lock_args):
+            pins.write_text(toml)
+            locked = cli(toolbox, "lock", *lock_args, cwd=repo)
+            assert locked.returncode == 0, locked.stderr
+            assert _git("add", "-A", cwd=repo).returncode == 0 and _git("commit", "-qm", message, cwd=repo).returncode == 0
+
+        commit('[tools]\njq = "1.7.1"\npython = "3.12"\nyq = "4.44.3"\n', "pins")
+        assert _git("checkout", "-qb", "lead", cwd=repo).returncode == 0
+        upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-b"))  # the tag moves; the lead upgrades
+        commit('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n', "python 3.13, node", "--upgrade", "jq")
+        lead_lock = _lock_doc(repo / "toolbox.lock")
+        assert _git("checkout", "-qb", "mate", "main", cwd=repo).returncode == 0
+        jq_c = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-c"))  # it moves again; the teammate upgrades
+        commit('[tools]\njq = "1.7.1"\npython = "3.11"\nyq = "4.44.3"\n', "python 3.11", "--upgrade", "jq")
+        assert _git("checkout", "-q", "lead", cwd=repo).returncode == 0
+        merged = _git("-c", f"merge.conflictStyle={style}", "merge", "mate", cwd=repo)
+        assert merged.returncode != 0 and "CONFLICT (content): Merge conflict in toolbox.lock" in merged.stdout, merged.stdout
+        text = (repo / "toolbox.lock").read_text()
+        assert "<<<<<<< " in text and "=======\n" in text and ("||||||| " in text) == (style == "diff3")
+        pins.write_text('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n')  # the person resolves toolbox.toml
+        # Everything but `toolbox lock` refuses, with what to do.
+        for args, env in ((("run", "jq"), None), (("sync", "--frozen"), None), (("list",), None), (("sync",), {"CI": "true"}),
+                          (("lock", "--frozen"), None)):
+            refused = cli(toolbox, *args, cwd=repo, env=env)
+            assert refused.returncode == 125, (args, refused.stderr)
+            error, hint = refused.stderr.splitlines()
+            assert error == f"toolbox: error: {repo / 'toolbox.lock'} has merge conflicts (git's <<<<<<< markers)", (args, refused.stderr)
+            assert "run `toolbox lock`" in hint and "keeping every entry that still matches its pin" in hint
+        assert (repo / "toolbox.lock").read_text() == text
+        # `toolbox lock` resolves: only jq asks the registry.
+        proxy.log.clear()
+        dry = cli(toolbox, "lock", "--dry-run", cwd=repo)
+        assert dry.returncode == 0 and (repo / "toolbox.lock").read_text() == text, dry.stderr
+        resolved = cli(toolbox, "lock", cwd=repo)
+        assert resolved.returncode == 0, resolved.stderr
+        assert resolved.stdout == dry.stdout.replace("dry run: toolbox.lock not written\n", "")
+        jq_b = lead_lock["tools"]["jq"]["digest"]
+        assert resolved.stdout == ("toolbox.lock had merge conflicts: kept the entries that match their pins (node, python, yq); resolved jq\n"
+                                   f"jq: tag 1.7.1 moved ({_short(jq_b)} → {_short(jq_c)})\n")
+        asked = [path for method, path, _range, _action in proxy.log if "/manifests/" in path or "/blobs/" in path]
+        assert asked and all("/ghcr/jqlang/jq/manifests/1.7.1" in path for path in asked), asked
+        lock = _lock_doc(repo / "toolbox.lock")
+        assert {tool: lock["tools"][tool] for tool in ("node", "python", "yq")} == {t: lead_lock["tools"][t] for t in ("node", "python", "yq")}
+        assert lock["tools"]["jq"]["digest"] == jq_c
+        assert cli(toolbox, "lock", "--frozen", cwd=repo).stdout == "toolbox.lock is up to date\n"
+        assert "<<<<<<<" not in (repo / "toolbox.lock").read_text()
+
+
+def test_conflict_sides_and_what_each_side_still_says():
+    from toolbox.lockfile import conflict_sides, has_conflict_markers, side_entries
+
+    digest = "sha256:" + "a" * 64
+    entry = (f'[tools.jq]\nrecipe = "jq"\nsource = "builtin"\nversion = "1.7.1"\nimage = "ghcr.io/jqlang/jq"\ntag = "1.7.1"\n'
+             f'digest = "{digest}"\n\n[tools.jq.platforms]\n"linux/amd64" = "{digest}"\n')
+    text = ("lock_version = 1\n\n" + entry + "\n<<<<<<< HEAD\n[tools.node]\nrecipe = \"node\"\n||||||| base\n=======\n"
+            "[tools.node]\nrecipe = 3\n>>>>>>> mate\n[tools.yq]\nimage = [\n")
+    assert has_conflict_markers(text.encode()) and not has_conflict_markers(entry.encode() + b'x = "======="\n')
+    ours, theirs = conflict_sides(text)
+    assert "recipe = \"node\"" in ours and "recipe = 3" not in ours and "recipe = 3" in theirs and "base" not in ours + theirs
+    # Neither side is valid TOML (yq's table is cut), yet jq's entry is read from each; node's is incomplete.
+    assert set(side_entries(ours, "/p/toolbox.lock")) == set(side_entries(theirs, "/p/toolbox.lock")) == {"jq"}
+    assert side_entries(ours, "/p/toolbox.lock")["jq"].digest == digest
+
+
 # -- recipes that do not validate ------------------------------------------------------------------------
 @needs_userns
 def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):

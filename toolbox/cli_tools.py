@@ -235,7 +235,8 @@ def lock(
     check: bool = typer.Option(False, "--check", help="Verify every entry against the registry: digest, platforms, and that the tag still names it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and print what would change; write nothing."),
 ):
-    """Resolve the pinned versions to digests and write toolbox.lock; print what changed."""
+    """Resolve the pinned versions to digests and write toolbox.lock; print what changed. A lock
+    with merge conflicts is resolved from toolbox.toml, keeping every entry that matches its pin."""
     if check:
         if dry_run:
             raise ToolboxError("--check and --dry-run: --check writes nothing anyway", hint="use one of them")
@@ -246,16 +247,19 @@ def lock(
         if unknown:
             raise ToolboxError(f"not pinned in {context.pins.path}: {', '.join(unknown)}", hint="`toolbox add TOOL` pins it")
         update = context.update_lock(upgrade=tuple(tools or ()) if upgrade else (), frozen=frozen, upgrade_all=upgrade and not tools,
-                                     dry_run=dry_run)
+                                     dry_run=dry_run, merge_conflicts=True)
     finally:
         context.close()
         _print_warnings(context)
     name = _shown_path(update.path)
+    if update.merged is not None:
+        print(f"{name} had merge conflicts: kept the entries that match their pins ({', '.join(update.merged) or 'none'}); "
+              f"resolved {', '.join(update.resolved) or 'nothing'}")
     for change in update.changes:
         print(change.describe())
     if dry_run:
-        print(f"dry run: {name} not written" if update.changes else f"{name} is up to date")
-    elif not update.changes:
+        print(f"dry run: {name} not written" if update.changes or update.merged is not None else f"{name} is up to date")
+    elif not update.changes and update.merged is None:
         print(f"{name} is up to date")
 
 

@@ -8,7 +8,9 @@ index, the pull picks this platform's manifest from the index itself); the lock 
 date first when the pins changed (not with --frozen or CI=true, which fail instead). An unpinned
 version runs by tag.
 
-`lock`, `sync` and `lock --upgrade` report what changed (LockUpdate). A run whose lock entry
+`lock`, `sync` and `lock --upgrade` report what changed (LockUpdate); a lock with merge
+conflicts is refused, except by `toolbox lock`, which keeps every entry of either side that
+still matches its pin and resolves only the rest (Context.merge_sides). A run whose lock entry
 changed since the tool last ran from that pins file says so (lock_change_notice).
 
 Every input is read once (fsutil.read_input) and the stamp of what was read is kept in
@@ -71,8 +73,9 @@ class LockUpdate:
 
     path: str  # the lock file
     entries: dict  # tool -> LockEntry: the lock as it is now (or would be, in a dry run)
-    changes: list  # [lockfile.LockChange] from the file as it was
+    changes: list  # [lockfile.LockChange] from the file as it was (from our side of a conflicted one)
     resolved: tuple  # the tools resolved against the registry
+    merged: tuple | None = None  # when the file had merge conflicts: the tools whose entry was kept
 
 
 class Context:
@@ -214,11 +217,12 @@ class Context:
                                    hint=f"pin {self.catalog.aliases[tool][0].name} instead")
 
     # -- the lock --------------------------------------------------------------------------------
-    def read_lock(self):
-        """toolbox.lock (a LockFile), read once; a project's must be yours like toolbox.toml."""
+    def read_lock(self, conflicts=False):
+        """toolbox.lock (a LockFile), read once; a project's must be yours like toolbox.toml.
+        One with merge conflicts is a LockConflict, or with `conflicts` a LockFile of its sides."""
         safe = self.services.config.safe_directories
         owner_check = (lambda found: check_owner(found, safe, self.environ)) if self.pins.is_project else None
-        lock = read_lock(self.pins.lock_path, owner_check)
+        lock = read_lock(self.pins.lock_path, owner_check, conflicts)
         self.read_stamps[self.pins.lock_path] = lock.stamp
         return lock
 
@@ -231,18 +235,22 @@ class Context:
         """The lock entries for the pins (update_lock)."""
         return self.update_lock(upgrade, frozen, upgrade_all, only, may_skip_write).entries
 
-    def update_lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False, dry_run=False):
+    def update_lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False, dry_run=False,
+                    merge_conflicts=False):
         """Bring the lock up to date with the pins (a LockUpdate): resolve what is missing,
         stale or asked to be upgraded, and write toolbox.lock when that changed it (not with
         `dry_run`). With `frozen`, a lock that disagrees with the pins is an error instead.
         With `only`, that tool alone is checked and resolved; the other entries are kept as
         they are (broken ones too). With `may_skip_write`, a lock that cannot be written is a
-        warning, not an error."""
+        warning, not an error. With `merge_conflicts`, a lock with merge conflicts is resolved
+        (merge_sides) instead of refused."""
         tools = [only] if only else sorted(self.pins.versions)
         self.catalog.check_usable(tools)  # a recipe that does not validate: its own error, before "no recipe"
         self.check_pins([only] if only else None)
         self.check_trusted([self.catalog.recipes[tool] for tool in tools])  # before anything is fetched
-        lock = self.read_lock()
+        lock = self.read_lock(conflicts=merge_conflicts and not frozen and only is None)
+        if lock.sides is not None:
+            return self.merge_sides(lock.sides, upgrade, upgrade_all, dry_run)
         reasons = [reason for tool, reason in disagreements(self.pins, self.catalog, lock) if only in (None, tool)]
         if frozen and reasons:
             raise OutOfDate(f"{self.pins.lock_path} does not match {self.pins.path}: {'; '.join(reasons)}",
@@ -266,6 +274,32 @@ class Context:
             self._write_lock(wanted, kept_broken, may_skip_write)
         changes = lock_changes(lock.entries, wanted, damaged=set(lock.broken) - set(kept_broken))
         return LockUpdate(self.pins.lock_path, wanted, changes, tuple(resolved))
+
+    def merge_sides(self, sides, upgrade=(), upgrade_all=False, dry_run=False):
+        """Resolve a lock with merge conflicts from the pins: for each pinned tool, the entry
+        of either side (ours, theirs) that matches its pin now; when both sides match with
+        different entries (the tag moved between the two lockings) or neither does, the tool
+        is resolved again, and only then. A clean file is written (not with `dry_run`); the
+        changes are told against our side."""
+        ours, theirs = sides
+        wanted, kept, resolved = {}, [], []
+        for tool, version in sorted(self.pins.versions.items()):
+            recipe = self.catalog.recipes[tool]
+            matching = []
+            for side in (ours, theirs):
+                entry = side.get(tool)
+                if entry is not None and entry.matches(recipe, version) and entry not in matching:
+                    matching.append(entry)
+            if len(matching) == 1 and not (upgrade_all or tool in upgrade):
+                self.check_stored(matching[0])
+                wanted[tool] = matching[0]
+                kept.append(tool)
+            else:
+                wanted[tool] = self.resolve(tool, recipe, version)
+                resolved.append(tool)
+        if not dry_run:
+            self._write_lock(wanted, {}, False)
+        return LockUpdate(self.pins.lock_path, wanted, lock_changes(ours, wanted), tuple(resolved), merged=tuple(kept))
 
     def _write_lock(self, entries, broken, may_skip):
         """Write toolbox.lock. For a run (`may_skip`), a project directory you cannot write is
@@ -481,7 +515,10 @@ def tool_labels(context):
     tool's locked digest ("jq 1.7.1, pinned"), and any recipe image by tag ("jq 1.6")."""
     labels = {}
     for tool, (version, owner) in context.effective_pins().items():
-        entry = owner.read_lock().entries.get(tool)
+        try:
+            entry = owner.read_lock().entries.get(tool)
+        except LockError:  # merge conflicts, say: the images are still listed, without this label
+            continue
         if entry is not None:
             labels[f"{entry.image}@{entry.digest}"] = f"{tool} {version}, pinned"
     for recipe in context.catalog.recipes.values():
