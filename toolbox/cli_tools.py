@@ -1,5 +1,5 @@
 """The commands for tools by name: `recipes list|show|search`, `add`, `remove`, `lock`, `sync`,
-`list`, `trust`, `untrust`. Registered on the main app by cli.py."""
+`list`, `outdated`, `trust`, `untrust`. Registered on the main app by cli.py."""
 
 import json
 import os
@@ -21,7 +21,7 @@ GLOBAL_OPTION = typer.Option(False, "--global", help="Edit the pins of your conf
 def register(app):
     app.add_typer(recipes_app, name="recipes")
     app.add_typer(shim_app, name="shim")
-    for command in (add, remove, lock, sync, trust, untrust):
+    for command in (add, remove, lock, sync, outdated, trust, untrust):
         app.command(cls=HelpCommand)(command)
     app.command(name="list", cls=HelpCommand)(list_tools)
     app.command(name="shell-init", cls=HelpCommand)(shell_init)
@@ -320,6 +320,54 @@ def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.
         _print_warnings(context)
     if not update.changes and not pulled:
         print(f"{_shown_path(update.path)} is up to date, and every image it names is stored")
+
+
+def outdated(tools: list[str] = typer.Argument(None, metavar="TOOL", help="Only these pinned tools.", autocompletion=complete.pinned_tools),
+             as_json: bool = JSON_OPTION):
+    """For each pinned tool: the locked digest, the newest version its recipe's tags allow, and
+    whether the pinned tag names another digest upstream now. Asks the registries; writes nothing."""
+    from .lockfile import short_digest
+    from .outdated import outdated as find_outdated
+
+    context = _context()
+    try:
+        rows = find_outdated(context, tools)
+    finally:
+        context.close()
+        _print_warnings(context)
+    if as_json:
+        print(json.dumps([row.to_json() for row in rows], indent=2, sort_keys=True))
+    elif not rows:
+        print(f"No tools pinned ({context.pins.path}); `toolbox add TOOL` pins one")
+    else:
+        _print_table([("TOOL", "PINNED", "LOCKED", "NEWEST", "TAG UPSTREAM")] +
+                     [(r.tool, r.version, short_digest(r.locked_digest) if r.locked_digest else "not locked",
+                       (r.newest or "?") + (" (newer)" if r.newer else ""), _tag_upstream(r)) for r in rows])
+        for r in rows:
+            where = "" if context.pins.is_project and r.pinned_by == context.pins.path else "--global "
+            if r.newer:
+                print(f"{r.tool}: {r.newest} is out: `toolbox add {where}{r.tool}@{r.newest}` pins it")
+            if r.tag_moved:
+                print(f"{r.tool}: the tag {r.tag} moved upstream: `toolbox lock --upgrade {r.tool}` takes it (review the change)")
+            if r.note:
+                print(f"{r.tool}: {r.note}")
+    for r in rows:
+        if r.problem:
+            print(f"toolbox: warning: {r.tool}: {r.problem}", file=sys.stderr)
+    failed = [r.tool for r in rows if r.problem]
+    if failed:
+        raise ToolboxError(f"could not check {', '.join(failed)} ({len(failed)} of {len(rows)} pinned tools)",
+                           hint="see the warnings above: a registry that cannot be reached or refuses, or a recipe to fix")
+
+
+def _tag_upstream(row):
+    from .lockfile import short_digest
+
+    if row.tag_moved:
+        return f"moved (now {short_digest(row.tag_digest)})"
+    if row.tag_moved is False:
+        return "unchanged"
+    return f"names {short_digest(row.tag_digest)}" if row.tag_digest else "?"
 
 
 def list_tools(as_json: bool = JSON_OPTION):
