@@ -93,8 +93,10 @@ def test_user_recipes_override_builtins_and_projects_override_both(tmp_path):
     assert catalog.find("jq")[0].source == "project" and catalog.shadowed("jq").source == "user"
     assert catalog.find("python3.11")[0].name == "python" and catalog.find("python3.11")[1].version == "3.11"
     Path(layout.user_recipes_dir, "broken.toml").write_text("image = [")
+    catalog = Catalog.load(layout)  # a file that is not TOML stops only its own name
+    assert catalog.find("mine")[0].source == "user" and "broken" not in catalog.recipes
     with pytest.raises(RecipeError, match="broken.toml: not valid TOML"):
-        Catalog.load(layout)
+        catalog.find("broken")
 
 
 def test_recipes_commands_and_unknown_tools(toolbox, tmp_path):
@@ -592,3 +594,227 @@ def test_rmi_of_a_tool_warns_for_every_project_whose_lock_runs_it(toolbox, upstr
     assert missing.returncode == 125, missing.stderr
     assert "'yq' (docker.io/mikefarah/yq:4.44.3 here) is not in the store" in missing.stderr, missing.stderr
     assert "pull it first" not in missing.stderr and "hint: `toolbox images` lists the stored images" in missing.stderr
+
+
+# -- what changed ----------------------------------------------------------------------------------
+def _short(digest):
+    return digest.partition(":")[2][:12]
+
+
+def test_lock_sync_and_upgrade_print_only_what_changed(toolbox, upstream, tmp_path):
+    """Round 2 printed every tool at every `lock` and `sync`: a change was hard to see. Now
+    only changes, one line each, and --dry-run shows them without writing."""
+    jq_a = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-a"))
+    py12 = upstream.publish("docker.io/library/python", "3.12-slim", tool_image("py-3.12", "/usr/local/bin/python"))
+    py13 = upstream.publish("docker.io/library/python", "3.13-slim", tool_image("py-3.13", "/usr/local/bin/python"))
+    node = upstream.publish("docker.io/library/node", "22-slim", tool_image("node-22", "/usr/local/bin/node"))
+    project = tmp_path / "project"
+    project.mkdir()
+    pins = project / "toolbox.toml"
+    pins.write_text('[tools]\njq = "1.7.1"\npython = "3.12"\n')
+    first = cli(toolbox, "lock", cwd=project)
+    assert (first.returncode, first.stdout) == (0, f"jq added: 1.7.1 ({_short(jq_a)})\npython added: 3.12 ({_short(py12)})\n"), first.stderr
+    assert cli(toolbox, "lock", cwd=project).stdout == "toolbox.lock is up to date\n"
+    synced = cli(toolbox, "sync", cwd=project)
+    assert synced.stdout == f"pulled jq 1.7.1 ({_short(jq_a)})\npulled python 3.12 ({_short(py12)})\n", synced.stderr
+    assert cli(toolbox, "sync", cwd=project).stdout == "toolbox.lock is up to date, and every image it names is stored\n"
+    # A pin bump: the dry run says what would change and writes nothing; sync does it.
+    pins.write_text('[tools]\njq = "1.7.1"\npython = "3.13"\n')
+    lock_before = (project / "toolbox.lock").read_bytes()
+    dry = cli(toolbox, "lock", "--dry-run", cwd=project)
+    assert dry.stdout == f"python 3.12 → 3.13 ({_short(py12)} → {_short(py13)})\ndry run: toolbox.lock not written\n", dry.stderr
+    assert (project / "toolbox.lock").read_bytes() == lock_before
+    synced = cli(toolbox, "sync", cwd=project)
+    assert synced.stdout == f"python 3.12 → 3.13 ({_short(py12)} → {_short(py13)})\npulled python 3.13 ({_short(py13)})\n", synced.stderr
+    # The tag moves upstream: only --upgrade takes it, and says so.
+    jq_b = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-b"))
+    lock_before = (project / "toolbox.lock").read_bytes()
+    assert cli(toolbox, "lock", cwd=project).stdout == "toolbox.lock is up to date\n"
+    dry = cli(toolbox, "lock", "--upgrade", "jq", "--dry-run", cwd=project)
+    assert dry.stdout == f"jq: tag 1.7.1 moved ({_short(jq_a)} → {_short(jq_b)})\ndry run: toolbox.lock not written\n", dry.stderr
+    assert (project / "toolbox.lock").read_bytes() == lock_before
+    upgraded = cli(toolbox, "lock", "--upgrade", "jq", cwd=project)
+    assert upgraded.stdout == f"jq: tag 1.7.1 moved ({_short(jq_a)} → {_short(jq_b)})\n", upgraded.stderr
+    assert cli(toolbox, "lock", "--upgrade", cwd=project).stdout == "toolbox.lock is up to date\n"
+    # A pin added and one removed.
+    pins.write_text('[tools]\njq = "1.7.1"\nnode = "22"\n')
+    changed = cli(toolbox, "lock", cwd=project)
+    assert changed.stdout == f"node added: 22 ({_short(node)})\npython removed (was 3.13, {_short(py13)})\n", changed.stderr
+    # From another directory of the project the lock is named in full.
+    (project / "src").mkdir()
+    assert cli(toolbox, "lock", cwd=project / "src").stdout == f"{project / 'toolbox.lock'} is up to date\n"
+
+
+@needs_userns
+def test_the_first_call_after_a_lock_change_says_so_once(toolbox, upstream, tmp_path):
+    """A teammate's upgrade arrives with `git pull`: the first call of the tool says what it
+    runs now, in one line on stderr; later calls, and a tool's very first call, say nothing."""
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.2", tool_image("jq-1.7.2"))
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
+
+    def said(result):  # what toolbox said, without a pull's progress
+        return [line for line in result.stderr.splitlines() if line.startswith("toolbox:")]
+
+    first = run(toolbox, "jq", cwd=project)
+    assert (first.stdout, said(first)) == ("jq-1.7.1 tool:\n", []), first.stderr
+    assert run(toolbox, "jq", cwd=project).stderr == ""
+    # The teammate's commit: both files change (here written by a `toolbox lock` of theirs).
+    teammate = tmp_path / "teammate"
+    teammate.mkdir()
+    (teammate / "toolbox.toml").write_text('[tools]\njq = "1.7.2"\n')
+    assert cli(toolbox, "lock", cwd=teammate).returncode == 0
+    (project / "toolbox.toml").write_text((teammate / "toolbox.toml").read_text())
+    (project / "toolbox.lock").write_bytes((teammate / "toolbox.lock").read_bytes())
+    changed = run(toolbox, "jq", cwd=project)
+    assert changed.stdout == "jq-1.7.2 tool:\n"
+    assert said(changed) == [f"toolbox: warning: jq is now 1.7.2 (was 1.7.1), from {project / 'toolbox.lock'}"], changed.stderr
+    assert run(toolbox, "jq", cwd=project).stderr == ""
+    assert said(run(toolbox, "jq", cwd=teammate)) == []  # another pins file: its own first call
+    # The same version by another digest (the tag moved, and someone ran `lock --upgrade`).
+    old = _lock_doc(project / "toolbox.lock")["tools"]["jq"]["digest"]
+    moved = upstream.publish("ghcr.io/jqlang/jq", "1.7.2", tool_image("jq-1.7.2-rebuilt"))
+    assert cli(toolbox, "lock", "--upgrade", cwd=project).returncode == 0
+    upgraded = run(toolbox, "jq", cwd=project)
+    assert upgraded.stdout == "jq-1.7.2-rebuilt tool:\n"
+    assert said(upgraded) == [f"toolbox: warning: jq 1.7.2 is now {_short(moved)} (was {_short(old)}), from {project / 'toolbox.lock'}"]
+
+
+# -- merges ------------------------------------------------------------------------------------------
+def _git(*args, cwd):
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
+           "HOME": str(cwd), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    return subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("style", ["merge", "diff3"])
+def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_what_changed(toolbox, registry, tmp_path, style):
+    """Two branches locked the same project differently; git leaves conflict markers in
+    toolbox.lock. Every command but `lock` says so and what to do; `toolbox lock` keeps each
+    entry that matches its pin (from either side) and resolves only the tool whose two sides
+    both match with different digests (the tag moved between the two lockings)."""
+    from tests.support.faults import FaultProxy
+
+    with FaultProxy(registry.url) as proxy:
+        upstream = Upstream(toolbox, registry, via=proxy)
+        upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-a"))
+        for version in ("3.11", "3.12", "3.13"):
+            upstream.publish("docker.io/library/python", f"{version}-slim", multiarch(f"py-{version}", program="/usr/local/bin/python"))
+        upstream.publish("docker.io/mikefarah/yq", "4.44.3", multiarch("yq"))
+        upstream.publish("docker.io/library/node", "22-slim", multiarch("node-22", program="/usr/local/bin/node"))
+        repo = tmp_path / "repo"
+        repo.mkdir()
+        assert _git("init", "-q", cwd=repo).returncode == 0
+        pins = repo / "toolbox.toml"
+
+        def commit(toml, message, *lock_args):
+            pins.write_text(toml)
+            locked = cli(toolbox, "lock", *lock_args, cwd=repo)
+            assert locked.returncode == 0, locked.stderr
+            assert _git("add", "-A", cwd=repo).returncode == 0 and _git("commit", "-qm", message, cwd=repo).returncode == 0
+
+        commit('[tools]\njq = "1.7.1"\npython = "3.12"\nyq = "4.44.3"\n', "pins")
+        assert _git("checkout", "-qb", "lead", cwd=repo).returncode == 0
+        upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-b"))  # the tag moves; the lead upgrades
+        commit('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n', "python 3.13, node", "--upgrade", "jq")
+        lead_lock = _lock_doc(repo / "toolbox.lock")
+        assert _git("checkout", "-qb", "mate", "main", cwd=repo).returncode == 0
+        jq_c = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-c"))  # it moves again; the teammate upgrades
+        commit('[tools]\njq = "1.7.1"\npython = "3.11"\nyq = "4.44.3"\n', "python 3.11", "--upgrade", "jq")
+        assert _git("checkout", "-q", "lead", cwd=repo).returncode == 0
+        merged = _git("-c", f"merge.conflictStyle={style}", "merge", "mate", cwd=repo)
+        assert merged.returncode != 0 and "CONFLICT (content): Merge conflict in toolbox.lock" in merged.stdout, merged.stdout
+        text = (repo / "toolbox.lock").read_text()
+        assert "<<<<<<< " in text and "=======\n" in text and ("||||||| " in text) == (style == "diff3")
+        pins.write_text('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n')  # the person resolves toolbox.toml
+        # Everything but `toolbox lock` refuses, with what to do.
+        for args, env in ((("run", "jq"), None), (("sync", "--frozen"), None), (("list",), None), (("sync",), {"CI": "true"}),
+                          (("lock", "--frozen"), None)):
+            refused = cli(toolbox, *args, cwd=repo, env=env)
+            assert refused.returncode == 125, (args, refused.stderr)
+            error, hint = refused.stderr.splitlines()
+            assert error == f"toolbox: error: {repo / 'toolbox.lock'} has merge conflicts (git's <<<<<<< markers)", (args, refused.stderr)
+            assert "run `toolbox lock`" in hint and "keeping every entry that still matches its pin" in hint
+        assert (repo / "toolbox.lock").read_text() == text
+        # `toolbox lock` resolves: only jq asks the registry.
+        proxy.log.clear()
+        dry = cli(toolbox, "lock", "--dry-run", cwd=repo)
+        assert dry.returncode == 0 and (repo / "toolbox.lock").read_text() == text, dry.stderr
+        resolved = cli(toolbox, "lock", cwd=repo)
+        assert resolved.returncode == 0, resolved.stderr
+        assert resolved.stdout == dry.stdout.replace("dry run: toolbox.lock not written\n", "")
+        jq_b = lead_lock["tools"]["jq"]["digest"]
+        assert resolved.stdout == ("toolbox.lock had merge conflicts: kept the entries that match their pins (node, python, yq); resolved jq\n"
+                                   f"jq: tag 1.7.1 moved ({_short(jq_b)} → {_short(jq_c)})\n")
+        asked = [path for method, path, _range, _action in proxy.log if "/manifests/" in path or "/blobs/" in path]
+        assert asked and all("/ghcr/jqlang/jq/manifests/1.7.1" in path for path in asked), asked
+        lock = _lock_doc(repo / "toolbox.lock")
+        assert {tool: lock["tools"][tool] for tool in ("node", "python", "yq")} == {t: lead_lock["tools"][t] for t in ("node", "python", "yq")}
+        assert lock["tools"]["jq"]["digest"] == jq_c
+        assert cli(toolbox, "lock", "--frozen", cwd=repo).stdout == "toolbox.lock is up to date\n"
+        assert "<<<<<<<" not in (repo / "toolbox.lock").read_text()
+
+
+def test_conflict_sides_and_what_each_side_still_says():
+    from toolbox.lockfile import conflict_sides, has_conflict_markers, side_entries
+
+    digest = "sha256:" + "a" * 64
+    entry = (f'[tools.jq]\nrecipe = "jq"\nsource = "builtin"\nversion = "1.7.1"\nimage = "ghcr.io/jqlang/jq"\ntag = "1.7.1"\n'
+             f'digest = "{digest}"\n\n[tools.jq.platforms]\n"linux/amd64" = "{digest}"\n')
+    text = ("lock_version = 1\n\n" + entry + "\n<<<<<<< HEAD\n[tools.node]\nrecipe = \"node\"\n||||||| base\n=======\n"
+            "[tools.node]\nrecipe = 3\n>>>>>>> mate\n[tools.yq]\nimage = [\n")
+    assert has_conflict_markers(text.encode()) and not has_conflict_markers(entry.encode() + b'x = "======="\n')
+    ours, theirs = conflict_sides(text)
+    assert "recipe = \"node\"" in ours and "recipe = 3" not in ours and "recipe = 3" in theirs and "base" not in ours + theirs
+    # Neither side is valid TOML (yq's table is cut), yet jq's entry is read from each; node's is incomplete.
+    assert set(side_entries(ours, "/p/toolbox.lock")) == set(side_entries(theirs, "/p/toolbox.lock")) == {"jq"}
+    assert side_entries(ours, "/p/toolbox.lock")["jq"].digest == digest
+
+
+# -- recipes that do not validate ------------------------------------------------------------------------
+@needs_userns
+def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
+    """One unknown key in your yq.toml and one in a project's [recipes.lint] stopped every tool
+    (jq too): now only yq and lint fail, each with its recipe's error, and `recipes list`
+    shows them with it."""
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
+    recipes = Path(toolbox.layout.user_recipes_dir)
+    recipes.mkdir(parents=True)
+    (recipes / "yq.toml").write_text('image = "docker.io/mikefarah/yq"\ndefault_version = "4"\ncolour = "red"\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "toolbox.toml").write_text('[tools]\nfmt = "1"\njq = "1.7.1"\nlint = "1"\nyq = "4"\n\n'
+                                          '[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\nnetwork = "bridge"\n\n'
+                                          '[recipes.fmt]\nimage = "ghcr.io/example/fmt"\ndefault_version = "1"\n')
+    upstream.publish("ghcr.io/example/fmt", "1", tool_image("fmt-1"))
+    ran = run(toolbox, "jq", "x", cwd=project)
+    assert (ran.returncode, ran.stdout) == (0, "jq-1.7.1 tool:x\n") and "toolbox:" not in ran.stderr, ran.stderr
+    assert run(toolbox, "jq", "y", cwd=project).stdout == "jq-1.7.1 tool:y\n"  # from its tool plan
+    assert run(toolbox, "jq@1.7.1", cwd=tmp_path).stdout == "jq-1.7.1 tool:\n"  # and outside the project
+    yq = run(toolbox, "yq", cwd=project)
+    assert yq.returncode == 125 and yq.stderr.splitlines() == [
+        f"toolbox: error: {recipes / 'yq.toml'}: recipe 'yq': unknown key 'colour'",
+        "toolbox: hint: allowed keys: aliases, command, default_command, default_version, description, env, image, mounts, network, "
+        "pass_env, tag, tty"], yq.stderr
+    lint = run(toolbox, "lint", cwd=project)
+    assert lint.returncode == 125 and f"{project / 'toolbox.toml'}: recipe 'lint': 'network' must be one of host, none" in lint.stderr
+    listed = cli(toolbox, "recipes", "list", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert "BROKEN" in rows["yq"] and "user" in rows["yq"] and "BROKEN" in rows["lint"] and "BROKEN" not in rows["jq"]
+    assert "unknown key 'colour'" in listed.stderr and "'network' must be one of" in listed.stderr
+    as_json = {r["name"]: r for r in json.loads(cli(toolbox, "recipes", "list", "--json", cwd=project).stdout)}
+    assert as_json["yq"]["error"].endswith("unknown key 'colour'") and as_json["jq"]["error"] is None
+    # The project's other recipe is trusted and runs as before.
+    assert run(toolbox, "fmt", cwd=project).returncode == 125  # not trusted yet
+    trusted = cli(toolbox, "trust", cwd=project)
+    assert trusted.returncode == 0 and "fmt" in trusted.stdout, trusted.stderr
+    assert run(toolbox, "fmt", "a", cwd=project).stdout == "fmt-1 tool:a\n"
+    locked = cli(toolbox, "lock", cwd=project)  # `lock` wants every pin: the first broken one says why
+    assert locked.returncode == 125 and "recipe 'lint': 'network' must be one of" in locked.stderr, locked.stderr
+    (recipes / "yq.toml").write_text('image = "docker.io/mikefarah/yq"\ndefault_version = "4"\n')
+    upstream.publish("docker.io/mikefarah/yq", "4", tool_image("yq-4"))
+    assert run(toolbox, "yq", cwd=project).stdout == "yq-4 tool:\n"  # fixed, it runs

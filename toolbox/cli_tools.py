@@ -1,5 +1,5 @@
 """The commands for tools by name: `recipes list|show|search`, `add`, `remove`, `lock`, `sync`,
-`list`, `trust`, `untrust`. Registered on the main app by cli.py."""
+`list`, `outdated`, `trust`, `untrust`. Registered on the main app by cli.py."""
 
 import json
 import os
@@ -21,7 +21,7 @@ GLOBAL_OPTION = typer.Option(False, "--global", help="Edit the pins of your conf
 def register(app):
     app.add_typer(recipes_app, name="recipes")
     app.add_typer(shim_app, name="shim")
-    for command in (add, remove, lock, sync, trust, untrust):
+    for command in (add, remove, lock, sync, outdated, trust, untrust):
         app.command(cls=HelpCommand)(command)
     app.command(name="list", cls=HelpCommand)(list_tools)
     app.command(name="shell-init", cls=HelpCommand)(shell_init)
@@ -46,14 +46,29 @@ def _context(cwd=None, ask=False):
 # -- recipes ---------------------------------------------------------------------------------------
 @recipes_app.command("list", cls=HelpCommand)
 def recipes_list(as_json: bool = JSON_OPTION):
-    """Every recipe visible here (project, yours, built-in), by name."""
+    """Every recipe visible here (project, yours, built-in), by name; those that do not validate
+    with their error."""
     catalog = _context().catalog
-    recipes = [catalog.recipes[name] for name in sorted(catalog.recipes)]
+    names = sorted(set(catalog.recipes) | set(catalog.broken))
     if as_json:
-        print(json.dumps([_recipe_json(r) for r in recipes], indent=2, sort_keys=True))
+        print(json.dumps([_recipe_json(catalog.recipes[n]) if n in catalog.recipes else _broken_json(catalog.broken[n]) for n in names],
+                         indent=2, sort_keys=True))
         return
-    _print_table([("NAME", "DEFAULT", "SOURCE", "IMAGE", "ALIASES")] +
-                 [(r.name, r.default_version, r.source, r.image, " ".join(sorted(r.aliases))) for r in recipes])
+    rows = [("NAME", "DEFAULT", "SOURCE", "IMAGE", "ALIASES")]
+    for name in names:
+        recipe = catalog.recipes.get(name)
+        if recipe is None:
+            rows.append((name, "-", catalog.broken[name].source, "BROKEN: does not validate (below)", ""))
+        else:
+            rows.append((recipe.name, recipe.default_version, recipe.source, recipe.image, " ".join(sorted(recipe.aliases))))
+    _print_table(rows)
+    for name in sorted(catalog.broken):
+        error = catalog.broken[name].error
+        print(f"toolbox: warning: {error.message}" + (f" ({error.hint})" if error.hint else ""), file=sys.stderr)
+
+
+def _broken_json(broken):
+    return {"name": broken.name, "source": broken.source, "origin": broken.origin, "error": broken.error.message, "hint": broken.error.hint}
 
 
 @recipes_app.command("show", cls=HelpCommand)
@@ -87,7 +102,7 @@ def recipes_search(word: str = typer.Argument(..., metavar="WORD", help="A word 
 
 
 def _recipe_json(recipe):
-    return {"name": recipe.name, "source": recipe.source, "origin": recipe.origin, "image": recipe.image, "tag": recipe.tag,
+    return {"name": recipe.name, "error": None, "source": recipe.source, "origin": recipe.origin, "image": recipe.image, "tag": recipe.tag,
             "default_version": recipe.default_version, "command": list(recipe.command) if recipe.command else None,
             "default_command": list(recipe.default_command) if recipe.default_command else None,
             "aliases": sorted(recipe.aliases), "description": recipe.description, "tty": recipe.tty, "network": recipe.network,
@@ -218,22 +233,39 @@ def lock(
     upgrade: bool = typer.Option(False, "--upgrade", help="Resolve tags again even where the lock matches (all tools, or those named)."),
     frozen: bool = typer.Option(False, "--frozen", help="Only check that toolbox.lock matches toolbox.toml; never resolve."),
     check: bool = typer.Option(False, "--check", help="Verify every entry against the registry: digest, platforms, and that the tag still names it."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and print what would change; write nothing."),
 ):
-    """Resolve the pinned versions to digests and write toolbox.lock (only what changed)."""
+    """Resolve the pinned versions to digests and write toolbox.lock; print what changed. A lock
+    with merge conflicts is resolved from toolbox.toml, keeping every entry that matches its pin."""
     if check:
+        if dry_run:
+            raise ToolboxError("--check and --dry-run: --check writes nothing anyway", hint="use one of them")
         return _lock_check()
-    context = _context(ask=not frozen)
+    context = _context(ask=not (frozen or dry_run))
     try:
         unknown = [t for t in tools or () if t not in context.pins.versions]
         if unknown:
             raise ToolboxError(f"not pinned in {context.pins.path}: {', '.join(unknown)}", hint="`toolbox add TOOL` pins it")
-        entries = context.lock(upgrade=tuple(tools or ()) if upgrade else (), frozen=frozen, upgrade_all=upgrade and not tools)
+        update = context.update_lock(upgrade=tuple(tools or ()) if upgrade else (), frozen=frozen, upgrade_all=upgrade and not tools,
+                                     dry_run=dry_run, merge_conflicts=True)
     finally:
         context.close()
         _print_warnings(context)
-    for tool, entry in sorted(entries.items()):
-        print(f"{tool} {entry.version}: {entry.reference} {entry.digest}")
-    print(f"{context.pins.lock_path}: {len(entries)} tool{'s' if len(entries) != 1 else ''} locked")
+    name = _shown_path(update.path)
+    if update.merged is not None:
+        print(f"{name} had merge conflicts: kept the entries that match their pins ({', '.join(update.merged) or 'none'}); "
+              f"resolved {', '.join(update.resolved) or 'nothing'}")
+    for change in update.changes:
+        print(change.describe())
+    if dry_run:
+        print(f"dry run: {name} not written" if update.changes or update.merged is not None else f"{name} is up to date")
+    elif not update.changes and update.merged is None:
+        print(f"{name} is up to date")
+
+
+def _shown_path(path):
+    """A path as people read it: `toolbox.lock` in its own directory, else in full."""
+    return os.path.basename(path) if os.path.dirname(path) == os.getcwd() else path
 
 
 def _lock_check():
@@ -264,19 +296,79 @@ def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.
     from .toolplan import frozen_requested
     from .runplan import ensure_plan
 
+    from .errors import ImageNotStored
+    from .lockfile import short_digest
+
     is_frozen = frozen_requested(os.environ, frozen)
     context = _context(ask=not is_frozen)
+    pulled = 0
     try:
-        entries = context.lock(frozen=is_frozen)
-        for tool, entry in sorted(entries.items()):
+        update = context.update_lock(frozen=is_frozen)
+        for change in update.changes:  # what changed, not every tool
+            print(change.describe())
+        for tool, entry in sorted(update.entries.items()):
             reference = entry.pinned_reference()
-            ensure_plan(context.layout, reference, "missing")
+            try:
+                context.services.store.get(reference)
+            except ImageNotStored:
+                ensure_plan(context.layout, reference, "missing")
+                print(f"pulled {tool} {entry.version} ({short_digest(entry.digest)})")
+                pulled += 1
             context.check_stored(entry)
-            print(f"{tool} {entry.version}: {reference}")
         _ensure_pinned_shims(context)
     finally:
         context.close()
         _print_warnings(context)
+    if not update.changes and not pulled:
+        print(f"{_shown_path(update.path)} is up to date, and every image it names is stored")
+
+
+def outdated(tools: list[str] = typer.Argument(None, metavar="TOOL", help="Only these pinned tools.", autocompletion=complete.pinned_tools),
+             as_json: bool = JSON_OPTION):
+    """For each pinned tool: the locked digest, the newest version its recipe's tags allow, and
+    whether the pinned tag names another digest upstream now. Asks the registries; writes nothing."""
+    from .lockfile import short_digest
+    from .outdated import outdated as find_outdated
+
+    context = _context()
+    try:
+        rows = find_outdated(context, tools)
+    finally:
+        context.close()
+        _print_warnings(context)
+    if as_json:
+        print(json.dumps([row.to_json() for row in rows], indent=2, sort_keys=True))
+    elif not rows:
+        print(f"No tools pinned ({context.pins.path}); `toolbox add TOOL` pins one")
+    else:
+        _print_table([("TOOL", "PINNED", "LOCKED", "NEWEST", "TAG UPSTREAM")] +
+                     [(r.tool, r.version, short_digest(r.locked_digest) if r.locked_digest else "not locked",
+                       (r.newest or "?") + (" (newer)" if r.newer else ""), _tag_upstream(r)) for r in rows])
+        for r in rows:
+            where = "" if context.pins.is_project and r.pinned_by == context.pins.path else "--global "
+            if r.newer:
+                print(f"{r.tool}: {r.newest} is out: `toolbox add {where}{r.tool}@{r.newest}` pins it")
+            if r.tag_moved:
+                print(f"{r.tool}: the tag {r.tag} moved upstream: `toolbox lock --upgrade {r.tool}` takes it (review the change)")
+            if r.note:
+                print(f"{r.tool}: {r.note}")
+    for r in rows:
+        if r.problem:
+            print(f"toolbox: warning: {r.tool}: {r.problem}", file=sys.stderr)
+    failed = [r.tool for r in rows if r.problem]
+    if failed:
+        raise ToolboxError(f"could not check {', '.join(failed)} ({len(failed)} of {len(rows)} pinned tools)",
+                           hint="see the warnings above: a registry that cannot be reached or refuses, or a recipe to fix")
+
+
+def _tag_upstream(row):
+    from .lockfile import short_digest
+
+    if row.tag_moved:
+        return f"moved (now {short_digest(row.tag_digest)})"
+    if row.tag_moved is False:
+        return "unchanged"
+    return f"names {short_digest(row.tag_digest)}" if row.tag_digest else "?"
 
 
 def list_tools(as_json: bool = JSON_OPTION):

@@ -178,6 +178,11 @@ class Layout:
         that `prune --unused`, `df` and `images` know which locks use which images."""
         return os.path.join(self.data_dir, "projects")
 
+    @property
+    def last_runs_dir(self):
+        """What each pinned tool last ran by, per pins file (lastrun.py)."""
+        return os.path.join(self.data_dir, "last-runs")
+
     # -- configuration ------------------------------------------------------------------------
     @property
     def user_recipes_dir(self):

@@ -12,6 +12,10 @@ sorted keys, stable bytes (tomli-w), the same file for the same resolutions.
     [tools.jq.platforms]                   # the manifest run on each platform
     "linux/amd64" = "sha256:..."
     "linux/arm64/v8" = "sha256:..."
+
+A lock with git's conflict markers (a merge of two branches that changed it) is refused before
+it is parsed (LockConflict), except by `toolbox lock`, which reads both sides as far as they parse
+(conflict_sides, side_entries) and keeps what still matches the pins (tools.Context.merge_sides).
 """
 
 import re
@@ -31,6 +35,10 @@ class LockError(ConfigError):
 
 class OutOfDate(ToolboxError):
     """toolbox.toml and toolbox.lock disagree and resolving is not allowed (--frozen, CI)."""
+
+
+class LockConflict(LockError):
+    """toolbox.lock has git's merge conflict markers: `toolbox lock` resolves them."""
 
 
 @dataclass(frozen=True)
@@ -84,19 +92,30 @@ class LockEntry:
 
 class LockFile:
     """toolbox.lock as read: the entries that parse, the ones that do not (their raw tables, kept
-    as they are when another tool's entry is written), and the stamp of the bytes read."""
+    as they are when another tool's entry is written), and the stamp of the bytes read. A file
+    with merge conflicts read with `conflicts=True` has no entries but `sides`: the entries of
+    ours and of theirs ({tool: LockEntry} each)."""
 
-    def __init__(self, entries=None, broken=None, stamp=None):
+    def __init__(self, entries=None, broken=None, stamp=None, sides=None):
         self.entries = entries or {}  # tool -> LockEntry
         self.broken = broken or {}  # tool -> (raw table, what is wrong)
         self.stamp = stamp
+        self.sides = sides  # (ours, theirs) when the file has merge conflicts
 
 
-def read_lock(path, check_owner=None):
+def conflicted(path):
+    """The LockConflict for the lock at `path`: what to do about it."""
+    return LockConflict(f"{path} has merge conflicts (git's <<<<<<< markers)",
+                        hint="run `toolbox lock`: it resolves them from toolbox.toml, keeping every entry that still matches its "
+                             "pin and resolving only the others; then commit toolbox.lock (--frozen and CI=true never resolve)")
+
+
+def read_lock(path, check_owner=None, conflicts=False):
     """The LockFile at `path` (empty when the file does not exist). A file that is not valid
     TOML, or of another lock_version, is an error; an entry that does not validate is kept
     apart (LockFile.broken) so that it stops only its own tool. `check_owner` is called with
-    the fsutil.InputFile read (project.check_owner)."""
+    the fsutil.InputFile read (project.check_owner). A file with merge conflict markers is a
+    LockConflict, or with `conflicts` a LockFile of its two sides."""
     from .fsutil import read_input
     from .recipes import parse_toml_bytes
 
@@ -105,6 +124,11 @@ def read_lock(path, check_owner=None):
         return LockFile()
     if check_owner is not None:
         check_owner(found)
+    if has_conflict_markers(found.data):  # before TOML: the markers make it invalid, and say why
+        if not conflicts:
+            raise conflicted(path)
+        text = found.data.decode("utf-8", "replace")
+        return LockFile(stamp=found.stamp, sides=tuple(side_entries(side, path) for side in conflict_sides(text)))
     doc = parse_toml_bytes(found.data, path, LockError)
     if type(doc.get("lock_version")) is not int or doc["lock_version"] != LOCK_VERSION:  # True == 1 in Python
         raise LockError(f"{path}: lock_version {doc.get('lock_version')!r} is not {LOCK_VERSION}", hint="run `toolbox lock` to write it again")
@@ -118,6 +142,151 @@ def read_lock(path, check_owner=None):
         except LockError as err:
             lock.broken[tool] = (table, err.message)
     return lock
+
+
+# -- merge conflicts --------------------------------------------------------------------------------
+# git's markers: 7 characters at the start of a line, a space and a label after all but the
+# separator; diff3 and zdiff3 add the base between ||||||| and =======. (A lock's own lines
+# start with a key, a quote or "[": none of them.)
+_MARKER = re.compile(rb"^(?:(?:<{7}|\|{7}|>{7})(?: [^\n]*)?|={7})\r?$", re.MULTILINE)
+
+
+def has_conflict_markers(data):
+    return _MARKER.search(data) is not None
+
+
+def conflict_sides(text):
+    """(ours, theirs): the text of each side of a file with conflict markers, the lines outside
+    conflicts in both, the base of a diff3 conflict in neither."""
+    ours, theirs = [], []
+    part = None  # None outside a conflict, else "ours", "base" or "theirs"
+    for line in text.splitlines(keepends=True):
+        bare = line.rstrip("\r\n")
+        marker = bare[:7] if _MARKER.match(bare.encode("utf-8", "replace")) else None
+        if marker == "<" * 7 and part is None:
+            part = "ours"
+        elif marker == "|" * 7 and part == "ours":
+            part = "base"
+        elif marker == "=" * 7 and part in ("ours", "base"):
+            part = "theirs"
+        elif marker == ">" * 7 and part == "theirs":
+            part = None
+        else:
+            if part in (None, "ours"):
+                ours.append(line)
+            if part in (None, "theirs"):
+                theirs.append(line)
+    return "".join(ours), "".join(theirs)
+
+
+def side_entries(text, path):
+    """{tool: LockEntry} of one side of a conflicted lock, as far as it parses: the whole side
+    when it is valid TOML of this lock_version, else each tool's tables on their own (a side
+    git merged into something TOML refuses, a table twice say); entries that do not validate,
+    and tools whose tables appear twice, are left out."""
+    import tomllib
+
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        doc = None
+    if doc is not None:
+        tools = doc.get("tools") if doc.get("lock_version") == LOCK_VERSION else None
+        tables = tools.items() if isinstance(tools, dict) else ()
+    else:
+        tables = _tool_tables(text)
+    entries = {}
+    for tool, table in tables:
+        try:
+            entries[tool] = _entry(tool, table, path)
+        except LockError:
+            continue
+    return entries
+
+
+def _tool_tables(text):
+    """[(tool, table)] from the [tools.NAME] and [tools.NAME.platforms] sections of `text`,
+    each tool's sections parsed on their own; a tool whose sections do not parse together is
+    left out."""
+    import tomllib
+
+    sections, current = {}, None
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            try:
+                path = _key_path(tomllib.loads(stripped))
+            except tomllib.TOMLDecodeError:
+                path = None
+            current = path[1] if path and path[0] == "tools" and len(path) in (2, 3) else None
+            if current is not None:
+                sections.setdefault(current, []).append(line if line.endswith("\n") else line + "\n")
+            continue
+        if current is not None:
+            sections[current].append(line)
+    tables = []
+    for tool, lines in sections.items():
+        try:
+            tables.append((tool, tomllib.loads("".join(lines))["tools"][tool]))
+        except (tomllib.TOMLDecodeError, KeyError, TypeError):
+            continue
+    return tables
+
+
+def _key_path(doc):
+    """The keys of the one table a lone `[a.b.c]` header makes: ["a", "b", "c"]."""
+    path = []
+    while isinstance(doc, dict) and len(doc) == 1:
+        key, doc = next(iter(doc.items()))
+        path.append(key)
+    return path
+
+
+# -- what changed ------------------------------------------------------------------------------------
+def short_digest(digest):
+    """The first 12 hex digits, as images and `docker images` show a digest."""
+    return digest.partition(":")[2][:12] if digest else "?"
+
+
+@dataclass(frozen=True)
+class LockChange:
+    """One tool's entry before and after a lock was brought up to date (None: absent)."""
+
+    tool: str
+    before: LockEntry | None
+    after: LockEntry | None
+    was_damaged: bool = False  # the entry before did not validate
+
+    def describe(self):
+        """One line for people: `jq 1.7.1 → 1.7.2 (4de8791a2b3c → f1905e6d1a2b)`."""
+        tool, before, after = self.tool, self.before, self.after
+        if after is None:
+            return f"{tool} removed (was {before.version}, {short_digest(before.digest)})" if before else f"{tool} removed (a damaged entry)"
+        if before is None:
+            if self.was_damaged:
+                return f"{tool} {after.version}: a damaged entry written again ({short_digest(after.digest)})"
+            return f"{tool} added: {after.version} ({short_digest(after.digest)})"
+        digests = f"({short_digest(before.digest)} → {short_digest(after.digest)})"
+        if before.version != after.version:
+            return f"{tool} {before.version} → {after.version} {digests}"
+        if before.reference != after.reference:
+            return f"{tool} {after.version}: {before.reference} → {after.reference} {digests}"
+        if before.digest != after.digest:
+            return f"{tool}: tag {after.tag} moved {digests}"
+        if (before.recipe, before.source) != (after.recipe, after.source):
+            return f"{tool} {after.version}: now from the {after.source} recipe {after.recipe} (was the {before.source} recipe {before.recipe})"
+        return f"{tool} {after.version}: platforms {', '.join(sorted(before.platforms))} → {', '.join(sorted(after.platforms))}"
+
+
+def lock_changes(before, after, damaged=()):
+    """[LockChange] from the entries `before` to `after` ({tool: LockEntry} each), by tool;
+    `damaged` names tools whose entry before did not validate."""
+    changes = []
+    for tool in sorted(set(before) | set(after) | set(damaged)):
+        old, new = before.get(tool), after.get(tool)
+        if old != new or tool in damaged:
+            changes.append(LockChange(tool, old, new, was_damaged=tool in damaged))
+    return changes
 
 
 def _entry(tool, table, path):

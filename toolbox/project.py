@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .fsutil import ForeignFile, read_input
-from .recipes import NAME_PATTERN, VERSION_PATTERN, RecipeError, parse_recipe, parse_toml_bytes
+from .recipes import NAME_PATTERN, VERSION_PATTERN, BrokenRecipe, RecipeError, parse_recipe, parse_toml_bytes
 from .toolplan import SAFE_ENV, find_project_file
 
 LOCK_FILE = "toolbox.lock"
@@ -40,6 +40,7 @@ class Pins:
     recipes: dict = field(default_factory=dict)  # name -> Recipe, source "project"
     stamp: tuple | None = None  # of the bytes parsed (toolplan.stamp_of)
     is_project: bool = True
+    broken_recipes: dict = field(default_factory=dict)  # name -> BrokenRecipe: only that name fails
 
     @property
     def directory(self):
@@ -59,11 +60,14 @@ def load_project(path, safe_directories=(), environ=os.environ):
     recipes_table = doc.get("recipes", {})
     if not isinstance(recipes_table, dict):
         raise ConfigError(f"{path}: 'recipes' must hold [recipes.NAME] tables")
-    try:
-        recipes = {name: parse_recipe(name, table, "project", path) for name, table in recipes_table.items()}
-    except RecipeError as err:
-        raise ConfigError(err.message, err.hint) from None
-    return Pins(path, os.path.join(os.path.dirname(path), LOCK_FILE), parse_pins(doc.get("tools", {}), path), recipes, found.stamp)
+    recipes, broken = {}, {}
+    for name, table in recipes_table.items():  # a recipe that does not validate stops only its own name
+        try:
+            recipes[name] = parse_recipe(name, table, "project", path)
+        except RecipeError as err:
+            broken[name] = BrokenRecipe(name, "project", path, err)
+    return Pins(path, os.path.join(os.path.dirname(path), LOCK_FILE), parse_pins(doc.get("tools", {}), path), recipes, found.stamp,
+                broken_recipes=broken)
 
 
 def check_owner(found, safe_directories=(), environ=os.environ):

@@ -29,6 +29,11 @@ default_command.
 
 Mount sources are host paths (`~` is your home); targets are paths inside (`~` is the home
 inside). A source that does not exist is skipped. Cold tier: tomllib and dataclasses are fine.
+
+A recipe that does not validate (a file that is not TOML, an unknown key) stops only its own
+name: the catalog keeps it apart (Catalog.broken), using that name fails with the recipe's
+error, and every other tool works. It still hides a recipe of the same name from a source of
+lower precedence: a project that meant to replace jq never silently runs the built-in one.
 """
 
 import os
@@ -56,6 +61,16 @@ class RecipeError(ToolboxError):
 
 class UnknownTool(ToolboxError):
     pass
+
+
+@dataclass(frozen=True)
+class BrokenRecipe:
+    """A recipe that does not validate, kept so that only its own name fails."""
+
+    name: str
+    source: str  # one of SOURCES
+    origin: str  # the file it came from
+    error: RecipeError
 
 
 @dataclass(frozen=True)
@@ -310,10 +325,12 @@ def builtin_dir():
     return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(here), "recipes")
 
 
-def load_directory(path, source, stamps=None):
+def load_directory(path, source, stamps=None, broken=None):
     """{name: Recipe} from every NAME.toml in `path` (none when it does not exist). `stamps`,
     when given, receives the stamp of the directory (taken before it is listed: a file added
-    later changes it) and of each file as read."""
+    later changes it) and of each file as read. A file that does not make a recipe raises
+    RecipeError, or with `broken` (a dict) is put there as a BrokenRecipe."""
+    from .fsutil import read_input
     from .toolplan import stamp
 
     if stamps is not None:
@@ -324,12 +341,19 @@ def load_directory(path, source, stamps=None):
         return {}
     recipes = {}
     for entry in names:
-        origin = os.path.join(path, entry)
-        doc, file_stamp = read_toml_input(origin)
-        if stamps is not None:
-            stamps[origin] = file_stamp
-        if doc is not None:
-            recipes[entry[:-5]] = parse_recipe(entry[:-5], doc, source, origin)
+        origin, name = os.path.join(path, entry), entry[:-5]
+        try:
+            found = read_input(origin, "file", error=RecipeError)
+            if stamps is not None:
+                stamps[origin] = found.stamp if found is not None else None
+            if found is not None:
+                recipes[name] = parse_recipe(name, parse_toml_bytes(found.data, origin), source, origin)
+        except RecipeError as err:
+            if broken is None:
+                raise
+            if stamps is not None and origin not in stamps:  # refused unread (too big, not a file): its stamp still counts
+                stamps[origin] = stamp(origin)
+            broken[name] = BrokenRecipe(name, source, origin, err)
     return recipes
 
 
@@ -361,28 +385,43 @@ def parse_toml_bytes(data, path, error=RecipeError):
 
 
 class Catalog:
-    """Every recipe visible from here, by precedence, with the aliases resolved."""
+    """Every recipe visible from here, by precedence, with the aliases resolved; the names
+    whose recipe (of the highest source that has one) does not validate are in `broken`."""
 
-    def __init__(self, by_source, stamps=None):
+    def __init__(self, by_source, stamps=None, broken_by_source=None):
         self.by_source = by_source  # source -> {name: Recipe}
         self.stamps = stamps or {}  # every recipe file and directory read: path -> stamp
         self.recipes = {}
+        self.broken = {}  # name -> BrokenRecipe
         for source in reversed(SOURCES):  # higher precedence overwrites
-            self.recipes.update(by_source.get(source, {}))
+            for name, recipe in by_source.get(source, {}).items():
+                self.recipes[name] = recipe
+                self.broken.pop(name, None)
+            for name, broken in (broken_by_source or {}).get(source, {}).items():
+                self.broken[name] = broken
+                self.recipes.pop(name, None)
         self.aliases = {}  # alias name -> (recipe, Alias)
         for recipe in self.recipes.values():
             for alias in recipe.aliases.values():
-                if alias.name not in self.recipes:
+                if alias.name not in self.recipes and alias.name not in self.broken:
                     self.aliases.setdefault(alias.name, (recipe, alias))
 
     @classmethod
     def load(cls, layout, project=None):
         stamps = {}
-        by_source = {"builtin": load_directory(builtin_dir(), "builtin", stamps),
-                     "user": load_directory(layout.user_recipes_dir, "user", stamps)}
+        broken = {"builtin": {}, "user": {}}
+        by_source = {"builtin": load_directory(builtin_dir(), "builtin", stamps, broken["builtin"]),
+                     "user": load_directory(layout.user_recipes_dir, "user", stamps, broken["user"])}
         if project is not None:
             by_source["project"] = project.recipes
-        return cls(by_source, stamps)
+            broken["project"] = project.broken_recipes
+        return cls(by_source, stamps, broken)
+
+    def check_usable(self, names):
+        """Raise the error of the first of `names` whose recipe does not validate."""
+        for name in sorted(names):
+            if name in self.broken:
+                raise self.broken[name].error
 
     def shadowed(self, name):
         """The recipe of this name a higher source replaces (for the trust diff), or None."""
@@ -395,12 +434,13 @@ class Catalog:
             return self.recipes[name], None
         if name in self.aliases:
             return self.aliases[name]
+        self.check_usable([name])
         raise UnknownTool(f"no recipe for {name!r}", hint=self.suggestion(name))
 
     def suggestion(self, name):
         import difflib
 
-        close = difflib.get_close_matches(name, list(self.recipes) + list(self.aliases), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, list(self.recipes) + list(self.aliases) + list(self.broken), n=3, cutoff=0.6)
         if close:
             return f"did you mean {' or '.join(close)}? (`toolbox recipes list` shows them all)"
         return "`toolbox recipes search WORD` finds recipes; an image reference needs a registry or tag, e.g. docker.io/library/NAME:TAG"

@@ -10,7 +10,8 @@ What it takes care of:
   once more, quickly, then named with the cause; retries with backoff on connections that
   break once made, 429 (Retry-After honoured) and 5xx;
 - blob streams that count and hash every byte, resume with a Range request after a broken
-  connection, and raise IntegrityError when the size or digest is wrong.
+  connection, and raise IntegrityError when the size or digest is wrong;
+- a repository's tags (tags/list), page after page as the Link header leads.
 
 The caller (the pull use case and the store) decides what to keep; nothing here writes files.
 """
@@ -49,6 +50,10 @@ CONNECT_RETRY_DELAY = 0.25
 CHUNK = 256 * 1024
 # A token without expires_in is valid for 60 seconds (Docker token spec).
 DEFAULT_TOKEN_SECONDS = 60
+# tags/list: one page is JSON of at most this many bytes, and a repository at most this many
+# pages (100,000 tags at 100 a page: far more than the busiest image repositories have).
+MAX_TAGS_PAGE_BYTES = 4 * 1024 * 1024
+MAX_TAGS_PAGES = 1000
 
 
 @dataclass(frozen=True)
@@ -223,6 +228,31 @@ class RegistryClient:
         if announced and announced.startswith("sha256:") and announced != str(digest):
             raise IntegrityError(f"manifest {reference} from {endpoint.describe()} does not match the digest the registry announced ({announced})")
         return digest
+
+    # -- tags ------------------------------------------------------------------------------------
+    def list_tags(self, ref, page_size=None):
+        """Every tag of `ref`'s repository, in the registry's order (distribution spec, "Listing
+        Tags"), mirrors first. `page_size` asks for pages of that many (`n`); without it the
+        registry chooses. Either way, a registry that pages says where the next page is in a
+        Link header (`<...?last=x&n=100>; rel="next"`), followed until there is none."""
+        return self._first_answer(ref, lambda endpoint: self._list_tags(endpoint, page_size))
+
+    def _list_tags(self, endpoint, page_size):
+        query = f"n={page_size}" if page_size else ""
+        tags, asked = [], set()
+        for _page in range(MAX_TAGS_PAGES):
+            asked.add(query)
+            response = self._request(endpoint, "GET", "tags/list" + (f"?{query}" if query else ""), stream=True)
+            with response:
+                self._raise_for_status(response, endpoint, "the list of tags")
+                data = self._read_limited(response, MAX_TAGS_PAGE_BYTES, f"the list of tags of {endpoint.describe()}")
+                link = response.headers.get("Link", "")
+            tags += _tags_of_page(data, endpoint)
+            query = _next_page_query(link)
+            if query is None or query in asked:  # the last page (or a registry sending us in a circle)
+                return list(dict.fromkeys(tags))
+        raise RegistryError(f"{endpoint.describe()} lists its tags in more than {MAX_TAGS_PAGES} pages",
+                            hint="the registry keeps sending a next page; try again later")
 
     # -- blobs -----------------------------------------------------------------------------------
     def get_blob_bytes(self, ref, descriptor, endpoint=None, limit=None):
@@ -594,6 +624,34 @@ class BlobStream:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _tags_of_page(data, endpoint):
+    """The tags of one tags/list answer: {"name": ..., "tags": [...]} (tags may be null)."""
+    import json
+
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise RegistryError(f"{endpoint.describe()} answered its list of tags with something that is not JSON") from None
+    tags = doc.get("tags") if isinstance(doc, dict) else None
+    if tags is None and isinstance(doc, dict):
+        return []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise RegistryError(f"{endpoint.describe()} answered a list of tags that is not a list of strings")
+    return tags
+
+
+def _next_page_query(link_header):
+    """The query of the Link header's rel="next" URL (RFC 8288), or None. Only the query is
+    taken: the next page is asked of the same endpoint, so a Link naming another host or path
+    cannot lead the request (or our credentials) anywhere else."""
+    if not link_header:
+        return None
+    for link in requests.utils.parse_header_links(link_header):
+        if "next" in link.get("rel", "").split():
+            return urllib.parse.urlsplit(link.get("url", "")).query or None
+    return None
 
 
 def _host_of(url):

@@ -8,6 +8,11 @@ index, the pull picks this platform's manifest from the index itself); the lock 
 date first when the pins changed (not with --frozen or CI=true, which fail instead). An unpinned
 version runs by tag.
 
+`lock`, `sync` and `lock --upgrade` report what changed (LockUpdate); a lock with merge
+conflicts is refused, except by `toolbox lock`, which keeps every entry of either side that
+still matches its pin and resolves only the rest (Context.merge_sides). A run whose lock entry
+changed since the tool last ran from that pins file says so (lock_change_notice).
+
 Every input is read once (fsutil.read_input) and the stamp of what was read is kept in
 `Context.read_stamps`, so a tool plan made here names exactly the files it was made from.
 A project's recipes are used for nothing — running, locking, pulling — until their grants are
@@ -19,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import NotFound, ToolboxError
-from .lockfile import LockEntry, LockError, OutOfDate, disagreements, read_lock, write_lock
+from .lockfile import LockEntry, LockError, OutOfDate, disagreements, lock_changes, read_lock, short_digest, write_lock
 from .project import LOCK_FILE, check_owner, current_pins, global_pins
 from .recipes import Catalog, UnknownTool
 
@@ -45,6 +50,7 @@ class ToolRun:
     pinned_by: str | None  # the file that pins the version, or None
     entry: LockEntry | None = None  # the lock entry it runs by
     default_command: tuple | None = None  # what runs when no arguments are given
+    lock_path: str | None = None  # the lock that entry is from
 
     def run_settings(self):
         """The recipe's part of the run, as the launch path takes it (plain values, no classes)."""
@@ -59,6 +65,17 @@ class ToolRun:
             "mounts": [(m.source, m.target, m.read_only) for m in recipe.mounts],
             "network": recipe.network,
         }
+
+
+@dataclass(frozen=True)
+class LockUpdate:
+    """What bringing a lock up to date did."""
+
+    path: str  # the lock file
+    entries: dict  # tool -> LockEntry: the lock as it is now (or would be, in a dry run)
+    changes: list  # [lockfile.LockChange] from the file as it was (from our side of a conflicted one)
+    resolved: tuple  # the tools resolved against the registry
+    merged: tuple | None = None  # when the file had merge conflicts: the tools whose entry was kept
 
 
 class Context:
@@ -144,7 +161,8 @@ class Context:
             if pinned is not None:
                 entry = owner.locked_entry(recipe.name, frozen)
                 self._absorb(owner)
-                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path, entry, default_command)
+                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path, entry, default_command,
+                               owner.pins.lock_path)
             version = recipe.default_version
         return ToolRun(name, recipe, version, recipe.reference_for(version), command, None, default_command=default_command)
 
@@ -212,11 +230,12 @@ class Context:
                                    hint=f"pin {self.catalog.aliases[tool][0].name} instead")
 
     # -- the lock --------------------------------------------------------------------------------
-    def read_lock(self):
-        """toolbox.lock (a LockFile), read once; a project's must be yours like toolbox.toml."""
+    def read_lock(self, conflicts=False):
+        """toolbox.lock (a LockFile), read once; a project's must be yours like toolbox.toml.
+        One with merge conflicts is a LockConflict, or with `conflicts` a LockFile of its sides."""
         safe = self.services.config.safe_directories
         owner_check = (lambda found: check_owner(found, safe, self.environ)) if self.pins.is_project else None
-        lock = read_lock(self.pins.lock_path, owner_check)
+        lock = read_lock(self.pins.lock_path, owner_check, conflicts)
         self.read_stamps[self.pins.lock_path] = lock.stamp
         if self.pins.is_project:  # for `prune --unused`, `df` and `images`: the locks used here
             from .usage import remember_project
@@ -230,20 +249,30 @@ class Context:
         return self.lock(frozen=frozen, only=tool, may_skip_write=True)[tool]
 
     def lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False):
-        """The lock entries for the pins, resolving what is missing, stale or asked to be
-        upgraded, and writing toolbox.lock when that changed it. With `frozen`, a lock that
-        disagrees with the pins is an error instead. With `only`, that tool alone is checked
-        and resolved; the other entries are kept as they are (broken ones too). With
-        `may_skip_write`, a lock that cannot be written is a warning, not an error."""
-        self.check_pins([only] if only else None)
+        """The lock entries for the pins (update_lock)."""
+        return self.update_lock(upgrade, frozen, upgrade_all, only, may_skip_write).entries
+
+    def update_lock(self, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False, dry_run=False,
+                    merge_conflicts=False):
+        """Bring the lock up to date with the pins (a LockUpdate): resolve what is missing,
+        stale or asked to be upgraded, and write toolbox.lock when that changed it (not with
+        `dry_run`). With `frozen`, a lock that disagrees with the pins is an error instead.
+        With `only`, that tool alone is checked and resolved; the other entries are kept as
+        they are (broken ones too). With `may_skip_write`, a lock that cannot be written is a
+        warning, not an error. With `merge_conflicts`, a lock with merge conflicts is resolved
+        (merge_sides) instead of refused."""
         tools = [only] if only else sorted(self.pins.versions)
+        self.catalog.check_usable(tools)  # a recipe that does not validate: its own error, before "no recipe"
+        self.check_pins([only] if only else None)
         self.check_trusted([self.catalog.recipes[tool] for tool in tools])  # before anything is fetched
-        lock = self.read_lock()
+        lock = self.read_lock(conflicts=merge_conflicts and not frozen and only is None)
+        if lock.sides is not None:
+            return self.merge_sides(lock.sides, upgrade, upgrade_all, dry_run)
         reasons = [reason for tool, reason in disagreements(self.pins, self.catalog, lock) if only in (None, tool)]
         if frozen and reasons:
             raise OutOfDate(f"{self.pins.lock_path} does not match {self.pins.path}: {'; '.join(reasons)}",
                             hint="run `toolbox lock` and commit toolbox.lock (--frozen and CI=true never resolve)")
-        wanted = {}
+        wanted, resolved = {}, []
         for tool, version in sorted(self.pins.versions.items()):
             entry = lock.entries.get(tool)
             if only and tool != only:
@@ -253,13 +282,41 @@ class Context:
             recipe = self.catalog.recipes[tool]
             if entry is None or not entry.matches(recipe, version) or upgrade_all or tool in upgrade:
                 entry = self.resolve(tool, recipe, version)
+                resolved.append(tool)
             else:
                 self.check_stored(entry)
             wanted[tool] = entry
         kept_broken = {tool: broken for tool, broken in lock.broken.items() if only and tool != only}
-        if wanted != lock.entries or set(kept_broken) != set(lock.broken) or lock.stamp is None:
+        if (wanted != lock.entries or set(kept_broken) != set(lock.broken) or lock.stamp is None) and not dry_run:
             self._write_lock(wanted, kept_broken, may_skip_write)
-        return wanted
+        changes = lock_changes(lock.entries, wanted, damaged=set(lock.broken) - set(kept_broken))
+        return LockUpdate(self.pins.lock_path, wanted, changes, tuple(resolved))
+
+    def merge_sides(self, sides, upgrade=(), upgrade_all=False, dry_run=False):
+        """Resolve a lock with merge conflicts from the pins: for each pinned tool, the entry
+        of either side (ours, theirs) that matches its pin now; when both sides match with
+        different entries (the tag moved between the two lockings) or neither does, the tool
+        is resolved again, and only then. A clean file is written (not with `dry_run`); the
+        changes are told against our side."""
+        ours, theirs = sides
+        wanted, kept, resolved = {}, [], []
+        for tool, version in sorted(self.pins.versions.items()):
+            recipe = self.catalog.recipes[tool]
+            matching = []
+            for side in (ours, theirs):
+                entry = side.get(tool)
+                if entry is not None and entry.matches(recipe, version) and entry not in matching:
+                    matching.append(entry)
+            if len(matching) == 1 and not (upgrade_all or tool in upgrade):
+                self.check_stored(matching[0])
+                wanted[tool] = matching[0]
+                kept.append(tool)
+            else:
+                wanted[tool] = self.resolve(tool, recipe, version)
+                resolved.append(tool)
+        if not dry_run:
+            self._write_lock(wanted, {}, False)
+        return LockUpdate(self.pins.lock_path, wanted, lock_changes(ours, wanted), tuple(resolved), merged=tuple(kept))
 
     def _write_lock(self, entries, broken, may_skip):
         """Write toolbox.lock. For a run (`may_skip`), a project directory you cannot write is
@@ -309,6 +366,7 @@ class Context:
         from .manifest import parse_manifest
         from .reference import ImageRef
 
+        self.catalog.check_usable(self.pins.versions)
         self.check_pins()
         self.check_trusted([self.catalog.recipes[tool] for tool in self.pins.versions])
         lock = self.read_lock()
@@ -393,7 +451,9 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
     """For the launch path: what `toolbox run TEXT` runs, as plain values (ToolRun.run_settings),
     also written as a tool plan (toolplan.py) so the next run reads it without this module. A
     locked tool's image is pulled here (unless `pull` is "never") so that the lock entry is
-    checked against its index before the plan is written."""
+    checked against its index before the plan is written. The first run of a pinned tool
+    after its lock entry changed says so (`warn`): a changed lock makes the plan stale, so
+    that run comes here."""
     import gc
 
     from . import toolplan
@@ -415,6 +475,9 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
 
                 ensure_plan(services.layout, run.image, "missing", platform)
                 context.check_stored(run.entry)
+            notice = lock_change_notice(services.layout, run)
+            if notice:
+                context.warnings.append(notice)
         settings = run.run_settings()
         _ensure_pinned_shims(context, tell)
     finally:
@@ -428,6 +491,22 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
         with services.store.new_file(path) as file:
             file.write(toolplan.plan_bytes(pins_file, text, settings, context.plan_stamps(), services.environ))
     return settings
+
+
+def lock_change_notice(layout, run):
+    """One line when the pinned `run` (a ToolRun) runs by another lock entry than the last time
+    it ran from its pins file ("jq is now 1.7.2 (was 1.7.1), from /p/toolbox.lock"), else None;
+    never on a tool's first run."""
+    from . import lastrun
+
+    entry = run.entry
+    before = lastrun.swap(layout, run.pinned_by, run.recipe.name, entry.version, entry.digest)
+    if before is None or before == (entry.version, entry.digest):
+        return None
+    version, digest = before
+    if version != entry.version:
+        return f"{run.recipe.name} is now {entry.version} (was {version}), from {run.lock_path}"
+    return f"{run.recipe.name} {entry.version} is now {short_digest(entry.digest)} (was {short_digest(digest)}), from {run.lock_path}"
 
 
 # -- tool names where image names are expected ---------------------------------------------------------

@@ -10,13 +10,15 @@ MIRRORED = {"ghcr.io": "ghcr", "docker.io": "dockerhub", "gcr.io": "gcr"}
 
 
 class Upstream:
-    """The recipes' registries, mirrored to the loopback registry under a prefix of this test's."""
+    """The recipes' registries, mirrored to the loopback registry under a prefix of this test's;
+    `via` (a FaultProxy in front of the registry) to see or break what toolbox asks."""
 
-    def __init__(self, toolbox, registry):
+    def __init__(self, toolbox, registry, via=None):
         self.registry = registry
         self.prefix = f"t{uuid.uuid4().hex[:10]}"
-        mirrors = "".join(f'[registries."{host}"]\nmirrors = ["http://{registry.host}/{self.prefix}/{path}"]\n'
-                          for host, path in MIRRORED.items())
+        host = via.host if via is not None else registry.host
+        mirrors = "".join(f'[registries."{upstream}"]\nmirrors = ["http://{host}/{self.prefix}/{path}"]\n'
+                          for upstream, path in MIRRORED.items())
         toolbox.trust(registry)
         with open(toolbox.layout.config_file, "a") as config:
             config.write(mirrors)
