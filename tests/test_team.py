@@ -112,13 +112,14 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
 
     lead = ToolboxUnderTest(tmp_path / "lead")
     upstream = Upstream(lead, registry)
-    for version in ("1.6", "1.7.1"):
+    for version in ("1.6", "1.7"):  # the same shape of version as the pin: what `outdated` compares
         upstream.publish("ghcr.io/jqlang/jq", version, multiarch(f"jq-{version}"))
     upstream.publish("ghcr.io/example/lint", "1", tool_image("lint-1", "/usr/local/bin/lint"))
     upstream.publish("docker.io/library/redis", "7.4-alpine", tool_image("redis-7.4", "/usr/local/bin/redis-cli"))
     shared = Path(tempfile.mkdtemp(prefix="team-", dir="/tmp"))
     shared.chmod(0o755)
     teammate = Teammate(other_user, Path(lead.layout.config_file).read_text())
+    transcript = []
     try:
         # The lead: pins, a recipe of the project's own, the lock; committed and pushed.
         work = shared / "lead-checkout"
@@ -140,6 +141,7 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         assert code == 0, err
         clone = teammate.root / "clone"
         code, out, err = teammate.toolbox("sync", cwd=clone)
+        transcript.append(("teammate", "git clone && toolbox sync", out + err))
         assert code == 125 and "not trusted yet" in err and "+ command lint" in err, err
         assert teammate.toolbox("trust", cwd=clone)[0] == 0
         code, out, err = teammate.toolbox("sync", cwd=clone)
@@ -156,21 +158,30 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         os.makedirs(runner.layout.config_dir, exist_ok=True)
         shutil.copy(lead.layout.config_file, runner.layout.config_file)
         synced = ci(runner, "sync", "--frozen", cwd=work, env={"TOOLBOX_TRUSTED_PROJECTS": str(work)})
+        transcript.append(("ci", "CI=true TOOLBOX_TRUSTED_PROJECTS=$PWD toolbox sync --frozen", synced.stdout + synced.stderr))
         assert synced.returncode == 0, synced.stderr
         assert {r["tool"]: r["digest"] for r in json.loads(ci(runner, "list", "--json", cwd=work).stdout)} == lead_digests
 
-        # The lead upgrades jq and pins redis-cli; the teammate pulls: shims follow, the change is said.
-        (work / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\nlint = "1"\nredis-cli = "7.4"\n\n' + LINT)
-        assert subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work, capture_output=True).returncode == 0
-        git("commit", "-q", "-am", "jq 1.7.1, redis-cli", cwd=work)
+        # The lead sees jq 1.7.1 is out, upgrades it and pins redis-cli: lock says only what changed.
+        outdated = subprocess.run([sys.executable, "-m", "toolbox", "outdated"], env=lead.env, cwd=work, capture_output=True, text=True)
+        transcript.append(("lead", "toolbox outdated", outdated.stdout + outdated.stderr))
+        assert "jq: 1.7 is out" in outdated.stdout, outdated.stdout + outdated.stderr
+        (work / "toolbox.toml").write_text('[tools]\njq = "1.7"\nlint = "1"\nredis-cli = "7.4"\n\n' + LINT)
+        relocked = subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work, capture_output=True, text=True)
+        transcript.append(("lead", "toolbox lock", relocked.stdout + relocked.stderr))
+        assert relocked.returncode == 0 and "jq 1.6 → 1.7" in relocked.stdout and "redis-cli added" in relocked.stdout
+        assert "lint" not in relocked.stdout  # unchanged: not printed
+        git("commit", "-q", "-am", "jq 1.7, redis-cli", cwd=work)
         git("push", "-q", "origin", "HEAD:main", cwd=work, env=lead_env)
         assert teammate.run("git", "pull", "-q", cwd=clone)[0] == 0
         code, out, err = teammate.toolbox("sync", cwd=clone)
+        transcript.append(("teammate", "git pull && toolbox sync", out + err))
         assert code == 0 and "Installed shims for redis-cli" in out, (out, err)
         code, out, err = teammate.run("redis-cli", "ping", cwd=clone)
         assert out == "redis-7.4 redis-cli:ping\n", err
         code, out, err = teammate.run("jq", cwd=clone)
-        assert out == "jq-1.7.1 tool:\n", err
+        transcript.append(("teammate", "jq", out + err))
+        assert out == "jq-1.7 tool:\n" and "jq is now 1.7 (was 1.6)" in err, err  # a teammate's upgrade is no surprise
 
         # A branch with the old pin: checking it out switches the shim at once.
         git("checkout", "-q", "-b", "old", "HEAD~1", cwd=work)
@@ -179,8 +190,10 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         assert teammate.run("git", "checkout", "-q", "old", cwd=clone)[0] == 0
         code, out, err = teammate.run("jq", cwd=clone)
         assert out == "jq-1.6 tool:\n", err
+        transcript.append(("teammate", "git checkout old && jq", out + err))
         code, out, err = teammate.run("redis-cli", "ping", cwd=clone)  # not pinned on this branch: said, not silent
-        assert "redis-cli is not pinned by" in err, err
+        transcript.append(("teammate", "redis-cli ping", out + err))
+        assert code == 127 and "redis-cli is not pinned here" in err, err
 
         # The lead widens the recipe's grants: the teammate is asked again, seeing exactly what is new.
         git("checkout", "-q", "main", cwd=work)
@@ -191,7 +204,10 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         assert teammate.run("git", "checkout", "-q", "main", cwd=clone)[0] == 0
         assert teammate.run("git", "pull", "-q", cwd=clone)[0] == 0
         code, out, err = teammate.run("lint", cwd=clone)
+        transcript.append(("teammate", "git pull && lint", out + err))
         assert code == 125 and "    + mount ~/.ssh at ~/.ssh read-write" in err and "changed since you trusted it" in err, err
+        for who, command, output in transcript:  # for the record (pytest -s shows it)
+            print(f"--- {who}: {command}\n{output.rstrip()}")
     finally:
         teammate.cleanup()
         shutil.rmtree(shared, ignore_errors=True)

@@ -40,8 +40,7 @@ def main(tool, argv=None):
         _say_unexpected(err, layout)
         return EXIT_TOOLBOX_FAILED
     if settings is None or not settings["pinned"]:
-        announce_unpinned(layout, tool)
-        return fall_through(tool, argv, layout.shims_dir) or EXIT_NOT_FOUND
+        return fall_through(tool, argv, layout.shims_dir, lambda: announce_unpinned(layout, tool)) or EXIT_NOT_FOUND
     try:
         return launch(["--", tool] + list(argv), layout, settings)
     except Exception as err:  # a bug: still one line, and toolbox's status
@@ -49,8 +48,9 @@ def main(tool, argv=None):
         return EXIT_TOOLBOX_FAILED
 
 
-def fall_through(tool, argv, shims_dir):
-    """Exec the next `tool` on PATH that is not a shim; returns only when there is none."""
+def fall_through(tool, argv, shims_dir, before_exec=None):
+    """Exec the next `tool` on PATH that is not a shim (calling `before_exec` first); returns
+    only when there is none."""
     text = os.environ.get(DEPTH_ENV) or "0"
     depth = int(text) if text.isdigit() else MAX_DEPTH
     if depth >= MAX_DEPTH:
@@ -65,6 +65,8 @@ def fall_through(tool, argv, shims_dir):
             env = dict(os.environ, **{DEPTH_ENV: str(depth + 1)})
             from .signals import restore_caller_signals
 
+            if before_exec is not None:
+                before_exec()
             restore_caller_signals()  # the host's program starts as if its caller had started it
             try:
                 # argv[0] is the path found, not the bare name: a program that locates itself
