@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_run import busybox, needs_userns  # noqa: F401  (a fixture, and the marker)
+from tests.test_run import needs_userns
 
 
 def run(toolbox, *args, cwd, env=None):

@@ -20,14 +20,6 @@ from tests.support.rootfs_modes import rootfs_mode_params
 needs_userns = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
 
 
-@pytest.fixture
-def busybox(toolbox, registry, pushed_images):
-    toolbox.trust(registry)
-    image = pushed_images["busybox"]
-    toolbox.pull(image.reference)
-    return image.reference
-
-
 def run(toolbox, *args, input=None, cwd=None, env=None):
     return subprocess.run(
         [sys.executable, "-m", "toolbox", "run", *args],

@@ -27,14 +27,6 @@ BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 SEPARATOR = "=== toolbox ==="
 
 
-@pytest.fixture
-def busybox(toolbox, registry, pushed_images):
-    toolbox.trust(registry)
-    image = pushed_images["busybox"]
-    toolbox.pull(image.reference)
-    return image.reference
-
-
 def toolbox_command(busybox):
     return f"{sys.executable} -m toolbox run {busybox}"
 

@@ -12,7 +12,7 @@ import pytest
 from . import push as _push
 from .registry import RegistryServer, find_registry_binary
 
-__all__ = ["other_user", "registry", "tls_registry", "basic_registry", "token_registry", "token_tls_registry", "registry_factory",
+__all__ = ["busybox", "other_user", "registry", "tls_registry", "basic_registry", "token_registry", "token_tls_registry", "registry_factory",
            "pushed_images", "tls_pushed_images", "basic_pushed_images", "token_pushed_images"]
 
 SCENARIOS_ON_AUTH_REGISTRIES = ("busybox", "multiarch")
@@ -131,3 +131,12 @@ def other_user():
     if not path:
         pytest.skip("needs a second local account: scripts/test run as root creates toolbox-other")
     return OtherUser(path)
+
+
+@pytest.fixture
+def busybox(toolbox, registry, pushed_images):
+    """The busybox test image, pulled into the test's toolbox: its reference."""
+    toolbox.trust(registry)
+    image = pushed_images["busybox"]
+    toolbox.pull(image.reference)
+    return image.reference
