@@ -69,7 +69,9 @@ class OtherUser:
 
 
 # -- the server, run as the other user ----------------------------------------------------------
-def serve(path):
+def serve(path, watched=None):
+    """Serve until the parent, or the process `watched` (scripts/test's pid: the parent is
+    runuser, which outlives a killed scripts/test), is gone."""
     spawned = {}
     if os.path.exists(path):
         os.unlink(path)
@@ -82,7 +84,7 @@ def serve(path):
     parent = os.getppid()
     server.settimeout(1.0)  # to notice that scripts/test is gone (killed, say), and leave too
     try:
-        while os.getppid() == parent:
+        while os.getppid() == parent and (watched is None or _alive(watched)):
             try:
                 conn, _ = server.accept()
             except socket.timeout:
@@ -104,6 +106,16 @@ def serve(path):
         for process in spawned.values():
             process.kill()
         os.unlink(path)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's (root's): it is there
+        return True
+    return True
 
 
 def _handle(request, spawned):
@@ -129,4 +141,4 @@ def _handle(request, spawned):
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
