@@ -357,14 +357,6 @@ def load_directory(path, source, stamps=None, broken=None):
     return recipes
 
 
-def read_toml(path, error=RecipeError):
-    """The TOML document in `path`; `error` when it is missing, too big or does not parse."""
-    doc, _stamp = read_toml_input(path, error)
-    if doc is None:
-        raise error(f"cannot read {path}: No such file or directory")
-    return doc
-
-
 def read_toml_input(path, error=RecipeError, what="file"):
     """(document, stamp of the bytes parsed), or (None, None) when `path` does not exist."""
     from .fsutil import read_input
