@@ -105,9 +105,9 @@ def main():
             subprocess.run(toolbox + ["pull", "-q", reference], env=env, check=True, capture_output=True)
             rootfs = workdir / "rootfs"
             rootfs.mkdir()
-            from toolbox.digest import Digest
+            from toolbox.oci.digest import Digest
             from toolbox.layout import Layout
-            from toolbox.unpack import merge_layers
+            from toolbox.store.unpack import merge_layers
 
             layout = Layout.from_env(env)
             merge_layers([layout.layer_tree(Digest.parse(d)) for d in built.diff_ids], str(rootfs))

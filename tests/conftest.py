@@ -112,7 +112,7 @@ class ToolboxUnderTest:
                 config.write(server.toolbox_config_toml())
 
     def services(self):
-        from toolbox.services import load_services
+        from toolbox.ops.wiring import load_services
 
         return load_services(self.layout, self.env)
 
@@ -121,9 +121,9 @@ class ToolboxUnderTest:
         return self.services().store
 
     def pull(self, reference, platform=None, progress=None):
-        from toolbox.platform import Platform
-        from toolbox.pull import PullOptions, pull_image
-        from toolbox.reference import ImageRef
+        from toolbox.oci.platform import Platform
+        from toolbox.ops.pull import PullOptions, pull_image
+        from toolbox.oci.reference import ImageRef
 
         services = self.services()
         client = services.registry_client()

@@ -7,11 +7,11 @@ import sys
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
-        from .launch import main as run
+        from toolbox.hot.launch import main as run
 
         return run(argv[1:])
     try:
-        from .cli import main as cli  # ~0.1 s of imports: a Ctrl-C may land in them
+        from toolbox.cli.app import main as cli  # ~0.1 s of imports: a Ctrl-C may land in them
     except KeyboardInterrupt:
         return 130
     return cli(argv)

@@ -6,8 +6,8 @@ import stat
 import tempfile
 from contextlib import contextmanager
 
-from . import locks
-from .errors import ConfigError, StoreError, os_error_hint
+from toolbox import locks
+from toolbox.errors import ConfigError, StoreError, os_error_hint
 
 # toolbox.toml, toolbox.lock, config.toml, recipes and trust records are a few KiB: anything
 # bigger is a mistake or an attack (a sparse 400 MB file in a parent directory cost 1.8 s and
@@ -20,7 +20,7 @@ class ForeignFile(ConfigError):
 
 
 class InputFile:
-    """A small input file read once: its bytes, and the stamp (toolplan.stamp_of) of exactly
+    """A small input file read once: its bytes, and the stamp (plans.stamp_of) of exactly
     those bytes, taken from the descriptor they were read from."""
 
     __slots__ = ("path", "data", "stamp", "owner")
@@ -38,7 +38,7 @@ def read_input(path, what="file", limit=MAX_INPUT_BYTES, error=ConfigError):
     while it was read (the stamps before and after the read differ). Whoever hashes, parses
     or trusts a file must use these bytes and this stamp, never open it a second time: a
     second open may find another file renamed over the first."""
-    from .toolplan import stamp_of
+    from toolbox.hot.plans import stamp_of
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)

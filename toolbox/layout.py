@@ -20,6 +20,14 @@ import os
 APP_NAME = "toolbox"
 
 
+def shipped_dir(name):
+    """A folder of data shipped with toolbox (recipes/, shims/): installed, inside the package
+    (pyproject maps it there); in a checkout, at the top, beside the package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, name)
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), name)
+
+
 def _xdg_dir(env, variable, default_below_home):
     """platformdirs' rule on Linux (the XDG base directory spec), without importing platformdirs
     (~30 ms) on the launch path; tests/test_config.py checks the two agree."""
@@ -121,7 +129,7 @@ class Layout:
 
     @property
     def tool_plans_dir(self):
-        """Tool plans (toolplan.py): what `toolbox run TOOL` and shims need from recipes, pins
+        """Tool plans (hot/plans.py): what `toolbox run TOOL` and shims need from recipes, pins
         and the lock, precomputed per pins file and tool."""
         return os.path.join(self.store_dir, "toolplans")
 

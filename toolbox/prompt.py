@@ -21,7 +21,7 @@ def confirm_on_terminal(question, environ=os.environ):
 
 def can_ask(environ=os.environ):
     """Whether there is someone to ask: a terminal on stdin and stderr, and not CI=true."""
-    from .toolplan import frozen_requested
+    from toolbox.hot.plans import frozen_requested
 
     return not frozen_requested(environ) and sys.stdin.isatty() and sys.stderr.isatty()
 

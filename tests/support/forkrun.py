@@ -50,7 +50,7 @@ def _child(line, delete_cwd, scratch, out_path, err_path):
 def main(spec_path):
     with open(spec_path) as file:
         spec = json.load(file)
-    import toolbox.cli  # noqa: F401  (warm: every `toolbox` command but run loads it)
+    import toolbox.cli.app  # noqa: F401  (warm: every `toolbox` command but run loads it)
 
     scratch = spec["scratch"]
     results = [None] * len(spec["lines"])

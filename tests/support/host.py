@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-CI = os.environ.get("CI", "").lower() in ("true", "1")  # as toolbox reads it (toolplan.frozen)
+CI = os.environ.get("CI", "").lower() in ("true", "1")  # as toolbox reads it (plans.frozen)
 
 
 class HostFeatureMissing(pytest.skip.Exception):

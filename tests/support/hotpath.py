@@ -41,9 +41,9 @@ LIGHT = frozenset({
 
 # toolbox's cold tier: reached from the launch path only when a plan is missing or stale.
 COLD_TIER = frozenset({
-    "toolbox.cli", "toolbox.cli_tools", "toolbox.services", "toolbox.store", "toolbox.reference", "toolbox.registry",
-    "toolbox.pull", "toolbox.unpack", "toolbox.manifest", "toolbox.runplan", "toolbox.tools", "toolbox.recipes",
-    "toolbox.lockfile", "toolbox.project", "toolbox.config", "toolbox.auth",
+    "toolbox.cli.app", "toolbox.cli.tools", "toolbox.ops.wiring", "toolbox.store.store", "toolbox.oci.reference", "toolbox.oci.registry",
+    "toolbox.ops.pull", "toolbox.store.unpack", "toolbox.oci.manifest", "toolbox.ops.prepare", "toolbox.ops.tools", "toolbox.project.recipes",
+    "toolbox.project.lockfile", "toolbox.project.project", "toolbox.project.config", "toolbox.oci.auth",
 })
 
 

@@ -1,0 +1,59 @@
+"""The hot tier's promise (STYLE.md): `toolbox run` and a shim import light standard modules,
+toolbox's own hot modules and the cffi backend, nothing else (tests/support/hotpath.py).
+
+The module report is written just before the runtime starts, so these tests hold on every host:
+where the container cannot start (no user namespaces) the run ends in 125 after the report."""
+
+import subprocess
+import sys
+
+from tests.support.host import userns_available
+from tests.support.hotpath import COLD_TIER, FORBIDDEN, LIGHT, cold_modules, heavy_modules, interpreter_baseline, read_report
+from tests.hot.test_shims import Projects
+
+REPORT = "TOOLBOX_REPORT_MODULES"
+
+
+def expected_status():
+    """A run of `true`: 0 where the container starts (user namespaces, then overlayfs,
+    fuse-overlayfs or a read-only root), 125 where the namespaces are refused."""
+    return 0 if userns_available() else 125
+
+
+def test_modules_are_judged_by_top_level_package():
+    assert not FORBIDDEN & LIGHT
+    assert heavy_modules({"typer.core", "json.decoder", "toolbox.hot.launch", "os.path", "_cffi_backend", "some_new_package.x"}) == [
+        "json.decoder", "some_new_package.x", "typer.core"]
+    assert heavy_modules({"re", "re._parser", "toolbox.hot.launch"}, baseline={"re", "re._parser"}) == []  # the interpreter's own
+    assert cold_modules({"toolbox.store.store", "toolbox.oci.registry.auth", "toolbox.storehouse", "toolbox.hot.launch"}) == [
+        "toolbox.oci.registry.auth", "toolbox.store.store"]
+    assert "toolbox.ops.prepare" in COLD_TIER
+
+
+def test_toolbox_run_loads_no_heavy_module(toolbox, registry, pushed_images, tmp_path):
+    toolbox.trust(registry)
+    image = pushed_images["busybox"].reference
+    toolbox.pull(image)
+    command = [sys.executable, "-m", "toolbox", "run", image, "true"]
+    first = subprocess.run(command, env=toolbox.env, cwd=toolbox.root, capture_output=True, timeout=60)  # writes the run plan
+    assert first.returncode == expected_status(), first.stderr
+    report = tmp_path / "modules"
+    again = subprocess.run(command, env=dict(toolbox.env, **{REPORT: str(report)}), cwd=toolbox.root, capture_output=True, timeout=60)
+    assert again.returncode == expected_status(), again.stderr
+    loaded = read_report(report)
+    assert {"toolbox.hot.launch", "toolbox.runtime.container", "toolbox.runtime.syscalls"} <= loaded, sorted(loaded)
+    assert heavy_modules(loaded, interpreter_baseline([sys.executable], toolbox.env)) == []
+    assert cold_modules(loaded) == []
+
+
+def test_a_shim_loads_no_heavy_module(toolbox, registry, tmp_path):
+    projects = Projects(toolbox, registry, tmp_path)
+    assert projects.shim(cwd=projects.a).returncode == expected_status()  # writes the tool plan and the run plan
+    report = tmp_path / "modules"
+    called = projects.shim(cwd=projects.a, env={REPORT: str(report)})
+    assert called.returncode == expected_status(), called.stderr
+    loaded = read_report(report)
+    assert {"toolbox.hot.shim", "toolbox.hot.plans", "toolbox.hot.launch"} <= loaded, sorted(loaded)
+    # A shim starts the interpreter with -IS (shim.shim_text): nearly nothing is loaded before it.
+    assert heavy_modules(loaded, interpreter_baseline([sys.executable, "-IS"], projects.env)) == []
+    assert cold_modules(loaded) == []

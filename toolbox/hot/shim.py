@@ -1,0 +1,138 @@
+"""Shims: executables named after tools (`jq`, `python3.11`) in the shims directory, which
+`toolbox shell-init` puts first on PATH. A shim resolves the pin at call time from the current
+directory's project (or the user's global pins): pinned, it runs the tool as `toolbox run TOOL`
+does; not pinned, it runs the next program of that name on PATH, or exits 127 with a hint.
+
+The launch path: standard library, the tool plan and the run plan, no TOML (see hot/plans.py).
+Each shim is a short Python script (shim_text) so it starts the interpreter once.
+"""
+
+import os
+import sys
+
+MARKER = "# toolbox shim"
+# Falling through to another program sets this; a chain of shims calling shims (a PATH that
+# lists the shims directory twice, under two names) stops instead of looping.
+DEPTH_ENV = "TOOLBOX_SHIM_DEPTH"
+MAX_DEPTH = 4
+
+
+def main(tool, argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    from toolbox.errors import EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError
+    from toolbox.hot.launch import main as launch
+    from toolbox.hot.launch import tool_settings
+    from toolbox.layout import Layout
+
+    layout = Layout.from_env()
+    try:
+        settings = tool_settings(layout, tool, frozen=False)
+    except ToolboxError as err:
+        if type(err).__name__ != "UnknownTool":  # a broken toolbox.toml, an unreachable registry...
+            _say(f"error: {err.message}", err.hint)
+            return err.exit_code
+        settings = None  # no recipe (any more) for this name: not toolbox's to run
+    except KeyboardInterrupt:
+        from toolbox.runtime.signals import die_of_interrupt
+
+        return die_of_interrupt()
+    except Exception as err:  # a file it could not write, a bug: still one line, and toolbox's status
+        _say_unexpected(err, layout)
+        return EXIT_TOOLBOX_FAILED
+    if settings is None or not settings["pinned"]:
+        return fall_through(tool, argv, layout.shims_dir, lambda: announce_unpinned(layout, tool)) or EXIT_NOT_FOUND
+    try:
+        return launch(["--", tool] + list(argv), layout, settings)
+    except Exception as err:  # a bug: still one line, and toolbox's status
+        _say_unexpected(err, layout)
+        return EXIT_TOOLBOX_FAILED
+
+
+def fall_through(tool, argv, shims_dir, before_exec=None):
+    """Exec the next `tool` on PATH that is not a shim (calling `before_exec` first); returns
+    only when there is none."""
+    text = os.environ.get(DEPTH_ENV) or "0"
+    depth = int(text) if text.isdigit() else MAX_DEPTH
+    if depth >= MAX_DEPTH:
+        _say(f"error: {tool}: shims kept calling shims ({DEPTH_ENV}={depth}); is the shims directory on PATH twice?")
+        return None
+    own = os.path.realpath(shims_dir)
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not directory or os.path.realpath(directory) == own:
+            continue
+        candidate = os.path.join(directory, tool)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate) and not is_shim(candidate):
+            env = dict(os.environ, **{DEPTH_ENV: str(depth + 1)})
+            from toolbox.runtime.signals import restore_caller_signals
+
+            if before_exec is not None:
+                before_exec()
+            restore_caller_signals()  # the host's program starts as if its caller had started it
+            try:
+                # argv[0] is the path found, not the bare name: a program that locates itself
+                # from argv[0] by a PATH search (Python's sys.executable, hence `-m venv`) would
+                # otherwise find this shim, first on PATH, instead of itself.
+                os.execve(candidate, [candidate] + list(argv), env)
+            except OSError as err:
+                _say(f"error: cannot run {candidate}: {err.strerror}")
+                return 126
+    _say(f"error: {tool} is not pinned here and not installed",
+         f"pin it for this directory's project: toolbox add {tool}; or everywhere: toolbox add --global {tool}")
+    return None
+
+
+def announce_unpinned(layout, tool):
+    """Inside a project, a tool it does not pin (nor your global pins) runs the host's program,
+    as outside: say so, once per project and tool, so that a pin a teammate removed, or one
+    misspelt, is not a silent switch to another version."""
+    from toolbox.hot.launch import note_once
+    from toolbox.hot.plans import find_project_file
+
+    project = find_project_file(os.getcwd())
+    if project is None:
+        return
+    notes = []
+    note_once(layout, f"{project}\0{tool}", notes,
+              f"{tool} is not pinned by {project} (nor globally): the next {tool} on PATH runs; to pin it: toolbox add {tool}")
+    for note in notes:
+        _say(note)
+
+
+def is_shim(path):
+    try:
+        with open(path, "rb") as file:
+            return MARKER.encode() in file.read(200)
+    except OSError:
+        return False
+
+
+def shim_text(tool):
+    """The interpreter toolbox is installed for, with -I (PYTHONPATH and user site-packages
+    cannot change what runs) and -S: no site module, whose .pth processing costs ~3 ms of a
+    ~15 ms start; the directories toolbox and its dependencies import from are named instead."""
+    import _cffi_backend
+
+    import toolbox
+
+    paths = list(dict.fromkeys([os.path.dirname(os.path.dirname(os.path.abspath(toolbox.__file__))),
+                                os.path.dirname(os.path.abspath(_cffi_backend.__file__))]))
+    # gc off: nothing on the way to the exec makes reference cycles worth collecting, and
+    # collections triggered by the imports cost ~0.3 ms (the cold tier turns it back on).
+    return (f"#!{sys.executable} -IS\n{MARKER}\nimport gc, sys\ngc.disable()\nsys.path[:0] = {paths!r}\n"
+            f"from toolbox.hot.shim import main\nsys.exit(main({tool!r}))\n")
+
+
+def _say_unexpected(err, layout):
+    from toolbox.errors import from_os_error
+
+    if isinstance(err, OSError):  # a file it could not use, or the current directory is gone
+        error = from_os_error(err, layout)
+        _say(f"error: {error.message}", error.hint)
+    else:
+        _say(f"error: unexpected {type(err).__name__}: {err}", "this is a bug in toolbox; please report it with the command that failed")
+
+
+def _say(message, hint=None):
+    print(f"toolbox: {message}", file=sys.stderr)
+    if hint:
+        print(f"toolbox: hint: {hint}", file=sys.stderr)

@@ -1,0 +1,117 @@
+"""Image references, normalised the way Docker does it (distribution/reference grammar).
+
+`jq` is `docker.io/library/jq:latest`; `ghcr.io/jqlang/jq:1.7.1` keeps its registry; a reference
+may carry a tag, a digest, or both (`name:tag@digest`, where the digest wins when pulling).
+All defaulting lives here and nowhere else.
+"""
+
+import re
+from dataclasses import dataclass
+
+from toolbox.oci.digest import Digest
+from toolbox.errors import InvalidReference
+
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+DEFAULT_TAG = "latest"
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_COMPONENT_RE = re.compile(rf"^{_COMPONENT}$")
+_DOMAIN_RE = re.compile(
+    r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+    r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?$"
+)
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_MAX_NAME_LENGTH = 255
+
+
+def _looks_like_domain(component):
+    # distribution/reference: the first component is a registry host if it has a dot or a port,
+    # or is "localhost"; otherwise it is part of a Docker Hub repository name.
+    return "." in component or ":" in component or component == "localhost" or component.startswith("[")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: Digest | None = None
+
+    @classmethod
+    def parse(cls, text):
+        original = text
+        if not text or text != text.strip():
+            raise InvalidReference(f"invalid image reference {original!r}: empty or surrounded by spaces")
+        digest = None
+        if "@" in text:
+            text, _, digest_text = text.partition("@")
+            try:
+                digest = Digest.parse(digest_text)
+            except InvalidReference as err:
+                raise InvalidReference(f"invalid image reference {original!r}: {err}", hint=err.hint) from None
+
+        tag = None
+        slash = text.rfind("/")
+        colon = text.rfind(":")
+        if colon > slash:  # a colon after the last slash is a tag, not a port
+            text, tag = text[:colon], text[colon + 1 :]
+            if not _TAG_RE.match(tag):
+                raise InvalidReference(
+                    f"invalid tag {tag!r} in {original!r}",
+                    hint="a tag is up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+                )
+
+        registry, _, rest = text.partition("/")
+        if not rest or not _looks_like_domain(registry):
+            registry, rest = DOCKER_HUB, text
+        elif not _DOMAIN_RE.match(registry):
+            raise InvalidReference(f"invalid registry host {registry!r} in {original!r}")
+        if registry == "index.docker.io":
+            registry = DOCKER_HUB
+        registry = registry.lower()
+        if registry == DOCKER_HUB and "/" not in rest:
+            rest = f"library/{rest}"
+
+        for component in rest.split("/"):
+            if not _COMPONENT_RE.match(component):
+                if component.lower() != component and _COMPONENT_RE.match(component.lower()):
+                    raise InvalidReference(f"invalid image reference {original!r}: repository names must be lowercase")
+                raise InvalidReference(
+                    f"invalid image reference {original!r}: bad name component {component!r}",
+                    hint="names are lowercase letters and digits, separated by '.', '_', '__' or '-', with '/' between components",
+                )
+        if len(registry) + 1 + len(rest) > _MAX_NAME_LENGTH:
+            raise InvalidReference(f"invalid image reference {original!r}: name longer than {_MAX_NAME_LENGTH} characters")
+        if tag is None and digest is None:
+            tag = DEFAULT_TAG
+        return cls(registry, rest, tag, digest)
+
+    @property
+    def name(self):
+        """registry/repository, without tag or digest."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def endpoint_host(self):
+        """The host that serves the registry API (Docker Hub's API is not at docker.io)."""
+        return DOCKER_HUB_ENDPOINT if self.registry == DOCKER_HUB else self.registry
+
+    @property
+    def reference(self):
+        """What to ask the registry's manifest endpoint for: the digest if known, else the tag."""
+        return str(self.digest) if self.digest else self.tag
+
+    def with_digest(self, digest):
+        return ImageRef(self.registry, self.repository, self.tag, digest)
+
+    def with_tag(self, tag):
+        return ImageRef(self.registry, self.repository, tag, None)
+
+    def __str__(self):
+        text = self.name
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text

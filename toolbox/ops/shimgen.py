@@ -1,0 +1,193 @@
+"""Managing shims and shell integration (cold tier): `toolbox shim install|list|remove` and
+`toolbox shell-init bash|zsh|fish`. The shims themselves run shim.py."""
+
+import os
+
+from toolbox.errors import ToolboxError
+from toolbox.hot.shim import is_shim, shim_text
+
+SHELLS = ("bash", "zsh", "fish")
+
+
+def installed(layout):
+    try:
+        names = os.listdir(layout.shims_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(name for name in names if is_shim(os.path.join(layout.shims_dir, name)))
+
+
+def install(layout, names):
+    """Write (or rewrite) the shims for `names`: tool names or aliases the caller checked."""
+    from toolbox.fsutil import atomic_write
+
+    for name in names:
+        path = os.path.join(layout.shims_dir, name)
+        if os.path.lexists(path) and not is_shim(path):
+            raise ToolboxError(f"{path} exists and is not a toolbox shim", hint="move it away first")
+        atomic_write(path, shim_text(name).encode(), 0o755)
+
+
+def ensure(layout, names):
+    """Install the shims of `names` that are missing, once shims are in use (the directory
+    exists): the tools a project or the global config pins get theirs when a teammate adds one
+    (`git pull && toolbox sync`, or the first call of any tool after the lock changed).
+    Returns the names installed."""
+    if not os.path.isdir(layout.shims_dir):
+        return []
+    present = set(installed(layout))
+    missing = sorted(name for name in set(names) - present if not os.path.lexists(os.path.join(layout.shims_dir, name)))
+    install(layout, missing)
+    return missing
+
+
+def refresh(layout):
+    """Rewrite every installed shim (after toolbox moved to another interpreter, say)."""
+    install(layout, installed(layout))
+
+
+def remove(layout, names):
+    from toolbox.fsutil import unlink_quietly
+
+    present = installed(layout)
+    missing = [name for name in names if name not in present]
+    if missing:
+        raise ToolboxError(f"no shim for {', '.join(missing)}", hint="`toolbox shim list` shows them")
+    for name in names:
+        unlink_quietly(os.path.join(layout.shims_dir, name))
+
+
+# Where each shell reads the line that runs shell-init, in interactive shells (a login shell of
+# bash reads ~/.bashrc through Debian's and Ubuntu's ~/.profile).
+RC_FILES = {"bash": "~/.bashrc", "zsh": "~/.zshrc", "fish": "~/.config/fish/config.fish"}
+
+
+def launcher_path(environ=None):
+    """The `toolbox` command's absolute path, or None: the script this process runs when it is
+    one (the launcher scripts/install writes, or pip's), else the first `toolbox` on PATH."""
+    import shutil
+    import sys
+
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) == "toolbox" and os.path.isfile(script) and os.access(script, os.X_OK):
+        return os.path.abspath(script)
+    found = shutil.which("toolbox", path=(os.environ if environ is None else environ).get("PATH", os.defpath))
+    return os.path.abspath(found) if found else None
+
+
+def user_shell(environ=None):
+    """The user's shell ($SHELL) when shell-init supports it, else bash."""
+    name = os.path.basename((os.environ if environ is None else environ).get("SHELL", ""))
+    return name if name in SHELLS else "bash"
+
+
+def rc_file_and_line(environ=None, launcher=None):
+    """(the rc file, the line to add to it) for the user's shell: what scripts/install prints."""
+    shell = user_shell(environ)
+    return RC_FILES[shell], rc_line(shell, launcher or launcher_path(environ))
+
+
+def rc_advice(environ=None, launcher=None):
+    """'add this line to RC_FILE: LINE' for the user's shell."""
+    return "add this line to {}: {}".format(*rc_file_and_line(environ, launcher))
+
+
+def rc_line(shell, launcher=None):
+    """The one line for the shell's rc file. It names the launcher by its absolute path: Debian's
+    ~/.profile reads ~/.bashrc before it puts ~/.local/bin on PATH, and zsh and fish never read
+    ~/.profile, so `toolbox` alone is "command not found" there. It runs the launcher only if it
+    is there, so that a line left behind after `toolbox self uninstall` (or a home shared with a
+    machine without toolbox) does nothing, instead of an error in every new shell."""
+    if shell not in SHELLS:
+        raise ToolboxError(f"unsupported shell {shell!r}", hint=f"use one of {', '.join(SHELLS)}")
+    if shell == "fish":
+        word = _fish_word(launcher or "toolbox")
+        present = f"test -x {word}" if launcher else "command -sq toolbox"
+        return f"{present}; and {word} shell-init fish | source"
+    word = _sh_word(launcher or "toolbox")
+    present = f"[ -x {word} ]" if launcher else "command -v toolbox >/dev/null"
+    return f'{present} && eval "$({word} shell-init {shell})"'
+
+
+def shell_init(layout, shell):
+    """The lines `eval "$(toolbox shell-init SHELL)"` runs: the shims directory first on PATH,
+    and completion for toolbox's own commands. No function per shim: the shell finds a shim on
+    PATH as it finds any program, so its job line shows what was typed (`jq .a` on Ctrl-Z, not
+    the function's body), and a directory put before the shims on purpose later (an activated
+    virtualenv's python3) wins, as it would over an installed program.
+
+    Startup files that run after the rc file can put directories before the shims: Debian's
+    ~/.profile adds ~/.local/bin after it has read ~/.bashrc, a fish_add_path later in
+    config.fish adds its own. So the shims directory is put first again once, at the first
+    prompt, when every startup file has run; never after, so a PATH changed later on purpose (an
+    activated virtualenv) stays as it is. When `toolbox` itself is not on PATH (~/.local/bin
+    not there yet), the launcher's directory is added at the end, for the command and its
+    completion."""
+    if shell not in SHELLS:
+        raise ToolboxError(f"unsupported shell {shell!r}", hint=f"use one of {', '.join(SHELLS)}")
+    from typer._completion_shared import get_completion_script
+
+    shims = layout.shims_dir
+    os.makedirs(shims, exist_ok=True)
+    lines = []
+    if shell == "fish":
+        lines += _fish_path_lines(shims, launcher_path())
+    else:
+        lines += _sh_path_lines(shell, shims, launcher_path())
+    completion = get_completion_script(prog_name="toolbox", complete_var="_TOOLBOX_COMPLETE", shell=shell)
+    if shell == "zsh":  # compdef exists only after compinit, which an rc file may run later or never
+        completion = completion.replace("compdef _toolbox_completion toolbox",
+                                        "if (( $+functions[compdef] )); then compdef _toolbox_completion toolbox; fi")
+    lines.append(completion)
+    return "\n".join(lines) + "\n"
+
+
+def _sh_path_lines(shell, shims, launcher):
+    """bash and zsh: the shims directory to the front of PATH (once, however often it was
+    there; compared as a string, not a pattern), now and at the first prompt."""
+    lines = [f"_toolbox_shims_first() {{ local shims={_sh_quote(shims)} rest=\":$PATH:\"; "
+             'while [[ $rest == *":$shims:"* ]]; do rest=${rest/":$shims:"/:}; done; '
+             'rest=${rest#:}; rest=${rest%:}; export PATH=$shims${rest:+:$rest}; }']
+    if shell == "bash":  # the function makes itself a no-op: PROMPT_COMMAND may have been edited since
+        lines.append("_toolbox_first_prompt() { _toolbox_first_prompt() { :; }; _toolbox_shims_first; }")
+        lines.append('case ";${PROMPT_COMMAND-};" in *";_toolbox_first_prompt;"*) ;; '
+                     '*) PROMPT_COMMAND="_toolbox_first_prompt${PROMPT_COMMAND:+;$PROMPT_COMMAND}" ;; esac')
+    else:
+        lines.append("_toolbox_first_prompt() { precmd_functions=(${precmd_functions:#_toolbox_first_prompt}); _toolbox_shims_first; }")
+        lines.append("precmd_functions=(${precmd_functions:#_toolbox_first_prompt} _toolbox_first_prompt)")
+    lines.append("_toolbox_shims_first")
+    if launcher:
+        lines.append(f'command -v toolbox >/dev/null 2>&1 || export PATH="$PATH":{_sh_quote(os.path.dirname(launcher))}')
+    return lines
+
+
+def _fish_path_lines(shims, launcher):
+    """fish: the same, with PATH as a list; the first prompt is the fish_prompt event."""
+    quoted = _fish_quote(shims)
+    lines = [f'function _toolbox_shims_first; set -l rest; for dir in $PATH; test "$dir" = {quoted}; or set -a rest $dir; end; '
+             f"set -gx PATH {quoted} $rest; end",
+             "function _toolbox_first_prompt --on-event fish_prompt; functions -e _toolbox_first_prompt; _toolbox_shims_first; end",
+             "_toolbox_shims_first"]
+    if launcher:
+        lines.append(f"command -sq toolbox; or set -gx PATH $PATH {_fish_quote(os.path.dirname(launcher))}")
+    return lines
+
+
+# Characters a path may have and still be one word, unquoted, in bash, zsh and fish.
+_PLAIN_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./+-:@")
+
+
+def _sh_word(text):
+    return text if text and set(text) <= _PLAIN_WORD else _sh_quote(text)
+
+
+def _fish_word(text):
+    return text if text and set(text) <= _PLAIN_WORD else _fish_quote(text)
+
+
+def _sh_quote(text):
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _fish_quote(text):
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
