@@ -20,7 +20,7 @@ class ForeignFile(ConfigError):
 
 
 class InputFile:
-    """A small input file read once: its bytes, and the stamp (plans.stamp_of) of exactly
+    """A small input file read once: its bytes, and the stamp (stamps.stamp_of) of exactly
     those bytes, taken from the descriptor they were read from."""
 
     __slots__ = ("path", "data", "stamp", "owner")
@@ -38,7 +38,7 @@ def read_input(path, what="file", limit=MAX_INPUT_BYTES, error=ConfigError):
     while it was read (the stamps before and after the read differ). Whoever hashes, parses
     or trusts a file must use these bytes and this stamp, never open it a second time: a
     second open may find another file renamed over the first."""
-    from toolbox.hot.plans import stamp_of
+    from toolbox.stamps import stamp_of
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)

@@ -21,9 +21,13 @@ def confirm_on_terminal(question, environ=os.environ):
 
 def can_ask(environ=os.environ):
     """Whether there is someone to ask: a terminal on stdin and stderr, and not CI=true."""
-    from toolbox.hot.plans import frozen_requested
-
     return not frozen_requested(environ) and sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def frozen_requested(environ=os.environ, flag=False):
+    """--frozen, or CI=true as CI systems set it: a lock that disagrees with the pins is an
+    error instead of being resolved anew, and nobody is asked anything."""
+    return flag or environ.get("CI", "").lower() in ("true", "1")
 
 
 def warn(message):

@@ -46,8 +46,16 @@ def test_scripts_install_then_the_launcher_and_a_shim_work(tmp_path, toolbox, re
     home = tmp_path / "user-home"
     home.mkdir()
     env = install_env(home, "/bin/bash", TOOLBOX_HOME=str(toolbox.root / "toolbox"))
+    # A shim an earlier toolbox wrote (its module was toolbox.shim then), and a program of the user's.
+    shims = Path(toolbox.layout.shims_dir)
+    shims.mkdir(parents=True, exist_ok=True)
+    (shims / "rg").write_text("#!/usr/bin/python3 -IS\n# toolbox shim\nimport sys\nfrom toolbox.shim import main\nsys.exit(main('rg'))\n")
+    (shims / "mine").write_text("#!/bin/sh\necho mine\n")
     installed = subprocess.run([str(REPO / "scripts" / "install")], env=env, capture_output=True, text=True, timeout=600)
     assert installed.returncode == 0, installed.stderr[-2000:]
+    rewritten = (shims / "rg").read_text()
+    assert "from toolbox.hot.shim import main" in rewritten and "sys.exit(main('rg'))" in rewritten, rewritten
+    assert (shims / "mine").read_text() == "#!/bin/sh\necho mine\n"
     launcher = home / ".local" / "bin" / "toolbox"
     first_line = launcher.read_text().splitlines()[0]
     assert first_line.startswith("#!") and first_line.endswith(" -IS"), first_line

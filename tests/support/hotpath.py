@@ -16,6 +16,8 @@ and the reason a shim starts with -IS.
 
 import subprocess
 
+from tests.support.architecture import LAUNCH_LAYERS, layer_of
+
 FORBIDDEN = frozenset({
     # The cold tier's dependencies.
     "typer", "click", "rich", "shellingham", "requests", "urllib3", "certifi", "charset_normalizer", "idna",
@@ -39,14 +41,6 @@ LIGHT = frozenset({
     "toolbox", "_cffi_backend",
 })
 
-# toolbox's cold tier: reached from the launch path only when a plan is missing or stale.
-COLD_TIER = frozenset({
-    "toolbox.cli.app", "toolbox.cli.tools", "toolbox.ops.wiring", "toolbox.store.store", "toolbox.oci.reference", "toolbox.oci.registry",
-    "toolbox.ops.pull", "toolbox.store.unpack", "toolbox.oci.manifest", "toolbox.ops.prepare", "toolbox.ops.tools", "toolbox.project.recipes",
-    "toolbox.project.lockfile", "toolbox.project.project", "toolbox.project.config", "toolbox.oci.auth",
-})
-
-
 def top_level(name):
     return name.partition(".")[0]
 
@@ -58,8 +52,10 @@ def heavy_modules(loaded, baseline=()):
 
 
 def cold_modules(loaded):
-    """The cold tier's modules (or their submodules) in `loaded`."""
-    return sorted(name for name in loaded if name in COLD_TIER or any(name.startswith(cold + ".") for cold in COLD_TIER))
+    """toolbox's modules in `loaded` that the launch path must not load: those of the cold tier's
+    layers (cli, ops, oci, store, project: architecture.py), reached only when a plan is missing
+    or stale."""
+    return sorted(name for name in loaded if top_level(name) == "toolbox" and layer_of(name) not in LAUNCH_LAYERS)
 
 
 def interpreter_baseline(interpreter, env):

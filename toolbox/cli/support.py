@@ -34,6 +34,17 @@ class HelpCommand(typer.core.TyperCommand):
                     formatter.write_dl(rows)
 
 
+def completion_script(shell):
+    """The script that completes toolbox's commands in `shell`, part of `toolbox shell-init`."""
+    from typer._completion_shared import get_completion_script
+
+    script = get_completion_script(prog_name="toolbox", complete_var="_TOOLBOX_COMPLETE", shell=shell)
+    if shell == "zsh":  # compdef exists only after compinit, which an rc file may run later or never
+        script = script.replace("compdef _toolbox_completion toolbox",
+                                "if (( $+functions[compdef] )); then compdef _toolbox_completion toolbox; fi")
+    return script
+
+
 def _is_argument(param):
     return param.param_type_name == "argument"
 

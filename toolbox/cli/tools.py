@@ -293,7 +293,7 @@ def _print_warnings(context):
 
 def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.lock does not match toolbox.toml (also when CI=true).")):
     """Pull every image toolbox.lock names for this platform (what is stored already is kept)."""
-    from toolbox.hot.plans import frozen_requested
+    from toolbox.prompt import frozen_requested
     from toolbox.ops.prepare import ensure_plan
 
     from toolbox.errors import ImageNotStored
@@ -501,7 +501,7 @@ def shell_init(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh
     from toolbox.ops import shimgen as shims
     from toolbox.layout import Layout
 
-    print(shims.shell_init(Layout.from_env(), shell), end="")
+    print(shims.shell_init(Layout.from_env(), shell, complete.completion_script), end="")
 
 
 def _refresh_shims(layout, added):

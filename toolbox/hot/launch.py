@@ -213,7 +213,8 @@ def tool_settings(layout, text, frozen, pull="missing", platform=None):
     """What the recipe and the pins say of `toolbox run TEXT`: from the tool plan when it is
     current, else from the cold tier (which writes the plan). In a terminal, the cold tier may
     ask whether to trust a project's recipes."""
-    from toolbox.hot.plans import frozen_requested, pins_file, read_tool_plan
+    from toolbox.hot.plans import pins_file, read_tool_plan
+    from toolbox.prompt import frozen_requested
 
     settings = read_tool_plan(layout, pins_file(layout, os.getcwd()), text)
     if settings is None:

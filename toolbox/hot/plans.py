@@ -26,6 +26,8 @@ import os
 import stat as stat_module
 import zlib
 
+from toolbox.stamps import stamp
+
 PLAN_VERSION = 1
 TOOL_PLAN_VERSION = 2
 PROJECT_FILE = "toolbox.toml"
@@ -74,12 +76,6 @@ def is_shared_scratch(st):
     return st.st_mode & (stat_module.S_ISVTX | stat_module.S_IWOTH) == (stat_module.S_ISVTX | stat_module.S_IWOTH)
 
 
-def frozen_requested(environ=os.environ, flag=False):
-    """--frozen, or CI=true as CI systems set it: a lock that disagrees with the pins is an
-    error instead of being resolved anew."""
-    return flag or environ.get("CI", "").lower() in ("true", "1")
-
-
 def pins_file(layout, cwd):
     """The file whose pins apply in `cwd`: the project's toolbox.toml, else the user's config."""
     return find_project_file(cwd) or layout.config_file
@@ -89,19 +85,6 @@ def plan_path(layout, pins, tool_text):
     # A checksum names the file (hashlib costs 3 ms to import); the plan holds its whole key.
     key = f"{pins}\0{tool_text}".encode("utf-8", "surrogateescape")
     return os.path.join(layout.tool_plans_dir, f"{zlib.crc32(key):08x}{zlib.adler32(key):08x}.plan")
-
-
-def stamp_of(st):
-    """What identifies one version of a file: a rename over it changes the inode, a write the
-    size, mtime or ctime, a chown or chmod the ctime."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def stamp(path):
-    try:
-        return stamp_of(os.stat(path))
-    except OSError:
-        return None
 
 
 def read_tool_plan(layout, pins, tool_text, environ=os.environ):

@@ -4,7 +4,8 @@ directory's project (or the user's global pins): pinned, it runs the tool as `to
 does; not pinned, it runs the next program of that name on PATH, or exits 127 with a hint.
 
 The launch path: standard library, the tool plan and the run plan, no TOML (see hot/plans.py).
-Each shim is a short Python script (shim_text) so it starts the interpreter once.
+Each shim is a short Python script (shims/shim.in, written by toolbox/ops/shimgen.py) so it
+starts the interpreter once.
 """
 
 import os
@@ -104,22 +105,6 @@ def is_shim(path):
             return MARKER.encode() in file.read(200)
     except OSError:
         return False
-
-
-def shim_text(tool):
-    """The interpreter toolbox is installed for, with -I (PYTHONPATH and user site-packages
-    cannot change what runs) and -S: no site module, whose .pth processing costs ~3 ms of a
-    ~15 ms start; the directories toolbox and its dependencies import from are named instead."""
-    import _cffi_backend
-
-    import toolbox
-
-    paths = list(dict.fromkeys([os.path.dirname(os.path.dirname(os.path.abspath(toolbox.__file__))),
-                                os.path.dirname(os.path.abspath(_cffi_backend.__file__))]))
-    # gc off: nothing on the way to the exec makes reference cycles worth collecting, and
-    # collections triggered by the imports cost ~0.3 ms (the cold tier turns it back on).
-    return (f"#!{sys.executable} -IS\n{MARKER}\nimport gc, sys\ngc.disable()\nsys.path[:0] = {paths!r}\n"
-            f"from toolbox.hot.shim import main\nsys.exit(main({tool!r}))\n")
 
 
 def _say_unexpected(err, layout):

@@ -1,10 +1,12 @@
 """Managing shims and shell integration (cold tier): `toolbox shim install|list|remove` and
-`toolbox shell-init bash|zsh|fish`. The shims themselves run shim.py."""
+`toolbox shell-init bash|zsh|fish`. The shims themselves run toolbox/hot/shim.py. What is
+written comes from the templates in shims/ (@NAME@ placeholders), rendered here."""
 
 import os
+import sys
 
 from toolbox.errors import ToolboxError
-from toolbox.hot.shim import is_shim, shim_text
+from toolbox.hot.shim import MARKER, is_shim
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -55,6 +57,56 @@ def remove(layout, names):
         raise ToolboxError(f"no shim for {', '.join(missing)}", hint="`toolbox shim list` shows them")
     for name in names:
         unlink_quietly(os.path.join(layout.shims_dir, name))
+
+
+def render(template, **values):
+    """The template shims/`template` with each @NAME@ replaced by values[NAME]. A line holding a
+    placeholder whose value is None is left out (an optional line); lines starting with ## are
+    the template's own comments."""
+    from toolbox.layout import shipped_dir
+
+    with open(os.path.join(shipped_dir("shims"), template), encoding="utf-8") as file:
+        lines = [line for line in file.read().splitlines(keepends=True) if not line.startswith("##")]
+    rendered = []
+    for line in lines:
+        for name, value in values.items():
+            if f"@{name}@" in line:
+                line = None if value is None else line.replace(f"@{name}@", value)
+            if line is None:
+                break
+        if line is not None:
+            rendered.append(line)
+    text = "".join(rendered)
+    import re
+
+    unfilled = sorted(set(re.findall(r"@([A-Z_]+)@", text)))
+    if unfilled:
+        raise ValueError(f"shims/{template}: placeholders without a value: {', '.join(unfilled)}")
+    return text
+
+
+def shim_text(tool):
+    """A shim (shims/shim.in): the interpreter toolbox is installed for, with -I (PYTHONPATH and
+    user site-packages cannot change what runs) and -S: no site module, whose .pth processing
+    costs ~3 ms of a ~15 ms start; the directories toolbox and its dependencies import from are
+    named instead. The garbage collector is off: nothing on the way to the exec makes reference
+    cycles worth collecting, and collections triggered by the imports cost ~0.3 ms (the cold
+    tier turns it back on)."""
+    import _cffi_backend
+
+    import toolbox
+
+    paths = list(dict.fromkeys([os.path.dirname(os.path.dirname(os.path.abspath(toolbox.__file__))),
+                                os.path.dirname(os.path.abspath(_cffi_backend.__file__))]))
+    text = render("shim.in", PYTHON=sys.executable, PATHS=repr(paths), TOOL=repr(tool))
+    assert MARKER in text[:200], "is_shim() reads a shim's first 200 bytes"
+    return text
+
+
+def launcher_text(python, site_packages):
+    """The `toolbox` command scripts/install writes (shims/toolbox.in): like a shim, -IS and the
+    site-packages named, rather than pip's console script, which imports `re` (~5 ms) first."""
+    return render("toolbox.in", PYTHON=python, PATHS=repr([site_packages]))
 
 
 # Where each shell reads the line that runs shell-init, in interactive shells (a login shell of
@@ -109,7 +161,7 @@ def rc_line(shell, launcher=None):
     return f'{present} && eval "$({word} shell-init {shell})"'
 
 
-def shell_init(layout, shell):
+def shell_init(layout, shell, completion_script):
     """The lines `eval "$(toolbox shell-init SHELL)"` runs: the shims directory first on PATH,
     and completion for toolbox's own commands. No function per shim: the shell finds a shim on
     PATH as it finds any program, so its job line shows what was typed (`jq .a` on Ctrl-Z, not
@@ -122,55 +174,16 @@ def shell_init(layout, shell):
     prompt, when every startup file has run; never after, so a PATH changed later on purpose (an
     activated virtualenv) stays as it is. When `toolbox` itself is not on PATH (~/.local/bin
     not there yet), the launcher's directory is added at the end, for the command and its
-    completion."""
+    completion (`completion_script(shell)`: the CLI's script for its commands). The lines are the templates
+    shims/init.SHELL.in."""
     if shell not in SHELLS:
         raise ToolboxError(f"unsupported shell {shell!r}", hint=f"use one of {', '.join(SHELLS)}")
-    from typer._completion_shared import get_completion_script
-
-    shims = layout.shims_dir
-    os.makedirs(shims, exist_ok=True)
-    lines = []
-    if shell == "fish":
-        lines += _fish_path_lines(shims, launcher_path())
-    else:
-        lines += _sh_path_lines(shell, shims, launcher_path())
-    completion = get_completion_script(prog_name="toolbox", complete_var="_TOOLBOX_COMPLETE", shell=shell)
-    if shell == "zsh":  # compdef exists only after compinit, which an rc file may run later or never
-        completion = completion.replace("compdef _toolbox_completion toolbox",
-                                        "if (( $+functions[compdef] )); then compdef _toolbox_completion toolbox; fi")
-    lines.append(completion)
-    return "\n".join(lines) + "\n"
-
-
-def _sh_path_lines(shell, shims, launcher):
-    """bash and zsh: the shims directory to the front of PATH (once, however often it was
-    there; compared as a string, not a pattern), now and at the first prompt."""
-    lines = [f"_toolbox_shims_first() {{ local shims={_sh_quote(shims)} rest=\":$PATH:\"; "
-             'while [[ $rest == *":$shims:"* ]]; do rest=${rest/":$shims:"/:}; done; '
-             'rest=${rest#:}; rest=${rest%:}; export PATH=$shims${rest:+:$rest}; }']
-    if shell == "bash":  # the function makes itself a no-op: PROMPT_COMMAND may have been edited since
-        lines.append("_toolbox_first_prompt() { _toolbox_first_prompt() { :; }; _toolbox_shims_first; }")
-        lines.append('case ";${PROMPT_COMMAND-};" in *";_toolbox_first_prompt;"*) ;; '
-                     '*) PROMPT_COMMAND="_toolbox_first_prompt${PROMPT_COMMAND:+;$PROMPT_COMMAND}" ;; esac')
-    else:
-        lines.append("_toolbox_first_prompt() { precmd_functions=(${precmd_functions:#_toolbox_first_prompt}); _toolbox_shims_first; }")
-        lines.append("precmd_functions=(${precmd_functions:#_toolbox_first_prompt} _toolbox_first_prompt)")
-    lines.append("_toolbox_shims_first")
-    if launcher:
-        lines.append(f'command -v toolbox >/dev/null 2>&1 || export PATH="$PATH":{_sh_quote(os.path.dirname(launcher))}')
-    return lines
-
-
-def _fish_path_lines(shims, launcher):
-    """fish: the same, with PATH as a list; the first prompt is the fish_prompt event."""
-    quoted = _fish_quote(shims)
-    lines = [f'function _toolbox_shims_first; set -l rest; for dir in $PATH; test "$dir" = {quoted}; or set -a rest $dir; end; '
-             f"set -gx PATH {quoted} $rest; end",
-             "function _toolbox_first_prompt --on-event fish_prompt; functions -e _toolbox_first_prompt; _toolbox_shims_first; end",
-             "_toolbox_shims_first"]
-    if launcher:
-        lines.append(f"command -sq toolbox; or set -gx PATH $PATH {_fish_quote(os.path.dirname(launcher))}")
-    return lines
+    os.makedirs(layout.shims_dir, exist_ok=True)
+    quote = _fish_quote if shell == "fish" else _sh_quote
+    launcher = launcher_path()
+    path_lines = render(f"init.{shell}.in", SHIMS=quote(layout.shims_dir),
+                        LAUNCHER_DIR=quote(os.path.dirname(launcher)) if launcher else None)
+    return path_lines + completion_script(shell) + "\n"
 
 
 # Characters a path may have and still be one word, unquoted, in bash, zsh and fish.

@@ -59,7 +59,7 @@ class UserConfig:
     registries: dict = field(default_factory=dict)
     tools: dict = field(default_factory=dict)  # global pins: tool name -> version
     safe_directories: tuple = ()
-    stamp: tuple | None = None  # of the bytes read (plans.stamp_of); None: no file
+    stamp: tuple | None = None  # of the bytes read (stamps.stamp_of); None: no file
 
     def registry(self, host):
         return self.registries.get(host.lower(), RegistrySettings())

@@ -38,7 +38,7 @@ class Pins:
     lock_path: str
     versions: dict  # tool name -> version
     recipes: dict = field(default_factory=dict)  # name -> Recipe, source "project"
-    stamp: tuple | None = None  # of the bytes parsed (plans.stamp_of)
+    stamp: tuple | None = None  # of the bytes parsed (stamps.stamp_of)
     is_project: bool = True
     broken_recipes: dict = field(default_factory=dict)  # name -> BrokenRecipe: only that name fails
 

@@ -329,7 +329,7 @@ def load_directory(path, source, stamps=None, broken=None):
     later changes it) and of each file as read. A file that does not make a recipe raises
     RecipeError, or with `broken` (a dict) is put there as a BrokenRecipe."""
     from toolbox.fsutil import read_input
-    from toolbox.hot.plans import stamp
+    from toolbox.stamps import stamp
 
     if stamps is not None:
         stamps[path] = stamp(path)
