@@ -13,7 +13,6 @@ import sys
 
 import pytest
 
-from tests.support.host import userns_overlay_works
 from tests.support.upstream import Upstream, tool_image
 from toolbox.layout import Layout
 
@@ -183,7 +182,7 @@ def _complaint(line, result):
 
 @pytest.fixture(scope="module")
 def installation(registry, pushed_images, tmp_path_factory):
-    from tests.conftest import ToolboxUnderTest
+    from tests.support.installation import ToolboxUnderTest
 
     root = tmp_path_factory.mktemp("installation")
     return Installation.make(ToolboxUnderTest(root / "setup"), registry, pushed_images["busybox"], pushed_images["shared_a"],
@@ -280,11 +279,9 @@ while read -l line
 end'''
 
 
-@pytest.mark.skipif(not userns_overlay_works(), reason="a named container needs unprivileged user namespaces")
-@pytest.mark.parametrize("shell", ["bash", "fish"])
+@pytest.mark.needs_userns_overlay  # a named container
+@pytest.mark.parametrize("shell", [pytest.param(shell, marks=pytest.mark.needs_program(shell)) for shell in ("bash", "fish")])
 def test_completion_offers_tools_images_containers_and_volumes(toolbox, registry, pushed_images, shell):
-    if shutil.which(shell) is None:
-        pytest.fail(f"{shell} is not installed (scripts/test installs it)")
     toolbox.trust(registry)
     image = pushed_images["busybox"].reference
     for args in (("pull", image), ("run", "--name", "dev", image, "true"), ("run", "-v", "data:/data", image, "true"),

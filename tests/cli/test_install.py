@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.host import userns_overlay_works
+from tests.support.installation import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 SKEL = Path("/etc/skel")  # a new Debian user's home: ~/.profile reads ~/.bashrc, then adds ~/.local/bin to PATH
 LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"  # what login(1) gives a new user: no ~/.local/bin
 
@@ -40,9 +40,8 @@ def printed_rc_line(stdout):
 
 
 @pytest.mark.slow
+@pytest.mark.needs_program("python3")
 def test_scripts_install_then_the_launcher_and_a_shim_work(tmp_path, toolbox, registry, pushed_images):
-    if shutil.which("python3") is None:
-        pytest.skip("no python3 on PATH")
     home = tmp_path / "user-home"
     home.mkdir()
     env = install_env(home, "/bin/bash", TOOLBOX_HOME=str(toolbox.root / "toolbox"))

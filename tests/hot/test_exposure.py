@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime.test_run import needs_userns
+from tests.support.rootfs_modes import rootfs_mode_params
 
 
 def run(toolbox, *args, cwd, env=None):
@@ -49,7 +49,7 @@ def test_protected_places_are_judged_by_their_real_paths(toolbox, tmp_path):
     assert protection(str(tmp_path / "elsewhere"), places) == (False, ())
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_toolbox_directories_never_become_writable_through_an_argument(toolbox, busybox, tmp_path):
     """Round 1: naming config.toml mounted its directory read-write, and the tool planted a
     recipe that every later `jq` ran, with ~/.ssh mounted."""
@@ -67,7 +67,7 @@ def test_toolbox_directories_never_become_writable_through_an_argument(toolbox, 
     assert appended.returncode != 0 and "x" not in config.read_text()
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_the_current_directory_never_exposes_credentials_or_toolbox_state(toolbox, busybox, tmp_path):
     home = Path(toolbox.home)
     secrets(home)
@@ -88,7 +88,7 @@ def test_the_current_directory_never_exposes_credentials_or_toolbox_state(toolbo
     assert named.stdout.split().count("app.conf") == 1  # ~/.config itself is not listed beyond the file
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_current_directory_swapped_for_a_symlink_is_never_mounted(toolbox, busybox, other_user):
     """Another user renames your working directory away in a shared directory and puts a symlink
     to one of yours in its place, again and again, while `toolbox run` starts; the tool must see
@@ -156,7 +156,7 @@ def _hostile_config_image(registry, toolbox, canary):
     return reference
 
 
-@pytest.mark.parametrize("mode", __import__("tests.support.rootfs_modes", fromlist=["x"]).rootfs_mode_params())
+@pytest.mark.parametrize("mode", rootfs_mode_params())
 def test_an_image_config_is_never_followed_on_the_host(toolbox, registry, tmp_path, mode):
     """WorkingDir through a symlink to a host directory, Volumes naming host paths, a PATH
     through a link to the host's /usr/bin: all resolved inside the image, or ignored."""
@@ -179,7 +179,7 @@ def test_an_image_config_is_never_followed_on_the_host(toolbox, registry, tmp_pa
     assert sorted(p.name for p in canary.iterdir()) == []  # no sub/dir, no vol, no made-here
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_kept_layer_and_layer_trees_are_walked_without_following_links(toolbox, busybox, tmp_path):
     """What a tool leaves in a kept layer (--name) and what a layer holds are the image's:
     `ps`, `df`, `check` and `rm` count and remove them without following a link to your files."""
@@ -198,7 +198,7 @@ def test_a_kept_layer_and_layer_trees_are_walked_without_following_links(toolbox
 
 
 # -- the current directory in the image's own places; outputs that would not land ----------------------
-@pytest.mark.parametrize("mode", __import__("tests.support.rootfs_modes", fromlist=["x"]).rootfs_mode_params())
+@pytest.mark.parametrize("mode", rootfs_mode_params())
 def test_the_current_directory_never_replaces_the_images_system_directories(toolbox, busybox, mode):
     """In /usr or /etc the host's directory used to be mounted over the image's: its programs,
     libraries and configuration vanished. There the tool works in the image's directory of that
@@ -216,7 +216,7 @@ def test_the_current_directory_never_replaces_the_images_system_directories(tool
     assert at_root.stdout.split() == ["/", "image"], at_root.stderr
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_an_output_that_would_stay_inside_the_container_is_announced(toolbox, busybox, tmp_path):
     """A new file directly in a broad directory (your home, /tmp) is not mounted, so what the
     tool writes there is lost: toolbox says so before the tool runs, with the remedy, and the

@@ -9,7 +9,7 @@ import sys
 
 from tests.support.host import userns_available
 from tests.support.hotpath import FORBIDDEN, LIGHT, cold_modules, heavy_modules, interpreter_baseline, read_report
-from tests.hot.test_shims import Projects
+from tests.support.projects import Projects
 
 REPORT = "TOOLBOX_REPORT_MODULES"
 

@@ -14,34 +14,10 @@ import pytest
 
 from toolbox.layout import Layout
 
-from tests.support.host import userns_overlay_works
-from tests.support.upstream import EXACT_SCRIPT, Upstream, tool_image
+from tests.support.projects import Projects
+from tests.support.upstream import EXACT_SCRIPT, tool_image
 
-pytestmark = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
-
-
-class Projects:
-    def __init__(self, toolbox, registry, root):
-        self.toolbox = toolbox
-        self.upstream = Upstream(toolbox, registry)
-        for version in ("1.6", "1.7.1"):
-            self.upstream.publish("ghcr.io/jqlang/jq", version, tool_image(f"jq-{version}", script=EXACT_SCRIPT))
-        self.a, self.b, self.elsewhere = root / "a", root / "b", root / "elsewhere"
-        for directory, version in ((self.a, "1.6"), (self.b, "1.7.1")):
-            directory.mkdir()
-            (directory / "toolbox.toml").write_text(f'[tools]\njq = "{version}"\n')
-        self.elsewhere.mkdir()
-        self.shims = toolbox.layout.shims_dir
-        installed = self.cli("shim", "install", "jq", cwd=root)
-        assert installed.returncode == 0, installed.stderr
-        self.env = dict(toolbox.env, PATH=f"{self.shims}:{toolbox.env['PATH']}")
-
-    def cli(self, *args, cwd):
-        return subprocess.run([sys.executable, "-m", "toolbox", *args], env=self.toolbox.env, cwd=cwd, capture_output=True, text=True, timeout=120)
-
-    def shim(self, *args, cwd, env=None, input=None):
-        return subprocess.run([os.path.join(self.shims, "jq"), *args], env=dict(self.env, **(env or {})), cwd=cwd, capture_output=True,
-                              input=input, timeout=120)
+pytestmark = pytest.mark.needs_userns_overlay
 
 
 @pytest.fixture
@@ -84,9 +60,7 @@ SHELL_SCRIPTS = {
 }
 
 
-@pytest.mark.parametrize("shell", [pytest.param(shell, marks=pytest.mark.skipif(shutil.which(shell) is None,
-                                                                             reason=f"{shell} is not installed (scripts/test installs it)"))
-                                   for shell in SHELL_SCRIPTS])
+@pytest.mark.parametrize("shell", [pytest.param(shell, marks=pytest.mark.needs_program(shell)) for shell in SHELL_SCRIPTS])
 def test_cd_switches_versions_in_the_shell(projects, shell):
     # A script started from such a shell (no functions there) finds the shim on PATH.
     script = SHELL_SCRIPTS[shell] + "; sh -c 'command -v jq'"
@@ -153,9 +127,8 @@ def test_a_host_program_run_through_a_shim_sees_its_own_path(projects):
     assert result.stdout.splitlines() == [host_python, f"{projects.elsewhere / 'v'} {base_prefix}"], result
 
 
+@pytest.mark.needs_program("make")
 def test_shims_from_make_xargs_and_a_tools_subprocess(projects):
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed (scripts/test installs it)")
     (projects.a / "Makefile").write_text("all:\n\t@jq from-make\n")
     made = subprocess.run(["make", "-s"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
     assert made.stdout == b"jq-1.6\nfrom-make\0", made.stderr

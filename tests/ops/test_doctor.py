@@ -18,11 +18,11 @@ from toolbox.ops import doctor
 from toolbox.ops.doctor import ASSEMBLE, FAIL, KERNEL_FIX, NAMESPACE_STEPS, OK, STORE_FS_FIX, UNSHARE, WARN, Host, Probe
 from toolbox.layout import Layout
 
-from tests.support.host import userns_available, userns_overlay_works
+from tests.support.host import fuse_usable, userns_available, userns_overlay_works
+from tests.support.installation import REPO
 
 NAMES = (["user"] if os.geteuid() == 0 else []) + ["kernel", "user namespaces", "overlay", "fuse", "subordinate ids", "cgroups", "directories", "store", "shell"]
 MARKS = {OK: "ok  ", WARN: "warn", FAIL: "FAIL"}
-not_as_root = pytest.mark.skipif(os.geteuid() == 0, reason="root writes through any mode: run the suite as an ordinary user (scripts/test does)")
 
 
 def by_name(checks):
@@ -77,9 +77,8 @@ def test_verdicts_match_what_the_host_lets_an_ordinary_user_do(tmp_path):
     checks = by_name(doctor.run_checks(layout))
     assert (checks["user namespaces"].status != FAIL) == userns_available(), checks["user namespaces"]
     assert (checks["overlay"].status == OK) == userns_overlay_works(), checks["overlay"]
-    fuse_usable = os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
-    assert (checks["fuse"].status == OK) == fuse_usable, checks["fuse"]
-    if fuse_usable:  # probed for real where the namespaces work, and said not to be where they fail
+    assert (checks["fuse"].status == OK) == fuse_usable(), checks["fuse"]
+    if fuse_usable():  # probed for real where the namespaces work, and said not to be where they fail
         assert ("mounts in a user namespace" if userns_available() else "(not probed)") in checks["fuse"].detail, checks["fuse"]
     if os.path.exists("/dev/fuse") and not os.access("/dev/fuse", os.R_OK | os.W_OK):
         assert checks["fuse"].status == WARN and "chmod 0666 /dev/fuse" in checks["fuse"].fix
@@ -217,7 +216,7 @@ def test_overlay_failure_names_the_fallback_fuse_would_give(tmp_path):
     assert missing.status == WARN and missing.fix == "sudo apt install fuse-overlayfs && sudo modprobe fuse (and install your distribution's fuse3 package)"
 
 
-@not_as_root
+@pytest.mark.not_as_root
 def test_a_fuse_device_only_root_may_open_gets_the_chmod_fix(tmp_path):
     dev = fake_tree(tmp_path / "dev", {"fuse": ""})
     os.chmod(os.path.join(dev, "fuse"), 0)  # like /dev/fuse at 0600 root, seen by anyone else
@@ -237,13 +236,12 @@ def test_the_probe_answers_as_util_linux_unshare_does(tmp_path, monkeypatch):
     probe = doctor.probe_runtime(str(tmp_path / "overlay"))
     assert (probe.failed_step is None) == userns_overlay_works(), probe
     assert not os.path.exists(tmp_path / "overlay" / "scratch" / "root")  # the tmpfs stayed in the child
-    fuse_usable = os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
     # Where the namespaces fail, the fuse probe fails there, before fuse-overlayfs is tried;
     # where they work, it fails at assembling the root exactly when fuse-overlayfs is unusable.
     fuse = doctor.probe_runtime(str(tmp_path / "fuse"), mode="fuse-overlayfs")
     if not userns:
         assert fuse.failed_step in NAMESPACE_STEPS, fuse
-    elif fuse_usable:
+    elif fuse_usable():
         assert fuse.failed_step is None, fuse
     else:
         assert fuse.failed_step == ASSEMBLE + " (fuse-overlayfs)", fuse
@@ -258,7 +256,7 @@ def test_the_probe_answers_as_util_linux_unshare_does(tmp_path, monkeypatch):
         assert missing.failed_step in NAMESPACE_STEPS, missing
 
 
-@not_as_root
+@pytest.mark.not_as_root
 def test_a_store_that_is_not_writable_fails_clearly(toolbox):
     layout = toolbox.layout
     os.makedirs(layout.store_dir)
@@ -313,8 +311,7 @@ def test_hint_for_an_overlay_refusal(tmp_path):
 
 def test_doctor_imports_nothing_of_the_cli():
     code = "import sys, toolbox.ops.doctor; print(' '.join(sys.modules))"
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(doctor.__file__)))
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo).stdout.split())
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout.split())
     assert "toolbox.ops.doctor" in loaded
     assert not loaded & {"typer", "click", "rich", "requests"}
 

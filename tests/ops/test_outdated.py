@@ -2,8 +2,6 @@
 page, and the command against the recipes' stand-in upstream repositories."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,12 +9,8 @@ import pytest
 from toolbox.oci.versions import is_newer, newest, parse_version, versions_in
 
 from tests.support.faults import FaultProxy
-from tests.support.upstream import Upstream, multiarch, tool_image
-
-
-def cli(toolbox, *args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=dict(toolbox.env, **(env or {})), cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+from tests.support.installation import cli
+from tests.support.upstream import multiarch, tool_image
 
 
 # -- the rule ------------------------------------------------------------------------------------------
@@ -91,11 +85,6 @@ def test_a_registry_that_pages_in_a_circle_ends_the_list(toolbox, registry):
 
 
 # -- the command -------------------------------------------------------------------------------------------
-@pytest.fixture
-def upstream(toolbox, registry):
-    return Upstream(toolbox, registry)
-
-
 def test_outdated_says_what_is_locked_what_is_newer_and_which_tag_moved(toolbox, upstream, tmp_path):
     for version in ("3.11", "3.12", "3.13", "3.13.1", "3.14-rc1"):
         upstream.publish("docker.io/library/python", f"{version}-slim", tool_image(f"py-{version}", "/usr/local/bin/python"))

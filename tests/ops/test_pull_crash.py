@@ -4,7 +4,6 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -219,7 +218,7 @@ def test_check_removes_damage_and_names_the_images_to_pull_again(toolbox, big_im
     assert "The store is clean" in toolbox.cli("check").stdout
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is missing")
+@pytest.mark.needs_userns
 def test_a_full_disk_is_a_clear_error_and_the_store_recovers(toolbox, big_image):
     """The store on a 48 MiB tmpfs (mounted in a user namespace of the test's own), all but
     3 MiB of it taken by a ballast file: the ~24 MB pull runs out of space, says so, leaves
@@ -246,7 +245,7 @@ def test_a_full_disk_is_a_clear_error_and_the_store_recovers(toolbox, big_image)
     assert after["clean"] and after["layers_checked"] == len(built.diff_ids), after
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="util-linux unshare is missing")
+@pytest.mark.needs_userns
 def test_a_layer_that_would_eat_into_the_free_space_reserve_is_stopped_before_the_disk_fills(toolbox, registry):
     """The store on a 48 MiB tmpfs with a reserve of 16 MiB, and a layer of 40 MiB of zeros
     (a 40 kB blob: its size says nothing of what it unpacks to): the pull stops when the free

@@ -5,7 +5,6 @@ umoci 0.4.7 cannot read zstd layers, so zstd is covered by the pull tests alone.
 
 import hashlib
 import os
-import shutil
 import stat
 import subprocess
 
@@ -15,7 +14,7 @@ from tests.support import images
 from toolbox.oci.digest import Digest
 from toolbox.store.unpack import merge_layers
 
-pytestmark = pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci is not installed (apt-get install umoci)")
+pytestmark = pytest.mark.needs_program("umoci")
 
 
 def normalised_mode(st):

@@ -10,11 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ToolboxUnderTest
-from tests.support.upstream import Upstream, multiarch, tool_image
-from tests.runtime.test_run import needs_userns
-
-LINT = '[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\ncommand = ["lint"]\n'
+from tests.support.installation import REPO, ToolboxUnderTest
+from tests.support.upstream import LINT, Upstream, multiarch, tool_image
 
 
 def ci(toolbox, *args, cwd, env=None):
@@ -23,7 +20,7 @@ def ci(toolbox, *args, cwd, env=None):
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_the_readme_ci_recipe_in_a_fresh_home_without_a_terminal(tmp_path, registry):
     lead = ToolboxUnderTest(tmp_path / "lead")
     upstream = Upstream(lead, registry)
@@ -77,7 +74,7 @@ class Teammate:
         self.root = Path(other_user.python("import tempfile; print(tempfile.mkdtemp(prefix='teammate-', dir='/tmp'))").strip())
         self.env = {"HOME": str(self.root / "home"), "TOOLBOX_HOME": str(self.root / "toolbox"), "XDG_RUNTIME_DIR": str(self.root / "run"),
                     "PATH": f"{self.root / 'toolbox' / 'data' / 'shims'}:/usr/bin:/bin", "LANG": "C.UTF-8",
-                    "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+                    "PYTHONPATH": str(REPO)}
         # The lead's bare repository is another user's: git wants it declared safe (global config).
         other_user.python("import os, sys\nroot = sys.argv[1]\nfor d in ('home', 'run', 'toolbox/config'):\n"
                           "    os.makedirs(os.path.join(root, d), mode=0o700, exist_ok=True)\n"
@@ -101,8 +98,8 @@ def git(*args, cwd, env=None):
     return done.stdout
 
 
-@needs_userns
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.needs_userns_overlay
+@pytest.mark.needs_program("git")
 def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, registry, other_user):
     """A lead pins and commits; a teammate (another account) clones, trusts, syncs, uses shims,
     pulls an upgrade and switches branches; CI syncs in a fresh home. Digests agree everywhere,

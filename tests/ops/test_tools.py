@@ -9,7 +9,6 @@ the tools (a script that prints which image and version it is, and its arguments
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,19 +20,9 @@ from toolbox.project.recipes import Catalog, RecipeError, builtin_dir, load_dire
 from tests.support import images
 from tests.support.upstream import Upstream, multiarch, tool_image
 from tests.support.host import userns_overlay_works
+from tests.support.installation import cli
 
-needs_userns = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
 REQUIRED = ("jq", "yq", "psql", "node", "python", "aws", "gcloud", "busybox", "redis-cli", "ubuntu", "debian", "alpine")
-
-
-@pytest.fixture
-def upstream(toolbox, registry):
-    return Upstream(toolbox, registry)
-
-
-def cli(toolbox, *args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=dict(toolbox.env, **(env or {})), cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
 
 
 def run(toolbox, *args, cwd, env=None):
@@ -239,7 +228,7 @@ def test_no_manifest_for_this_platform(toolbox, upstream, tmp_path):
 
 
 # -- running tools ---------------------------------------------------------------------------------
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_sibling_projects_run_their_own_pinned_versions(toolbox, upstream, tmp_path):
     for version in ("1.6", "1.7.1"):
         upstream.publish("ghcr.io/jqlang/jq", version, tool_image(f"jq-{version}"))
@@ -256,7 +245,7 @@ def test_sibling_projects_run_their_own_pinned_versions(toolbox, upstream, tmp_p
     assert run(toolbox, "jq", cwd=tmp_path).stdout == "jq-1.7.1 tool:\n"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_pin_that_does_not_resolve_stops_only_its_own_tool(toolbox, upstream, tmp_path):
     upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
     (tmp_path / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\nnode = "99"\n')
@@ -272,7 +261,7 @@ def test_a_pin_that_does_not_resolve_stops_only_its_own_tool(toolbox, upstream, 
     assert frozen.returncode == 125 and "node is pinned but not locked" in frozen.stderr
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_locked_run_stays_on_its_digest_when_the_tag_moves(toolbox, upstream, tmp_path):
     upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("first"))
     (tmp_path / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
@@ -284,7 +273,7 @@ def test_a_locked_run_stays_on_its_digest_when_the_tag_moves(toolbox, upstream, 
     assert run(toolbox, "jq", cwd=tmp_path).stdout == "second tool:\n"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_aliases_commands_env_and_mounts_from_the_recipe(toolbox, upstream, tmp_path):
     upstream.publish("docker.io/library/python", "3.11-slim",
                      tool_image("python-3.11", "/usr/local/bin/python", names=("/usr/local/bin/pip",), entrypoint=False))
@@ -324,7 +313,7 @@ def _stand_in(recipe):
                       entrypoint=not (recipe.command or recipe.name in SHELL_RECIPES))
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_every_builtin_recipe_and_alias_with_and_without_arguments(toolbox, upstream, tmp_path):
     """A tool gets the arguments; a shell recipe runs its shell without arguments, and the
     arguments as the command otherwise (`docker run ubuntu ls /`), also through its aliases."""
@@ -429,7 +418,7 @@ def _write_lock_doc(path, doc):
     path.write_text(tomli_w.dumps(doc))
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(toolbox, upstream, tmp_path):
     for version in ("3.12", "3.10"):
         upstream.publish("docker.io/library/python", f"{version}-slim", multiarch(f"py-{version}", program="/usr/local/bin/python"))
@@ -476,7 +465,7 @@ def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(too
     assert run(toolbox, "python", "-V", cwd=project).stdout == "py-3.12 python:-V\n"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_path):
     """`pull jq@1.7.1` was "invalid digest" and `inspect jq` meant docker.io/library/jq: a bare
     word is a tool first (the image it runs here), then an image; `images` says which tool each
@@ -645,7 +634,7 @@ def test_lock_sync_and_upgrade_print_only_what_changed(toolbox, upstream, tmp_pa
     assert cli(toolbox, "lock", cwd=project / "src").stdout == f"{project / 'toolbox.lock'} is up to date\n"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_the_first_call_after_a_lock_change_says_so_once(toolbox, upstream, tmp_path):
     """A teammate's upgrade arrives with `git pull`: the first call of the tool says what it
     runs now, in one line on stderr; later calls, and a tool's very first call, say nothing."""
@@ -775,7 +764,7 @@ def test_conflict_sides_and_what_each_side_still_says():
 
 
 # -- recipes that do not validate ------------------------------------------------------------------------
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
     """One unknown key in your yq.toml and one in a project's [recipes.lint] stopped every tool
     (jq too): now only yq and lint fail, each with its recipe's error, and `recipes list`

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.upstream import Upstream, tool_image
+from tests.support.installation import cli
+from tests.support.upstream import LINT, Upstream, tool_image
 
-LINT = '[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\ncommand = ["lint"]\n'
 EVIL = ('[recipes.lint]\nimage = "ghcr.io/evil/lint"\ndefault_version = "1"\ncommand = ["lint"]\n'
         'mounts = [{ source = "~/.ssh", target = "~/.ssh" }]\n')
 
@@ -41,11 +41,6 @@ def shared_dir():
     path.chmod(0o777)
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def cli(toolbox, *args, cwd, env=None, input=None):
-    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=dict(toolbox.env, **(env or {})), cwd=cwd,
-                          capture_output=True, text=True, timeout=120, input=input)
 
 
 def record_of(toolbox, project_file):

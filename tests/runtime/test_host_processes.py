@@ -14,9 +14,7 @@ import sys
 
 import pytest
 
-from tests.support.host import userns_available
-
-pytestmark = pytest.mark.skipif(not userns_available(), reason="unprivileged user namespaces are not available here")
+pytestmark = pytest.mark.needs_userns
 
 # What the tool tries on the host process: each is refused with EACCES (busybox says "Permission
 # denied"). $1 is the pid, $2 the directory the process works in (not mounted in the tool), $3 a

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 import pytest
 
 from tests.support import images
-from tests.support.host import userns_overlay_works
 from tests.support.images import directory, file, opaque, symlink, whiteout
 from tests.support.push import push_raw
 from toolbox.errors import LayerError, ToolboxError
@@ -33,7 +32,6 @@ from toolbox.hot.options import image_lookup_in, user_inside
 from toolbox.runtime.container import _mountpoint
 from toolbox.store.unpack import unpack_layer
 
-needs_userns = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces with overlayfs are not available here")
 GIB = 1024**3
 
 
@@ -255,7 +253,7 @@ def run(toolbox, *args, memory=None, timeout=60):
                           timeout=timeout, preexec_fn=limit)
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_user_names_never_come_from_host_files(toolbox, registry, tmp_path):
     """/etc/passwd and /etc/group link to host files that name other users and groups; the
     image has files of its own at the same paths."""
@@ -279,7 +277,7 @@ def test_user_names_never_come_from_host_files(toolbox, registry, tmp_path):
     assert image_user.returncode == 0 and image_user.stdout.split() == [b"4321", b"4323", b"/home/imageuser"], image_user
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_link_to_etc_passwd_never_reads_the_hosts_where_this_user_has_an_account(toolbox, registry):
     """Inside the image, /etc/passwd -> /etc/passwd is a loop; on the host it led to the host's
     file, and `-u` with the name of a host account took its uid and home."""
@@ -292,7 +290,7 @@ def test_a_link_to_etc_passwd_never_reads_the_hosts_where_this_user_has_an_accou
     assert run(toolbox, "-u", "0", looped, "sh", "-c", UID).stdout == b"0\n"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_passwd_leading_to_dev_zero_is_no_passwd(toolbox, registry):
     """The host's /dev/zero was read until memory ran out, even for `-u 0`; the image's own
     /dev has no zero, so the image has no /etc/passwd."""
@@ -304,7 +302,7 @@ def test_a_passwd_leading_to_dev_zero_is_no_passwd(toolbox, registry):
     assert by_name.returncode == 125 and b"the image has no user named 'nobody'" in by_name.stderr, by_name
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_passwd_past_the_bound_is_refused_for_a_name_and_left_alone_for_a_number(toolbox, registry):
     toolbox.trust(registry)
     passwd = "root:x:0:0:root:/root:/bin/sh\n" + "#" * ACCOUNTS_LIMIT + "\nnobody:x:65534:65534::/:/bin/sh\n"
@@ -324,7 +322,7 @@ KEPT_LAYER_HOLDS = {
 }
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 @pytest.mark.parametrize("kind", sorted(KEPT_LAYER_HOLDS))
 def test_the_users_entry_is_not_added_to_a_passwd_that_is(toolbox, registry, kind):
     """A kept writable layer (--name) holds what the tool made of /etc/passwd: the next run
@@ -339,7 +337,7 @@ def test_the_users_entry_is_not_added_to_a_passwd_that_is(toolbox, registry, kin
     assert uid == str(os.getuid()).encode() and passwd.startswith(seen), again
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_home_that_is_no_directory_is_left_alone(toolbox, registry):
     toolbox.trust(registry)
     passwd = "root:x:0:0:root:/root:/bin/sh\ndaemon:x:2:2:daemon:/dev/null:/bin/sh\n"
@@ -463,7 +461,7 @@ KERNEL_SIDE = textwrap.dedent("""
 """)
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_the_resolver_sees_what_overlayfs_shows_after_chroot(tmp_path):
     made = _random_images(tmp_path / "images", 120, seed=11)
     every = ["/" + "/".join(parts) for depth in (1, 2, 3) for parts in itertools.product(NAMES, repeat=depth)]

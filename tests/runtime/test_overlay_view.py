@@ -10,8 +10,6 @@ import pytest
 from toolbox.oci.digest import Digest
 from toolbox.store.unpack import merge_layers
 
-from tests.support.host import userns_overlay_works
-
 
 def listing(root):
     found = {}
@@ -29,9 +27,8 @@ def listing(root):
     return found
 
 
+@pytest.mark.needs_userns_overlay
 def test_layers_stack_under_a_rootless_overlay(toolbox, registry, pushed_images, tmp_path):
-    if not userns_overlay_works():
-        pytest.skip("unprivileged user namespaces with overlayfs (userxattr) are not available here")
     toolbox.trust(registry)
     image = pushed_images["whiteout"]
     toolbox.pull(image.reference)

@@ -3,7 +3,6 @@ layer trees, exec in place."""
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,11 +12,8 @@ import pytest
 
 from toolbox.runtime import _sys_build
 
-from tests.support.host import host_feature, lacks_host_feature, run_on_a_small_store, userns_overlay_works
+from tests.support.host import fuse_usable, lacks_host_feature, run_on_a_small_store
 from tests.support.rootfs_modes import rootfs_mode_params
-
-
-needs_userns = pytest.mark.skipif(not userns_overlay_works(), reason="unprivileged user namespaces are not available here")
 
 
 def run(toolbox, *args, input=None, cwd=None, env=None):
@@ -31,7 +27,7 @@ def run(toolbox, *args, input=None, cwd=None, env=None):
     )
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_pipes_and_arguments(toolbox, busybox):
     result = run(toolbox, busybox, "cat", input=b'{"a":1}\n')
     assert result.returncode == 0, result.stderr
@@ -40,7 +36,7 @@ def test_pipes_and_arguments(toolbox, busybox):
     assert result.stdout == b"two words||-x|*|"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_exit_codes(toolbox, busybox, tmp_path):
     assert run(toolbox, busybox, "true").returncode == 0
     assert run(toolbox, busybox, "sh", "-c", "exit 3").returncode == 3
@@ -70,7 +66,7 @@ def test_exit_codes(toolbox, busybox, tmp_path):
     assert shell.stdout.strip() == b"143", shell.stderr
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_the_console_script_runs_commands_found_on_the_image_path(toolbox, busybox):
     # The installed `toolbox` starts without runpy, so nothing has imported `warnings`, which
     # os.execvpe imports after pivot_root, where the host's Python library is gone.
@@ -85,7 +81,7 @@ def test_the_console_script_runs_commands_found_on_the_image_path(toolbox, busyb
     assert missing.returncode == 127 and b"Traceback" not in missing.stderr, missing.stderr
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_files_written_to_the_cwd_belong_to_the_user(toolbox, busybox, tmp_path):
     project = tmp_path / "project"
     project.mkdir()
@@ -99,7 +95,7 @@ def test_files_written_to_the_cwd_belong_to_the_user(toolbox, busybox, tmp_path)
     assert (project / "output.txt").stat().st_uid == os.getuid()
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_the_scratch_layer_vanishes_and_the_store_is_untouched(toolbox, busybox, tmp_path):
     assert run(toolbox, busybox, "sh", "-c", "echo scratch > /etc/new && rm /bin/sh.bak 2>/dev/null; rm -f /bin/busybox.x; echo x > /tmp/t").returncode == 0
     assert run(toolbox, busybox, "cat", "/etc/new").returncode == 1
@@ -109,7 +105,7 @@ def test_the_scratch_layer_vanishes_and_the_store_is_untouched(toolbox, busybox,
     assert read_only.returncode != 0 and b"Read-only file system" in read_only.stderr
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_image_env_entrypoint_and_options(toolbox, busybox, tmp_path):
     env = run(toolbox, "-e", "GREETING=hi", "-e", "FROM_HOST", busybox, "env", env={"FROM_HOST": "passed", "TERM": "xterm-test"})
     lines = set(env.stdout.decode().splitlines())
@@ -121,7 +117,7 @@ def test_image_env_entrypoint_and_options(toolbox, busybox, tmp_path):
     assert entrypoint.stdout == b"via entrypoint\n"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_sigterm_to_the_toolbox_pid_reaches_the_tool(toolbox, busybox):
     process = subprocess.Popen(
         [sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done"],
@@ -134,7 +130,7 @@ def test_sigterm_to_the_toolbox_pid_reaches_the_tool(toolbox, busybox):
     assert out == b"got TERM\n"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_new_pull_of_the_tag_refreshes_the_plan(toolbox, registry, pushed_images, busybox):
     from tests.support.push import push_raw
 
@@ -185,7 +181,7 @@ def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, t
     assert (canary / "passwd").read_text() == "host file\n"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_named_volume_is_kept_between_runs(toolbox, busybox):
     assert run(toolbox, "-v", "cache:/data", busybox, "sh", "-c", "echo kept > /data/f").returncode == 0
     again = run(toolbox, "--volume", "cache:/data:ro", busybox, "sh", "-c", "cat /data/f; echo x > /data/g")
@@ -200,7 +196,7 @@ def test_named_volume_is_kept_between_runs(toolbox, busybox):
     assert missing.returncode == 125 and "no volume named 'cache'" in missing.stderr
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_host_binds_and_tmpfs(toolbox, busybox, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -216,7 +212,7 @@ def test_host_binds_and_tmpfs(toolbox, busybox, tmp_path):
         assert run(toolbox, "-v", bad, busybox, "true").returncode == 125, bad
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_network_none_cannot_reach_a_local_server(toolbox, busybox):
     import http.server
     import threading
@@ -239,7 +235,7 @@ def test_network_none_cannot_reach_a_local_server(toolbox, busybox):
         server.shutdown()
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_terminal_inside_when_run_under_a_pty(toolbox, busybox):
     import pty
 
@@ -263,13 +259,7 @@ def test_a_terminal_inside_when_run_under_a_pty(toolbox, busybox):
     assert output.strip().startswith(b"/dev/pts/"), output
 
 
-def cgroup_v2_delegated(controllers):
-    from toolbox.runtime.cgroups import delegation_problem
-
-    return delegation_problem(controllers) is None
-
-
-@needs_userns
+@pytest.mark.needs_userns_overlay
 @pytest.mark.parametrize("flags", [["--memory", "64m"], ["--cpus", "0.5"], ["--pids-limit", "50"]])
 def test_limits_are_refused_without_delegation_never_dropped(toolbox, busybox, flags):
     from toolbox.runtime.cgroups import delegation_problem
@@ -283,8 +273,8 @@ def test_limits_are_refused_without_delegation_never_dropped(toolbox, busybox, f
     assert b"cannot apply " + flags[0].encode() in result.stderr and b"hint:" in result.stderr and b"cgroup v2" in result.stderr
 
 
-@needs_userns
-@host_feature(cgroup_v2_delegated(["pids", "memory"]), "no delegated cgroup v2 with the pids and memory controllers on this host")
+@pytest.mark.needs_userns_overlay
+@pytest.mark.needs_cgroup2("pids", "memory")
 def test_limits_are_enforced_with_delegation(toolbox, busybox):
     result = run(toolbox, "--pids-limit", "20", "--memory", "64m", busybox, "sh", "-c", "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max 2>/dev/null || cat /proc/self/cgroup")
     assert result.returncode == 0, result.stderr
@@ -301,7 +291,7 @@ def test_limit_values_are_checked():
             parse(bad)
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_pull_policies_and_platform(toolbox, registry, pushed_images):
     toolbox.trust(registry)
     image = pushed_images["busybox"].reference
@@ -319,7 +309,7 @@ def test_pull_policies_and_platform(toolbox, registry, pushed_images):
     assert run(toolbox, "--platform", "linux/amd64" if os.uname().machine == "x86_64" else "linux/arm64", image, "true").returncode == 0
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_argument_paths_outside_the_cwd_are_mounted(toolbox, busybox, tmp_path):
     project = tmp_path / "work" / "project"
     project.mkdir(parents=True)
@@ -396,7 +386,7 @@ def test_which_argument_paths_are_mounted(tmp_path):
         bind(str(tmp_path / "root"), str(tmp_path / "d" / "to-d"), str(tmp_path / "d" / "to-d"), False, identity)
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_named_container_keeps_its_writable_layer(toolbox, busybox):
     assert run(toolbox, "--name", "keep", busybox, "sh", "-c", "echo kept > /etc/state").returncode == 0
     assert run(toolbox, "--name", "keep", busybox, "cat", "/etc/state").stdout == b"kept\n"
@@ -430,7 +420,7 @@ def test_a_named_container_keeps_its_writable_layer(toolbox, busybox):
     assert run(toolbox, "--name", "../x", busybox, "true").returncode == 125
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_user_root_inside_is_the_user_outside(toolbox, busybox, tmp_path):
     result = run(toolbox, "--user", "root", busybox, "sh", "-c", "id -u; id -g; whoami; echo $HOME; touch made-by-root", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -445,7 +435,7 @@ def test_user_root_inside_is_the_user_outside(toolbox, busybox, tmp_path):
     assert unknown.returncode == 125 and b"no user named" in unknown.stderr
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_env_file(toolbox, busybox, tmp_path):
     env_file = tmp_path / "vars.env"
     env_file.write_text("# a comment\n\nFROM_FILE=file value\nOVERRIDDEN=file\nPASSED\n")
@@ -459,7 +449,7 @@ def test_env_file(toolbox, busybox, tmp_path):
 ROOTFS_CHECK = "id -un; echo scratch > /tmp/t && cat /tmp/t; echo home > ~/h && cat ~/h; touch made-here; touch /etc/x 2>&1; exit 0"
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
     # What a kernel without unprivileged overlayfs gets: the image flattened once, read-only.
     env = {"TOOLBOX_ROOTFS": "read-only"}
@@ -483,7 +473,7 @@ def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
     assert run(toolbox, busybox, "true", env={"TOOLBOX_ROOTFS": "sideways"}).returncode == 125
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_a_flattening_that_fails_leaves_nothing_half_made(toolbox, registry, tmp_path):
     """Read-only mode flattens the image into the store the first time; here the store is a
     tmpfs (mounted in a user namespace of the test's own) with too few inodes left for it, so
@@ -520,7 +510,7 @@ def test_a_flattening_that_fails_leaves_nothing_half_made(toolbox, registry, tmp
     assert len((outside / "flat-after.txt").read_text().split()) == 1 and ".tmp-" not in (outside / "flat-after.txt").read_text()
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_prune_never_deletes_the_layers_of_a_running_tool(toolbox, registry, tmp_path):
     from tests.support import images
     from tests.support.push import push_raw
@@ -589,19 +579,13 @@ def test_the_seccomp_filter_refuses_terminal_injection():
     assert not _inject_into_own_terminal(filtered=True)
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_the_tool_runs_filtered_and_without_new_privileges(toolbox, busybox):
     status = run(toolbox, busybox, "cat", "/proc/self/status").stdout.decode()
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     assert fields["NoNewPrivs"].strip() == "1" and fields["Seccomp"].strip() == "2", status
 
 
-def _fuse_usable():
-    return os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
-
-
-needs_fuse = pytest.mark.skipif(not _fuse_usable(), reason="fuse-overlayfs is missing or /dev/fuse does not open read-write for this user "
-                                                            "(scripts/test, run as root, opens it as a desktop's fuse3 package does)")
 FUSE = {"TOOLBOX_ROOTFS": "fuse-overlayfs"}
 
 
@@ -635,8 +619,8 @@ def _wait_until_gone(toolbox, seconds=15):
     return left
 
 
-@needs_userns
-@needs_fuse
+@pytest.mark.needs_userns_overlay
+@pytest.mark.needs_fuse
 def test_fuse_overlayfs_root_mode(toolbox, busybox, tmp_path):
     # What a kernel without unprivileged overlayfs gets where /dev/fuse is usable: a writable layer.
     script = "grep -c ' / / .* - fuse.fuse-overlayfs ' /proc/self/mountinfo; echo written > /etc/x && cat /etc/x; rm /bin/true; touch made-here"
@@ -654,8 +638,8 @@ def test_fuse_overlayfs_root_mode(toolbox, busybox, tmp_path):
     assert toolbox.leftovers() == []
 
 
-@needs_userns
-@needs_fuse
+@pytest.mark.needs_userns_overlay
+@pytest.mark.needs_fuse
 def test_fuse_overlayfs_shows_whiteouts_and_keeps_named_layers(toolbox, registry, pushed_images):
     toolbox.trust(registry)
     image = pushed_images["whiteout"].reference
@@ -671,8 +655,8 @@ def test_fuse_overlayfs_shows_whiteouts_and_keeps_named_layers(toolbox, registry
     assert _wait_until_gone(toolbox) == []
 
 
-@needs_userns
-@needs_fuse
+@pytest.mark.needs_userns_overlay
+@pytest.mark.needs_fuse
 def test_the_fuse_server_is_out_of_the_tools_way(toolbox, busybox, tmp_path):
     # Ctrl-C goes to the tool's process group; a tool that survives it keeps its filesystem.
     script = "trap 'echo caught' INT; kill -INT 0; sleep 0.3; cat /etc/passwd >/dev/null && echo readable"
@@ -688,7 +672,7 @@ def test_the_fuse_server_is_out_of_the_tools_way(toolbox, busybox, tmp_path):
     assert _wait_until_gone(toolbox) == []
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_rootfs_modes_fall_back_in_order(toolbox, busybox):
     without_fuse = dict(FUSE, PATH="/nonexistent")
     missing = run(toolbox, busybox, "true", env=without_fuse)
@@ -708,16 +692,8 @@ def test_rootfs_mode_lists():
         parse_modes("overlay,sideways")
 
 
-def _has_subids():
-    from toolbox.runtime.subids import find_program, subordinate_range
-
-    name = __import__("pwd").getpwuid(os.getuid()).pw_name
-    return all((subordinate_range("/etc/subuid", name, os.getuid()), subordinate_range("/etc/subgid", name, os.getuid()),
-                find_program("newuidmap"), find_program("newgidmap")))
-
-
-@needs_userns
-@pytest.mark.skipif(not _has_subids(), reason="this user has no subordinate ids or newuidmap/newgidmap is missing")
+@pytest.mark.needs_userns_overlay
+@pytest.mark.needs_subids
 def test_subids_map_a_full_range_for_tools_that_chown(toolbox, busybox, tmp_path):
     script = "touch /tmp/x && chown 1234:2345 /tmp/x && stat -c '%u %g' /tmp/x && wc -l < /proc/self/uid_map && touch mine"
     single = run(toolbox, "--user", "root", busybox, "sh", "-c", script, cwd=tmp_path)
@@ -727,7 +703,7 @@ def test_subids_map_a_full_range_for_tools_that_chown(toolbox, busybox, tmp_path
     owner, lines = full.stdout.decode().split("\n")[:2]
     assert owner == "1234 2345" and int(lines) >= 2
     assert (tmp_path / "mine").stat().st_uid == os.getuid()  # root inside is still the user outside
-    if _fuse_usable():  # fuse-overlayfs serves the other ids too (it keeps the namespace's capabilities)
+    if fuse_usable():  # fuse-overlayfs serves the other ids too (it keeps the namespace's capabilities)
         fused = run(toolbox, "--user", "root", "--subids", busybox, "sh", "-c", script, cwd=tmp_path, env=FUSE)
         assert fused.returncode == 0 and fused.stdout.startswith(b"1234 2345\n"), fused.stderr
         as_other = run(toolbox, "--user", "1234", "--subids", busybox, "sh", "-c", "touch /tmp/o && stat -c %u /tmp/o", env=FUSE)
@@ -774,7 +750,7 @@ def test_the_subids_hint_proposes_a_range_no_other_user_holds(tmp_path):
     assert f"sudo usermod --add-subgids 331072-396607 {me}" in refused.value.hint and "--add-subuids" not in refused.value.hint
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_eight_pulls_and_eight_runs_of_one_image_at_once(toolbox, registry, tmp_path):
     import hashlib
     import random
@@ -820,7 +796,7 @@ def test_the_runtime_waits_for_leaving_threads_before_it_unshares():
     assert result.stdout == "1\n", result.stderr
 
 
-@needs_userns
+@pytest.mark.needs_userns_overlay
 def test_docker_habits_work_or_say_what_toolbox_does_instead(toolbox, busybox, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "in.txt").write_text("bound\n")

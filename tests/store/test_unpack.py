@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from toolbox.errors import ConfigError, LayerError
 from toolbox.store.unpack import OPAQUE_XATTR, UnpackLimits, merge_layers, unpack_layer
 
-from tests.support.host import userns_overlay_works
+from tests.support.images import MTIME
 
-MTIME = 1_700_000_000
 KINDS = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
          "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE, "blk": tarfile.BLKTYPE}
 
@@ -760,9 +759,8 @@ def describe(root):
     return found
 
 
+@pytest.mark.needs_userns_overlay
 def test_merge_layers_shows_what_overlayfs_shows(tmp_path):
-    if not userns_overlay_works():
-        pytest.skip("overlayfs in an unprivileged user namespace (userxattr) is not available here")
     same_layer = (member("x", "dir"), member("x/mine", data=b"m"), member(".wh.x"), member(".wh.f"), member("f", "dir"),
                   member("f/new", data=b"n"))
     trees = unpack_layers(tmp_path, LOWER + (member("x/old", data=b"o"), member("f", data=b"f")), UPPER, same_layer)

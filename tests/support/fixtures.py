@@ -1,35 +1,26 @@
-"""Session-scoped pytest fixtures: local registries and the test images pushed to them.
+"""pytest fixtures: local registries and the test images pushed to them (session-scoped), and
+what a test's toolbox takes from them (busybox, upstream).
 
 Load them from tests/conftest.py with `pytest_plugins = ["tests.support.fixtures"]` (registered
 once, however many modules name it). Every fixture skips with the reason when docker-registry or
-skopeo is missing, and only then.
+skopeo is missing (tests/support/markers.py: needs_registry, needs_program), and only then.
 """
-
-import shutil
 
 import pytest
 
 from . import push as _push
-from .registry import RegistryServer, find_registry_binary
+from .markers import require
+from .registry import RegistryServer
+from .upstream import Upstream
 
 __all__ = ["busybox", "other_user", "registry", "tls_registry", "basic_registry", "token_registry", "token_tls_registry", "registry_factory",
-           "pushed_images", "tls_pushed_images", "basic_pushed_images", "token_pushed_images"]
+           "pushed_images", "tls_pushed_images", "basic_pushed_images", "token_pushed_images", "upstream"]
 
 SCENARIOS_ON_AUTH_REGISTRIES = ("busybox", "multiarch")
 
 
-def _need_registry_binary():
-    if find_registry_binary() is None:
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
-
-
-def _need_skopeo():
-    if shutil.which("skopeo") is None:
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-
-
 def _serve(tmp_path_factory, mode, **kw):
-    _need_registry_binary()
+    require("needs_registry")
     return RegistryServer(tmp_path_factory.mktemp(f"registry-{mode}"), mode, **kw)
 
 
@@ -73,7 +64,7 @@ def token_tls_registry(tmp_path_factory):
 def registry_factory(tmp_path_factory):
     """start(mode="plain", **kw) -> a new RegistryServer of its own, stopped at the end of the
     session: for tests that delete, corrupt or stop a registry."""
-    _need_registry_binary()
+    require("needs_registry")
     started = []
 
     def start(mode="plain", **kw):
@@ -89,19 +80,19 @@ def registry_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pushed_images(registry, tmp_path_factory):
     """Every scenario in push.SCENARIOS pushed once to `registry`: name -> PushedImage."""
-    _need_skopeo()
+    require("needs_program", "skopeo")
     return _push.push_scenarios(registry, tmp_path_factory.mktemp("push-plain"))
 
 
 @pytest.fixture(scope="session")
 def tls_pushed_images(tls_registry, tmp_path_factory):
-    _need_skopeo()
+    require("needs_program", "skopeo")
     return _push.push_scenarios(tls_registry, tmp_path_factory.mktemp("push-tls"), SCENARIOS_ON_AUTH_REGISTRIES)
 
 
 @pytest.fixture(scope="session")
 def basic_pushed_images(basic_registry, tmp_path_factory):
-    _need_skopeo()
+    require("needs_program", "skopeo")
     return _push.push_scenarios(basic_registry, tmp_path_factory.mktemp("push-basic"), SCENARIOS_ON_AUTH_REGISTRIES)
 
 
@@ -109,7 +100,7 @@ def basic_pushed_images(basic_registry, tmp_path_factory):
 def token_pushed_images(token_registry, tmp_path_factory):
     """{"public": {name: PushedImage}, "private": {...}}: the same images under public/ (anonymous
     pull allowed) and private/ (bob only). The token server's request log is reset afterwards."""
-    _need_skopeo()
+    require("needs_program", "skopeo")
     workdir = tmp_path_factory.mktemp("push-token")
     pushed = {
         visibility: _push.push_scenarios(token_registry, workdir / visibility, SCENARIOS_ON_AUTH_REGISTRIES,
@@ -140,3 +131,10 @@ def busybox(toolbox, registry, pushed_images):
     image = pushed_images["busybox"]
     toolbox.pull(image.reference)
     return image.reference
+
+
+@pytest.fixture
+def upstream(toolbox, registry):
+    """The recipes' upstream registries, mirrored to `registry` for this test's toolbox
+    (tests/support/upstream.py): publish tools there by their upstream names."""
+    return Upstream(toolbox, registry)

@@ -1,10 +1,12 @@
 """What this host lets an ordinary user do, probed with the real kernel (util-linux `unshare`),
-so tests that need a feature skip with the reason instead of failing.
+so tests that need a feature skip with the reason instead of failing. Tests name what they need
+with the markers of tests/support/markers.py, which ask these probes.
 
 Under CI=true a skip fails the run (tests/conftest.py), except one that says the host lacks a
 feature a CI machine may lack (MACHINE.md: no delegated cgroup v2): `lacks_host_feature`, or the
-`host_feature` marker. Anything else a test needs (docker-registry, skopeo, zsh, fish, user
-namespaces) is there on CI, so its absence is a broken setup and must not pass as a skip."""
+`needs_cgroup2` and `host_feature` markers. Anything else a test needs (docker-registry, skopeo,
+zsh, fish, user namespaces) is there on CI, so its absence is a broken setup and must not pass
+as a skip."""
 
 import os
 import shutil
@@ -53,14 +55,35 @@ def userns_overlay_works():
         return subprocess.run(["unshare", "-Urm", "sh", "-c", probe], capture_output=True).returncode == 0
 
 
+def fuse_usable():
+    """fuse-overlayfs installed, and /dev/fuse opens read-write for this user (scripts/test, run
+    as root, opens it as a desktop's fuse3 package does)."""
+    return os.access("/dev/fuse", os.R_OK | os.W_OK) and shutil.which("fuse-overlayfs") is not None
+
+
+def subids_usable():
+    """Subordinate uids and gids for this user, and newuidmap and newgidmap to map them."""
+    import pwd
+
+    from toolbox.runtime.subids import find_program, subordinate_range
+
+    uid = os.getuid()
+    name = pwd.getpwuid(uid).pw_name
+    return all((subordinate_range("/etc/subuid", name, uid), subordinate_range("/etc/subgid", name, uid),
+                find_program("newuidmap"), find_program("newgidmap")))
+
+
+def cgroup2_delegated(controllers):
+    """A cgroup v2 of this user's own, with `controllers` ("pids", "memory", "cpus") delegated."""
+    from toolbox.runtime.cgroups import delegation_problem
+
+    return delegation_problem(controllers) is None
+
+
 def run_on_a_small_store(toolbox, body, tmpfs_options="size=48m", timeout=180):
     """Run the shell script `body` in a user and mount namespace of the test's own, where the
     toolbox under test's cache directory (its store) is a fresh tmpfs mounted with
     `tmpfs_options`: a disk that fills, or runs out of inodes, without touching the host's."""
-    import os
-
-    import pytest
-
     cache = toolbox.layout.cache_dir
     os.makedirs(cache, exist_ok=True)
     script = f"mount -t tmpfs -o {tmpfs_options} toolbox-test-store {cache} || exit 99\n{body}"

@@ -28,6 +28,9 @@ class Upstream:
         return push_raw(self.registry, f"{self.prefix}/{MIRRORED[host]}/{path}", tag, built)
 
 
+# A project's own recipe (a toolbox.toml section) for a tool published as ghcr.io/example/lint.
+LINT = '[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\ncommand = ["lint"]\n'
+
 ECHO_SCRIPT = '#!/bin/sh\necho "$(cat /label) $(basename $0):$*"\n'
 # Prints the label, then each argument followed by a NUL (exact bytes); `--exit=N` first exits N.
 EXACT_SCRIPT = '#!/bin/sh\ncat /label\nfor a in "$@"; do printf "%s\\0" "$a"; done\ncase "$1" in --exit=*) exit "${1#--exit=}";; esac\n'
