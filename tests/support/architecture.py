@@ -12,9 +12,9 @@ inside functions too.
 
 import ast
 import collections
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.installation import REPO
+
 PACKAGE = REPO / "toolbox"
 
 ALLOWED = {
