@@ -44,6 +44,7 @@ COLD_TIER = frozenset({
     "toolbox.cli.app", "toolbox.cli.tools", "toolbox.ops.wiring", "toolbox.store.store", "toolbox.oci.reference", "toolbox.oci.registry",
     "toolbox.ops.pull", "toolbox.store.unpack", "toolbox.oci.manifest", "toolbox.ops.prepare", "toolbox.ops.tools", "toolbox.project.recipes",
     "toolbox.project.lockfile", "toolbox.project.project", "toolbox.project.config", "toolbox.oci.auth",
+    "toolbox.oci.transport", "toolbox.oci.endpoints", "toolbox.oci.tokens", "toolbox.oci.network_errors",
 })
 
 

@@ -1,5 +1,5 @@
 """Registry credentials and authentication challenges. Standard library only; the HTTP token
-exchange itself lives in the registry client.
+exchange itself lives in toolbox.oci.tokens.
 
 Credentials are found where Docker and podman keep them, first hit wins:
   $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
