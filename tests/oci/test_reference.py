@@ -4,7 +4,10 @@ from hypothesis import given, strategies as st
 from toolbox.oci.digest import Digest
 from toolbox.errors import InvalidReference
 from toolbox.oci.platform import Platform
-from toolbox.oci.reference import ImageRef
+from toolbox.oci.reference import (
+    DOCKER_HUB_SERVER_URL, ImageRef, api_host, canonical_registry, credential_keys, credential_server_url, is_docker_hub,
+    registry_of_api_host,
+)
 
 HEX = "a" * 64
 
@@ -39,6 +42,42 @@ def test_digest_references():
     both = ImageRef.parse(f"jq:1.7@sha256:{HEX}")
     assert both.tag == "1.7" and both.reference == f"sha256:{HEX}"
     assert str(both) == f"docker.io/library/jq:1.7@sha256:{HEX}"
+
+
+@pytest.mark.parametrize("name", ["docker.io", "index.docker.io", "registry-1.docker.io", "Index.Docker.IO", "REGISTRY-1.docker.io"])
+def test_every_name_of_docker_hub_is_docker_io(name):
+    assert canonical_registry(name) == "docker.io"
+    assert is_docker_hub(name.lower())
+    assert credential_server_url(name.lower()) == "https://index.docker.io/v1/" == DOCKER_HUB_SERVER_URL
+
+
+@pytest.mark.parametrize("name, canonical", [("ghcr.io", "ghcr.io"), ("Registry.Example.COM:5000", "registry.example.com:5000"),
+                                             ("docker.io.example", "docker.io.example"), ("auth.docker.io", "auth.docker.io")])
+def test_other_registries_keep_their_name(name, canonical):
+    assert canonical_registry(name) == canonical
+    assert not is_docker_hub(canonical)
+    assert api_host(canonical) == registry_of_api_host(canonical) == canonical
+    assert credential_server_url(canonical) == canonical
+    assert credential_keys(canonical) == (canonical, f"https://{canonical}", f"http://{canonical}")
+
+
+def test_docker_hub_api_is_at_registry_1_and_its_credentials_under_docker_io():
+    assert api_host("docker.io") == "registry-1.docker.io"
+    assert registry_of_api_host("registry-1.docker.io") == "docker.io"
+    assert ImageRef.parse("jq").endpoint_host == api_host(ImageRef.parse("jq").registry)
+
+
+def test_docker_hub_credential_keys_are_the_ones_docker_writes():
+    keys = credential_keys("docker.io")
+    assert keys[0] == "https://index.docker.io/v1/"  # what `docker login` writes, asked first
+    assert set(keys) >= {"index.docker.io", "docker.io", "registry-1.docker.io", "https://index.docker.io/v1"}
+    assert credential_keys("index.docker.io") == credential_keys("registry-1.docker.io") == keys
+
+
+def test_only_index_docker_io_is_rewritten_in_a_reference():
+    """As distribution/reference does (its legacyDefaultDomain): the API host names itself."""
+    assert ImageRef.parse("index.docker.io/library/debian").registry == "docker.io"
+    assert ImageRef.parse("registry-1.docker.io/library/debian").registry == "registry-1.docker.io"
 
 
 @pytest.mark.parametrize(

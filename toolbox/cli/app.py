@@ -584,10 +584,9 @@ def _has_terminal():
 
 
 def _registry_host(text):
-    from toolbox.oci.reference import DOCKER_HUB
+    from toolbox.oci.reference import canonical_registry
 
-    host = text.removeprefix("https://").removeprefix("http://").split("/", 1)[0].lower()
-    return DOCKER_HUB if host in ("index.docker.io", "registry-1.docker.io") else host
+    return canonical_registry(text.removeprefix("https://").removeprefix("http://").split("/", 1)[0])
 
 
 EXIT_INTERRUPTED = 130

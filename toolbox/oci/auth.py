@@ -1,5 +1,5 @@
 """Registry credentials and authentication challenges. Standard library only; the HTTP token
-exchange itself lives in the registry client.
+exchange itself lives in toolbox.oci.tokens.
 
 Credentials are found where Docker and podman keep them, first hit wins:
   $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
@@ -11,18 +11,20 @@ argument, the server URL (or JSON) on stdin, JSON on stdout.
 Secrets never appear in a repr, a log line or an error message.
 """
 
+from __future__ import annotations
+
 import base64
 import json
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from toolbox.errors import AuthError, ConfigError
+from toolbox.oci.reference import canonical_registry, credential_keys, credential_server_url
 
-DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io", "https://index.docker.io/v1", "https://registry-1.docker.io")
-DOCKER_HUB_STORE_KEY = "https://index.docker.io/v1/"
 TOKEN_USERNAME = "<token>"  # a helper's way of saying "Secret is an identity token"
 
 
@@ -32,11 +34,11 @@ class Credentials:
     password: str = field(repr=False)
     identity_token: str | None = field(default=None, repr=False)
 
-    def basic_header(self):
+    def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         hidden = "<hidden>" if self.password or self.identity_token else "''"
         return f"Credentials(username={self.username!r}, password={hidden})"
 
@@ -48,7 +50,7 @@ class Challenge:
     scheme: str
     params: tuple = ()
 
-    def param(self, name):
+    def param(self, name: str) -> str | None:
         for key, value in self.params:
             if key == name:
                 return value
@@ -63,7 +65,7 @@ _PARAM_RE = re.compile(rf'\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"?|[^,\s]*)\s*')
 _SCHEME_RE = re.compile(rf"\s*({_TOKEN})(?=\s|$|,)")
 
 
-def parse_www_authenticate(header):
+def parse_www_authenticate(header: str | None) -> list[Challenge]:
     """Parse a WWW-Authenticate header into challenges. Lenient: what does not parse is skipped;
     it never raises."""
     challenges = []
@@ -105,16 +107,16 @@ def _unquote(value):
 
 
 class CredentialStore:
-    def __init__(self, environ=None, home=None):
+    def __init__(self, environ: Mapping[str, str] | None = None, home: str | None = None) -> None:
         self._env = os.environ if environ is None else environ
         self._home = home or self._env.get("HOME") or os.path.expanduser("~")
 
     # -- where to look -----------------------------------------------------------------------------
-    def docker_config_path(self):
+    def docker_config_path(self) -> str:
         base = self._env.get("DOCKER_CONFIG") or os.path.join(self._home, ".docker")
         return os.path.join(base, "config.json")
 
-    def search_path(self):
+    def search_path(self) -> list[str]:
         paths = []
         if self._env.get("REGISTRY_AUTH_FILE"):
             paths.append(self._env["REGISTRY_AUTH_FILE"])
@@ -140,7 +142,7 @@ class CredentialStore:
         return doc
 
     # -- lookup ------------------------------------------------------------------------------------
-    def lookup(self, registry, repository=None):
+    def lookup(self, registry: str, repository: str | None = None) -> Credentials | None:
         registry = registry.lower()
         for path in self.search_path():
             doc = self._load(path)
@@ -153,15 +155,15 @@ class CredentialStore:
 
     def _lookup_in(self, doc, registry, repository, is_docker):
         helpers = doc.get("credHelpers") or {}
-        for key in _keys_for(registry):
+        for key in credential_keys(registry):
             if isinstance(helpers, dict) and helpers.get(key):
-                return self._helper_get(helpers[key], _server_url(registry))
+                return self._helper_get(helpers[key], credential_server_url(registry))
         auths = doc.get("auths") or {}
         entry = _best_auth_entry(auths, registry, repository) if isinstance(auths, dict) else None
         if entry is not None:
             return _credentials_from_entry(entry)
         if is_docker and doc.get("credsStore"):
-            return self._helper_get(doc["credsStore"], _server_url(registry))
+            return self._helper_get(doc["credsStore"], credential_server_url(registry))
         return None
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -199,7 +201,7 @@ class CredentialStore:
         return Credentials(username, secret)
 
     # -- login / logout ----------------------------------------------------------------------------
-    def store(self, registry, credentials):
+    def store(self, registry: str, credentials: Credentials) -> str:
         """Store like `docker login`: through the configured helper, else in Docker's config.json
         (0600). Returns where the credentials went."""
         registry = registry.lower()
@@ -207,7 +209,7 @@ class CredentialStore:
         doc = self._load(path) or {}
         helper = (doc.get("credHelpers") or {}).get(registry) or doc.get("credsStore")
         if helper:
-            payload = json.dumps({"ServerURL": _server_url(registry), "Username": credentials.username, "Secret": credentials.password})
+            payload = json.dumps({"ServerURL": credential_server_url(registry), "Username": credentials.username, "Secret": credentials.password})
             result = self._run_helper(helper, "store", payload.encode())
             if result.returncode != 0:
                 raise AuthError(f"docker-credential-{helper} could not store the credentials")
@@ -216,11 +218,11 @@ class CredentialStore:
         for key in [k for k in auths if _split_key(k) == (registry, "")]:
             del auths[key]
         raw = f"{credentials.username}:{credentials.password}".encode()
-        auths[_server_url(registry)] = {"auth": base64.b64encode(raw).decode()}
+        auths[credential_server_url(registry)] = {"auth": base64.b64encode(raw).decode()}
         _write_private_json(path, doc)
         return path
 
-    def erase(self, registry):
+    def erase(self, registry: str) -> bool:
         registry = registry.lower()
         removed = False
         for path in self.search_path():
@@ -236,27 +238,17 @@ class CredentialStore:
                 removed = True
             helper = (doc.get("credHelpers") or {}).get(registry) or (doc.get("credsStore") if path == self.docker_config_path() else None)
             if helper:
-                result = self._run_helper(helper, "erase", _server_url(registry).encode())
+                result = self._run_helper(helper, "erase", credential_server_url(registry).encode())
                 removed = removed or result.returncode == 0
         return removed
-
-
-def _keys_for(registry):
-    """The names a credential helper may have filed this registry under."""
-    if registry in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        return DOCKER_HUB_KEYS
-    return (registry, f"https://{registry}", f"http://{registry}")
 
 
 def _split_key(key):
     """(registry, repository scope) of a key of `auths`: keys may be URLs ("https://host/v1/"),
     hosts, or host/namespace/repository (containers-auth.json(5))."""
     host, _, path = re.sub(r"^https?://", "", key).partition("/")
-    host = host.lower()
-    if host in ("index.docker.io", "registry-1.docker.io"):
-        host = "docker.io"
     path = path.strip("/")
-    return host, ("" if path in ("", "v1", "v2") else path)
+    return canonical_registry(host), ("" if path in ("", "v1", "v2") else path)
 
 
 def _best_auth_entry(auths, registry, repository):
@@ -291,11 +283,6 @@ def _credentials_from_entry(entry):
     if entry.get("username") and entry.get("password"):
         return Credentials(entry["username"], entry["password"])
     return None
-
-
-def _server_url(registry):
-    """How Docker names a registry to helpers and in `auths` when it stores a login."""
-    return DOCKER_HUB_STORE_KEY if registry in ("docker.io", "index.docker.io", "registry-1.docker.io") else registry
 
 
 def _write_private_json(path, doc):

@@ -8,7 +8,10 @@ RFC 8878 §3.1). Output is produced in bounded pieces, so a decompression bomb c
 memory; the unpacker enforces the size limit.
 """
 
+from __future__ import annotations
+
 import zlib
+from typing import Protocol
 
 from toolbox.errors import LayerError
 
@@ -20,7 +23,12 @@ _READ = 64 * 1024
 _ZSTD_INPUT = 512
 
 
-def compression_of(first_bytes):
+class Reader(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def compression_of(first_bytes: bytes) -> str:
+    """"gzip", "zstd" or "none", by the magic bytes at the start of a stream."""
     if first_bytes.startswith(GZIP_MAGIC):
         return "gzip"
     if first_bytes.startswith(ZSTD_MAGIC) or _is_zstd_skippable_frame(first_bytes):
@@ -41,7 +49,7 @@ class _Prefixed:
         self._prefix = prefix
         self._raw = raw
 
-    def read(self, n=-1):
+    def read(self, n: int | None = -1) -> bytes:
         if self._prefix:
             if n is None or n < 0:
                 data, self._prefix = self._prefix + self._raw.read(), b""
@@ -61,7 +69,7 @@ def _read_at_least(raw, count):
     return data
 
 
-def open_decompressed(raw):
+def open_decompressed(raw: Reader) -> Reader:
     """A reader of the decompressed bytes of `raw` (any object with read(n))."""
     head = _read_at_least(raw, 4)
     kind = compression_of(head)
@@ -112,7 +120,7 @@ class _FrameReader:
         self._output = bytearray()
         self._done = False
 
-    def read(self, n=-1):
+    def read(self, n: int | None = -1) -> bytes:
         want = _READ if n is None or n < 0 else n
         self._fill(want)
         if n is None or n < 0:

@@ -5,8 +5,12 @@ Refused with a clear message: Docker schema 1 (deprecated in 2015 and unverifiab
 foreign/non-distributable layers, and anything else we cannot run.
 """
 
+from __future__ import annotations
+
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from toolbox.oci.digest import Digest
 from toolbox.errors import InvalidReference, NotFound, UnsupportedImage
@@ -54,7 +58,7 @@ class Descriptor:
     annotations: tuple = ()
 
     @classmethod
-    def from_json(cls, data, where):
+    def from_json(cls, data: object, where: str) -> Descriptor:
         if not isinstance(data, dict):
             raise UnsupportedImage(f"{where}: a descriptor is not a JSON object")
         if not isinstance(data.get("digest"), str):
@@ -76,7 +80,7 @@ class Descriptor:
             annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())) if isinstance(annotations, dict) else (),
         )
 
-    def annotation(self, key):
+    def annotation(self, key: str) -> str | None:
         return dict(self.annotations).get(key)
 
 
@@ -85,7 +89,7 @@ class Index:
     media_type: str
     manifests: tuple
 
-    def runnable_entries(self):
+    def runnable_entries(self) -> Iterator[Descriptor]:
         """Entries that are images for some platform, not attestations or signatures."""
         for entry in self.manifests:
             if entry.annotation("vnd.docker.reference.type") == "attestation-manifest":
@@ -94,7 +98,7 @@ class Index:
                 continue
             yield entry
 
-    def select(self, platform):
+    def select(self, platform: Platform) -> Descriptor:
         candidates = [e for e in self.runnable_entries() if platform.matches(e.platform)]
         if not candidates:
             available = ", ".join(sorted({str(e.platform) for e in self.runnable_entries()})) or "none"
@@ -114,7 +118,7 @@ class Manifest:
     layers: tuple
 
     @property
-    def compressed_size(self):
+    def compressed_size(self) -> int:
         return sum(layer.size for layer in self.layers)
 
 
@@ -133,7 +137,7 @@ class ImageConfig:
     exposed_ports: tuple = field(default_factory=tuple)
     volumes: tuple = field(default_factory=tuple)
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {
             "platform": str(self.platform),
             "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
@@ -160,7 +164,7 @@ def _load_json(data, what):
     return value
 
 
-def parse_manifest(data, content_type=None, what="manifest"):
+def parse_manifest(data: bytes, content_type: str | None = None, what: str = "manifest") -> Index | Manifest:
     """Parse a manifest or an index. `content_type` is the registry's Content-Type header, used
     only when the document does not carry its own mediaType (OCI documents may omit it)."""
     if len(data) > MAX_MANIFEST_SIZE:
@@ -217,7 +221,7 @@ def _string_list(value, key, what):
     return tuple(value)
 
 
-def parse_config(data, what="image config"):
+def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
     if len(data) > MAX_CONFIG_SIZE:
         raise UnsupportedImage(f"{what} is {len(data)} bytes, over the {MAX_CONFIG_SIZE}-byte limit")
     doc = _load_json(data, what)
@@ -249,7 +253,7 @@ def parse_config(data, what="image config"):
     )
 
 
-def check_config_matches(manifest, config, what="image"):
+def check_config_matches(manifest: Manifest, config: ImageConfig, what: str = "image") -> None:
     if len(config.diff_ids) != len(manifest.layers):
         raise UnsupportedImage(
             f"{what}: the manifest lists {len(manifest.layers)} layers but the config lists {len(config.diff_ids)} diff_ids"

@@ -1,7 +1,11 @@
 """Platforms (os/architecture/variant) and choosing one from a multi-platform index."""
 
+from __future__ import annotations
+
 import platform as _stdlib_platform
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from toolbox.errors import InvalidReference
 
@@ -28,7 +32,7 @@ class Platform:
     variant: str | None = None
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text: str) -> Platform:
         parts = (text or "").split("/")
         if len(parts) not in (2, 3) or not all(parts):
             raise InvalidReference(f"invalid platform {text!r}", hint="use os/arch or os/arch/variant, e.g. linux/arm64")
@@ -41,14 +45,14 @@ class Platform:
         return cls(os_, arch, variant)
 
     @classmethod
-    def from_descriptor(cls, platform_json):
+    def from_descriptor(cls, platform_json: Mapping[str, Any]) -> Platform:
         return cls(
             platform_json.get("os", ""),
             platform_json.get("architecture", ""),
             platform_json.get("variant") or None,
         )
 
-    def matches(self, candidate):
+    def matches(self, candidate: Platform) -> bool:
         """Whether an index entry for `candidate` can run here. arm64 images rarely name their
         variant, so a missing variant on either side counts as v8 for arm64 and as a match
         otherwise."""
@@ -58,10 +62,10 @@ class Platform:
             return True
         return self.variant == candidate.variant
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.os}/{self.architecture}" + (f"/{self.variant}" if self.variant else "")
 
 
-def host_platform():
+def host_platform() -> Platform:
     arch, variant = _MACHINE_TO_OCI.get(_stdlib_platform.machine(), (_stdlib_platform.machine(), None))
     return Platform("linux", arch, variant)

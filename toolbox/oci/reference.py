@@ -2,8 +2,12 @@
 
 `jq` is `docker.io/library/jq:latest`; `ghcr.io/jqlang/jq:1.7.1` keeps its registry; a reference
 may carry a tag, a digest, or both (`name:tag@digest`, where the digest wins when pulling).
-All defaulting lives here and nowhere else.
+All defaulting lives here and nowhere else, and so does Docker Hub's naming: the one registry
+known by several names (docker.io in references, registry-1.docker.io for its API,
+index.docker.io and https://index.docker.io/v1/ in Docker's config.json).
 """
+
+from __future__ import annotations
 
 import re
 from dataclasses import dataclass
@@ -11,9 +15,22 @@ from dataclasses import dataclass
 from toolbox.oci.digest import Digest
 from toolbox.errors import InvalidReference
 
-DOCKER_HUB = "docker.io"
-DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
 DEFAULT_TAG = "latest"
+
+# Docker Hub's names. toolbox calls it docker.io everywhere: in references, in the config file and
+# when it looks up credentials.
+DOCKER_HUB = "docker.io"
+# The host that serves Docker Hub's registry API (docker.io itself does not).
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+# The old name of Docker Hub, which distribution/reference rewrites to docker.io in references.
+DOCKER_HUB_LEGACY = "index.docker.io"
+DOCKER_HUB_NAMES = (DOCKER_HUB, DOCKER_HUB_LEGACY, DOCKER_HUB_ENDPOINT)
+# Docker files a Docker Hub login under the URL of the v1 index, in `auths` and with credential
+# helpers (its registry.IndexServer).
+DOCKER_HUB_SERVER_URL = "https://index.docker.io/v1/"
+# The keys a credential helper may have filed Docker Hub under (credHelpers), most usual first.
+DOCKER_HUB_CREDENTIAL_KEYS = (DOCKER_HUB_SERVER_URL, DOCKER_HUB_LEGACY, DOCKER_HUB, DOCKER_HUB_ENDPOINT,
+                              "https://index.docker.io/v1", "https://registry-1.docker.io")
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _COMPONENT_RE = re.compile(rf"^{_COMPONENT}$")
@@ -25,7 +42,43 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _MAX_NAME_LENGTH = 255
 
 
-def _looks_like_domain(component):
+def is_docker_hub(registry: str) -> bool:
+    """Whether `registry` (a lowercase host) is one of Docker Hub's names."""
+    return registry in DOCKER_HUB_NAMES
+
+
+def canonical_registry(host: str) -> str:
+    """The name a registry is known by in references, the config file and the credentials: the
+    host in lowercase, docker.io for any of Docker Hub's names."""
+    host = host.lower()
+    return DOCKER_HUB if is_docker_hub(host) else host
+
+
+def api_host(registry: str) -> str:
+    """The host that serves `registry`'s API: Docker Hub's is not at docker.io."""
+    return DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
+
+
+def registry_of_api_host(host: str) -> str:
+    """The registry an API host serves (the reverse of `api_host`): what its credentials are filed
+    under."""
+    return DOCKER_HUB if host == DOCKER_HUB_ENDPOINT else host
+
+
+def credential_keys(registry: str) -> tuple[str, ...]:
+    """The keys Docker's config.json (credHelpers) may file `registry` (lowercase) under."""
+    if is_docker_hub(registry):
+        return DOCKER_HUB_CREDENTIAL_KEYS
+    return (registry, f"https://{registry}", f"http://{registry}")
+
+
+def credential_server_url(registry: str) -> str:
+    """How Docker names `registry` (lowercase) to credential helpers and in `auths` when it
+    stores a login."""
+    return DOCKER_HUB_SERVER_URL if is_docker_hub(registry) else registry
+
+
+def _looks_like_domain(component: str) -> bool:
     # distribution/reference: the first component is a registry host if it has a dot or a port,
     # or is "localhost"; otherwise it is part of a Docker Hub repository name.
     return "." in component or ":" in component or component == "localhost" or component.startswith("[")
@@ -39,7 +92,7 @@ class ImageRef:
     digest: Digest | None = None
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text: str) -> ImageRef:
         original = text
         if not text or text != text.strip():
             raise InvalidReference(f"invalid image reference {original!r}: empty or surrounded by spaces")
@@ -67,7 +120,7 @@ class ImageRef:
             registry, rest = DOCKER_HUB, text
         elif not _DOMAIN_RE.match(registry):
             raise InvalidReference(f"invalid registry host {registry!r} in {original!r}")
-        if registry == "index.docker.io":
+        if registry == DOCKER_HUB_LEGACY:  # as distribution/reference does: before lowercasing
             registry = DOCKER_HUB
         registry = registry.lower()
         if registry == DOCKER_HUB and "/" not in rest:
@@ -88,27 +141,27 @@ class ImageRef:
         return cls(registry, rest, tag, digest)
 
     @property
-    def name(self):
+    def name(self) -> str:
         """registry/repository, without tag or digest."""
         return f"{self.registry}/{self.repository}"
 
     @property
-    def endpoint_host(self):
+    def endpoint_host(self) -> str:
         """The host that serves the registry API (Docker Hub's API is not at docker.io)."""
-        return DOCKER_HUB_ENDPOINT if self.registry == DOCKER_HUB else self.registry
+        return api_host(self.registry)
 
     @property
-    def reference(self):
+    def reference(self) -> str:
         """What to ask the registry's manifest endpoint for: the digest if known, else the tag."""
         return str(self.digest) if self.digest else self.tag
 
-    def with_digest(self, digest):
+    def with_digest(self, digest: Digest) -> ImageRef:
         return ImageRef(self.registry, self.repository, self.tag, digest)
 
-    def with_tag(self, tag):
+    def with_tag(self, tag: str) -> ImageRef:
         return ImageRef(self.registry, self.repository, tag, None)
 
-    def __str__(self):
+    def __str__(self) -> str:
         text = self.name
         if self.tag:
             text += f":{self.tag}"

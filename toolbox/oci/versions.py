@@ -19,7 +19,10 @@ The rule, for a pinned version and the tags of the recipe's repository:
   to "3.14-rc1"; a pin of "3.14-rc1" is told about "3.14-rc2" and "3.14".
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _NUMBERED = re.compile(r"(v?)(\d+(?:\.\d+)*)(?:[-.]?(dev|alpha|a|beta|b|pre|preview|rc)[-.]?(\d*))?\Z", re.IGNORECASE)
@@ -38,7 +41,7 @@ class Version:
     pre_release: bool
 
 
-def parse_version(text):
+def parse_version(text: str) -> Version | None:
     """The Version of `text`, or None when it is not numbered."""
     match = _NUMBERED.match(text)
     if match is None:
@@ -52,7 +55,7 @@ def parse_version(text):
     return Version(key, text, prefix.lower(), numbers, kind is not None)
 
 
-def tag_pattern(template):
+def tag_pattern(template: str) -> re.Pattern[str] | None:
     """A regex matching the tags `template` makes ("{version}-slim"), whose group `version` is
     the version; None when the template does not depend on the version."""
     if "{version}" not in template:
@@ -64,7 +67,7 @@ def tag_pattern(template):
     return re.compile(pattern + re.escape(parts[-1]) + r"\Z")
 
 
-def versions_in(template, tags):
+def versions_in(template: str, tags: Iterable[str]) -> dict[str, str]:
     """{version text: tag} of the tags `template` makes."""
     pattern = tag_pattern(template)
     found = {}
@@ -75,7 +78,7 @@ def versions_in(template, tags):
     return found
 
 
-def newest(pinned, versions):
+def newest(pinned: str, versions: Iterable[str]) -> Version | None:
     """The newest of `versions` (texts) that the rule allows for the pin `pinned`: a Version,
     the pinned one itself when nothing is newer (if it is among them). None when `pinned` is not
     numbered, or nothing of its shape is there."""
@@ -88,7 +91,7 @@ def newest(pinned, versions):
     return max(candidates, default=None)
 
 
-def is_newer(candidate, pinned):
+def is_newer(candidate: Version | None, pinned: str) -> bool:
     """Whether the Version `candidate` comes after the version text `pinned`."""
     pin = parse_version(pinned)
     return candidate is not None and pin is not None and candidate.key > pin.key

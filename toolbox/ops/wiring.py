@@ -15,7 +15,8 @@ class Services:
     environ: object  # the environment they were built from
 
     def registry_client(self):
-        from toolbox.oci.registry import ClientSettings, RegistryClient
+        from toolbox.oci.registry import RegistryClient
+        from toolbox.oci.transport import ClientSettings
 
         return RegistryClient(self.config, self.credentials, ClientSettings.from_env(self.environ))
 
