@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ["tests/test_fuzz_config.py", "tests/test_reference.py", "tests/test_auth.py", "tests/test_unpack.py::test_fuzzed_layers_never_escape"]
+TARGETS = ["tests/project/test_fuzz_config.py", "tests/oci/test_reference.py", "tests/oci/test_auth.py",
+           "tests/store/test_unpack.py::test_fuzzed_layers_never_escape"]
 
 if __name__ == "__main__":
     env = dict(os.environ, HYPOTHESIS_PROFILE="long", PYTHONPATH=str(REPO))
