@@ -107,7 +107,7 @@ def main():
             rootfs.mkdir()
             from toolbox.oci.digest import Digest
             from toolbox.layout import Layout
-            from toolbox.store.unpack import merge_layers
+            from toolbox.runtime.flatten import merge_layers
 
             layout = Layout.from_env(env)
             merge_layers([layout.layer_tree(Digest.parse(d)) for d in built.diff_ids], str(rootfs))

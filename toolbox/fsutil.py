@@ -210,7 +210,7 @@ def walk_down(top_fd, visit, open_child, leave):
     walk; `open_child(fd, name)` opens one (None skips it); `leave(fd, name)` is called in the
     parent once a subdirectory is done. Going back up opens `..`, checked to be the directory
     we came down from (step_up), so a tree moved while we walk it is never mistaken for another.
-    The callbacks may keep a second tree in step with this one (unpack.merge_layers does)."""
+    The callbacks may keep a second tree in step with this one (flatten.merge_layers does)."""
     fd = top_fd
     try:
         # For the directory open as `fd` and each one above it: its name in its parent, its

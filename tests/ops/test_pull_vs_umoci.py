@@ -12,7 +12,7 @@ import pytest
 
 from tests.support import images
 from toolbox.oci.digest import Digest
-from toolbox.store.unpack import merge_layers
+from toolbox.runtime.flatten import merge_layers
 
 pytestmark = pytest.mark.needs_program("umoci")
 

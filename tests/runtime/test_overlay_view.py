@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from toolbox.oci.digest import Digest
-from toolbox.store.unpack import merge_layers
+from toolbox.runtime.flatten import merge_layers
 
 
 def listing(root):

@@ -19,7 +19,8 @@ from tests.support.push import push_raw
 from tests.support.rootfs_modes import rootfs_mode_params
 from toolbox.store.check import check_store
 from toolbox.oci.digest import Digest
-from toolbox.store.unpack import UnpackLimits, merge_layers
+from toolbox.runtime.flatten import merge_layers
+from toolbox.store.unpack import UnpackLimits
 
 BOMB_LIMIT = 8 * 1024 * 1024
 

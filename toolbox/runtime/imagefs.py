@@ -33,7 +33,7 @@ from toolbox.errors import ToolboxError
 
 MAX_LINKS = 40  # the kernel's limit on symlinks in one path walk (path_resolution(7))
 ACCOUNTS_LIMIT = 4 * 1024 * 1024  # /etc/passwd, /etc/group: real ones are a few kB, LDAP dumps a few MB
-OPAQUE_XATTR = "user.overlay.opaque"  # as unpack.py sets it (not imported: unpack is the cold tier)
+OPAQUE_XATTR = "user.overlay.opaque"  # the one definition: store/layertree.py sets it, flatten.py reads it
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 16

@@ -181,7 +181,7 @@ def flattened_tree(spec):
     path = os.path.join(flat_dir, "tree")
     if os.path.isdir(path):
         return path
-    from toolbox.store.unpack import merge_layers
+    from toolbox.runtime.flatten import merge_layers
 
     # Named by our PID, so `toolbox prune` can tell a dead maker's leftover from work going on.
     # One that exists is a leftover of an earlier process that had this PID: no one else's.
