@@ -364,7 +364,7 @@ def ps(as_json: bool = JSON_OPTION):
     """List named containers: writable layers kept by `toolbox run --name NAME`."""
     import datetime
 
-    from toolbox.store import containers
+    from toolbox.runtime import containers
     from toolbox.ops.progress import human_bytes
 
     layout = _services().layout
@@ -383,7 +383,7 @@ def ps(as_json: bool = JSON_OPTION):
 def rm(names: list[str] = typer.Argument(..., metavar="NAME", help="Named containers to remove, with their writable layer.",
                                          autocompletion=complete.container_names)):
     """Remove named containers (made by `toolbox run --name`); a running one is refused."""
-    from toolbox.store import containers
+    from toolbox.runtime import containers
 
     layout = _services().layout
     for name in names:

@@ -195,7 +195,7 @@ def image_references(incomplete):
 
 def container_names(incomplete):
     def names():
-        from toolbox.store import containers
+        from toolbox.runtime import containers
 
         return containers.names(_layout())
     return _matching(_guarded(names), incomplete)

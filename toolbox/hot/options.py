@@ -30,7 +30,7 @@ def volume_binds(layout, specs, cwd):
 
 
 def named_volume(layout, name):
-    from toolbox.store.containers import check_name  # the same rule for both kinds of name
+    from toolbox.runtime.containers import check_name  # the same rule for both kinds of name
 
     path = layout.volume_data(check_name(name, "volume"))
     os.makedirs(path, exist_ok=True)
@@ -128,7 +128,7 @@ def subid_maps(options, user):
 
 
 def container_layers(layout, container):
-    from toolbox.store.containers import layers_of
+    from toolbox.runtime.containers import layers_of
 
     layers = layers_of(container.record)
     if not all(os.path.isdir(os.path.join(layout.layers_dir, layer)) for layer in layers):
@@ -142,7 +142,7 @@ def container_layers(layout, container):
 def claim_container(layout, options, plan):
     if options.name is None:
         return None
-    from toolbox.store.containers import claim
+    from toolbox.runtime.containers import claim
 
     return claim(layout, options.name, options.image, plan)
 

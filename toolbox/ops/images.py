@@ -133,7 +133,7 @@ def unused_images(store, used):
     was made, with what removing them would free."""
     import os
 
-    from toolbox.store import containers
+    from toolbox.runtime import containers
 
     made_from = set()
     for name in containers.names(store.layout):

@@ -387,7 +387,7 @@ class Store:
     def _layers_in_use(self):
         """Named containers keep their layers (their writable layer only makes sense on them),
         and so do the tools running now."""
-        from toolbox.store import containers
+        from toolbox.runtime import containers
         from toolbox.runtime import inuse
 
         for relative in containers.used_layers(self.layout) | inuse.layers_in_use(self.layout):
@@ -420,7 +420,7 @@ class Store:
                 self._remove_layer(diff_id)
                 layers_removed += 1
         freed += self._remove_stale_flat_trees()
-        from toolbox.store import containers
+        from toolbox.runtime import containers
 
         temp_removed = self.clean_abandoned() + containers.sweep_removals(self.layout)
         return GcReport(blobs_removed, layers_removed, temp_removed, freed)

@@ -49,7 +49,7 @@ def remove_volume(layout, name):
 def create_volume(layout, name):
     """`toolbox volume create NAME`: the volume `-v NAME:/path` would make on first use. Its
     name is checked as `run` checks it; an existing volume is left as it is (as docker does)."""
-    from toolbox.store.containers import check_name
+    from toolbox.runtime.containers import check_name
 
     path = layout.volume_data(check_name(name, "volume"))
     existed = os.path.isdir(path)

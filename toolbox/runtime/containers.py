@@ -11,7 +11,8 @@ to them: a newer pull of the tag does not change what `--name NAME` runs on, and
 another image is refused. The store's garbage collection keeps the layers containers use.
 One run at a time: overlayfs must not mount one upper directory twice.
 
-Standard library only, no json or dataclasses: claim() runs on the launch path.
+Standard library only, no json or dataclasses: claim() runs on the launch path. For the same
+reason the type hints are evaluated ones (no `from __future__ import annotations`, no typing).
 """
 
 import os
@@ -19,12 +20,13 @@ import time
 
 from toolbox import locks
 from toolbox.errors import ToolboxError
+from toolbox.layout import Layout
 
 RECORD = "container"
 _FIELDS = ("image", "reference", "layers", "created")
 
 
-def check_name(name, what="container"):
+def check_name(name: str, what: str = "container") -> str:
     """Names that are safe as one path component and readable in listings (docker's rule)."""
     if not name or not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name) or len(name) > 128:
         raise ToolboxError(f"invalid {what} name {name!r}", hint="use letters, digits, '_', '.' and '-', starting with a letter or digit")
@@ -34,7 +36,7 @@ def check_name(name, what="container"):
 class Container:
     __slots__ = ("name", "path", "upper", "work", "lock_fd", "record")
 
-    def __init__(self, name, path, lock_fd, record):
+    def __init__(self, name: str, path: str, lock_fd: int, record: dict[str, str]) -> None:
         self.name = name
         self.path = path
         self.upper = os.path.join(path, "upper")
@@ -43,7 +45,7 @@ class Container:
         self.record = record
 
 
-def claim(layout, name, image_text, plan):
+def claim(layout: Layout, name: str, image_text: str, plan: dict) -> Container:
     """The container NAME, created on first use from `plan`, locked for this run: the lock fd
     survives exec, so it is held until the tool and everything it started have exited."""
     path = os.path.join(layout.containers_dir, check_name(name))
@@ -67,11 +69,11 @@ def claim(layout, name, image_text, plan):
     return Container(name, path, lock_fd, record)
 
 
-def layers_of(record):
+def layers_of(record: dict[str, str]) -> list[str]:
     return record["layers"].split(":") if record.get("layers") else []
 
 
-def read_record(path):
+def read_record(path: str) -> dict[str, str] | None:
     try:
         with open(os.path.join(path, RECORD), encoding="utf-8", errors="surrogateescape") as file:
             text = file.read()
@@ -97,7 +99,7 @@ def _write_record(path, record):
 # -- the cold side: listing and removal (CLI) ------------------------------------------------------
 
 
-def names(layout):
+def names(layout: Layout) -> list[str]:
     try:
         entries = sorted(os.listdir(layout.containers_dir))
     except FileNotFoundError:
@@ -106,7 +108,7 @@ def names(layout):
     return [entry for entry in entries if not entry.startswith(".") and os.path.isfile(os.path.join(layout.containers_dir, entry, RECORD))]
 
 
-def is_running(path):
+def is_running(path: str) -> bool:
     try:
         fd = locks.acquire(os.path.join(path, "lock"), shared=True, blocking=False)
     except locks.Busy:
@@ -117,7 +119,7 @@ def is_running(path):
     return False
 
 
-def describe(layout, name):
+def describe(layout: Layout, name: str) -> dict[str, object]:
     """What `toolbox ps` shows of one container, as plain values."""
     from toolbox import fsutil
 
@@ -136,7 +138,7 @@ def describe(layout, name):
     }
 
 
-def remove(layout, name):
+def remove(layout: Layout, name: str) -> None:
     """Remove a container that is not running, writable layer and all."""
     from toolbox import fsutil
 
@@ -158,7 +160,7 @@ def remove(layout, name):
     fsutil.remove_tree(doomed)
 
 
-def sweep_removals(layout):
+def sweep_removals(layout: Layout) -> int:
     """Remove what a `toolbox rm` killed half-way left (.removing-NAME-PID whose PID is gone).
     Called by the store's garbage collection; returns how many."""
     from toolbox import fsutil
@@ -175,7 +177,7 @@ def sweep_removals(layout):
     return swept
 
 
-def used_layers(layout):
+def used_layers(layout: Layout) -> set[str]:
     """Layer tree paths (relative to the layers directory) that containers stand on, for the
     store's garbage collection."""
     used = set()
