@@ -55,14 +55,14 @@ class _Merge:
     directory open at a time; these callbacks keep the flat tree's directory in step with it,
     entering and leaving the same names (and checking `..` on the way up, as walk_down does)."""
 
-    def __init__(self, dest_fd):
+    def __init__(self, dest_fd: int) -> None:
         self._dest = os.dup(dest_fd)  # the flat tree's directory matching the layer's current one
         self._above = []  # identities of the flat tree's directories above it
 
-    def close(self):
+    def close(self) -> None:
         os.close(self._dest)
 
-    def visit(self, source):
+    def visit(self, source: int) -> list[str]:
         """Merge a directory's non-directories; return its subdirectories, which walk_down
         enters next. A name is one kind in one directory, so the order does not matter."""
         with os.scandir(source) as scan:
@@ -84,7 +84,7 @@ class _Merge:
             # Nothing else is ever unpacked into a layer tree.
         return directories
 
-    def enter(self, source, name):
+    def enter(self, source: int, name: str) -> int:
         """Open the layer's directory `name`, and make (or keep) the flat tree's."""
         child = os.open(name, _DIR_FLAGS, dir_fd=source)
         try:
@@ -103,7 +103,7 @@ class _Merge:
         self._dest = dest_child
         return child
 
-    def leave(self, source, name):
+    def leave(self, source: int, name: str) -> None:
         """Back in the parent, once `name` is merged: it takes the layer's attributes last,
         since adding entries changed its mtime."""
         parent = fsutil.step_up(self._dest, self._above.pop(), name)

@@ -6,11 +6,14 @@ the images left incomplete are named, with the pull that repairs them. Temp entr
 processes are removed. Runs under the store's exclusive lock, like prune.
 """
 
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass, field
 
 from toolbox import fsutil
 from toolbox.errors import ToolboxError
+from toolbox.store.store import Store
 
 
 @dataclass
@@ -18,22 +21,22 @@ class CheckReport:
     blobs_checked: int = 0
     layers_checked: int = 0
     images_checked: int = 0
-    removed: list = field(default_factory=list)  # what was bad, and is gone now
-    incomplete_images: list = field(default_factory=list)  # references to pull again
+    removed: list[str] = field(default_factory=list)  # what was bad, and is gone now
+    incomplete_images: list[str] = field(default_factory=list)  # references to pull again
     temp_removed: int = 0
 
     @property
-    def clean(self):
+    def clean(self) -> bool:
         """Nothing was bad (leftover temp entries of killed processes are expected)."""
         return not self.removed and not self.incomplete_images
 
-    def to_json(self):
+    def to_json(self) -> dict[str, object]:
         return {"clean": self.clean, "blobs_checked": self.blobs_checked, "layers_checked": self.layers_checked,
                 "images_checked": self.images_checked, "removed": self.removed, "incomplete_images": self.incomplete_images,
                 "temp_removed": self.temp_removed}
 
 
-def check_store(store):
+def check_store(store: Store) -> CheckReport:
     report = CheckReport()
     store.prepare()
     with store.exclusive_lock():
@@ -48,7 +51,7 @@ def check_store(store):
             report.layers_checked += 1
             problem = _layer_problem(store, diff_id)
             if problem:
-                store._remove_layer(diff_id)
+                store.remove_layer(diff_id)
                 report.removed.append(f"layer {diff_id}: {problem}")
         for record in store.records():
             report.images_checked += 1

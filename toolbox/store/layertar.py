@@ -62,7 +62,7 @@ class _StrictTarInfo(tarfile.TarInfo):
     that is not a tarfile.HeaderError gets past that."""
 
     @classmethod
-    def frombuf(cls, buf, encoding, errors):
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
         try:
             return super().frombuf(buf, encoding, errors)
         except (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError) as err:

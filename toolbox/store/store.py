@@ -24,21 +24,34 @@ layer holds that layer's lock, so concurrent pulls of one image unpack each laye
 
 Free space: a pull leaves a reserve free on the store's filesystem (SpaceReserve), so filling
 the store never fills the disk for everything else on it.
+
+The image records' values are in records.py; garbage collection, which Store takes from
+gc.GarbageCollection, in gc.py.
 """
+
+from __future__ import annotations
 
 import datetime
 import json
 import os
 import secrets
 import urllib.parse
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING
 
 from toolbox import fsutil
-from toolbox.oci.digest import Digest
 from toolbox.errors import ConfigError, ImageNotStored, IntegrityError, InvalidReference, StoreError
+from toolbox.layout import Layout
+from toolbox.oci.digest import Digest
 from toolbox.oci.manifest import parse_config, parse_manifest
 from toolbox.oci.reference import ImageRef
+from toolbox.store.gc import GarbageCollection, allocated_bytes
+from toolbox.store.records import ImageRecord, StoredImage
+
+if TYPE_CHECKING:  # the unpacker (tarfile) is not loaded where only the store is needed
+    from toolbox.store.layertar import UnpackLimits
 
 LAYER_INFO = "layer.json"
 MIN_FREE_ENV = "TOOLBOX_MIN_FREE_BYTES"
@@ -60,7 +73,7 @@ class SpaceReserve:
     min_free_bytes: int | None = None  # None: the default, 1 GiB or 5% of a smaller filesystem
 
     @classmethod
-    def from_env(cls, environ):
+    def from_env(cls, environ: Mapping[str, str]) -> SpaceReserve:
         value = environ.get(MIN_FREE_ENV, "").strip()
         if not value:
             return cls()
@@ -72,70 +85,19 @@ class SpaceReserve:
             raise ConfigError(f"{MIN_FREE_ENV}={value!r} is not a number of bytes", hint="0 turns the reserve off")
         return cls(min_free)
 
-    def bytes_on(self, statvfs):
+    def bytes_on(self, statvfs: os.statvfs_result) -> int:
         if self.min_free_bytes is not None:
             return self.min_free_bytes
         size = statvfs.f_blocks * statvfs.f_frsize
         return min(DEFAULT_MIN_FREE_BYTES, size * DEFAULT_MIN_FREE_PERCENT // 100)
 
 
-@dataclass(frozen=True)
-class ImageRecord:
-    reference: str  # normalised: registry/repository[:tag][@digest]
-    digest: Digest  # the image manifest for the chosen platform
-    platform: str
-    pulled_at: str
-    index_digest: Digest | None = None
-    source: str = "registry"  # or "load"
-
-    def to_json(self):
-        return {
-            "reference": self.reference,
-            "digest": str(self.digest),
-            "index_digest": str(self.index_digest) if self.index_digest else None,
-            "platform": self.platform,
-            "pulled_at": self.pulled_at,
-            "source": self.source,
-        }
-
-    @classmethod
-    def from_json(cls, doc):
-        return cls(
-            reference=doc["reference"],
-            digest=Digest.parse(doc["digest"]),
-            index_digest=Digest.parse(doc["index_digest"]) if doc.get("index_digest") else None,
-            platform=doc.get("platform", ""),
-            pulled_at=doc.get("pulled_at", ""),
-            source=doc.get("source", "registry"),
-        )
-
-
-@dataclass(frozen=True)
-class StoredImage:
-    record: ImageRecord
-    manifest: object  # Manifest
-    config: object  # ImageConfig
-    config_digest: Digest
-
-    @property
-    def diff_ids(self):
-        return self.config.diff_ids
-
-
-@dataclass(frozen=True)
-class GcReport:
-    blobs_removed: int
-    layers_removed: int
-    temp_removed: int
-    bytes_freed: int
-
-
-def now_utc():
+def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
 
 
-class Store:
-    def __init__(self, layout, layer_limits=None, reserve=None):
+class Store(GarbageCollection):
+    def __init__(self, layout: Layout, layer_limits: UnpackLimits | None = None, reserve: SpaceReserve | None = None) -> None:
         self.layout = layout
         # What one layer may unpack to here (an UnpackLimits; None: the defaults), and the free
         # space pulls leave. Set from TOOLBOX_MAX_LAYER_BYTES and TOOLBOX_MIN_FREE_BYTES by
@@ -143,24 +105,24 @@ class Store:
         self.layer_limits = layer_limits
         self.reserve = reserve or SpaceReserve()
 
-    def prepare(self):
+    def prepare(self) -> None:
         for path in (self.layout.blobs_dir, self.layout.layers_dir, self.layout.images_dir, self.layout.tmp_dir, self.layout.locks_dir):
             fsutil.ensure_dir(path)
 
     # -- locks -----------------------------------------------------------------------------------
-    def shared_lock(self):
+    def shared_lock(self) -> AbstractContextManager[int]:
         """Held by pulls (and runs): garbage collection waits for them."""
         return fsutil.locked(self.layout.store_lock, shared=True)
 
-    def exclusive_lock(self):
+    def exclusive_lock(self) -> AbstractContextManager[int]:
         return fsutil.locked(self.layout.store_lock, shared=False)
 
-    def layer_lock(self, diff_id):
+    def layer_lock(self, diff_id: Digest) -> AbstractContextManager[int]:
         return fsutil.locked(os.path.join(self.layout.locks_dir, f"layer-{diff_id.algorithm}-{diff_id.hex}.lock"))
 
     # -- staging ---------------------------------------------------------------------------------
     @contextmanager
-    def staging(self, kind):
+    def staging(self, kind: str) -> Iterator[str]:
         """A fresh temp directory in the store's filesystem, locked while we work in it and
         removed afterwards unless its content was committed (renamed away)."""
         fsutil.ensure_dir(self.layout.tmp_dir)
@@ -175,14 +137,14 @@ class Store:
                 fsutil.unlink_quietly(path + ".lock")
 
     @contextmanager
-    def new_file(self, path):
+    def new_file(self, path: str) -> Iterator[IO[bytes]]:
         """fsutil.atomic_file, with the temp file in a staging directory: a writer killed midway
         leaves it in tmp/, where clean_abandoned removes it once its lock is free, and never
         beside the content in blobs/ or images/."""
         with self.staging("write") as staging, fsutil.atomic_file(path, tmp_dir=staging) as file:
             yield file
 
-    def clean_abandoned(self):
+    def clean_abandoned(self) -> int:
         """Remove temp entries whose owner died (their lock is free). Returns how many."""
         try:
             names = os.listdir(self.layout.tmp_dir)
@@ -204,7 +166,7 @@ class Store:
         return removed
 
     # -- free space ------------------------------------------------------------------------------
-    def check_free_space(self, action, needed=0):
+    def check_free_space(self, action: str, needed: int = 0) -> None:
         """Raise StoreError unless `needed` more bytes leave the reserve free. `action` says
         what was to be done ("unpack layer ..."), for the message. A reserve of 0 turns the
         checks off: the filesystem's own ENOSPC is all there is then."""
@@ -224,7 +186,7 @@ class Store:
                  f"(now {reserve}; 0 turns it off); nothing partial was kept",
         )
 
-    def free_space_watch(self, action):
+    def free_space_watch(self, action: str) -> Callable[[int], None]:
         """For unpack_layer's on_write: check_free_space again every SPACE_CHECK_BYTES of data
         or SPACE_CHECK_MEMBERS members written, so a layer is stopped when it reaches the
         reserve, whatever it claimed."""
@@ -241,10 +203,10 @@ class Store:
         return on_write
 
     # -- blobs -----------------------------------------------------------------------------------
-    def has_blob(self, digest):
+    def has_blob(self, digest: Digest) -> bool:
         return os.path.exists(self.layout.blob_path(digest))
 
-    def put_blob(self, digest, data):
+    def put_blob(self, digest: Digest, data: bytes) -> None:
         if not digest.matches(data):
             raise IntegrityError(f"content does not match its digest {digest}; not stored")
         path = self.layout.blob_path(digest)
@@ -253,10 +215,10 @@ class Store:
             with self.new_file(path) as file:
                 file.write(data)
 
-    def blob_size(self, digest):
-        return _size_of(self.layout.blob_path(digest))
+    def blob_size(self, digest: Digest) -> int:
+        return allocated_bytes(self.layout.blob_path(digest))
 
-    def read_blob(self, digest):
+    def read_blob(self, digest: Digest) -> bytes:
         try:
             with open(self.layout.blob_path(digest), "rb") as file:
                 return file.read()
@@ -264,18 +226,18 @@ class Store:
             raise ImageNotStored(f"blob {digest} is missing from the store", hint="pull the image again, or run `toolbox prune`") from None
 
     # -- layers ----------------------------------------------------------------------------------
-    def has_layer(self, diff_id):
+    def has_layer(self, diff_id: Digest) -> bool:
         # A layer directory only ever appears by rename, after its tree and layer.json are done.
         return os.path.exists(self.layout.layer_dir(diff_id))
 
-    def layer_info(self, diff_id):
+    def layer_info(self, diff_id: Digest) -> dict:
         try:
             with open(os.path.join(self.layout.layer_dir(diff_id), LAYER_INFO), "rb") as file:
                 return json.load(file)
         except (FileNotFoundError, ValueError):
             return {}
 
-    def commit_layer(self, staging_dir, diff_id, info):
+    def commit_layer(self, staging_dir: str, diff_id: Digest, info: dict) -> None:
         """Move a finished layer (staging_dir/tree) into place. If another process committed the
         same layer meanwhile, ours is dropped: both are the same content."""
         allocated, names, content = fsutil.tree_summary(os.path.join(staging_dir, "tree"))
@@ -294,14 +256,14 @@ class Store:
     def _record_path(self, reference):
         return os.path.join(self.layout.images_dir, urllib.parse.quote(reference, safe=""))
 
-    def record_path(self, record):
+    def record_path(self, record: ImageRecord) -> str:
         return self._record_path(record.reference)
 
-    def put_image(self, record):
+    def put_image(self, record: ImageRecord) -> None:
         with self.new_file(self._record_path(record.reference)) as file:
             file.write(json.dumps(record.to_json(), indent=1, sort_keys=True).encode())
 
-    def records(self):
+    def records(self) -> list[ImageRecord]:
         try:
             names = sorted(os.listdir(self.layout.images_dir))
         except FileNotFoundError:
@@ -317,7 +279,7 @@ class Store:
                 continue  # `toolbox check` reports unreadable records
         return found
 
-    def find(self, text):
+    def find(self, text: str) -> list[ImageRecord]:
         """Records matching what a user typed: a reference (normalised like a pull), or a prefix of
         an image digest of at least 4 hex digits."""
         records = self.records()
@@ -336,146 +298,30 @@ class Store:
             return [r for r in records if r.digest.hex.startswith(prefix)]
         return []
 
-    def get_all(self, text):
+    def get_all(self, text: str) -> list[ImageRecord]:
         """Every record `text` names; at least one."""
         matches = self.find(text)
         if not matches:
             raise ImageNotStored(f"image {text!r} is not in the store", hint=f"pull it first: toolbox pull {text}")
         return matches
 
-    def get(self, text):
+    def get(self, text: str) -> ImageRecord:
         """The one image `text` names (several references to one digest count as one)."""
         matches = self.get_all(text)
         if len({r.digest for r in matches}) > 1:
             raise StoreError(f"{text!r} matches several images", hint="use more digits or the full reference")
         return matches[0]
 
-    def remove_record(self, record):
+    def remove_record(self, record: ImageRecord) -> None:
         fsutil.unlink_quietly(self._record_path(record.reference))
 
-    def load_image(self, record):
+    def load_image(self, record: ImageRecord) -> StoredImage:
         manifest = parse_manifest(self.read_blob(record.digest), what=f"manifest of {record.reference}")
         config = parse_config(self.read_blob(manifest.config.digest), what=f"config of {record.reference}")
         return StoredImage(record, manifest, config, manifest.config.digest)
 
-    def missing_layers(self, image):
+    def missing_layers(self, image: StoredImage) -> list[Digest]:
         return [d for d in image.diff_ids if not self.has_layer(d)]
-
-    # -- garbage collection ----------------------------------------------------------------------
-    def referenced(self, records=None):
-        """Blobs and layers that some image record (of `records`, by default all) or named
-        container needs, or a running tool."""
-        blobs, layers = self.needed_by(self.records() if records is None else records)
-        layers.update(self._layers_in_use())
-        return blobs, layers
-
-    def needed_by(self, records):
-        """The blobs and layers these image records need."""
-        blobs, layers = set(), set()
-        for record in records:
-            blobs.add(record.digest)
-            if record.index_digest:
-                blobs.add(record.index_digest)
-            try:
-                image = self.load_image(record)
-            except Exception:  # a broken record keeps what it names; `toolbox check` deals with it
-                continue
-            blobs.add(image.config_digest)
-            layers.update(image.diff_ids)
-        return blobs, layers
-
-    def _layers_in_use(self):
-        """Named containers keep their layers (their writable layer only makes sense on them),
-        and so do the tools running now."""
-        from toolbox.runtime import containers
-        from toolbox.runtime import inuse
-
-        for relative in containers.used_layers(self.layout) | inuse.layers_in_use(self.layout):
-            algorithm, hex_digest, _ = (relative.split("/") + ["", ""])[:3]
-            try:
-                yield Digest.parse(f"{algorithm}:{hex_digest}")
-            except InvalidReference:
-                continue
-
-    def stored_blobs(self):
-        return list(_digests_below(self.layout.blobs_dir))
-
-    def stored_layers(self):
-        return list(_digests_below(self.layout.layers_dir))
-
-    def collect_garbage(self):
-        """Remove unreferenced blobs and layers and abandoned temp entries. Callers hold the
-        exclusive lock."""
-        blobs, layers = self.referenced()
-        freed = blobs_removed = layers_removed = 0
-        for digest in self.stored_blobs():
-            if digest not in blobs:
-                path = self.layout.blob_path(digest)
-                freed += _size_of(path)
-                fsutil.unlink_quietly(path)
-                blobs_removed += 1
-        for diff_id in self.stored_layers():
-            if diff_id not in layers:
-                freed += self.layer_info(diff_id).get("disk_bytes", 0)
-                self._remove_layer(diff_id)
-                layers_removed += 1
-        freed += self._remove_stale_flat_trees()
-        from toolbox.runtime import containers
-
-        temp_removed = self.clean_abandoned() + containers.sweep_removals(self.layout)
-        return GcReport(blobs_removed, layers_removed, temp_removed, freed)
-
-    def _remove_stale_flat_trees(self):
-        """Flattened images (read-only root mode) whose layers are gone, and half-made ones."""
-        from toolbox.runtime.rootfs import LAYERS_FILE
-
-        freed = 0
-        try:
-            entries = os.listdir(self.layout.flat_dir)
-        except FileNotFoundError:
-            return 0
-        for entry in entries:
-            path = os.path.join(self.layout.flat_dir, entry)
-            try:
-                with open(os.path.join(path, LAYERS_FILE)) as file:
-                    layers = file.read().split()
-            except OSError:
-                layers = None  # a staging directory: its maker died, or it is being made now
-                if _maker_is_alive(entry):
-                    continue
-            if layers is None or not all(os.path.isdir(os.path.join(self.layout.layers_dir, layer)) for layer in layers):
-                freed += fsutil.disk_usage(path)
-                fsutil.remove_tree(path)
-        return freed
-
-    def _remove_layer(self, diff_id):
-        # Rename first so the layer disappears at once; a crash mid-delete leaves only temp junk.
-        fsutil.ensure_dir(self.layout.tmp_dir)
-        doomed = os.path.join(self.layout.tmp_dir, f"doomed-{os.getpid()}-{secrets.token_hex(6)}")
-        try:
-            os.rename(self.layout.layer_dir(diff_id), doomed)
-        except FileNotFoundError:
-            return
-        fsutil.remove_tree(doomed)
-
-
-def _digests_below(root):
-    """Yield the digests stored as root/<algorithm>/<hex>."""
-    try:
-        algorithms = os.listdir(root)
-    except FileNotFoundError:
-        return
-    for algorithm in algorithms:
-        for name in os.listdir(os.path.join(root, algorithm)):
-            try:
-                yield Digest.parse(f"{algorithm}:{name}")
-            except InvalidReference:
-                continue  # a stray temp file, not content
-
-
-def _maker_is_alive(staging_name):
-    """Staging directories end in .tmp-PID (rootfs.flattened_tree)."""
-    return fsutil.process_is_alive(staging_name.rpartition(".tmp-")[2])
 
 
 def _size(count):
@@ -483,10 +329,3 @@ def _size(count):
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{count} bytes"
-
-
-def _size_of(path):
-    try:
-        return os.lstat(path).st_blocks * 512
-    except FileNotFoundError:
-        return 0

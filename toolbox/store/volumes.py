@@ -1,12 +1,15 @@
 """Named volumes: directories in toolbox's data directory that `toolbox run -v NAME:/path`
 mounts, kept between runs until removed."""
 
+from __future__ import annotations
+
 import datetime
 import os
 from dataclasses import dataclass
 
 from toolbox import fsutil
 from toolbox.errors import ToolboxError
+from toolbox.layout import Layout
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,7 @@ class VolumeInfo:
     size: int
     created: str
 
-    def to_json(self):
+    def to_json(self) -> dict[str, str | int]:
         return dict(self.__dict__)
 
 
@@ -26,7 +29,7 @@ def _info(layout, name):
     return VolumeInfo(name, path, fsutil.disk_usage(path), created.replace(microsecond=0).isoformat())
 
 
-def list_volumes(layout):
+def list_volumes(layout: Layout) -> list[VolumeInfo]:
     try:
         names = sorted(os.listdir(layout.volumes_dir))
     except FileNotFoundError:
@@ -34,19 +37,19 @@ def list_volumes(layout):
     return [_info(layout, name) for name in names if os.path.isdir(layout.volume_data(name))]
 
 
-def inspect_volume(layout, name):
+def inspect_volume(layout: Layout, name: str) -> VolumeInfo:
     if not os.path.isdir(layout.volume_data(name)):
         raise ToolboxError(f"no volume named {name!r}", hint="`toolbox volume ls` lists them; `toolbox run -v NAME:/path` creates one")
     return _info(layout, name)
 
 
-def remove_volume(layout, name):
+def remove_volume(layout: Layout, name: str) -> VolumeInfo:
     info = inspect_volume(layout, name)
     fsutil.remove_tree(os.path.dirname(info.path))
     return info
 
 
-def create_volume(layout, name):
+def create_volume(layout: Layout, name: str) -> tuple[VolumeInfo, bool]:
     """`toolbox volume create NAME`: the volume `-v NAME:/path` would make on first use. Its
     name is checked as `run` checks it; an existing volume is left as it is (as docker does)."""
     from toolbox.runtime.containers import check_name
