@@ -352,7 +352,7 @@ def test_a_file_swapped_while_toolbox_reads_it_never_runs(toolbox, upstream, oth
     With the directory allowed (safe), trust is what must stop them; otherwise ownership is."""
     from toolbox.hot import plans
     from toolbox.errors import ToolboxError
-    from toolbox.ops.tools import run_settings
+    from toolbox.ops.prepare import run_settings
 
     _plant(other_user, shared_dir, LINT, EVIL)
     other_user.python("import os, sys; os.link(sys.argv[1], sys.argv[2])", shared_dir / ".good", shared_dir / "toolbox.toml")

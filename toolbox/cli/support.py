@@ -178,7 +178,7 @@ def tool_specs(incomplete):
 
 def pinned_tools(incomplete):
     def names():
-        from toolbox.ops.tools import Context
+        from toolbox.ops.context import Context
         from toolbox.ops.wiring import load_services
 
         return list(Context(load_services()).pins.versions)

@@ -219,7 +219,7 @@ def tool_settings(layout, text, frozen, pull="missing", platform=None):
     settings = read_tool_plan(layout, pins_file(layout, os.getcwd()), text)
     if settings is None:
         from toolbox.prompt import confirm_on_terminal, tell, warn
-        from toolbox.ops.tools import run_settings
+        from toolbox.ops.prepare import run_settings
 
         settings = run_settings(text, frozen_requested(os.environ, frozen), pull=pull, platform=platform,
                                 confirm=confirm_on_terminal, warn=warn, tell=tell)
