@@ -14,7 +14,8 @@ from toolbox.errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED,
 from toolbox.runtime.inuse import claim as claim_layers
 from toolbox.layout import Layout
 from toolbox.hot.plans import read_current_plan
-from toolbox.runtime.container import DEFAULT_PATH, CommandNotExecutable, CommandNotFound, RunSpec, RuntimeStepError, exec_container
+from toolbox.runtime.container import DEFAULT_PATH, CommandNotExecutable, CommandNotFound, RuntimeStepError, exec_container
+from toolbox.runtime.spec import Bind, RunSpec
 
 USAGE = "usage: toolbox run [OPTIONS] (TOOL[@VERSION] | IMAGE) [COMMAND [ARG...]]"
 HELP = USAGE + """
@@ -205,7 +206,7 @@ def recipe_binds(mounts, home_inside):
     for source, target, read_only in mounts:
         host = os.path.expanduser(source)
         if os.path.exists(host):
-            binds.append((host, home_inside.rstrip("/") + target[1:] if target.startswith("~") else target, read_only, None, ()))
+            binds.append(Bind(host, home_inside.rstrip("/") + target[1:] if target.startswith("~") else target, read_only))
     return binds
 
 
@@ -359,7 +360,7 @@ def current_directory_bind(layout, host_cwd, home, places, notes):
         notes.append(f"not mounting the current directory: {judged[1]}; the tool starts in the image's working directory")
         return None, None
     st = os.stat(".")
-    return (host_cwd, host_cwd, judged[1], (st.st_dev, st.st_ino), judged[2]), host_cwd
+    return Bind(host_cwd, host_cwd, judged[1], (st.st_dev, st.st_ino), judged[2]), host_cwd
 
 
 def note_once(layout, key, notes, message):
@@ -407,7 +408,7 @@ def make_spec(layout, plan, options, container=None, notes=None):
     if options.mount_args and any("/" in arg for arg in options.command):  # argpaths looks at no other
         from toolbox.hot.argpaths import argument_binds
 
-        visible = [bind[1] for bind in binds] + list(options.tmpfs)
+        visible = [bind.inside for bind in binds] + list(options.tmpfs)
         relative_ok = cwd_mounted and workdir == host_cwd
         binds += argument_binds(options.command, host_cwd, home, visible, relative_ok, places, notes)
     os.makedirs(layout.scratch_mountpoint, exist_ok=True)

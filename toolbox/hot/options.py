@@ -7,11 +7,12 @@ import os
 from toolbox.errors import ToolboxError
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, ImageFileError, read_image_file
 from toolbox.hot.launch import User, UsageError, _container_path, own_user, user_name
+from toolbox.runtime.spec import Bind
 
 
 def volume_binds(layout, specs, cwd):
-    """-v values as (host path, container path, read only). Docker's reading: a source that
-    looks like a path is a host path; a bare name is a named volume, created on first use."""
+    """-v values as binds. Docker's reading: a source that looks like a path is a host path; a
+    bare name is a named volume, created on first use."""
     binds = []
     for spec in specs:
         parts = spec.split(":")
@@ -25,7 +26,7 @@ def volume_binds(layout, specs, cwd):
                 raise ToolboxError(f"-v {spec}: {host} does not exist", hint="create it first; toolbox does not create host paths")
         else:
             host = named_volume(layout, source)
-        binds.append((host, inside, read_only, None, ()))  # explicit: not judged (argpaths)
+        binds.append(Bind(host, inside, read_only))  # explicit: not judged (argpaths)
     return binds
 
 

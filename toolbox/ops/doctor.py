@@ -299,8 +299,10 @@ def _probe_in_child(runtime, rootfs, sc, workdir, mode):
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         if workdir is not None:
             step = f"{ASSEMBLE} ({mode})"
-            spec = runtime.RunSpec(layers_dir=workdir, layers=["lower"], scratch_dir=os.path.join(workdir, "scratch"), argv=[], env={}, cwd="/",
-                                   rootfs=(mode,))
+            from toolbox.runtime.spec import RunSpec
+
+            spec = RunSpec(layers_dir=workdir, layers=["lower"], scratch_dir=os.path.join(workdir, "scratch"), argv=[], env={}, cwd="/",
+                           rootfs=(mode,))
             root = rootfs.assemble(spec).path
             if not os.path.exists(os.path.join(root, "probe")):
                 raise OSError(errno.ENOENT, f"the lower layer's file is not visible through {mode}")
