@@ -1,12 +1,14 @@
 """The parts of `toolbox run` only some options need: -v (host paths and named volumes),
 --user looked up in the image, --env-file, --subids, --name containers, resource limits.
-launch.py loads this only when one of them is given, so the common launch stays small."""
+The launch (launch.py, runspec.py) loads this only when one of them is given, so the common
+launch stays small."""
 
 import os
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
+from toolbox.hot.runargs import container_path
+from toolbox.hot.users import User, own_user, user_name
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, ImageFileError, read_image_file
-from toolbox.hot.launch import User, UsageError, _container_path, own_user, user_name
 from toolbox.runtime.spec import Bind
 
 
@@ -18,7 +20,7 @@ def volume_binds(layout, specs, cwd):
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[0] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise UsageError(f"-v {spec!r}: expected SRC:DEST or SRC:DEST:ro")
-        source, inside = parts[0], _container_path(parts[1], "-v")
+        source, inside = parts[0], container_path(parts[1], "-v")
         read_only = len(parts) == 3 and parts[2] == "ro"
         if source.startswith(("/", "./", "../", "~")) or source in (".", ".."):
             host = os.path.abspath(os.path.join(cwd, os.path.expanduser(source)))
