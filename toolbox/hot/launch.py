@@ -137,7 +137,7 @@ def main(argv, layout=None, settings=None):
 
 def _runtime_hint(err):
     try:
-        from toolbox.ops.doctor import hint_for_run_failure  # a failure path: the checks may probe
+        from toolbox.runtime.host import hint_for_run_failure  # a failure path: it may probe
     except ImportError:
         return None  # failed after pivot_root: the host's files, toolbox's among them, are gone
     return hint_for_run_failure(err.step, err.errno)

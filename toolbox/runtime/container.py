@@ -24,7 +24,7 @@ from toolbox.runtime import syscalls as sc
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, FileTooBig, NotRegularFile, read_regular
 from toolbox.runtime.mounts import bind, mount_system, mountpoint, resolve_inside
 from toolbox.runtime.signals import restore_caller_signals
-from toolbox.runtime.spec import RunSpec
+from toolbox.runtime.spec import ASSEMBLE, ID_MAPS, PRIVATE, UNSHARE, RunSpec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -58,7 +58,7 @@ def exec_container(spec: RunSpec) -> None:
         mapper = IdMapper(*spec.subid_maps)  # forked now: it must stay outside the namespace
     wait_until_single_threaded()
     try:
-        _step("unshare user and mount namespaces", sc.unshare, namespaces)
+        _step(UNSHARE, sc.unshare, namespaces)
     except BaseException:
         if mapper:
             mapper.cancel()
@@ -66,16 +66,16 @@ def exec_container(spec: RunSpec) -> None:
     if mapper:
         _step("map id ranges with newuidmap and newgidmap", mapper.map_now)
     else:
-        _step("write id maps", write_id_maps, spec.uid, uid, spec.gid, gid)
+        _step(ID_MAPS, write_id_maps, spec.uid, uid, spec.gid, gid)
     if spec.network == "none":
         _step("bring up the loopback interface", bring_up_loopback)
-    _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    _step(PRIVATE, sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     try:
         root = rootfs.assemble(spec)
     except rootfs.AssembleError as err:
-        raise RuntimeStepError(f"assemble the root filesystem ({err.mode})", err) from None
+        raise RuntimeStepError(f"{ASSEMBLE} ({err.mode})", err) from None
     except OSError as err:
-        raise RuntimeStepError("assemble the root filesystem", err) from None
+        raise RuntimeStepError(ASSEMBLE, err) from None
     if not root.writable:
         _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root, spec.home)
     _step("mount /proc, /sys and /dev", mount_system, root.path)

@@ -61,7 +61,7 @@ class Root:
 
 
 class AssembleError(OSError):
-    """The last mode tried failed: the error names it, for the hint (doctor.hint_for_run_failure)."""
+    """The last mode tried failed: the error names it, for the hint (host.hint_for_run_failure)."""
 
     def __init__(self, mode: str, err: OSError) -> None:
         super().__init__(err.errno, err.strerror or str(err))

@@ -8,6 +8,16 @@ type hints that need no `typing` import (builtin generics, evaluated for free at
 
 import os
 
+# The names of the runtime's steps that callers tell apart (RuntimeStepError.step): doctor's
+# probe makes the same steps, so its failures read like a run's, and host.hint_for_run_failure
+# chooses a fix by them. Here rather than in container.py, which loads the generated cffi
+# module: doctor must load without it, to report that it is broken.
+UNSHARE = "unshare user and mount namespaces"
+ID_MAPS = "write id maps"
+PRIVATE = "make mounts private"
+ASSEMBLE = "assemble the root filesystem"  # followed by the mode tried last, in parentheses, when one was
+NAMESPACE_STEPS = (UNSHARE, ID_MAPS, PRIVATE)
+
 # (relative path below a bind, READ_ONLY or HIDDEN): a protected place the runtime covers.
 Mask = tuple[str, str]
 # What subids.plan_maps returns: (newuidmap and newgidmap paths, uid map, gid map), the maps
