@@ -25,6 +25,11 @@ class ToolboxError(Exception):
         return self.message
 
 
+class UsageError(Exception):
+    """Options of `toolbox run` that do not parse or do not fit together: the launch prints the
+    message and the usage line. A message of None asks for the help text (-h, --help)."""
+
+
 class InvalidReference(ToolboxError, ValueError):
     """An image reference, digest or platform that does not parse."""
 

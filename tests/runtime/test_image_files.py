@@ -29,7 +29,7 @@ from tests.support.push import push_raw
 from toolbox.errors import LayerError, ToolboxError
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, FileTooBig, ImageFileError, NotRegularFile, locate, read_image_file, read_regular
 from toolbox.hot.options import image_lookup_in, user_inside
-from toolbox.runtime.container import _mountpoint
+from toolbox.runtime.mounts import mountpoint
 from toolbox.store.unpack import unpack_layer
 
 GIB = 1024**3
@@ -172,9 +172,9 @@ def test_read_regular_follows_no_symlink_opens_no_fifo_and_stops_at_the_bound(tm
 def test_a_mount_point_never_lands_above_the_root(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    assert _mountpoint(str(root), "..", directory=True) == str(root)
-    assert _mountpoint(str(root), "/home/../..", directory=True) == str(root)
-    assert _mountpoint(str(root), "/x/y/..", directory=True) == str(root / "x")
+    assert mountpoint(str(root), "..", directory=True) == str(root)
+    assert mountpoint(str(root), "/home/../..", directory=True) == str(root)
+    assert mountpoint(str(root), "/x/y/..", directory=True) == str(root / "x")
     assert sorted(os.listdir(tmp_path)) == ["root"]
 
 

@@ -351,9 +351,9 @@ def test_which_argument_paths_are_mounted(tmp_path):
 
     def mounted(*args, visible=(), relative_ok=True):
         binds = argument_binds(list(args), str(home / "proj"), str(home), list(visible), relative_ok)
-        for host, _inside, _read_only, identity, _masks in binds:  # the object judged, by device and inode
-            assert identity == (os.stat(host).st_dev, os.stat(host).st_ino)
-        return [inside for _host, inside, _read_only, _identity, _masks in binds]
+        for judged in binds:  # the object judged, by device and inode
+            assert judged.identity == (os.stat(judged.host).st_dev, os.stat(judged.host).st_ino)
+        return [judged.inside for judged in binds]
 
     assert mounted("/", "/etc/passwd", "/usr/share/x", "/proc/self") == []  # the image's own areas
     assert mounted(str(home), str(tmp_path)) == []  # the home directory or above it
@@ -377,13 +377,13 @@ def test_which_argument_paths_are_mounted(tmp_path):
     (tmp_path / "d" / "to-d").symlink_to(tmp_path / "d")
     assert mounted(str(tmp_path / "d" / "to-d" / "f")) == [str(tmp_path / "d" / "to-d")]  # an ordinary one still works
     # What the runtime mounts must still be the object judged: a link swapped in meanwhile is refused.
-    from toolbox.runtime.container import bind
+    from toolbox.runtime.mounts import bind
 
-    (_host, _inside, _ro, identity, _masks), = argument_binds([str(tmp_path / "d" / "to-d" / "f")], str(home / "proj"), str(home), [])
+    swapped, = argument_binds([str(tmp_path / "d" / "to-d" / "f")], str(home / "proj"), str(home), [])
     (tmp_path / "d" / "to-d").unlink()
     (tmp_path / "d" / "to-d").symlink_to(home)
     with pytest.raises(OSError, match="changed since it was checked"):
-        bind(str(tmp_path / "root"), str(tmp_path / "d" / "to-d"), str(tmp_path / "d" / "to-d"), False, identity)
+        bind(str(tmp_path / "root"), swapped)
 
 
 @pytest.mark.needs_userns_overlay

@@ -64,7 +64,7 @@ def option_usage(param):
 
 
 class RunCommand(HelpCommand):
-    """`toolbox run`, whose options the launch path parses (launch.py): completion offers its
+    """`toolbox run`, whose options the launch path parses (runargs.py): completion offers its
     options, container names after --name, volumes after -v, then tools and stored images for
     the image word."""
 
@@ -74,22 +74,22 @@ class RunCommand(HelpCommand):
 
 
 def _run_words(args, incomplete):
-    from toolbox.hot import launch
+    from toolbox.hot import runargs
 
     if incomplete.startswith("-"):
-        return sorted(name for name in list(launch._FLAGS) + list(launch._WITH_VALUE) if name.startswith(incomplete))
+        return sorted(name for name in list(runargs.FLAGS) + list(runargs.WITH_VALUE) if name.startswith(incomplete))
     previous = args[-1] if args else None
     if previous == "--name":
         return container_names(incomplete)
     if previous in ("-v", "--volume"):
         return volume_names(incomplete)
-    if previous in launch._WITH_VALUE:
+    if previous in runargs.WITH_VALUE:
         return []
     words = iter(args)
-    for word in words:  # is there an image word already? (options as launch.parse_args reads them)
+    for word in words:  # is there an image word already? (options as runargs.parse_args reads them)
         if word == "--" or not word.startswith("-"):
             return []
-        if word in launch._WITH_VALUE:
+        if word in runargs.WITH_VALUE:
             next(words, None)
     return tool_names(incomplete) + image_references(incomplete)
 

@@ -35,6 +35,8 @@ Standard library only: this runs on the launch path.
 
 import os
 
+from toolbox.runtime.spec import Bind
+
 # Credentials below the home directory: never visible through the current directory or an
 # argument path.
 CREDENTIALS = (".ssh", ".gnupg", ".aws", ".azure", ".docker", ".kube", ".netrc", ".pgpass", ".git-credentials",
@@ -85,8 +87,8 @@ def protection(real_path, places):
 
 
 def argument_binds(args, cwd, home, visible, relative_ok=True, places=(), notes=None):
-    """(host path, container path, read_only, identity, masks) for the paths in `args` that lie
-    outside what is already `visible` (a list of container paths mounted from the same host
+    """Binds (at the same path inside, with the identity judged) for the paths in `args` that
+    lie outside what is already `visible` (a list of container paths mounted from the same host
     paths). `places` are the protected places (protected_places); what is left out because of
     them is said in `notes`."""
     chosen = []
@@ -121,9 +123,9 @@ def argument_binds(args, cwd, home, visible, relative_ok=True, places=(), notes=
                 notes.append(f"not mounting {target}: it is or holds credentials ({real}); use -v to mount it on purpose")
             continue
         read_only, masks = protected
-        binds.append((target, target, read_only, identity, masks))
+        binds.append(Bind(target, target, read_only, identity, masks))
     if notes is not None:
-        shown = list(visible) + [bind[1] for bind in binds]
+        shown = list(visible) + [bind.inside for bind in binds]
         notes += [unseen_output_note(path, home) for path in named if not _is_below_any(path, shown) and unseen_output_note(path, home)]
     return binds
 

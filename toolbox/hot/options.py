@@ -1,23 +1,26 @@
 """The parts of `toolbox run` only some options need: -v (host paths and named volumes),
 --user looked up in the image, --env-file, --subids, --name containers, resource limits.
-launch.py loads this only when one of them is given, so the common launch stays small."""
+The launch (launch.py, runspec.py) loads this only when one of them is given, so the common
+launch stays small."""
 
 import os
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UsageError
+from toolbox.hot.runargs import container_path
+from toolbox.hot.users import User, own_user, user_name
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, ImageFileError, read_image_file
-from toolbox.hot.launch import User, UsageError, _container_path, own_user, user_name
+from toolbox.runtime.spec import Bind
 
 
 def volume_binds(layout, specs, cwd):
-    """-v values as (host path, container path, read only). Docker's reading: a source that
-    looks like a path is a host path; a bare name is a named volume, created on first use."""
+    """-v values as binds. Docker's reading: a source that looks like a path is a host path; a
+    bare name is a named volume, created on first use."""
     binds = []
     for spec in specs:
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[0] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
             raise UsageError(f"-v {spec!r}: expected SRC:DEST or SRC:DEST:ro")
-        source, inside = parts[0], _container_path(parts[1], "-v")
+        source, inside = parts[0], container_path(parts[1], "-v")
         read_only = len(parts) == 3 and parts[2] == "ro"
         if source.startswith(("/", "./", "../", "~")) or source in (".", ".."):
             host = os.path.abspath(os.path.join(cwd, os.path.expanduser(source)))
@@ -25,7 +28,7 @@ def volume_binds(layout, specs, cwd):
                 raise ToolboxError(f"-v {spec}: {host} does not exist", hint="create it first; toolbox does not create host paths")
         else:
             host = named_volume(layout, source)
-        binds.append((host, inside, read_only, None, ()))  # explicit: not judged (argpaths)
+        binds.append(Bind(host, inside, read_only))  # explicit: not judged (argpaths)
     return binds
 
 

@@ -86,7 +86,7 @@ def announce_unpinned(layout, tool):
     """Inside a project, a tool it does not pin (nor your global pins) runs the host's program,
     as outside: say so, once per project and tool, so that a pin a teammate removed, or one
     misspelt, is not a silent switch to another version."""
-    from toolbox.hot.launch import note_once
+    from toolbox.hot.runspec import note_once
     from toolbox.hot.plans import find_project_file
 
     project = find_project_file(os.getcwd())

@@ -1,10 +1,10 @@
 """`toolbox doctor`: what this host lets toolbox do, probed for real, with one fix per problem.
 
-Each check asks the kernel rather than guessing from versions: a child process makes the same
-user and mount namespaces `toolbox run` makes, writes the same id maps and assembles the same
-tmpfs-over-overlayfs root (runtime.write_id_maps, runtime.assemble_root) in a temp directory of
-the store; the store check writes a user xattr and a 0/0 character device where layer trees live.
-The sysctls and files read alongside only explain a failure and choose its fix.
+Each check asks the kernel rather than guessing from versions. The probes are the runtime's
+(toolbox.runtime.host): a child process makes the same user and mount namespaces `toolbox run`
+makes, writes the same id maps and assembles the same root in a temp directory of the store; the
+store check here writes a user xattr and a 0/0 character device where layer trees live. The
+sysctls and files read alongside only explain a failure and choose its fix.
 
 Where the checks read the host (/proc, /etc, /dev, the kernel release) is a Host value, so tests
 can show a check a host they cannot have. The cgroup check reads /proc/self through
@@ -12,52 +12,29 @@ toolbox.runtime.cgroups, the code `run` itself uses for limits, so its verdict i
 
 The shell check reads the PATH doctor inherits, which is what the shell that started it exports.
 
-Cold tier (standard library and toolbox modules, no typer): the CLI renders the checks, and the
-launch path imports this module only after a failure, for hint_for_run_failure.
+Cold tier (standard library and toolbox modules, no typer): the CLI renders the checks.
 """
 
 import errno
 import os
-import pwd
-import re
-import select
 import shutil
-import signal
 import stat
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-from toolbox.runtime import cgroups
 from toolbox.errors import ToolboxError
+from toolbox.runtime import cgroups
+from toolbox.runtime.host import (KERNEL_FIX, OVERLAY_KERNEL, STORE_FS_FIX, USERNS_FIRST, USERNS_SYSCTLS, Host, Probe, fuse_problems,
+                                  fuse_state, kernel_version, overlay_fix, probe_runtime, read_sysctls, user_name_of, userns_fix,
+                                  workspace)
+from toolbox.runtime.spec import UNSHARE
 from toolbox.runtime.subids import free_range, read_subids
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
-# Unprivileged overlayfs (the `userxattr` option) came with Linux 5.11; ordinary users may create
-# the 0/0 character devices overlayfs reads as whiteouts since Linux 5.8.
-OVERLAY_KERNEL = (5, 11)
+# Ordinary users may create the 0/0 character devices overlayfs reads as whiteouts since Linux
+# 5.8 (and use overlayfs in a user namespace since OVERLAY_KERNEL, 5.11).
 WHITEOUT_KERNEL = (5, 8)
 LOW_SPACE = 1 << 30
-PROBE_TIMEOUT = 5.0
-
-# The step names of runtime.exec_container, so a probe failure reads like a run failure.
-UNSHARE = "unshare user and mount namespaces"
-ID_MAPS = "write id maps"
-PRIVATE = "make mounts private"
-ASSEMBLE = "assemble the root filesystem"
-NAMESPACE_STEPS = (UNSHARE, ID_MAPS, PRIVATE)
-
-# (sysctl, the value that stops ordinary users, the value that lets them), in the order a fix
-# is chosen: Debian's switch, Ubuntu 24.04's AppArmor restriction, the namespace count limit.
-USERNS_SYSCTLS = (
-    ("kernel.unprivileged_userns_clone", 0, 1),
-    ("kernel.apparmor_restrict_unprivileged_userns", 1, 0),
-    ("user.max_user_namespaces", 0, 15000),
-)
-KERNEL_FIX = "install Linux 5.11 or later (your distribution's current kernel, or its backports)"
-STORE_FS_FIX = "put the store on ext4, xfs, btrfs or tmpfs: set TOOLBOX_CACHE_DIR to a directory there"
-DOCTOR_HINT = "run `toolbox doctor` to see what this host lacks"
-FUSE_REFUSED_HINT = "fuse-overlayfs's own message is above; TOOLBOX_ROOTFS=read-only runs without it"
 LIMIT_OPTIONS = (("memory", "--memory"), ("cpus", "--cpus"), ("pids", "--pids-limit"))
 
 
@@ -70,36 +47,6 @@ class Check:
 
     def to_json(self):
         return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
-
-
-@dataclass(frozen=True)
-class Host:
-    """Where the checks read the host. The defaults are this machine."""
-
-    proc: str = "/proc"
-    etc: str = "/etc"
-    dev: str = "/dev"
-    release: str | None = None  # the kernel release; os.uname()'s when None
-
-    def kernel_release(self):
-        return self.release if self.release is not None else os.uname().release
-
-
-@dataclass(frozen=True)
-class Probe:
-    """How far the runtime's own steps got in a child process: failed_step is None when all
-    of them worked."""
-
-    failed_step: str | None = None
-    errno: int | None = None
-    message: str = ""
-
-    @property
-    def namespaces_work(self):
-        return self.failed_step not in NAMESPACE_STEPS
-
-    def describe(self):
-        return f"{self.failed_step}: {self.message}"
 
 
 class ChecksFailed(ToolboxError):
@@ -153,27 +100,6 @@ def _guarded(name, check):
         return Check(name, FAIL, f"the check broke: {type(err).__name__}: {err}", "report this as a toolbox bug, with this line")
 
 
-@contextmanager
-def workspace(layout):
-    """(a locked temp directory in the store's tmp area, None), or (None, why there is none).
-    Removed afterwards; if that fails, the next toolbox run removes it (its lock is free)."""
-    try:
-        from toolbox.store.store import Store
-
-        staging = Store(layout).staging("doctor")
-        path = staging.__enter__()
-    except Exception as err:  # an unwritable store, or a path the OS refuses
-        yield None, err
-        return
-    try:
-        yield path, None
-    finally:
-        try:
-            staging.__exit__(None, None, None)
-        except Exception:
-            pass
-
-
 def failed(checks):
     return [c for c in checks if c.status == FAIL]
 
@@ -183,12 +109,6 @@ def report_json(checks):
 
 
 # -- kernel ------------------------------------------------------------------------------------
-def kernel_version(release):
-    """(major, minor) from a release such as 6.1.0-18-amd64, or None."""
-    match = re.match(r"(\d+)\.(\d+)", release)
-    return (int(match[1]), int(match[2])) if match else None
-
-
 def kernel_check(release):
     version = kernel_version(release)
     if version is None:
@@ -201,36 +121,6 @@ def kernel_check(release):
 
 
 # -- user namespaces ---------------------------------------------------------------------------
-def read_sysctls(host):
-    """The user-namespace sysctls this kernel has, as {name: int}. A missing file means the
-    kernel has no such switch (only Debian's kernels have unprivileged_userns_clone)."""
-    values = {}
-    for name, _blocking, _wanted in USERNS_SYSCTLS:
-        try:
-            with open(os.path.join(host.proc, "sys", *name.split("."))) as file:
-                values[name] = int(file.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return values
-
-
-def _sysctl_fix(name, value):
-    return f"sudo sysctl -w {name}={value} (and add `{name} = {value}` to /etc/sysctl.d/toolbox.conf to keep it)"
-
-
-def userns_fix(sysctls, err_no=None, host=None):
-    """The one fix for user namespaces that do not work, from what the host says is in the way."""
-    for name, blocking, wanted in USERNS_SYSCTLS:
-        if sysctls.get(name) == blocking:
-            return _sysctl_fix(name, wanted)
-    if err_no == errno.ENOSPC:
-        return _sysctl_fix("user.max_user_namespaces", max(15000, 2 * sysctls.get("user.max_user_namespaces", 0)))
-    if not os.path.exists(os.path.join((host or Host()).proc, "self", "ns", "user")):
-        return "this kernel is built without user namespaces (CONFIG_USER_NS): use your distribution's standard kernel"
-    return ("no sysctl here forbids them, so a seccomp filter or a security module does: inside a container, "
-            "start it with --security-opt seccomp=unconfined (or run toolbox on the host)")
-
-
 def userns_check(sysctls, probe, host=None):
     settings = ", ".join(f"{name}={value}" for name, value in sysctls.items()) or "no user-namespace sysctls"
     blocking = [name for name, value, _wanted in USERNS_SYSCTLS if sysctls.get(name) == value]
@@ -241,98 +131,7 @@ def userns_check(sysctls, probe, host=None):
     return Check("user namespaces", FAIL, f"{probe.describe()} ({settings})", userns_fix(sysctls, probe.errno, host))
 
 
-# -- the runtime probe -------------------------------------------------------------------------
-def probe_runtime(workdir=None, timeout=PROBE_TIMEOUT, mode="overlay"):
-    """Run the runtime's first steps in a child process: unshare, id maps, private mounts and,
-    when `workdir` (an absent directory in the store's tmp area) is given, the root in `mode`
-    (one of rootfs.MODES), written to. The child's namespaces and mounts die with it (and a
-    fuse-overlayfs it started, with its parent-death signal)."""
-    try:
-        # Loaded before the fork, so a broken cffi module is a line here, not a crash in the child.
-        from toolbox.runtime import rootfs, container as runtime, syscalls
-
-        if workdir is not None:
-            os.makedirs(os.path.join(workdir, "lower"))
-            os.mkdir(os.path.join(workdir, "scratch"))
-            with open(os.path.join(workdir, "lower", "probe"), "w"):
-                pass
-    except Exception as err:
-        return Probe(UNSHARE if workdir is None else ASSEMBLE, getattr(err, "errno", None), f"cannot prepare the probe: {err}")
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: report, then leave without running any of the parent's cleanup
-        try:
-            os.close(read_fd)
-            os.write(write_fd, _probe_in_child(runtime, rootfs, syscalls, workdir, mode).encode("utf-8", "replace")[:4000])
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    ready = []
-    try:
-        ready, _, _ = select.select([read_fd], [], [], timeout)
-        report = os.read(read_fd, 4096).decode("utf-8", "replace") if ready else None
-    finally:
-        os.close(read_fd)
-        if not ready:
-            os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    if report is None:
-        return Probe(UNSHARE, None, f"the probe did not answer within {timeout:g} s")
-    if report == "ok":
-        return Probe()
-    step, _, rest = report.partition("\t")
-    number, _, message = rest.partition("\t")
-    if not step:
-        return Probe(UNSHARE, None, "the probe process died without a report")
-    return Probe(step, int(number) if number else None, message)
-
-
-def _probe_in_child(runtime, rootfs, sc, workdir, mode):
-    """Tab-separated step, errno and message of the first failure, or "ok"."""
-    uid, gid = os.getuid(), os.getgid()  # before unshare: afterwards they read as the overflow id
-    step = UNSHARE
-    try:
-        sc.unshare(sc.CLONE_NEWUSER | sc.CLONE_NEWNS)
-        step = ID_MAPS
-        runtime.write_id_maps(uid, uid, gid, gid)
-        step = PRIVATE
-        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-        if workdir is not None:
-            step = f"{ASSEMBLE} ({mode})"
-            spec = runtime.RunSpec(layers_dir=workdir, layers=["lower"], scratch_dir=os.path.join(workdir, "scratch"), argv=[], env={}, cwd="/",
-                                   rootfs=(mode,))
-            root = rootfs.assemble(spec).path
-            if not os.path.exists(os.path.join(root, "probe")):
-                raise OSError(errno.ENOENT, f"the lower layer's file is not visible through {mode}")
-            with open(os.path.join(root, "written"), "w"):
-                pass
-    except BaseException as err:
-        return f"{step}\t{getattr(err, 'errno', None) or ''}\t{getattr(err, 'strerror', None) or err}"
-    return "ok"
-
-
 # -- overlay and fuse --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Fuse:
-    binary: str | None  # fuse-overlayfs on PATH
-    device: str
-    device_error: OSError | None  # why /dev/fuse cannot be opened read-write, or None
-
-    @property
-    def usable(self):
-        return self.binary is not None and self.device_error is None
-
-
-def fuse_state(host, environ):
-    device = os.path.join(host.dev, "fuse")
-    error = None
-    try:
-        os.close(os.open(device, os.O_RDWR | os.O_CLOEXEC))
-    except OSError as err:
-        error = err
-    return Fuse(shutil.which("fuse-overlayfs", path=environ.get("PATH", os.defpath)), device, error)
-
-
 def overlay_check(probe, fuse, workdir, no_workdir, release, fuse_probe=None):
     """Which root `run` gets: native overlayfs; else fuse-overlayfs where it works (a warning:
     file access through a helper process is slower); else a read-only root (no writable layer,
@@ -340,21 +139,14 @@ def overlay_check(probe, fuse, workdir, no_workdir, release, fuse_probe=None):
     if workdir is None:
         return Check("overlay", FAIL, f"not probed: no temp directory in the store ({_reason(no_workdir)})", "fix the store line first")
     if not probe.namespaces_work:
-        return Check("overlay", FAIL, "not probed: user namespaces do not work", "fix the user namespaces line first")
+        return Check("overlay", FAIL, "not probed: user namespaces do not work", USERNS_FIRST)
     if probe.failed_step is None:
         return Check("overlay", OK, "native overlayfs (userxattr) in a user namespace: toolbox run uses it")
     if fuse.usable and (fuse_probe is None or fuse_probe.failed_step is None):
         fallback = "toolbox run falls back to fuse-overlayfs (a writable layer, --name works; file access is slower)"
     else:
         fallback = "toolbox run falls back to a read-only root (tmpfs on /tmp, /var/tmp, /run and home; --name refused)"
-    version = kernel_version(release)
-    if version is not None and version < OVERLAY_KERNEL:
-        fix = KERNEL_FIX
-    elif probe.errno in (errno.EINVAL, errno.EOPNOTSUPP):
-        fix = STORE_FS_FIX  # the kernel has the option, so the store's filesystem refused to be a layer
-    else:
-        fix = KERNEL_FIX + " with overlayfs built in (CONFIG_OVERLAY_FS)"
-    return Check("overlay", WARN, f"native overlayfs fails ({probe.describe()}); {fallback}", fix)
+    return Check("overlay", WARN, f"native overlayfs fails ({probe.describe()}); {fallback}", overlay_fix(probe, release))
 
 
 def fuse_check(fuse, probe=None):
@@ -365,26 +157,8 @@ def fuse_check(fuse, probe=None):
     if fuse.usable:
         probed = "mounts in a user namespace" if probe is not None else "not probed"
         return Check("fuse", OK, f"{fuse.device} opens read-write; {found} ({probed})")
-    fixes = []
-    if fuse.binary is None:
-        fixes.append("sudo apt install fuse-overlayfs")
-    if isinstance(fuse.device_error, FileNotFoundError):
-        device, fix = f"{fuse.device} is missing", "sudo modprobe fuse (and install your distribution's fuse3 package)"
-    elif fuse.device_error is not None:
-        device = f"{fuse.device} does not open read-write ({_mode_and_owner(fuse.device)}: {fuse.device_error.strerror})"
-        fix = f"sudo chmod 0666 {fuse.device} (what your distribution's fuse3 package sets)"
-    else:
-        device, fix = f"{fuse.device} opens read-write", None
-    fixes += [fix] if fix else []
+    device, fixes = fuse_problems(fuse)
     return Check("fuse", WARN, f"{device}; {found} (a fallback for hosts without native overlayfs)", " && ".join(fixes))
-
-
-def _mode_and_owner(path):
-    try:
-        st = os.stat(path)
-        return f"{stat.filemode(st.st_mode)} {_user_name(st.st_uid)}"
-    except OSError as err:
-        return err.strerror
 
 
 # -- subordinate ids ---------------------------------------------------------------------------
@@ -406,7 +180,7 @@ def _id_helper(name, environ):
 
 def subids_check(host, environ):
     uid = os.getuid()
-    user = _user_name(uid)
+    user = user_name_of(uid)
     found, missing, fixes, listed = [], [], [], []
     for kind, file_name in (("uids", "subuid"), ("gids", "subgid")):
         path = os.path.join(host.etc, file_name)
@@ -436,13 +210,6 @@ def subids_check(host, environ):
     why = "only needed for full id ranges: toolbox run maps your own id"
     detail = f"{user}: {'; '.join(missing + found)} ({why})"
     return Check("subordinate ids", WARN, detail, " && ".join(fixes)) if fixes else Check("subordinate ids", OK, detail)
-
-
-def _user_name(uid):
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
 
 
 # -- cgroups -----------------------------------------------------------------------------------
@@ -589,35 +356,3 @@ def shell_check(layout, environ, launcher=None):
         return Check("shell", WARN, f"{shims} is on PATH after {before} ({what}): programs there run instead of the pinned "
                                     "tools of the same name, from scripts and commands this shell starts", fix)
     return Check("shell", OK, f"{shims} is first on PATH ({what})")
-
-
-# -- hints for `toolbox run` -------------------------------------------------------------------
-def hint_for_run_failure(step, err_no, layout=None, host=None):
-    """The one fix for a failed runtime step (RuntimeStepError's step and errno). A failure
-    path, so it may probe: for the overlay mount it runs the overlay check."""
-    host = host or Host()
-    try:
-        if step.startswith(NAMESPACE_STEPS):
-            return userns_fix(read_sysctls(host), err_no, host)
-        if step == f"{ASSEMBLE} (fuse-overlayfs)":
-            return fuse_check(fuse_state(host, os.environ)).fix or FUSE_REFUSED_HINT
-        if step == f"{ASSEMBLE} (read-only)":
-            return DOCTOR_HINT
-        if step.startswith(ASSEMBLE):
-            version = kernel_version(host.kernel_release())
-            if version is not None and version < OVERLAY_KERNEL:
-                return KERNEL_FIX
-            from toolbox.layout import Layout
-
-            with workspace(layout or Layout.from_env()) as (workdir, _no_workdir):
-                if workdir is None:
-                    return DOCTOR_HINT
-                probe = probe_runtime(os.path.join(workdir, "overlay"))
-                check = overlay_check(probe, fuse_state(host, os.environ), workdir, None, host.kernel_release())
-            if check.status != OK:
-                return check.fix
-            return ("overlayfs works here in a probe, so this image's layers are the cause: too many for one mount, "
-                    "or a damaged layer tree (`toolbox rmi IMAGE`, then pull it again)")
-    except Exception:
-        pass  # the hint is a courtesy on a failure path: the general one will do
-    return DOCTOR_HINT

@@ -21,7 +21,7 @@ int capset(void *header, const void *data);
 """
 
 
-def builder():
+def builder() -> cffi.FFI:
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
     ffi.set_source("toolbox.runtime._sys", None)  # None: ABI mode, a pure-Python module

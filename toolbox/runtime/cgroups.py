@@ -17,12 +17,12 @@ ENABLE_HINT = (
 
 
 class LimitError(Exception):
-    def __init__(self, message, hint=ENABLE_HINT):
+    def __init__(self, message: str, hint: str | None = ENABLE_HINT) -> None:
         super().__init__(message)
         self.hint = hint
 
 
-def parse_memory(text):
+def parse_memory(text: str) -> int:
     units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
     value = text.strip().lower()
     factor = 1
@@ -35,7 +35,7 @@ def parse_memory(text):
     return int(value) * factor
 
 
-def parse_cpus(text):
+def parse_cpus(text: str) -> str:
     try:
         cpus = float(text)
     except ValueError:
@@ -46,13 +46,13 @@ def parse_cpus(text):
     return f"{int(cpus * period)} {period}"
 
 
-def parse_pids(text):
+def parse_pids(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise LimitError(f"invalid --pids-limit {text!r}: use a positive whole number", hint=None)
     return int(text)
 
 
-def own_cgroup_v2():
+def own_cgroup_v2() -> tuple[tuple[str, str] | None, str | None]:
     """(mount point of the cgroup2 hierarchy, our cgroup path in it) or a reason why there is none."""
     mount = None
     with open("/proc/self/mountinfo") as file:
@@ -71,7 +71,7 @@ def own_cgroup_v2():
     return None, "this process is in no cgroup v2 group"
 
 
-def delegation_problem(wanted):
+def delegation_problem(wanted: list[str] | dict[str, object]) -> str | None:
     """Why the `wanted` controllers cannot be used here, or None when they can."""
     found, reason = own_cgroup_v2()
     if found is None:
@@ -92,7 +92,7 @@ def delegation_problem(wanted):
     return None
 
 
-def enter_limited_cgroup(limits):
+def enter_limited_cgroup(limits: dict[str, int | str]) -> None:
     """Create a child of our cgroup with `limits` ({"memory": bytes, "cpus": "quota period",
     "pids": n}) and move this process into it, before the namespaces are made."""
     problem = delegation_problem(limits)

@@ -7,60 +7,32 @@ dispositions the caller gave toolbox (signals.py), which the helpers and the too
 unshare user + mount namespaces → write id maps (setgroups denied before gid_map) → make every
 mount private → assemble the root (tmpfs scratch, overlayfs of the image's layer trees) → system
 mounts (/proc, /sys, a minimal /dev) and the user's binds → pivot_root → chdir →
-no_new_privs → a seccomp filter refusing TIOCSTI/TIOCLINUX → execve. The process keeps its pid, its terminal, its stdin/stdout/stderr and
-its parent, so pipes, job control, signals and the exit status are the tool's own.
+no_new_privs → a seccomp filter refusing TIOCSTI/TIOCLINUX → execve. The process keeps its
+pid, its terminal, its stdin/stdout/stderr and its parent, so pipes, job control, signals and the
+exit status are the tool's own.
 
-It knows nothing of images or recipes: it receives a RunSpec. Every failure names the step and
-the path (RuntimeStepError); the caller turns it into exit status 125.
+It knows nothing of images or recipes: it receives a RunSpec (spec.py). Every failure names the
+step and the path (RuntimeStepError); the caller turns it into exit status 125. The mounts inside
+the root are tables walked in mounts.py.
 """
 
-import errno
 import os
-import stat as stat_module
+from _collections_abc import Callable  # collections.abc's own, loaded with os (collections.abc costs ~1.5 ms)
 
 from toolbox.runtime import rootfs
 from toolbox.runtime import syscalls as sc
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, FileTooBig, NotRegularFile, read_regular
+from toolbox.runtime.mounts import bind, mount_system, mountpoint, resolve_inside
 from toolbox.runtime.signals import restore_caller_signals
+from toolbox.runtime.spec import ASSEMBLE, ID_MAPS, PRIVATE, UNSHARE, RunSpec
 
-DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class RunSpec:
-    """What to run and how: the one contract between planning and the runtime."""
-
-    __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network", "user_name", "home", "read_only",
-                 "uid", "gid", "upper", "work", "rootfs", "flat_root", "subid_maps")
-
-    def __init__(self, layers_dir, layers, scratch_dir, argv, env, cwd, binds=(), tmpfs=(), network="host", user_name="user", home="/home/user",
-                 read_only=False, uid=None, gid=None, upper=None, work=None, rootfs=rootfs.MODES, flat_root=None, subid_maps=None):
-        self.layers_dir = layers_dir  # the directory that holds the layer trees
-        self.layers = layers  # layer tree names relative to layers_dir, topmost first
-        self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
-        self.argv = argv
-        self.env = env  # dict
-        self.cwd = cwd  # working directory inside
-        self.binds = binds  # (host path, container path, read_only)
-        self.tmpfs = tmpfs  # container paths that get a fresh tmpfs
-        self.network = network  # "host": the host's network; "none": a namespace with only lo
-        self.user_name = user_name
-        self.home = home
-        self.read_only = read_only
-        # The ids the tool has inside, mapped to the invoking user's (default: the same ids).
-        self.uid = os.getuid() if uid is None else uid
-        self.gid = os.getgid() if gid is None else gid
-        # A kept writable layer (--name): overlayfs upper and work directories; None for a
-        # scratch layer in a tmpfs that vanishes with the run.
-        self.upper = upper
-        self.work = work
-        self.rootfs = rootfs  # the modes to try, in order (rootfs.parse_modes)
-        self.flat_root = flat_root  # where read-only mode keeps flattened images
-        self.subid_maps = subid_maps  # subids.plan_maps(): full id ranges through newuidmap, or None
-
-
 class RuntimeStepError(Exception):
-    def __init__(self, step, err):
+    """A step failed: `step` names it (and the path), `errno` is the OSError's."""
+
+    def __init__(self, step: str, err: BaseException) -> None:
         super().__init__(f"{step}: {err.strerror if isinstance(err, OSError) and err.strerror else err}")
         self.step = step
         self.errno = getattr(err, "errno", None)
@@ -74,7 +46,7 @@ class CommandNotExecutable(Exception):
     pass
 
 
-def exec_container(spec):
+def exec_container(spec: RunSpec) -> None:
     """Never returns: execs the tool, or raises."""
     restore_caller_signals()  # before the first fork: newuidmap and fuse-overlayfs start with them too
     uid, gid = os.getuid(), os.getgid()
@@ -86,7 +58,7 @@ def exec_container(spec):
         mapper = IdMapper(*spec.subid_maps)  # forked now: it must stay outside the namespace
     wait_until_single_threaded()
     try:
-        _step("unshare user and mount namespaces", sc.unshare, namespaces)
+        _step(UNSHARE, sc.unshare, namespaces)
     except BaseException:
         if mapper:
             mapper.cancel()
@@ -94,24 +66,24 @@ def exec_container(spec):
     if mapper:
         _step("map id ranges with newuidmap and newgidmap", mapper.map_now)
     else:
-        _step("write id maps", write_id_maps, spec.uid, uid, spec.gid, gid)
+        _step(ID_MAPS, write_id_maps, spec.uid, uid, spec.gid, gid)
     if spec.network == "none":
         _step("bring up the loopback interface", bring_up_loopback)
-    _step("make mounts private", sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    _step(PRIVATE, sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     try:
         root = rootfs.assemble(spec)
     except rootfs.AssembleError as err:
-        raise RuntimeStepError(f"assemble the root filesystem ({err.mode})", err) from None
+        raise RuntimeStepError(f"{ASSEMBLE} ({err.mode})", err) from None
     except OSError as err:
-        raise RuntimeStepError("assemble the root filesystem", err) from None
+        raise RuntimeStepError(ASSEMBLE, err) from None
     if not root.writable:
-        _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root, _mountpoint, spec.home)
+        _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root, spec.home)
     _step("mount /proc, /sys and /dev", mount_system, root.path)
     _step("add the user to /etc/passwd", add_user, root, spec)
-    for host, inside, read_only, *identity_and_masks in spec.binds:
-        _step(f"bind {host} to {inside}", bind, root.path, host, inside, read_only, *identity_and_masks)
+    for mount in spec.binds:
+        _step(f"bind {mount.host} to {mount.inside}", bind, root.path, mount)
     for inside in spec.tmpfs:
-        _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", _mountpoint(root.path, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+        _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", mountpoint(root.path, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
     _step(f"create the working directory {spec.cwd}", make_working_directory, root, spec.cwd)
     if spec.read_only or not root.writable:
         _step("make the root read-only", sc.mount, None, root.path, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
@@ -122,7 +94,7 @@ def exec_container(spec):
     execute(spec.argv, spec.env)
 
 
-def wait_until_single_threaded(timeout=5.0):
+def wait_until_single_threaded(timeout: float = 5.0) -> None:
     """unshare(CLONE_NEWUSER) fails with EINVAL while the process has other threads
     (unshare(2)). The launch path starts none, but the cold tier may have pulled an image with
     a thread pool just before: its threads are joined, yet each may still be leaving the
@@ -138,14 +110,14 @@ def wait_until_single_threaded(timeout=5.0):
         time.sleep(0.001)
 
 
-def _step(name, function, *args):
+def _step(name: str, function: Callable[..., object], *args: object) -> object:
     try:
         return function(*args)
     except OSError as err:
         raise RuntimeStepError(name, err) from None
 
 
-def write_id_maps(inner_uid, outer_uid, inner_gid, outer_gid):
+def write_id_maps(inner_uid: int, outer_uid: int, inner_gid: int, outer_gid: int) -> None:
     """Map one id inside to our own outside: files the tool creates are ours outside, whoever
     it is inside. setgroups must be denied before an unprivileged process may write gid_map
     (user_namespaces(7))."""
@@ -154,7 +126,7 @@ def write_id_maps(inner_uid, outer_uid, inner_gid, outer_gid):
     _write_file("/proc/self/gid_map", f"{inner_gid} {outer_gid} 1".encode(), 0)
 
 
-def _write_file(path, data, flags=os.O_CREAT | os.O_TRUNC):
+def _write_file(path: str, data: bytes, flags: int = os.O_CREAT | os.O_TRUNC) -> None:
     """One write(2), without Python's buffered text layer (the launch path counts its 0.1 ms)."""
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | flags, 0o644)
     try:
@@ -163,7 +135,7 @@ def _write_file(path, data, flags=os.O_CREAT | os.O_TRUNC):
         os.close(fd)
 
 
-def bring_up_loopback():
+def bring_up_loopback() -> None:
     """A new network namespace has only `lo`, and it is down (netdevice(7): SIOCSIFFLAGS)."""
     import fcntl
     import socket
@@ -175,93 +147,7 @@ def bring_up_loopback():
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", IFF_UP | IFF_LOOPBACK | IFF_RUNNING))
 
 
-def mount_system(root):
-    # /proc: a new procfs needs a new pid namespace, which would need a resident parent; the
-    # host's /proc is bound instead, as Charliecloud does.
-    proc = _mountpoint(root, "proc", directory=True)
-    sc.mount("/proc", proc, None, sc.MS_BIND | sc.MS_REC)
-    sys_dir = _mountpoint(root, "sys", directory=True)
-    sc.mount("/sys", sys_dir, None, sc.MS_BIND | sc.MS_REC)
-    try:
-        sc.mount(None, sys_dir, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
-    except OSError:
-        pass  # locked flags on the host's /sys: it stays as the host has it
-    dev = _mountpoint(root, "dev", directory=True)
-    sc.mount("toolbox-dev", dev, "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755")
-    # Our own empty tmpfs from here: no image symlink to resolve, so mount points are made directly.
-    for name in DEVICE_NODES:
-        target = os.path.join(dev, name)
-        try:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
-            sc.mount(f"/dev/{name}", target, None, sc.MS_BIND)
-        except FileNotFoundError:
-            os.unlink(target)  # the host has no such device
-    if os.path.isdir("/dev/pts"):
-        os.mkdir(os.path.join(dev, "pts"))
-        sc.mount("/dev/pts", os.path.join(dev, "pts"), None, sc.MS_BIND | sc.MS_REC)
-        os.symlink("pts/ptmx", os.path.join(dev, "ptmx"))
-    os.mkdir(os.path.join(dev, "shm"))
-    sc.mount("toolbox-shm", os.path.join(dev, "shm"), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
-    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
-        os.symlink(target, os.path.join(dev, name))
-    for name in ("resolv.conf", "hosts"):
-        if os.path.exists(f"/etc/{name}"):
-            sc.mount(f"/etc/{name}", _mountpoint(root, f"etc/{name}", directory=False), None, sc.MS_BIND)
-
-
-def resolve_inside(root, relative, max_links=40):
-    """The path `relative` names inside `root`, resolving symlinks as they will resolve after
-    pivot_root: an absolute target restarts at `root`, `..` stops at it. The root is set up
-    before the pivot, so following the image's symlinks as the host sees them could reach host
-    files (an image whose /etc is a symlink to /home/you would get your files written)."""
-    pending = [part for part in relative.split("/") if part not in ("", ".")]
-    resolved = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if not os.path.islink(candidate):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > max_links:
-            raise OSError(40, f"too many symbolic links in {relative}")  # ELOOP
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved = []
-        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-    return os.path.join(root, *resolved)
-
-
-def _mountpoint(root, relative, directory):
-    """Create what a mount needs to sit on, inside the scratch layer. Parents are resolved
-    inside the root; a symlink in the last place is replaced (the image's /etc/resolv.conf or
-    /dev entries may be symlinks), so the mount lands where the tool will look. A last name of
-    `..` (a home directory from the image's /etc/passwd may end so) is resolved too, so that the
-    mount cannot land above the root. A file is created with O_NONBLOCK: were a FIFO there, an
-    open for writing would wait for a reader."""
-    relative = relative.strip("/")
-    if os.path.basename(relative) in ("", ".", ".."):
-        path = resolve_inside(root, relative)
-        parent = os.path.dirname(path)
-    else:
-        parent = resolve_inside(root, os.path.dirname(relative))
-        path = os.path.join(parent, os.path.basename(relative))
-    if os.path.islink(path):
-        os.unlink(path)
-    if directory:
-        os.makedirs(path, exist_ok=True)
-    elif not os.path.exists(path):
-        os.makedirs(parent, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644))
-    return path
-
-
-def add_user(root, spec):
+def add_user(root: rootfs.Root, spec: RunSpec) -> None:
     """So that `whoami`, `id` and `~` work: an entry for the user, and a writable home. On a
     read-only root the files are never written in place (in a flattened image they are hard
     links into the layer trees): a copy with the entry is bound over them. The image's files
@@ -289,10 +175,10 @@ def add_user(root, spec):
         else:
             copy = os.path.join(os.path.dirname(root.path), name)
             _write_file(copy, (content + line).encode("utf-8", "surrogateescape"))
-            sc.mount(copy, _mountpoint(root.path, f"etc/{name}", directory=False), None, sc.MS_BIND)
+            sc.mount(copy, mountpoint(root.path, f"etc/{name}", directory=False), None, sc.MS_BIND)
 
 
-def _read_accounts(path):
+def _read_accounts(path: str) -> str | None:
     """The image's /etc/passwd or /etc/group: "" when there is none, None when it is to be left
     as it is: anything but a regular file (a symlink, which would be followed on the host; a
     FIFO, which would block the open forever; a directory), one past ACCOUNTS_LIMIT (a sparse
@@ -304,7 +190,7 @@ def _read_accounts(path):
     return "" if data is None else data.decode("utf-8", "surrogateescape")
 
 
-def _has_id(content, id_):
+def _has_id(content: str, id_: int) -> bool:
     for line in content.splitlines():
         fields = line.split(":")
         if len(fields) > 2 and fields[2] == str(id_):
@@ -312,51 +198,7 @@ def _has_id(content, id_):
     return False
 
 
-def bind(root, host, inside, read_only, identity=None, masks=()):
-    """Bind `host` at `inside`. With `identity` (device, inode), only that very object: the
-    host path is opened here and mounted through the fd, and refused if it is another by now.
-    `masks` cover protected places below it (argpaths.protection): (relative path, kind)."""
-    fd = None
-    if identity is not None:
-        fd = os.open(host, os.O_PATH | os.O_CLOEXEC)
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != tuple(identity):
-            os.close(fd)
-            raise OSError(errno.EPERM, f"{host} changed since it was checked (a symlink swapped?)")
-        host = f"/proc/self/fd/{fd}"
-    try:
-        target = _mountpoint(root, inside.lstrip("/"), directory=os.path.isdir(host))
-        sc.mount(host, target, None, sc.MS_BIND | sc.MS_REC)
-        if read_only:
-            sc.mount(None, target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
-    finally:
-        if fd is not None:
-            os.close(fd)
-    for relative, kind in masks:
-        cover(os.path.join(target, relative), kind)
-
-
-def cover(path, kind):
-    """Make a protected place below a bind read-only ("read-only": bound read-only over itself)
-    or invisible ("hidden": an empty read-only tmpfs, or /dev/null for a file). The place was
-    a real path when judged; if it is a symlink now, the mount would land elsewhere: refused."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return  # gone since it was judged: nothing to cover
-    if stat_module.S_ISLNK(st.st_mode):
-        raise OSError(errno.EPERM, f"{path} became a symlink since it was checked")
-    if kind == "hidden":
-        if stat_module.S_ISDIR(st.st_mode):
-            sc.mount("toolbox-hidden", path, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=0755,size=4k")
-            return
-        sc.mount("/dev/null", path, None, sc.MS_BIND)
-    else:
-        sc.mount(path, path, None, sc.MS_BIND | sc.MS_REC)
-    sc.mount(None, path, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
-
-
-def make_working_directory(root, cwd):
+def make_working_directory(root: rootfs.Root, cwd: str) -> None:
     """As docker does, a working directory the image lacks is created (in the writable layer;
     a read-only root gets the chdir error instead). Resolved inside the root, like mounts."""
     path = resolve_inside(root.path, cwd)
@@ -364,7 +206,7 @@ def make_working_directory(root, cwd):
         os.makedirs(path, 0o755)
 
 
-def pivot_into(root):
+def pivot_into(root: str) -> None:
     """pivot_root(".", "."), then detach the old root that now sits on top (the trick runc uses:
     no directory for the old root is needed)."""
     os.chdir(root)
@@ -373,7 +215,7 @@ def pivot_into(root):
     os.chdir("/")
 
 
-def execute(argv, env):
+def execute(argv: list[str], env: dict[str, str]) -> None:
     """execvp with the container's PATH. Not os.execvpe: it imports `warnings` on the way, and
     after pivot_root the host's Python library is out of reach. As execvp(3) does, a command
     found but not executable wins over the ones not found."""

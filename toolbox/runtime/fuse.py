@@ -27,7 +27,7 @@ PROGRAM = "fuse-overlayfs"
 DEVICE = "/dev/fuse"
 
 
-def mount_overlay(lowerdirs, upper, work, target, log_path, timeout):
+def mount_overlay(lowerdirs: str, upper: str, work: str, target: str, log_path: str, timeout: float) -> None:
     """Mount fuse-overlayfs on `target` and return once the mount is there; OSError with what
     fuse-overlayfs said if it cannot. Lower directories may be relative to the cwd; all three
     are written as the option wants them (rootfs.escape)."""

@@ -46,7 +46,7 @@ class ImageFileError(ToolboxError):
 
 
 class NotRegularFile(OSError):
-    def __init__(self, path, mode):
+    def __init__(self, path: str, mode: int) -> None:
         super().__init__(errno.EINVAL, f"{kind_of(mode)}, not a regular file", path)
         self.kind = kind_of(mode)
 
@@ -55,23 +55,23 @@ class FileTooBig(OSError):
     """`size`: what fstat says, or None when the file held more than it said (it grew, or is a
     /proc file whose size says 0)."""
 
-    def __init__(self, path, size, limit):
+    def __init__(self, path: str, size: int | None, limit: int) -> None:
         self.size = size
         self.limit = limit
         super().__init__(errno.EFBIG, f"{self.describe()}, more than the {_size(limit)} toolbox reads of it", path)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"more than {_size(self.limit)}" if self.size is None else f"{self.size} bytes"
 
 
-def kind_of(mode):
+def kind_of(mode: int) -> str:
     for test, kind in _KINDS:
         if test(mode):
             return kind
     return "a regular file" if stat.S_ISREG(mode) else "of an unknown kind"
 
 
-def read_image_file(layer_roots, path, limit, image):
+def read_image_file(layer_roots: list[str], path: str, limit: int, image: str) -> bytes | None:
     """The bytes of the regular file `path` of the image made of `layer_roots` (topmost first),
     or None when the image has no such file. ImageFileError names the file and `image` when it
     is something else than a regular file, bigger than `limit`, or cannot be reached."""
@@ -93,7 +93,7 @@ def read_image_file(layer_roots, path, limit, image):
         raise ImageFileError(f"cannot read {path} in {image}: {err.strerror or err}") from None
 
 
-def locate(layer_roots, path):
+def locate(layer_roots: list[str], path: str) -> tuple[str, list[str], os.stat_result] | None:
     """Where the image's `path` lies: (layer root, names below it, lstat) of the entry the
     container will see there, symlinks followed inside the image; or None when there is none.
     The entry is never a symlink; it may be a directory (the image's root too: no names)."""
@@ -187,7 +187,7 @@ def _read_below(layer_root, names, limit):
     return data
 
 
-def read_regular(path, limit, dir_fd=None):
+def read_regular(path: str, limit: int, dir_fd: int | None = None) -> bytes | None:
     """The bytes of the regular file `path`, or None when nothing is there. Anything else raises
     NotRegularFile: a symlink in the last place is not followed, and no FIFO, device or socket is
     even opened (opening one can block or act). More than `limit` bytes raises FileTooBig,

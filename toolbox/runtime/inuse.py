@@ -12,9 +12,10 @@ import os
 
 from toolbox import locks
 from toolbox.errors import ImageNotStored
+from toolbox.layout import Layout
 
 
-def claim(layout, layers):
+def claim(layout: Layout, layers: list[str]) -> int:
     """Record `layers` (paths relative to the layers directory) as in use by this process and
     the tool it becomes. Returns the fd, to keep open across exec."""
     directory = layout.runs_dir
@@ -32,7 +33,7 @@ def claim(layout, layers):
         os.close(store_fd)
 
 
-def layers_in_use(layout):
+def layers_in_use(layout: Layout) -> set[str]:
     """Layer tree paths that running tools stand on; records of finished runs are removed. The
     caller holds the store's exclusive lock."""
     used = set()

@@ -4,7 +4,7 @@ only: this runs on the launch path."""
 import os
 
 
-def find_program(name, fallback_dirs=()):
+def find_program(name: str, fallback_dirs: tuple[str, ...] = ()) -> str | None:
     """The first executable `name` on PATH, then in `fallback_dirs`; None when there is none."""
     for directory in os.environ.get("PATH", os.defpath).split(os.pathsep) + list(fallback_dirs):
         path = os.path.join(directory or ".", name)

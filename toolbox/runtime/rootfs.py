@@ -18,12 +18,19 @@ import errno
 import os
 
 from toolbox.runtime import syscalls as sc
+from toolbox.runtime.mounts import TMPFS, Mount, mount_table, mountpoint
+from toolbox.runtime.spec import RunSpec
 
 MODES = ("overlay", "fuse-overlayfs", "read-only")
 AUTO = "auto"  # all of MODES, in that order
 # What a kernel that refuses overlayfs in a user namespace answers.
 _REFUSED = (errno.EPERM, errno.EINVAL, errno.ENODEV, errno.EACCES)
-WRITABLE_IN_READ_ONLY = ("tmp", "var/tmp", "run")
+# In read-only mode, tmpfs where tools expect to write (its own, not the image's), and on the home directory.
+WRITABLE_IN_READ_ONLY = (
+    Mount(TMPFS, "toolbox-tmp", "tmp", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777"),
+    Mount(TMPFS, "toolbox-tmp", "var/tmp", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777"),
+    Mount(TMPFS, "toolbox-tmp", "run", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755"),
+)
 LAYERS_FILE = "layers"  # in each flattened tree's directory: the layer trees it was made from
 # Beside a kept writable layer (--name): the mode that wrote it. overlayfs and fuse-overlayfs
 # record whiteouts and opaque directories differently, so a kept layer stays with its mode.
@@ -31,7 +38,7 @@ KEPT_MODE_FILE = "rootfs"
 FUSE_MOUNT_TIMEOUT = 10.0  # seconds for fuse-overlayfs to mount before it is given up
 
 
-def parse_modes(text):
+def parse_modes(text: str | None) -> tuple[str, ...]:
     """The modes to try, in order, from TOOLBOX_ROOTFS's value; ValueError names a wrong one."""
     if not text or text == AUTO:
         return MODES
@@ -47,21 +54,21 @@ class Root:
 
     __slots__ = ("path", "mode", "writable")
 
-    def __init__(self, path, mode, writable):
+    def __init__(self, path: str, mode: str, writable: bool) -> None:
         self.path = path
         self.mode = mode
         self.writable = writable
 
 
 class AssembleError(OSError):
-    """The last mode tried failed: the error names it, for the hint (doctor.hint_for_run_failure)."""
+    """The last mode tried failed: the error names it, for the hint (host.hint_for_run_failure)."""
 
-    def __init__(self, mode, err):
+    def __init__(self, mode: str, err: OSError) -> None:
         super().__init__(err.errno, err.strerror or str(err))
         self.mode = mode
 
 
-def assemble(spec):
+def assemble(spec: RunSpec) -> Root:
     """A tmpfs on the scratch directory holds the mount point of the root, the fuse-overlayfs
     log, the short names of the layers when the image has many and, without --name, the
     writable layer (gone when the namespace goes)."""
@@ -69,7 +76,7 @@ def assemble(spec):
     sc.mount("toolbox-scratch", scratch, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0755")
     for name in ("upper", "work", "root"):
         os.mkdir(os.path.join(scratch, name), 0o755)
-    modes = _kept_layer_modes(spec) or spec.rootfs
+    modes = _kept_layer_modes(spec) or spec.rootfs or MODES
     layers = _LayerDirs(spec)
     for mode in modes:
         try:
@@ -101,7 +108,7 @@ class _LayerDirs:
 
     __slots__ = ("lower", "upper", "work")
 
-    def __init__(self, spec):
+    def __init__(self, spec: RunSpec) -> None:
         self.upper = spec.upper or os.path.join(spec.scratch_dir, "upper")
         self.work = spec.work or os.path.join(spec.scratch_dir, "work")
         self.lower = ":".join(spec.layers)
@@ -116,22 +123,22 @@ class _LayerDirs:
         os.chdir(links)
         self.lower = ":".join(str(index) for index in range(len(spec.layers)))
 
-    def overlay_options(self):
+    def overlay_options(self) -> str:
         return f"userxattr,lowerdir={self.lower},upperdir={escape(self.upper)},workdir={escape(self.work)}"
 
 
-def escape(path):
+def escape(path: str) -> str:
     """A path in an overlayfs or fuse-overlayfs option: their option parsers (and fuse's) split
     on commas, their directory lists on colons; a backslash escapes either (fs/overlayfs/params.c)."""
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def _overlay(spec, layers, root):
+def _overlay(spec: RunSpec, layers: _LayerDirs, root: str) -> Root:
     sc.mount("toolbox", root, "overlay", 0, layers.overlay_options())
     return Root(root, "overlay", True)
 
 
-def _fuse_overlayfs(spec, layers, root):
+def _fuse_overlayfs(spec: RunSpec, layers: _LayerDirs, root: str) -> Root:
     from toolbox.runtime import fuse
 
     log = os.path.join(spec.scratch_dir, "fuse-overlayfs.log")
@@ -139,7 +146,7 @@ def _fuse_overlayfs(spec, layers, root):
     return Root(root, "fuse-overlayfs", True)
 
 
-def _read_only(spec, _layers, root):
+def _read_only(spec: RunSpec, _layers: _LayerDirs, root: str) -> Root:
     if spec.upper:
         raise OSError(errno.EOPNOTSUPP, "--name needs a writable layer, and neither overlayfs nor fuse-overlayfs can be mounted here")
     sc.mount(flattened_tree(spec), root, None, sc.MS_BIND | sc.MS_REC)
@@ -149,7 +156,7 @@ def _read_only(spec, _layers, root):
 _ASSEMBLERS = {"overlay": _overlay, "fuse-overlayfs": _fuse_overlayfs, "read-only": _read_only}
 
 
-def _kept_layer_modes(spec):
+def _kept_layer_modes(spec: RunSpec) -> tuple[str] | None:
     if not spec.upper:
         return None
     try:
@@ -162,7 +169,7 @@ def _kept_layer_modes(spec):
     return (mode,)
 
 
-def _record_kept_layer_mode(spec, mode):
+def _record_kept_layer_mode(spec: RunSpec, mode: str) -> None:
     if spec.upper:
         path = os.path.join(os.path.dirname(spec.upper), KEPT_MODE_FILE)
         if not os.path.exists(path):
@@ -170,7 +177,7 @@ def _record_kept_layer_mode(spec, mode):
                 file.write(mode + "\n")
 
 
-def flattened_tree(spec):
+def flattened_tree(spec: RunSpec) -> str:
     """The image as one directory, made once per list of layers (merge_layers hard-links the
     layers' files, so it costs directories, not data) and kept in the store's flat/ directory
     (`toolbox prune` removes those whose layers are gone)."""
@@ -206,7 +213,7 @@ def flattened_tree(spec):
     return path
 
 
-def _remove_quietly(path):
+def _remove_quietly(path: str) -> None:
     """Remove a staging tree without recursion (it may be as deep as a layer), never letting a
     failure to clean up hide the error being reported."""
     from toolbox import fsutil
@@ -218,9 +225,7 @@ def _remove_quietly(path):
         pass
 
 
-def mount_scratch_space(root, mountpoint, home):
-    """In read-only mode: tmpfs where tools expect to write (its own, not the image's)."""
-    for inside in WRITABLE_IN_READ_ONLY:
-        mode = "0755" if inside == "run" else "1777"
-        sc.mount("toolbox-tmp", mountpoint(root.path, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, f"mode={mode}")
+def mount_scratch_space(root: Root, home: str) -> None:
+    """In read-only mode: WRITABLE_IN_READ_ONLY, then an empty home directory."""
+    mount_table(root.path, WRITABLE_IN_READ_ONLY)
     sc.mount("toolbox-home", mountpoint(root.path, home, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0700")

@@ -51,7 +51,7 @@ def _bit(signum):
     return 1 << (signum - 1)  # /proc/PID/status: signal N is bit N-1 of SigIgn, SigBlk
 
 
-def parent_state(pid=None):
+def parent_state(pid: int | None = None) -> tuple[str, int, int] | None:
     """(executable name, ignored mask, blocked mask) of the parent process, or None when it
     cannot be read (gone, another user's, in another pid namespace)."""
     pid = os.getppid() if pid is None else pid
@@ -75,7 +75,7 @@ def parent_state(pid=None):
     return name, masks.get(b"SigIgn", 0), masks.get(b"SigBlk", 0)
 
 
-def passes_on(name, ignored, blocked):
+def passes_on(name: str, ignored: int, blocked: int) -> bool:
     """Whether a parent in this state starts programs with its own SIGPIPE and SIGXFSZ. A parent
     inside system(3) ignores SIGINT and SIGQUIT and blocks SIGCHLD while it waits (POSIX asks
     it; glibc's, musl's and perl's do), and the shell it started got its other dispositions:
@@ -85,7 +85,7 @@ def passes_on(name, ignored, blocked):
     return name in PASSES_ON or bool(in_system)
 
 
-def caller_ignores(state):
+def caller_ignores(state: tuple[str, int, int] | None) -> frozenset[int]:
     """The signals of LOST the caller gave this process ignored, judged from the parent's
     state (parent_state())."""
     if state is None or not passes_on(*state):
@@ -93,7 +93,7 @@ def caller_ignores(state):
     return frozenset(signum for signum in LOST if state[1] & _bit(signum))
 
 
-def restore_caller_signals():
+def restore_caller_signals() -> None:
     """Give this process back the dispositions its caller gave it, as far as they can be known
     (see the module's doc), so that what it execs or forks starts with them. From here on, a
     SIGINT the caller left at its default ends this process, as it will end the tool."""
@@ -104,7 +104,7 @@ def restore_caller_signals():
         _signal.signal(signum, _signal.SIG_IGN if signum in ignored else _signal.SIG_DFL)
 
 
-def die_of_interrupt():
+def die_of_interrupt() -> int:
     """End this process as Ctrl-C ends a program that does not catch it: killed by SIGINT, not
     exiting 130. A shell tells the two apart: bash, interrupted while it waits for a program,
     stops its script only when the program died of SIGINT; one that exits takes the interrupt

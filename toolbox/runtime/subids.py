@@ -11,15 +11,16 @@ Standard library only: this runs on the launch path when --subids is given.
 
 import os
 
-from toolbox.runtime import programs
 from toolbox.errors import ToolboxError
+from toolbox.runtime import programs
+from toolbox.runtime.spec import IdRanges
 
 SUBID_FILES = ("/etc/subuid", "/etc/subgid")
 RANGE_SIZE = 65536  # what useradd gives a new user (SUB_UID_COUNT in login.defs)
 RANGE_FLOOR = 100000  # where useradd starts handing ranges out (SUB_UID_MIN)
 
 
-def read_subids(path):
+def read_subids(path: str) -> list[tuple[str, int, int]]:
     """(owner, start, count) per entry of /etc/subuid or /etc/subgid; owner is a name or a uid."""
     entries = []
     with open(path) as file:
@@ -30,7 +31,7 @@ def read_subids(path):
     return entries
 
 
-def subordinate_range(path, user_name, user_id):
+def subordinate_range(path: str, user_name: str, user_id: int) -> tuple[int, int] | None:
     """(first id, count) of the first entry for the user, or None."""
     try:
         entries = read_subids(path)
@@ -42,7 +43,7 @@ def subordinate_range(path, user_name, user_id):
     return None
 
 
-def free_range(entry_lists, size=RANGE_SIZE, floor=RANGE_FLOOR):
+def free_range(entry_lists: list[list[tuple[str, int, int]]], size: int = RANGE_SIZE, floor: int = RANGE_FLOOR) -> int:
     """The first id of the lowest `size` ids from `floor` up that no entry of any list holds
     (read_subids of /etc/subuid and /etc/subgid): a range usermod can hand out to you without
     overlapping another user's."""
@@ -56,7 +57,7 @@ def free_range(entry_lists, size=RANGE_SIZE, floor=RANGE_FLOOR):
     return start
 
 
-def setup_hint(user_name, need_uids, need_gids, need_helpers, files=SUBID_FILES):
+def setup_hint(user_name: str, need_uids: bool, need_gids: bool, need_helpers: bool, files: tuple[str, str] = SUBID_FILES) -> str:
     """The commands that give `user_name` what is missing: a range free in both files as they
     are now (another user's range is never proposed), and the helpers' package."""
     entries = []
@@ -73,7 +74,7 @@ def setup_hint(user_name, need_uids, need_gids, need_helpers, files=SUBID_FILES)
     return "give yourself subordinate ids and the helpers that map them: " + "; ".join(commands)
 
 
-def id_map(inside, outside, sub_first, sub_count):
+def id_map(inside: int, outside: int, sub_first: int, sub_count: int) -> list[tuple[int, int, int]]:
     """newuidmap's triples (inside, outside, count): `inside` is the user; ids 0.. around it
     come from the subordinate range, as many as it holds."""
     triples = [(inside, outside, 1)]
@@ -86,12 +87,12 @@ def id_map(inside, outside, sub_first, sub_count):
     return triples
 
 
-def find_program(name):
+def find_program(name: str) -> str | None:
     # newuidmap lives in /usr/bin, but an ordinary user's PATH may be a narrow one.
     return programs.find_program(name, ("/usr/bin", "/bin", "/usr/sbin"))
 
 
-def plan_maps(user_name, inner_uid, inner_gid, files=SUBID_FILES):
+def plan_maps(user_name: str, inner_uid: int, inner_gid: int, files: tuple[str, str] = SUBID_FILES) -> IdRanges:
     """(newuidmap argv tail, newgidmap argv tail, programs) or a ToolboxError saying what is
     missing and how to set it up."""
     uid_range = subordinate_range(files[0], user_name, os.getuid())
@@ -112,7 +113,7 @@ class IdMapper:
 
     __slots__ = ("pid", "go_fd")
 
-    def __init__(self, programs, uid_map, gid_map):
+    def __init__(self, programs: tuple[str, str], uid_map: list[tuple[int, int, int]], gid_map: list[tuple[int, int, int]]) -> None:
         read_fd, self.go_fd = os.pipe()
         parent = os.getpid()
         self.pid = os.fork()
@@ -129,7 +130,7 @@ class IdMapper:
                 os._exit(status)
         os.close(read_fd)
 
-    def map_now(self):
+    def map_now(self) -> None:
         """Called after unshare: have the child write our maps, and wait for it."""
         os.write(self.go_fd, b"g")
         os.close(self.go_fd)
@@ -137,7 +138,7 @@ class IdMapper:
         if os.waitstatus_to_exitcode(status) != 0:
             raise OSError(1, "newuidmap/newgidmap refused the id ranges (their message is above)")
 
-    def cancel(self):
+    def cancel(self) -> None:
         os.close(self.go_fd)  # the child reads EOF and exits
         os.waitpid(self.pid, 0)
 

@@ -32,7 +32,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 
-def _check(result, what):
+def _check(result: int, what: str) -> int:
     if result == -1:
         err = ffi.errno
         raise OSError(err, f"{what}: {os.strerror(err)}")
@@ -44,11 +44,11 @@ def _c(text):
     return ffi.NULL if text is None else ffi.new("char[]", os.fsencode(text))
 
 
-def unshare(flags):
+def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
-def mount(source, target, fstype, flags=0, data=None):
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
     what = f"mount {fstype or ''} {source or ''} on {target}".replace("  ", " ")
     if data is not None and len(os.fsencode(data)) >= PAGE_SIZE:
         # mount(2) copies one page of options and silently cuts the rest (fs/namespace.c): the
@@ -57,27 +57,27 @@ def mount(source, target, fstype, flags=0, data=None):
     _check(_libc.mount(_c(source), _c(target), _c(fstype), flags, _c(data)), what)
 
 
-def umount2(target, flags=0):
+def umount2(target: str, flags: int = 0) -> None:
     _check(_libc.umount2(_c(target), flags), f"umount {target}")
 
 
-def pivot_root(new_root, put_old):
+def pivot_root(new_root: str, put_old: str) -> None:
     number = _SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is None:
         raise OSError(38, f"pivot_root: unsupported architecture {os.uname().machine}")
     _check(_libc.syscall(ffi.cast("long", number), _c(new_root), _c(put_old)), f"pivot_root {new_root}")
 
 
-def set_no_new_privs():
+def set_no_new_privs() -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 
-def set_parent_death_signal(signum):
+def set_parent_death_signal(signum: int) -> None:
     _check(_libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
-def keep_capabilities_across_exec():
+def keep_capabilities_across_exec() -> None:
     """Raise every permitted capability into the inheritable and ambient sets, so that a program
     this process execs keeps them although its uid in the namespace is not 0 (capabilities(7):
     a non-root execve keeps only the ambient set)."""
@@ -109,7 +109,7 @@ _ARCH_OFFSET, _NR_OFFSET = 4, 0
 _ARG1_OFFSET = 24 if sys.byteorder == "little" else 28  # seccomp_data.args[1], its low 32 bits
 
 
-def _terminal_filter():
+def _terminal_filter() -> list[tuple[int, int, int, int]]:
     """The BPF program as (code, jt, jf, k) tuples: for each known arch, ioctl with request
     TIOCSTI or TIOCLINUX fails with EPERM; everything else is allowed."""
     deny, check_request = "deny", "request"
@@ -138,7 +138,7 @@ def _terminal_filter():
     return resolved
 
 
-def block_terminal_injection():
+def block_terminal_injection() -> None:
     """Install the filter (needs no_new_privs first). Kept by the tool across execve and by
     every process it starts."""
     order = sys.byteorder
