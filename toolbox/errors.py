@@ -1,12 +1,19 @@
-"""Error types. Library code raises these; only the CLI and the shim print them.
+"""Every error type of toolbox, and report(), the one way an error reaches the user.
 
-Every error says what went wrong and, in `hint`, what the user can do next. The exit codes follow
+Library code raises these; only the edges — the CLI (cli/app.py), `toolbox run` (hot/launch.py)
+and a shim (hot/shim.py) — call report(), which prints one `toolbox: error:` line, a `toolbox:
+hint:` line with what the user can do next, and gives the exit status. The exit codes follow
 env(1) and podman: 125 when toolbox itself fails, 126 when the command cannot be run, 127 when it
 is not found; otherwise the tool's own status.
+
+Not here: exceptions that never reach the user as such, but signal something to the code that
+catches them — locks.Busy, and the OSError kinds of runtime/imagefs.py and runtime/rootfs.py.
+Standard library only, and light: the launch path imports this.
 """
 
 import errno
 import os
+import sys
 
 EXIT_TOOLBOX_FAILED = 125
 EXIT_CANNOT_RUN = 126
@@ -25,9 +32,9 @@ class ToolboxError(Exception):
         return self.message
 
 
-class UsageError(Exception):
-    """Options of `toolbox run` that do not parse or do not fit together: the launch prints the
-    message and the usage line. A message of None asks for the help text (-h, --help)."""
+class UsageError(ToolboxError):
+    """Options of `toolbox run` that do not parse or do not fit together: reported with the usage
+    line as the hint. A message of None asks for the help text (-h, --help)."""
 
 
 class InvalidReference(ToolboxError, ValueError):
@@ -70,6 +77,106 @@ class ImageNotStored(StoreError):
     """The image is not in the local store."""
 
 
+# -- what a project or the user wrote: recipes, pins, the lock, trust -----------------------------
+class ForeignFile(ConfigError):
+    """A project file that belongs to another user: refused unless its directory is allowed."""
+
+
+class RecipeError(ToolboxError):
+    """A recipe that does not validate: names the file, the key and what is allowed."""
+
+
+class UnknownTool(ToolboxError):
+    pass
+
+
+class LockError(ConfigError):
+    pass
+
+
+class LockConflict(LockError):
+    """toolbox.lock has git's merge conflict markers: `toolbox lock` resolves them."""
+
+
+class OutOfDate(ToolboxError):
+    """toolbox.toml and toolbox.lock disagree and resolving is not allowed (--frozen, CI)."""
+
+
+class NotTrusted(ToolboxError):
+    """A project's recipe would be used before the user trusted its grants."""
+
+
+# -- running: the options, the image's files, the container's start -------------------------------
+class ImageFileError(ToolboxError):
+    """A file of the image that toolbox will not read: not a regular file, too big, a symlink loop."""
+
+
+class LimitError(ToolboxError):
+    """--memory, --cpus or --pids-limit that does not parse, or that this host cannot enforce."""
+
+
+class RuntimeStepError(ToolboxError):
+    """A step of the container's start failed: `step` names it (and the path), `errno` is the
+    OSError's. The launch fills in `hint`: runtime/host.py probes the host for the one fix."""
+
+    def __init__(self, step, err):
+        detail = err.strerror if isinstance(err, OSError) and err.strerror else err
+        super().__init__(f"cannot start the container: {step}: {detail}")
+        self.step = step
+        self.errno = getattr(err, "errno", None)
+
+
+class CommandNotFound(ToolboxError):
+    exit_code = EXIT_NOT_FOUND
+
+    def __init__(self, command):
+        super().__init__(f"command not found in the image: {command}", hint="check the command name, or the image's PATH")
+
+
+class CommandNotExecutable(ToolboxError):
+    exit_code = EXIT_CANNOT_RUN
+
+    def __init__(self, what):
+        super().__init__(f"cannot execute {what}")
+
+
+# -- use cases ------------------------------------------------------------------------------------
+class Cancelled(ToolboxError):
+    """The pull was interrupted; nothing partial was kept."""
+
+
+class ChecksFailed(ToolboxError):
+    """Some check failed. Exit status 1, as linters do: the host, not toolbox, needs a change."""
+
+    exit_code = 1
+
+
+# -- reporting ------------------------------------------------------------------------------------
+BUG_HINT = "this is a bug in toolbox; please report it with the command that failed"
+
+
+def report(err, layout=None, stream=None, bug_hint=BUG_HINT):
+    """Tell the user what went wrong, as every edge of toolbox does, and return the exit status.
+    A ToolboxError says it all; an OSError is a file toolbox needed and could not use (named, with
+    the remedy: from_os_error); anything else is a bug, still one line and toolbox's status."""
+    if isinstance(err, ToolboxError):
+        error = err
+    elif isinstance(err, OSError):
+        error = from_os_error(err, layout)
+    else:
+        error = ToolboxError(f"unexpected {type(err).__name__}: {err}", hint=bug_hint)
+    say(f"error: {error.message}", error.hint, stream)
+    return error.exit_code
+
+
+def say(message, hint=None, stream=None):
+    """One line for the user on stderr (`toolbox: MESSAGE`), and the hint's line after it."""
+    stream = stream or sys.stderr
+    print(f"toolbox: {message}", file=stream)
+    if hint:
+        print(f"toolbox: hint: {hint}", file=stream)
+
+
 # -- an OSError that reached an edge ----------------------------------------------------------------
 # Stdlib only and nothing heavy: the launch path and the shims use this too.
 _LAYOUT_DIRECTORIES = (  # Layout attribute, what toolbox keeps there, the variables that place it
@@ -79,6 +186,7 @@ _LAYOUT_DIRECTORIES = (  # Layout attribute, what toolbox keeps there, the varia
 )
 _DIRECTORY_VARIABLES = ("TOOLBOX_HOME", "TOOLBOX_CONFIG_DIR", "TOOLBOX_DATA_DIR", "TOOLBOX_CACHE_DIR",
                         "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "HOME")
+
 
 
 def current_directory_is_gone():

@@ -15,10 +15,6 @@ from toolbox.errors import ConfigError, StoreError, os_error_hint
 MAX_INPUT_BYTES = 1 << 20
 
 
-class ForeignFile(ConfigError):
-    """A project file that belongs to another user: refused unless its directory is allowed."""
-
-
 class InputFile:
     """A small input file read once: its bytes, and the stamp (stamps.stamp_of) of exactly
     those bytes, taken from the descriptor they were read from."""

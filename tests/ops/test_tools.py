@@ -15,7 +15,8 @@ import pytest
 
 from toolbox.errors import ConfigError
 from toolbox.layout import Layout
-from toolbox.project.recipes import Catalog, RecipeError, builtin_dir, load_directory, parse_recipe
+from toolbox.project.recipes import Catalog, builtin_dir, load_directory, parse_recipe
+from toolbox.errors import RecipeError
 
 from tests.support import images
 from tests.support.upstream import Upstream, multiarch, tool_image

@@ -27,7 +27,8 @@ from tests.support import images
 from tests.support.images import directory, file, opaque, symlink, whiteout
 from tests.support.push import push_raw
 from toolbox.errors import LayerError, ToolboxError
-from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, FileTooBig, ImageFileError, NotRegularFile, locate, read_image_file, read_regular
+from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, FileTooBig, NotRegularFile, locate, read_image_file, read_regular
+from toolbox.errors import ImageFileError
 from toolbox.hot.options import image_lookup_in, user_inside
 from toolbox.runtime.mounts import mountpoint
 from toolbox.store.unpack import unpack_layer

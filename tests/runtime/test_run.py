@@ -282,7 +282,8 @@ def test_limits_are_enforced_with_delegation(toolbox, busybox):
 
 
 def test_limit_values_are_checked():
-    from toolbox.runtime.cgroups import LimitError, parse_cpus, parse_memory, parse_pids
+    from toolbox.runtime.cgroups import parse_cpus, parse_memory, parse_pids
+    from toolbox.errors import LimitError
 
     assert parse_memory("512m") == 512 * 1024**2 and parse_memory("2G") == 2 * 1024**3 and parse_memory("1gb") == 1024**3
     assert parse_cpus("1.5") == "150000 100000" and parse_pids("100") == 100

@@ -10,7 +10,7 @@ import typer
 from toolbox import __version__
 from toolbox.cli import common, containers, host, images, login, recipes, shims, tools, volumes
 from toolbox.cli import support as complete
-from toolbox.errors import EXIT_TOOLBOX_FAILED, ToolboxError
+from toolbox.errors import EXIT_TOOLBOX_FAILED, ToolboxError, report
 
 app = typer.Typer(
     name="toolbox",
@@ -60,13 +60,7 @@ EXIT_INTERRUPTED = 130
 # Work in progress lives in locked temp directories, removed on the way out (or by the next
 # toolbox run if this one was killed outright), so an interrupt never leaves half an image.
 INTERRUPTED_MESSAGE = "toolbox: interrupted; nothing partial was kept"
-
-
-def report_error(err, stream=None):
-    stream = stream or sys.stderr
-    print(f"toolbox: error: {err.message}", file=stream)
-    if err.hint:
-        print(f"toolbox: hint: {err.hint}", file=stream)
+BUG_HINT = "this is a bug in toolbox: run the command again with --debug (before the command) to see where, and report it"
 
 
 def main(argv=None):
@@ -75,28 +69,19 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         return _exit_code(_invoke(argv))
-    except ToolboxError as err:
-        report_error(err)
-        return err.exit_code
     except KeyboardInterrupt:
         print(INTERRUPTED_MESSAGE, file=sys.stderr)
         return EXIT_INTERRUPTED
     except SystemExit as exit_:  # shell completion, and sys.exit() in typer or below
         return _exit_code(exit_.code)
-    except OSError as err:  # a file toolbox needed and could not use
-        from toolbox.errors import from_os_error
-        from toolbox.layout import Layout
-
-        report_error(from_os_error(err, Layout.from_env()))
-        return EXIT_TOOLBOX_FAILED
-    except Exception as err:  # noqa: BLE001 — a bug: still one line, and toolbox's status
-        if logging.getLogger().isEnabledFor(logging.DEBUG):
+    except Exception as err:  # noqa: BLE001 — whatever it is, one line and an exit status (report)
+        if not isinstance(err, (ToolboxError, OSError)) and logging.getLogger().isEnabledFor(logging.DEBUG):
             import traceback
 
             traceback.print_exc()
-        report_error(ToolboxError(f"unexpected {type(err).__name__}: {err}",
-                                  hint="this is a bug in toolbox: run the command again with --debug (before the command) to see where, and report it"))
-        return EXIT_TOOLBOX_FAILED
+        from toolbox.layout import Layout
+
+        return report(err, Layout.from_env() if isinstance(err, OSError) else None, bug_hint=BUG_HINT)
 
 
 def _invoke(argv):

@@ -18,7 +18,8 @@ DOCTOR_MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 def doctor(as_json: bool = common.JSON_OPTION):
     """Check what this host lets toolbox do, with the fix for each problem (exit 1 if a check fails)."""
-    from toolbox.ops.doctor import ChecksFailed, failed, report_json, run_checks
+    from toolbox.ops.doctor import failed, report_json, run_checks
+    from toolbox.errors import ChecksFailed
     from toolbox.layout import Layout
 
     checks = run_checks(Layout.from_env())

@@ -11,12 +11,12 @@ Exit status: the tool's own; 125 when toolbox fails; 126 when the command cannot
 import os
 import sys
 
-from toolbox.errors import EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError, UsageError, from_os_error
+from toolbox.errors import EXIT_TOOLBOX_FAILED, RuntimeStepError, UsageError, report, say
 from toolbox.hot.plans import read_current_plan
 from toolbox.hot.runargs import HELP, USAGE, parse_args
 from toolbox.hot.runspec import make_spec
 from toolbox.layout import Layout
-from toolbox.runtime.container import CommandNotExecutable, CommandNotFound, RuntimeStepError, exec_container
+from toolbox.runtime.container import exec_container
 from toolbox.runtime.inuse import claim as claim_layers
 
 # Set by tests to check what the launch path imported, just before it execs.
@@ -79,13 +79,6 @@ def _report_modules():
             file.write("\n".join(sorted(sys.modules)))
 
 
-def _fail(message, hint=None, code=EXIT_TOOLBOX_FAILED):
-    print(f"toolbox: error: {message}", file=sys.stderr)
-    if hint:
-        print(f"toolbox: hint: {hint}", file=sys.stderr)
-    return code
-
-
 def main(argv, layout=None, settings=None):
     """`settings`: a tool's, already looked up (shims)."""
     try:
@@ -102,7 +95,7 @@ def main(argv, layout=None, settings=None):
         notes = []
         spec = make_spec(layout, plan, options, container, notes)
         for note in notes:
-            print(f"toolbox: {note}", file=sys.stderr)
+            say(note)
         claim_layers(layout, spec.layers)  # held by the tool until it exits
         if options.limits:
             from toolbox.hot.options import apply_limits
@@ -111,27 +104,20 @@ def main(argv, layout=None, settings=None):
         _report_modules()
         exec_container(spec)
     except UsageError as err:
-        if err.args[0] is None:
+        if err.message is None:
             print(HELP)
             return 0
-        return _fail(str(err), USAGE)
-    except ToolboxError as err:
-        return _fail(err.message, err.hint, err.exit_code)
+        err.hint = err.hint or USAGE
+        return report(err)
     except RuntimeStepError as err:
-        return _fail(f"cannot start the container: {err}", _runtime_hint(err))
-    except CommandNotFound as err:
-        return _fail(f"command not found in the image: {err}", "check the command name, or the image's PATH", EXIT_NOT_FOUND)
-    except CommandNotExecutable as err:
-        return _fail(f"cannot execute {err}", None, EXIT_CANNOT_RUN)
+        err.hint = _runtime_hint(err)
+        return report(err)
     except KeyboardInterrupt:
         from toolbox.runtime.signals import die_of_interrupt
 
         return die_of_interrupt()
-    except OSError as err:  # a file toolbox needed and could not use (or the current directory is gone)
-        error = from_os_error(err, layout)
-        return _fail(error.message, error.hint)
-    except Exception as err:  # noqa: BLE001 — a bug: still one line, and toolbox's status
-        return _fail(f"unexpected {type(err).__name__}: {err}", "this is a bug in toolbox; please report it with the command that failed")
+    except Exception as err:  # noqa: BLE001 — whatever it is, one line and an exit status (report)
+        return report(err, layout)
     return EXIT_TOOLBOX_FAILED  # not reached: exec_container does not return
 
 

@@ -8,7 +8,8 @@ import os
 from toolbox.errors import ToolboxError, UsageError
 from toolbox.hot.runargs import container_path
 from toolbox.hot.users import User, own_user, user_name
-from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, ImageFileError, read_image_file
+from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, read_image_file
+from toolbox.errors import ImageFileError
 from toolbox.runtime.spec import Bind
 
 
@@ -156,7 +157,4 @@ def apply_limits(requested):
     from toolbox.runtime import cgroups  # only when limits are asked for
 
     parse = {"memory": cgroups.parse_memory, "cpus": cgroups.parse_cpus, "pids": cgroups.parse_pids}
-    try:
-        cgroups.enter_limited_cgroup({key: parse[key](value) for key, value in requested.items()})
-    except cgroups.LimitError as err:
-        raise ToolboxError(str(err), hint=err.hint) from None
+    cgroups.enter_limited_cgroup({key: parse[key](value) for key, value in requested.items()})

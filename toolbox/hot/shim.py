@@ -11,6 +11,8 @@ starts the interpreter once.
 import os
 import sys
 
+from toolbox.errors import say
+
 MARKER = "# toolbox shim"
 # Falling through to another program sets this; a chain of shims calling shims (a PATH that
 # lists the shims directory twice, under two names) stops instead of looping.
@@ -20,7 +22,7 @@ MAX_DEPTH = 4
 
 def main(tool, argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    from toolbox.errors import EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, ToolboxError
+    from toolbox.errors import EXIT_NOT_FOUND, UnknownTool, report
     from toolbox.hot.launch import main as launch
     from toolbox.hot.launch import tool_settings
     from toolbox.layout import Layout
@@ -28,25 +30,20 @@ def main(tool, argv=None):
     layout = Layout.from_env()
     try:
         settings = tool_settings(layout, tool, frozen=False)
-    except ToolboxError as err:
-        if type(err).__name__ != "UnknownTool":  # a broken toolbox.toml, an unreachable registry...
-            _say(f"error: {err.message}", err.hint)
-            return err.exit_code
+    except UnknownTool:
         settings = None  # no recipe (any more) for this name: not toolbox's to run
     except KeyboardInterrupt:
         from toolbox.runtime.signals import die_of_interrupt
 
         return die_of_interrupt()
-    except Exception as err:  # a file it could not write, a bug: still one line, and toolbox's status
-        _say_unexpected(err, layout)
-        return EXIT_TOOLBOX_FAILED
+    except Exception as err:  # a broken toolbox.toml, an unreachable registry, a bug: one line (report)
+        return report(err, layout)
     if settings is None or not settings["pinned"]:
         return fall_through(tool, argv, layout.shims_dir, lambda: announce_unpinned(layout, tool)) or EXIT_NOT_FOUND
     try:
         return launch(["--", tool] + list(argv), layout, settings)
     except Exception as err:  # a bug: still one line, and toolbox's status
-        _say_unexpected(err, layout)
-        return EXIT_TOOLBOX_FAILED
+        return report(err, layout)
 
 
 def fall_through(tool, argv, shims_dir, before_exec=None):
@@ -55,7 +52,7 @@ def fall_through(tool, argv, shims_dir, before_exec=None):
     text = os.environ.get(DEPTH_ENV) or "0"
     depth = int(text) if text.isdigit() else MAX_DEPTH
     if depth >= MAX_DEPTH:
-        _say(f"error: {tool}: shims kept calling shims ({DEPTH_ENV}={depth}); is the shims directory on PATH twice?")
+        say(f"error: {tool}: shims kept calling shims ({DEPTH_ENV}={depth}); is the shims directory on PATH twice?")
         return None
     own = os.path.realpath(shims_dir)
     for directory in os.environ.get("PATH", "").split(os.pathsep):
@@ -75,9 +72,9 @@ def fall_through(tool, argv, shims_dir, before_exec=None):
                 # otherwise find this shim, first on PATH, instead of itself.
                 os.execve(candidate, [candidate] + list(argv), env)
             except OSError as err:
-                _say(f"error: cannot run {candidate}: {err.strerror}")
+                say(f"error: cannot run {candidate}: {err.strerror}")
                 return 126
-    _say(f"error: {tool} is not pinned here and not installed",
+    say(f"error: {tool} is not pinned here and not installed",
          f"pin it for this directory's project: toolbox add {tool}; or everywhere: toolbox add --global {tool}")
     return None
 
@@ -96,7 +93,7 @@ def announce_unpinned(layout, tool):
     note_once(layout, f"{project}\0{tool}", notes,
               f"{tool} is not pinned by {project} (nor globally): the next {tool} on PATH runs; to pin it: toolbox add {tool}")
     for note in notes:
-        _say(note)
+        say(note)
 
 
 def is_shim(path):
@@ -105,19 +102,3 @@ def is_shim(path):
             return MARKER.encode() in file.read(200)
     except OSError:
         return False
-
-
-def _say_unexpected(err, layout):
-    from toolbox.errors import from_os_error
-
-    if isinstance(err, OSError):  # a file it could not use, or the current directory is gone
-        error = from_os_error(err, layout)
-        _say(f"error: {error.message}", error.hint)
-    else:
-        _say(f"error: unexpected {type(err).__name__}: {err}", "this is a bug in toolbox; please report it with the command that failed")
-
-
-def _say(message, hint=None):
-    print(f"toolbox: {message}", file=sys.stderr)
-    if hint:
-        print(f"toolbox: hint: {hint}", file=sys.stderr)

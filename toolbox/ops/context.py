@@ -21,7 +21,8 @@ from toolbox.errors import ToolboxError
 from toolbox.ops.locking import locked_entry
 from toolbox.project.lockfile import LockEntry, read_lock
 from toolbox.project.project import LOCK_FILE, check_owner, current_pins, global_pins
-from toolbox.project.recipes import Catalog, UnknownTool
+from toolbox.project.recipes import Catalog
+from toolbox.errors import UnknownTool
 
 TOOL_SPEC = re.compile(r"([a-z0-9][a-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._+-]*))?\Z")
 

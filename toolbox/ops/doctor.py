@@ -21,7 +21,6 @@ import shutil
 import stat
 from dataclasses import dataclass
 
-from toolbox.errors import ToolboxError
 from toolbox.runtime import cgroups
 from toolbox.runtime.host import (KERNEL_FIX, OVERLAY_KERNEL, STORE_FS_FIX, USERNS_FIRST, USERNS_SYSCTLS, Host, Probe, fuse_problems,
                                   fuse_state, kernel_version, overlay_fix, probe_runtime, read_sysctls, user_name_of, userns_fix,
@@ -47,12 +46,6 @@ class Check:
 
     def to_json(self):
         return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
-
-
-class ChecksFailed(ToolboxError):
-    """Some check failed. Exit status 1, as linters do: the host, not toolbox, needs a change."""
-
-    exit_code = 1
 
 
 def run_checks(layout, environ=None, host=None):

@@ -10,7 +10,8 @@ still matches its pin and resolves only the rest (merge_sides).
 from dataclasses import dataclass
 
 from toolbox.errors import NotFound, ToolboxError
-from toolbox.project.lockfile import LockEntry, LockError, OutOfDate, disagreements, lock_changes, write_lock
+from toolbox.project.lockfile import LockEntry, disagreements, lock_changes, write_lock
+from toolbox.errors import LockError, OutOfDate
 
 
 @dataclass(frozen=True)

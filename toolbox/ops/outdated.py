@@ -31,8 +31,8 @@ class OutdatedTool:
 
 def outdated(context, tools=None):
     """[OutdatedTool] for the pins that apply here (project and global), or those of `tools`."""
-    from toolbox.project.lockfile import LockError
-    from toolbox.project.trust import NotTrusted
+    from toolbox.errors import LockError
+    from toolbox.errors import NotTrusted
 
     pins = context.effective_pins()
     unknown = sorted(set(tools or ()) - set(pins))

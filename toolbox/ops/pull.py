@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from toolbox.oci.compression import open_decompressed
-from toolbox.errors import IntegrityError, LayerError, StoreError, ToolboxError, UnsupportedImage
+from toolbox.errors import Cancelled, IntegrityError, LayerError, StoreError, ToolboxError, UnsupportedImage
 from toolbox.fsutil import is_disk_full
 from toolbox.oci.manifest import MAX_CONFIG_SIZE, Index, check_config_matches, parse_config, parse_manifest
 from toolbox.oci.platform import host_platform
@@ -23,10 +23,6 @@ READ_SIZE = 256 * 1024
 # What may follow a layer's end-of-archive blocks: far more than the record padding tar adds
 # (10 KiB by default), far less than a decompression bomb.
 MAX_TRAILING_BYTES = 1024 * 1024
-
-
-class Cancelled(ToolboxError):
-    """The pull was interrupted; nothing partial was kept."""
 
 
 @dataclass(frozen=True)

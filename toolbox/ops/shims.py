@@ -46,7 +46,7 @@ def install_shims(tools=(), pinned=False):
 def _projects_defining(context, name):
     """() when `name` is a recipe or alias here; else the projects whose trusted recipes
     define it (its shim runs it there; elsewhere the next program on PATH); else UnknownTool."""
-    from toolbox.project.recipes import UnknownTool
+    from toolbox.errors import UnknownTool
     from toolbox.project.trust import TrustStore
 
     try:

@@ -21,24 +21,12 @@ it is parsed (LockConflict), except by `toolbox lock`, which reads both sides as
 import re
 from dataclasses import dataclass, field
 
-from toolbox.errors import ConfigError, ToolboxError
+from toolbox.errors import LockConflict, LockError, ToolboxError
 
 LOCK_VERSION = 1
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
 HEADER = "# Written by `toolbox lock` from toolbox.toml: commit it, do not edit it.\n"
 ENTRY_KEYS = ("recipe", "source", "version", "image", "tag", "digest", "platforms")
-
-
-class LockError(ConfigError):
-    pass
-
-
-class OutOfDate(ToolboxError):
-    """toolbox.toml and toolbox.lock disagree and resolving is not allowed (--frozen, CI)."""
-
-
-class LockConflict(LockError):
-    """toolbox.lock has git's merge conflict markers: `toolbox lock` resolves them."""
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,10 @@ import re
 from dataclasses import dataclass, field
 
 from toolbox.errors import ConfigError
-from toolbox.fsutil import ForeignFile, read_input
-from toolbox.project.recipes import NAME_PATTERN, VERSION_PATTERN, BrokenRecipe, RecipeError, parse_recipe, parse_toml_bytes
+from toolbox.fsutil import read_input
+from toolbox.errors import ForeignFile
+from toolbox.project.recipes import NAME_PATTERN, VERSION_PATTERN, BrokenRecipe, parse_recipe, parse_toml_bytes
+from toolbox.errors import RecipeError
 from toolbox.hot.plans import SAFE_ENV, find_project_file
 
 LOCK_FILE = "toolbox.lock"

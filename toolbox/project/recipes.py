@@ -41,7 +41,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import RecipeError, ToolboxError, UnknownTool
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
@@ -53,14 +53,6 @@ SOURCES = ("project", "user", "builtin")  # precedence, highest first
 KEYS = {"description", "image", "tag", "default_version", "command", "default_command", "env", "pass_env", "mounts", "network", "tty", "aliases"}
 ALIAS_KEYS = {"version", "command"}
 MOUNT_KEYS = {"source", "target", "read_only"}
-
-
-class RecipeError(ToolboxError):
-    """A recipe that does not validate: names the file, the key and what is allowed."""
-
-
-class UnknownTool(ToolboxError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,11 @@ import hashlib
 import json
 import os
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import NotTrusted, ToolboxError
 from toolbox.project.recipes import NOT_GRANTED_NETWORKS, describe_grant, sorted_grants
 from toolbox.hot.plans import TRUST_ENV
 
 TRUST_VERSION = 2
-
-
-class NotTrusted(ToolboxError):
-    """A project's recipe would be used before the user trusted its grants."""
 
 
 class TrustRecord:

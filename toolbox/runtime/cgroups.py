@@ -7,6 +7,7 @@ Standard library only: this runs on the launch path when a limit is asked for.
 """
 
 import os
+from toolbox.errors import LimitError
 
 CONTROLLER_OF = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
 ENABLE_HINT = (
@@ -14,12 +15,6 @@ ENABLE_HINT = (
     "(systemd.unified_cgroup_hierarchy=1) and a systemd user session; then run toolbox inside "
     "`systemd-run --user --scope -p Delegate=yes toolbox run ...`"
 )
-
-
-class LimitError(Exception):
-    def __init__(self, message: str, hint: str | None = ENABLE_HINT) -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 def parse_memory(text: str) -> int:
@@ -31,7 +26,7 @@ def parse_memory(text: str) -> int:
     elif value and value[-1] in units:
         factor, value = units[value[-1]], value[:-1]
     if not value.isdigit() or int(value) * factor < 4096:
-        raise LimitError(f"invalid --memory {text!r}: use a size such as 512m or 2g (at least 4k)", hint=None)
+        raise LimitError(f"invalid --memory {text!r}: use a size such as 512m or 2g (at least 4k)")
     return int(value) * factor
 
 
@@ -41,14 +36,14 @@ def parse_cpus(text: str) -> str:
     except ValueError:
         cpus = 0.0
     if not 0.01 <= cpus <= 4096:
-        raise LimitError(f"invalid --cpus {text!r}: use a number of CPUs such as 1.5", hint=None)
+        raise LimitError(f"invalid --cpus {text!r}: use a number of CPUs such as 1.5")
     period = 100_000
     return f"{int(cpus * period)} {period}"
 
 
 def parse_pids(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
-        raise LimitError(f"invalid --pids-limit {text!r}: use a positive whole number", hint=None)
+        raise LimitError(f"invalid --pids-limit {text!r}: use a positive whole number")
     return int(text)
 
 
@@ -97,7 +92,7 @@ def enter_limited_cgroup(limits: dict[str, int | str]) -> None:
     "pids": n}) and move this process into it, before the namespaces are made."""
     problem = delegation_problem(limits)
     if problem:
-        raise LimitError(f"cannot apply {', '.join('--' + ('pids-limit' if k == 'pids' else k) for k in sorted(limits))}: {problem}")
+        raise LimitError(f"cannot apply {', '.join('--' + ('pids-limit' if k == 'pids' else k) for k in sorted(limits))}: {problem}", hint=ENABLE_HINT)
     (mount, path), _ = own_cgroup_v2()
     parent = os.path.join(mount, path.lstrip("/"))
     controllers = " ".join(f"+{CONTROLLER_OF[k]}" for k in sorted(limits))
@@ -116,4 +111,4 @@ def enter_limited_cgroup(limits: dict[str, int | str]) -> None:
         with open(os.path.join(child, "cgroup.procs"), "w") as file:
             file.write(str(os.getpid()))
     except OSError as err:
-        raise LimitError(f"cannot set up the limits in {child}: {err.strerror}") from None
+        raise LimitError(f"cannot set up the limits in {child}: {err.strerror}", hint=ENABLE_HINT) from None

@@ -25,25 +25,9 @@ from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, FileTooBig, NotRegularFile, 
 from toolbox.runtime.mounts import bind, mount_system, mountpoint, resolve_inside
 from toolbox.runtime.signals import restore_caller_signals
 from toolbox.runtime.spec import ASSEMBLE, ID_MAPS, PRIVATE, UNSHARE, RunSpec
+from toolbox.errors import CommandNotExecutable, CommandNotFound, RuntimeStepError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-
-class RuntimeStepError(Exception):
-    """A step failed: `step` names it (and the path), `errno` is the OSError's."""
-
-    def __init__(self, step: str, err: BaseException) -> None:
-        super().__init__(f"{step}: {err.strerror if isinstance(err, OSError) and err.strerror else err}")
-        self.step = step
-        self.errno = getattr(err, "errno", None)
-
-
-class CommandNotFound(Exception):
-    pass
-
-
-class CommandNotExecutable(Exception):
-    pass
 
 
 def exec_container(spec: RunSpec) -> None:

@@ -29,7 +29,7 @@ import errno
 import os
 import stat
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ImageFileError
 
 MAX_LINKS = 40  # the kernel's limit on symlinks in one path walk (path_resolution(7))
 ACCOUNTS_LIMIT = 4 * 1024 * 1024  # /etc/passwd, /etc/group: real ones are a few kB, LDAP dumps a few MB
@@ -39,10 +39,6 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 16
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-class ImageFileError(ToolboxError):
-    """A file of the image that toolbox will not read: not a regular file, too big, a symlink loop."""
 
 
 class NotRegularFile(OSError):
