@@ -17,4 +17,5 @@ TARGETS = ["tests/project/test_fuzz_config.py", "tests/oci/test_reference.py", "
 
 if __name__ == "__main__":
     env = dict(os.environ, HYPOTHESIS_PROFILE="long", PYTHONPATH=str(REPO))
-    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TARGETS, *sys.argv[1:]], cwd=REPO, env=env))
+    sys.exit(subprocess.call([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *TARGETS,
+                              *sys.argv[1:]], cwd=REPO, env=env))

@@ -68,15 +68,18 @@ def build_image():
         digest = "sha256:" + hashlib.sha256(blob).hexdigest()
         blobs[digest] = blob
         diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
-        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": len(blob)})
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["python3"]}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+        layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest,
+                       "size": len(blob)})
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["python3"]},
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
     config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
     blobs[config_digest] = config
     manifest = json.dumps(
         {
             "schemaVersion": 2,
             "mediaType": images.OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                       "size": len(config)},
             "layers": layers,
         }
     ).encode()
@@ -116,7 +119,8 @@ def toolbox_pull(reference, registry, workdir, i):
 
 def podman_pull(reference, registry, workdir, i):
     top = workdir / f"podman-{i}"
-    command = ["podman", "--root", str(top / "root"), "--runroot", str(top / "run"), "--storage-driver", "overlay", "pull", "--quiet", "--tls-verify=false", reference]
+    command = ["podman", "--root", str(top / "root"), "--runroot", str(top / "run"), "--storage-driver",
+               "overlay", "pull", "--quiet", "--tls-verify=false", reference]
     try:
         return timed(command)
     finally:
@@ -131,8 +135,10 @@ def skopeo_umoci_pull(reference, registry, workdir, i):
     target.mkdir()
     start = time.perf_counter()
     try:
-        subprocess.run(["skopeo", "--policy", str(policy), "copy", "--src-tls-verify=false", f"docker://{reference}", f"oci:{target}/layout:img"], check=True, capture_output=True)
-        subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{target}/layout:img", str(target / "bundle")], check=True, capture_output=True)
+        subprocess.run(["skopeo", "--policy", str(policy), "copy", "--src-tls-verify=false",
+                        f"docker://{reference}", f"oci:{target}/layout:img"], check=True, capture_output=True)
+        subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{target}/layout:img",
+                        str(target / "bundle")], check=True, capture_output=True)
         return time.perf_counter() - start
     finally:
         shutil.rmtree(target, ignore_errors=True)
@@ -157,13 +163,15 @@ def run_round_robin(reference, registry, workdir, runs):
             try:
                 results[name].append(pull(reference, registry, workdir, i))
             except subprocess.CalledProcessError as err:
-                print(f"{name} failed: {(err.stderr or b'').decode(errors='replace').strip()[:300]}", file=sys.stderr)
+                print(f"{name} failed: {(err.stderr or b'').decode(errors='replace').strip()[:300]}",
+                      file=sys.stderr)
                 results[name] = None
     return results
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="toolbox-bench-"))
@@ -172,7 +180,8 @@ def main():
         with RegistryServer(workdir / "registry", "plain") as registry:
             push_raw(registry, "bench/python", "1", built)
             reference = f"{registry.host}/bench/python:1"
-            print(f"image: {len(built.layers)} layers, {compressed / 1e6:.1f} MB compressed, {unpacked / 1e6:.1f} MB unpacked; {args.runs} cold pulls each")
+            print(f"image: {len(built.layers)} layers, {compressed / 1e6:.1f} MB compressed, "
+                  f"{unpacked / 1e6:.1f} MB unpacked; {args.runs} cold pulls each")
             results = run_round_robin(reference, registry, workdir, args.runs)
         ours = statistics.median(results["toolbox pull"])
         for name, times in results.items():

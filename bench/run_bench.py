@@ -42,7 +42,8 @@ def shared_libraries(binary):
 
 
 def jq_image():
-    entries = [images.directory(d) for d in ("bin", "dev", "etc", "home", "lib", "lib64", "proc", "sys", "tmp", "usr", "usr/bin")]
+    entries = [images.directory(d) for d in ("bin", "dev", "etc", "home", "lib", "lib64", "proc", "sys",
+                                             "tmp", "usr", "usr/bin")]
     entries.append(images.file("usr/bin/jq", Path("/usr/bin/jq").read_bytes(), 0o755))
     entries.append(images.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n"))
     entries.append(images.file("etc/group", "root:x:0:\n"))
@@ -53,7 +54,8 @@ def jq_image():
             parts = directory.strip("/").split("/")
             for depth in range(1, len(parts) + 1):
                 sub = "/".join(parts[:depth])
-                if sub not in seen_dirs and sub not in ("bin", "dev", "etc", "home", "lib", "lib64", "proc", "sys", "tmp", "usr", "usr/bin"):
+                if sub not in seen_dirs and sub not in ("bin", "dev", "etc", "home", "lib", "lib64", "proc",
+                                                        "sys", "tmp", "usr", "usr/bin"):
                     seen_dirs.add(sub)
                     entries.append(images.directory(sub))
         entries.append(images.file(real.lstrip("/"), Path(real).read_bytes(), 0o755))
@@ -88,7 +90,8 @@ def median_ms(command, runs, env=None, cwd=None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="toolbox-run-bench-"))
@@ -101,31 +104,36 @@ def main():
             (home / "config").mkdir(parents=True)
             (home / "config" / "config.toml").write_text(registry.toolbox_config_toml())
             env = dict(os.environ, TOOLBOX_HOME=str(home), PYTHONPATH=str(REPO))
-            toolbox = [shutil.which("toolbox")] if shutil.which("toolbox") else [sys.executable, "-m", "toolbox"]
+            toolbox = [shutil.which("toolbox")] if shutil.which("toolbox") else [sys.executable, "-m",
+                                                                                 "toolbox"]
             subprocess.run(toolbox + ["pull", "-q", reference], env=env, check=True, capture_output=True)
             rootfs = workdir / "rootfs"
             rootfs.mkdir()
-            from toolbox.oci.digest import Digest
             from toolbox.layout import Layout
+            from toolbox.oci.digest import Digest
             from toolbox.runtime.flatten import merge_layers
 
             layout = Layout.from_env(env)
             merge_layers([layout.layer_tree(Digest.parse(d)) for d in built.diff_ids], str(rootfs))
 
             results = {"native jq": median_ms(["/usr/bin/jq", "--version"], args.runs)}
-            results["toolbox run"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"], args.runs, env=env)
+            results["toolbox run"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"],
+                                               args.runs, env=env)
             shim = shim_for_pinned_jq(registry, built, home, workdir, toolbox, env)
             results["shim jq"] = median_ms([shim, "--version"], args.runs, env=env, cwd=workdir / "project")
             # The fallbacks for kernels without unprivileged overlayfs (fuse-overlayfs needs a
             # /dev/fuse the user may open).
             for mode in ("fuse-overlayfs", "read-only"):
                 try:
-                    results[f"  {mode} mode"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"], args.runs,
+                    results[f"  {mode} mode"] = median_ms(toolbox + ["run", "--no-cwd", reference,
+                                                                     "--version"], args.runs,
                                                           env=dict(env, TOOLBOX_ROOTFS=mode))
                 except subprocess.CalledProcessError as err:
-                    print(f"toolbox run in {mode} mode failed: {(err.stderr or b'').decode(errors='replace')[:300]}", file=sys.stderr)
+                    print(f"toolbox run in {mode} mode failed: "
+                          f"{(err.stderr or b'').decode(errors='replace')[:300]}", file=sys.stderr)
             peers = {
-                "bwrap": ["bwrap", "--unshare-user", "--ro-bind", str(rootfs), "/", "--dev-bind", "/dev", "/dev", "--ro-bind", "/proc", "/proc", "/usr/bin/jq", "--version"],
+                "bwrap": ["bwrap", "--unshare-user", "--ro-bind", str(rootfs), "/", "--dev-bind", "/dev",
+                          "/dev", "--ro-bind", "/proc", "/proc", "/usr/bin/jq", "--version"],
                 "ch-run": ["ch-run", str(rootfs), "--", "/usr/bin/jq", "--version"],
             }
             for name, command in peers.items():
@@ -134,19 +142,23 @@ def main():
                 try:
                     results[name] = median_ms(command, args.runs)
                 except subprocess.CalledProcessError as err:
-                    print(f"{name} failed: {(err.stderr or b'').decode(errors='replace')[:300]}", file=sys.stderr)
+                    print(f"{name} failed: {(err.stderr or b'').decode(errors='replace')[:300]}",
+                          file=sys.stderr)
             if shutil.which("podman"):
                 # runc: crun 1.8 refuses hybrid v1/v2 cgroup hosts such as this one.
                 runtime = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"] if shutil.which("runc") else []
-                podman = ["podman", "--root", str(workdir / "podman"), "--runroot", str(workdir / "podman-run"), "--storage-driver", "overlay", *runtime]
+                podman = ["podman", "--root", str(workdir / "podman"), "--runroot",
+                          str(workdir / "podman-run"), "--storage-driver", "overlay", *runtime]
                 try:
-                    subprocess.run(podman + ["pull", "-q", "--tls-verify=false", reference], check=True, capture_output=True)
+                    subprocess.run(podman + ["pull", "-q", "--tls-verify=false", reference], check=True,
+                                   capture_output=True)
                     # No cgroups: a hybrid v1/v2 host without systemd (like the CI machine) has none to offer.
                     results["podman run --rm"] = median_ms(podman + ["run", "--rm", *(["--cgroups=disabled"] if not runtime else []), "--network", "host", reference, "--version"], max(5, args.runs // 3))
                 except subprocess.CalledProcessError as err:
                     print(f"podman failed: {err.stderr.decode(errors='replace')[:300]}", file=sys.stderr)
                 finally:
-                    subprocess.run(["podman", "unshare", "rm", "-rf", str(workdir / "podman")], capture_output=True)
+                    subprocess.run(["podman", "unshare", "rm", "-rf", str(workdir / "podman")],
+                                   capture_output=True)
         ours = results["toolbox run"]
         print(f"jq --version, median of {args.runs} warm runs each")
         for name, value in results.items():

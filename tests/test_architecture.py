@@ -5,8 +5,18 @@ path's layers load nothing of the cold tier, and no module grows past what a rea
 import subprocess
 import sys
 
-from tests.support.architecture import (ALLOWED, LAUNCH_LAYERS, LAZY_EDGE, Import, all_imports, cycles, layer_of,
-                                        module_lengths, modules, violations)
+from tests.support.architecture import (
+    ALLOWED,
+    LAUNCH_LAYERS,
+    LAZY_EDGE,
+    Import,
+    all_imports,
+    cycles,
+    layer_of,
+    module_lengths,
+    modules,
+    violations,
+)
 
 MAX_MODULE_LINES = 450
 # Data and generated code: no reader is meant to take them in.
@@ -33,7 +43,8 @@ def test_the_rule_is_checked_on_lazy_imports_too():
 
 def test_no_import_cycles():
     assert cycles(all_imports()) == []
-    circle = [Import("toolbox.cli.app", "toolbox.cli.tools", 1, False), Import("toolbox.cli.tools", "toolbox.cli.app", 1, True)]
+    circle = [Import("toolbox.cli.app", "toolbox.cli.tools", 1, False),
+              Import("toolbox.cli.tools", "toolbox.cli.app", 1, True)]
     assert cycles(circle) == [["toolbox.cli.app", "toolbox.cli.tools"]]
 
 
@@ -51,7 +62,8 @@ def test_the_cli_framework_stays_in_the_cli():
         if layer_of(module) == "cli":
             continue
         text = path.read_text()
-        outside += [module for word in ("import typer", "from typer", "import click", "from click", "import rich") if word in text]
+        outside += [module for word in ("import typer", "from typer", "import click", "from click",
+                                        "import rich") if word in text]
     assert outside == []
 
 

@@ -13,7 +13,8 @@ def test_the_fuzz_run_names_tests_that_exist():
         from fuzz import TARGETS
     finally:
         sys.path.remove(str(REPO / "bench"))
-    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *TARGETS],
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p",
+                                "no:cacheprovider", *TARGETS],
                                cwd=REPO, capture_output=True, text=True, timeout=120)
     assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
     assert "no tests collected" not in collected.stdout

@@ -6,8 +6,17 @@ import importlib
 import io
 
 from toolbox import errors
-from toolbox.errors import (EXIT_CANNOT_RUN, EXIT_NOT_FOUND, EXIT_TOOLBOX_FAILED, CommandNotExecutable, CommandNotFound,
-                            ImageNotStored, RuntimeStepError, ToolboxError, report)
+from toolbox.errors import (
+    EXIT_CANNOT_RUN,
+    EXIT_NOT_FOUND,
+    EXIT_TOOLBOX_FAILED,
+    CommandNotExecutable,
+    CommandNotFound,
+    ImageNotStored,
+    RuntimeStepError,
+    ToolboxError,
+    report,
+)
 from toolbox.layout import Layout
 
 from tests.support.architecture import modules
@@ -36,12 +45,14 @@ def reported(err, **kwargs):
 
 def test_a_toolbox_error_is_its_message_and_hint_with_its_status():
     assert reported(ImageNotStored("jq:1.7 is not stored", hint="pull it: toolbox pull jq:1.7")) == (
-        EXIT_TOOLBOX_FAILED, "toolbox: error: jq:1.7 is not stored\ntoolbox: hint: pull it: toolbox pull jq:1.7\n")
+        EXIT_TOOLBOX_FAILED, "toolbox: error: jq:1.7 is not stored\ntoolbox: hint: pull it: toolbox pull "
+                             "jq:1.7\n")
     assert reported(ToolboxError("no hint")) == (EXIT_TOOLBOX_FAILED, "toolbox: error: no hint\n")
 
 
 def test_the_containers_failures_keep_env1s_statuses():
-    assert reported(CommandNotFound("jqq")) == (EXIT_NOT_FOUND, "toolbox: error: command not found in the image: jqq\n"
+    assert reported(CommandNotFound("jqq")) == (EXIT_NOT_FOUND, "toolbox: error: command not found in the "
+                                                                "image: jqq\n"
                                                 "toolbox: hint: check the command name, or the image's PATH\n")
     assert reported(CommandNotExecutable("/bin/x: Permission denied")) == (EXIT_CANNOT_RUN, "toolbox: error: cannot execute /bin/x: "
                                                                            "Permission denied\n")
@@ -52,9 +63,11 @@ def test_the_containers_failures_keep_env1s_statuses():
 
 def test_an_os_error_names_the_file_and_a_bug_says_it_is_one(tmp_path):
     layout = Layout.from_env({"TOOLBOX_HOME": str(tmp_path / "home")})
-    status, text = reported(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x")), layout=layout)
-    assert status == EXIT_TOOLBOX_FAILED and text.startswith(f"toolbox: error: ") and str(tmp_path / "x") in text
+    status, text = reported(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x")),
+                            layout=layout)
+    assert status == EXIT_TOOLBOX_FAILED and text.startswith("toolbox: error: ") and str(tmp_path / "x") in text
     status, text = reported(KeyError("settings"))
     assert status == EXIT_TOOLBOX_FAILED
     assert text == f"toolbox: error: unexpected KeyError: 'settings'\ntoolbox: hint: {errors.BUG_HINT}\n"
-    assert reported(KeyError("x"), bug_hint="run it with --debug")[1].endswith("toolbox: hint: run it with --debug\n")
+    assert reported(KeyError("x"), bug_hint="run it with --debug")[1].endswith("toolbox: hint: run it with "
+                                                                               "--debug\n")

@@ -6,8 +6,9 @@ import sys
 
 import pytest
 
-from tests.support.trees import DEPTH, make_deep_tree
 from toolbox import fsutil
+
+from tests.support.trees import DEPTH, make_deep_tree
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ def _b64url(text):
 
 def _bearer_token(token_registry, scope, auth=None):
     server = token_registry.token_server
-    answer = requests.get(server.realm, params={"service": server.service, "scope": scope}, auth=auth, timeout=10)
+    answer = requests.get(server.realm, params={"service": server.service, "scope": scope}, auth=auth,
+                          timeout=10)
     answer.raise_for_status()
     return answer.json()
 
@@ -106,7 +107,8 @@ def test_token_header_names_the_libtrust_key_id(token_registry):
 def test_token_server_refuses_a_wrong_password(token_registry):
     server = token_registry.token_server
     before = server.request_count
-    answer = requests.get(server.realm, params={"service": server.service, "scope": "repository:public/x:pull"},
+    answer = requests.get(server.realm,
+                          params={"service": server.service, "scope": "repository:public/x:pull"},
                           auth=(server.username, "wrong"), timeout=10)
     assert answer.status_code == 401
     assert server.request_count == before + 1
@@ -118,7 +120,8 @@ def test_anonymous_tokens_pull_public_only(token_registry, token_pushed_images):
         image = token_pushed_images[visibility]["busybox"]
         token = _bearer_token(token_registry, f"repository:{image.repository}:pull")["token"]
         answer = requests.get(f"{token_registry.url}/v2/{image.repository}/manifests/{image.tag}",
-                              headers={"Authorization": f"Bearer {token}", "Accept": image.media_type}, timeout=10)
+                              headers={"Authorization": f"Bearer {token}", "Accept": image.media_type},
+                              timeout=10)
         assert answer.status_code == status, visibility
     public = token_pushed_images["public"]["busybox"]
     push_token = _bearer_token(token_registry, f"repository:{public.repository}:pull,push")["token"]
@@ -146,9 +149,9 @@ def test_expired_claims_are_refused_by_the_registry(token_registry, token_pushed
 
 
 def test_every_scenario_is_served_with_its_built_digest(pushed_images):
-    assert set(pushed_images) >= {"busybox", "shared_a", "shared_b", "whiteout", "multiarch", "zstd", "uncompressed",
-                                  "docker_schema2", "docker_list", "dotdot", "symlink_escape", "hardlink_escape",
-                                  "tampered"}
+    assert set(pushed_images) >= {"busybox", "shared_a", "shared_b", "whiteout", "multiarch", "zstd",
+                                  "uncompressed", "docker_schema2", "docker_list", "dotdot", "symlink_escape",
+                                  "hardlink_escape", "tampered"}
     for name, image in pushed_images.items():
         data, content_type, digest = get_manifest(image.registry, image.repository, image.tag)
         assert images.sha256_digest(data) == image.manifest_digest == image.built.manifest_digest, name
@@ -187,7 +190,8 @@ def test_shared_base_layer_is_one_blob(pushed_images):
 
 def test_tampered_blob_is_served_but_does_not_match(pushed_images):
     image = pushed_images["tampered"]
-    answer = requests.get(f"{image.registry.url}/v2/{image.repository}/blobs/{image.tampered_digest}", timeout=10)
+    answer = requests.get(f"{image.registry.url}/v2/{image.repository}/blobs/{image.tampered_digest}",
+                          timeout=10)
     assert answer.status_code == 200
     assert len(answer.content) == image.built.layers[0]["size"]
     assert images.sha256_digest(answer.content) != image.tampered_digest

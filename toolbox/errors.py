@@ -130,7 +130,8 @@ class CommandNotFound(ToolboxError):
     exit_code = EXIT_NOT_FOUND
 
     def __init__(self, command):
-        super().__init__(f"command not found in the image: {command}", hint="check the command name, or the image's PATH")
+        super().__init__(f"command not found in the image: {command}",
+                         hint="check the command name, or the image's PATH")
 
 
 class CommandNotExecutable(ToolboxError):
@@ -181,7 +182,8 @@ def say(message, hint=None, stream=None):
 # Stdlib only and nothing heavy: the launch path and the shims use this too.
 _LAYOUT_DIRECTORIES = (  # Layout attribute, what toolbox keeps there, the variables that place it
     ("config_dir", "config directory (config.toml, your recipes)", "TOOLBOX_CONFIG_DIR", "XDG_CONFIG_HOME"),
-    ("data_dir", "data directory (shims, volumes, kept containers, trust records)", "TOOLBOX_DATA_DIR", "XDG_DATA_HOME"),
+    ("data_dir", "data directory (shims, volumes, kept containers, trust records)", "TOOLBOX_DATA_DIR",
+     "XDG_DATA_HOME"),
     ("cache_dir", "store (images, layers, plans)", "TOOLBOX_CACHE_DIR", "XDG_CACHE_HOME"),
 )
 _DIRECTORY_VARIABLES = ("TOOLBOX_HOME", "TOOLBOX_CONFIG_DIR", "TOOLBOX_DATA_DIR", "TOOLBOX_CACHE_DIR",
@@ -212,7 +214,8 @@ def from_os_error(err, layout=None, environ=None):
     if path is None:
         return ToolboxError(reason[:1].lower() + reason[1:], hint=os_error_hint(err, None, layout, environ))
     if os.path.basename(path).startswith(".tmp-"):  # a temp file beside the real one (fsutil.atomic_file)
-        return ToolboxError(f"cannot write in {os.path.dirname(path)}: {reason.lower()}", hint=os_error_hint(err, path, layout, environ))
+        return ToolboxError(f"cannot write in {os.path.dirname(path)}: {reason.lower()}",
+                            hint=os_error_hint(err, path, layout, environ))
     return ToolboxError(f"{path}: {reason.lower()}", hint=os_error_hint(err, path, layout, environ))
 
 
@@ -244,7 +247,8 @@ def os_error_hint(err, path, layout=None, environ=None):
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         directory = _deepest_existing(os.path.dirname(path) if code != errno.EROFS else path)
         if own is not None:
-            return (f"toolbox's {own[0]} must be readable and writable by you: fix the permissions of {directory} "
+            return (f"toolbox's {own[0]} must be readable and writable by you: fix the permissions of "
+                    f"{directory} "
                     f"(ls -ld {directory}), or set {own[1]} to another directory")
         return f"check the permissions of {directory} (ls -ld {directory}): you need to read and write there"
     if own is not None:

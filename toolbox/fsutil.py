@@ -45,9 +45,11 @@ def read_input(path, what="file", limit=MAX_INPUT_BYTES, error=ConfigError):
     try:
         before = os.fstat(fd)
         if not stat.S_ISREG(before.st_mode):
-            raise error(f"{what} {path} is not a regular file", hint="replace it with a regular file, or remove it")
+            raise error(f"{what} {path} is not a regular file",
+                        hint="replace it with a regular file, or remove it")
         if before.st_size > limit:
-            raise error(f"{what} {path} is {before.st_size} bytes, more than toolbox reads ({limit})", hint="is it the right file?")
+            raise error(f"{what} {path} is {before.st_size} bytes, more than toolbox reads ({limit})",
+                        hint="is it the right file?")
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, limit + 1 - size)

@@ -13,8 +13,9 @@ import sys
 
 import pytest
 
-from tests.support.upstream import Upstream, tool_image
 from toolbox.layout import Layout
+
+from tests.support.upstream import Upstream, tool_image
 
 # -- every command, under hostile environments ---------------------------------------------------
 STATUSES = {0, 125, 126, 127}  # success, toolbox failed, cannot run, not found; doctor adds 1
@@ -59,8 +60,9 @@ class Installation:
         installed.project.mkdir(parents=True)
         (root / "home").mkdir(exist_ok=True)
         (installed.project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
-        for args in (("pull", installed.image), ("pull", installed.other_image), ("run", installed.image, "true"),
-                     ("add", "--global", "jq"), ("lock",), ("run", "jq"), ("shim", "install", "jq")):
+        for args in (("pull", installed.image), ("pull", installed.other_image),
+                     ("run", installed.image, "true"), ("add", "--global", "jq"), ("lock",), ("run", "jq"),
+                     ("shim", "install", "jq")):
             done = installed.cli(*args)
             assert done.returncode in ((0, 125) if args[0] == "run" else (0,)), (args, done.stderr)  # 125: no user namespaces
         return installed
@@ -70,15 +72,15 @@ class Installation:
         return Installation(root, dict(self.env, HOME=str(root / "home")), self.image, self.other_image)
 
     def cli(self, *args):
-        return subprocess.run([sys.executable, "-m", "toolbox", *args], env=self.env, cwd=self.project, capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=120)
+        return subprocess.run([sys.executable, "-m", "toolbox", *args], env=self.env, cwd=self.project,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
 
 
 # Arguments by parameter name (a new command's unknown parameter gets "x"). What the walk passes
 # to commands that remove things is not what `run` and the shim use (jq, the first image), so
 # the walk's commands can run at once.
-ARGUMENT_VALUES = {"reference": "OTHER-IMAGE", "references": "OTHER-IMAGE", "path": "image.tar", "name": "x", "names": "x",
-                   "tools": "yq", "shell": "bash", "registry": "REGISTRY", "word": "jq"}
+ARGUMENT_VALUES = {"reference": "OTHER-IMAGE", "references": "OTHER-IMAGE", "path": "image.tar", "name": "x",
+                   "names": "x", "tools": "yq", "shell": "bash", "registry": "REGISTRY", "word": "jq"}
 
 
 def command_lines(install, registry):
@@ -129,7 +131,8 @@ def _hostile(name, install, tmp_path):
         assert not os.access(layout.store_dir, os.W_OK)
     elif name == "HOME unset":  # toolbox's directories named by XDG instead: nothing lands in the account's real home
         home = env.pop("HOME")
-        env.update(XDG_CONFIG_HOME=f"{home}/.config", XDG_DATA_HOME=f"{home}/.local/share", XDG_CACHE_HOME=f"{home}/.cache")
+        env.update(XDG_CONFIG_HOME=f"{home}/.config", XDG_DATA_HOME=f"{home}/.local/share",
+                   XDG_CACHE_HOME=f"{home}/.cache")
     elif name == "HOME missing":
         env["HOME"] = "/nonexistent/home"
     elif name == "XDG directories are files":
@@ -141,8 +144,8 @@ def _hostile(name, install, tmp_path):
     return env, cwd, name == "cwd deleted", undo
 
 
-HOSTILE = ["cwd deleted", "cwd read-only", "config dir unreadable", "data dir read-only", "store read-only", "HOME unset",
-           "HOME missing", "XDG directories are files"]
+HOSTILE = ["cwd deleted", "cwd read-only", "config dir unreadable", "data dir read-only", "store read-only",
+           "HOME unset", "HOME missing", "XDG directories are files"]
 
 
 class Ended:
@@ -154,9 +157,10 @@ def run_lines(lines, env, cwd, delete_cwd, scratch):
     """Each line as its own toolbox process (tests/support/forkrun.py), four at a time."""
     scratch.mkdir()
     spec = scratch / "spec.json"
-    spec.write_text(json.dumps({"lines": lines, "delete_cwd": delete_cwd, "scratch": str(scratch), "parallel": 4}))
-    driver = subprocess.run([sys.executable, "-m", "tests.support.forkrun", str(spec)], env=env, cwd=cwd, capture_output=True,
-                            text=True, timeout=300)
+    spec.write_text(json.dumps({"lines": lines, "delete_cwd": delete_cwd, "scratch": str(scratch),
+                                "parallel": 4}))
+    driver = subprocess.run([sys.executable, "-m", "tests.support.forkrun", str(spec)], env=env, cwd=cwd,
+                            capture_output=True, text=True, timeout=300)
     assert driver.returncode == 0, driver.stderr
     return [Ended(*ended) for ended in json.loads(driver.stdout)]
 
@@ -185,8 +189,8 @@ def installation(registry, pushed_images, tmp_path_factory):
     from tests.support.installation import ToolboxUnderTest
 
     root = tmp_path_factory.mktemp("installation")
-    return Installation.make(ToolboxUnderTest(root / "setup"), registry, pushed_images["busybox"], pushed_images["shared_a"],
-                             root / "installed")
+    return Installation.make(ToolboxUnderTest(root / "setup"), registry, pushed_images["busybox"],
+                             pushed_images["shared_a"], root / "installed")
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
@@ -217,8 +221,8 @@ def test_every_command_fails_with_one_error_line_and_a_hint(installation, regist
 
 # -- help and usage errors ------------------------------------------------------------------------
 def cli(toolbox, *args):
-    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=toolbox.env, cwd=toolbox.root, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=120)
+    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=toolbox.env, cwd=toolbox.root,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
 
 
 def test_help_is_asked_for_with_h_help_or_the_help_command(toolbox):
@@ -248,11 +252,14 @@ def test_help_is_asked_for_with_h_help_or_the_help_command(toolbox):
     (["imgaes"], "unknown command 'imgaes'", "did you mean images? `toolbox --help` lists its commands"),
     (["help", "imgaes"], "unknown command 'imgaes'", "did you mean images?"),
     (["--debug", "pul", "x"], "unknown command 'pul'", "did you mean pull?"),
-    (["volume", "lss"], "unknown command 'lss' for toolbox volume", "did you mean ls? `toolbox volume --help` lists its commands"),
+    (["volume", "lss"], "unknown command 'lss' for toolbox volume",
+     "did you mean ls? `toolbox volume --help` lists its commands"),
     (["frobnicate"], "unknown command 'frobnicate'", "`toolbox --help` lists its commands"),
-    (["images", "--jsn"], "unknown option --jsn for toolbox images", "did you mean --json? `toolbox images --help`"),
+    (["images", "--jsn"], "unknown option --jsn for toolbox images",
+     "did you mean --json? `toolbox images --help`"),
     (["--verbose", "images"], "unknown option --verbose for toolbox", "`toolbox --help`"),
-    (["pull"], "toolbox pull: missing argument 'REFERENCE'", "`toolbox pull --help` shows its arguments and options"),
+    (["pull"], "toolbox pull: missing argument 'REFERENCE'",
+     "`toolbox pull --help` shows its arguments and options"),
     (["login", "x"], "toolbox login needs a terminal to ask for the user name", "--password-stdin"),
 ], ids=lambda value: " ".join(value) if isinstance(value, list) else "")
 def test_usage_errors_are_one_error_line_with_a_hint(toolbox, args, error, hint):
@@ -284,23 +291,26 @@ end'''
 def test_completion_offers_tools_images_containers_and_volumes(toolbox, registry, pushed_images, shell):
     toolbox.trust(registry)
     image = pushed_images["busybox"].reference
-    for args in (("pull", image), ("run", "--name", "dev", image, "true"), ("run", "-v", "data:/data", image, "true"),
-                 ("shim", "install", "jq")):
+    for args in (("pull", image), ("run", "--name", "dev", image, "true"),
+                 ("run", "-v", "data:/data", image, "true"), ("shim", "install", "jq")):
         done = cli(toolbox, *args)
         assert done.returncode == 0, (args, done.stderr)
-    expected = {
-        "toolbox rmi ": [image], "toolbox inspect ": [image], "toolbox rm ": ["dev"], "toolbox volume rm ": ["data"],
-        "toolbox volume inspect ": ["data"], "toolbox add j": ["jq"], "toolbox add jq@": ["jq@1.7.1"], "toolbox shim remove ": ["jq"],
-        "toolbox recipes show pyth": ["python", "python3", "python3.10", "python3.11", "python3.12", "python3.13"],
-        "toolbox run --name ": ["dev"], "toolbox run -e A=1 j": ["jq"], "toolbox run 127.0.0.1": [image],
-        "toolbox help vol": ["volume"], "toolbox help volume ": [words[1] for words, _command in all_commands() if words[0] == "volume"], "toolbox shell-init ": ["bash", "fish", "zsh"],
-        "toolbox im": ["images"], "toolbox pull j": ["jq"], "toolbox pull 127.0.0.1": [image],
-    }
+    expected = {"toolbox rmi ": [image], "toolbox inspect ": [image], "toolbox rm ": ["dev"],
+                "toolbox volume rm ": ["data"], "toolbox volume inspect ": ["data"], "toolbox add j": ["jq"],
+                "toolbox add jq@": ["jq@1.7.1"], "toolbox shim remove ": ["jq"],
+                "toolbox recipes show pyth": ["python", "python3", "python3.10", "python3.11", "python3.12",
+                                              "python3.13"],
+                "toolbox run --name ": ["dev"], "toolbox run -e A=1 j": ["jq"],
+                "toolbox run 127.0.0.1": [image], "toolbox help vol": ["volume"],
+                "toolbox help volume ": [words[1] for words,
+                                         _command in all_commands() if words[0] == "volume"],
+                "toolbox shell-init ": ["bash", "fish", "zsh"], "toolbox im": ["images"],
+                "toolbox pull j": ["jq"], "toolbox pull 127.0.0.1": [image],}
     if shell == "bash":  # the tool's own arguments: nothing of toolbox's (fish then offers file names)
         expected["toolbox run jq "] = []
     script = BASH_COMPLETE if shell == "bash" else FISH_COMPLETE
-    result = subprocess.run([shell, "-c", script], input="".join(line + "\n" for line in expected), env=toolbox.env, cwd=toolbox.root,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run([shell, "-c", script], input="".join(line + "\n" for line in expected),
+                            env=toolbox.env, cwd=toolbox.root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     offered = dict(line.split("\t") for line in result.stdout.splitlines())
     for line, words in expected.items():

@@ -8,7 +8,8 @@ from toolbox.ops.pull import LayerPlan, NullProgress
 
 def plans():
     return [
-        LayerPlan(Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", Digest.of_bytes(bytes([i])), 2_000_000), Digest.of_bytes(bytes([i, i])), i == 0)
+        LayerPlan(Descriptor("application/vnd.oci.image.layer.v1.tar+gzip", Digest.of_bytes(bytes([i])),
+                             2_000_000), Digest.of_bytes(bytes([i, i])), i == 0)
         for i in range(3)
     ]
 

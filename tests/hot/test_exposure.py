@@ -17,8 +17,9 @@ from tests.support.rootfs_modes import rootfs_mode_params
 
 
 def run(toolbox, *args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "toolbox", "run", *map(str, args)], env=dict(toolbox.env, **(env or {})),
-                          capture_output=True, text=True, cwd=cwd, timeout=60)
+    return subprocess.run([sys.executable, "-m", "toolbox", "run", *map(str, args)],
+                          env=dict(toolbox.env, **(env or {})), capture_output=True, text=True, cwd=cwd,
+                          timeout=60)
 
 
 def secrets(home):
@@ -73,7 +74,8 @@ def test_the_current_directory_never_exposes_credentials_or_toolbox_state(toolbo
     secrets(home)
     # tmp_path holds the home directory and toolbox's directories: working there shows neither.
     script = (f"ls -A {home}/.ssh | wc -l; cat {home}/.netrc; echo ok > {tmp_path}/written;"
-              f"touch {toolbox.layout.data_dir}/planted 2>/dev/null || echo refused; cat {home}/.config/app.conf")
+              f"touch {toolbox.layout.data_dir}/planted 2>/dev/null || echo refused; cat "
+              f"{home}/.config/app.conf")
     result = run(toolbox, busybox, "sh", "-c", script, cwd=tmp_path)
     assert result.stdout.split() == ["0", "refused", "setting"], result.stderr
     assert (tmp_path / "written").read_text() == "ok\n" and not os.path.exists(os.path.join(toolbox.layout.data_dir, "planted"))
@@ -82,8 +84,8 @@ def test_the_current_directory_never_exposes_credentials_or_toolbox_state(toolbo
     inside = run(toolbox, busybox, "sh", "-c", f"cat {home}/.ssh/id_ed25519; pwd", cwd=home / ".ssh")
     assert "PRIVATE KEY" not in inside.stdout and "not mounting the current directory" in inside.stderr
     # Arguments naming credentials: not mounted; a file of a broad directory (~/.config) alone.
-    named = run(toolbox, busybox, "sh", "-c", f'cat "$1" "$2"; ls {home}/.config', "sh", home / ".ssh" / "id_ed25519",
-                home / ".config" / "app.conf", cwd=tmp_path / "toolbox")
+    named = run(toolbox, busybox, "sh", "-c", f'cat "$1" "$2"; ls {home}/.config', "sh",
+                home / ".ssh" / "id_ed25519", home / ".config" / "app.conf", cwd=tmp_path / "toolbox")
     assert "PRIVATE KEY" not in named.stdout and "setting" in named.stdout and f"not mounting {home}/.ssh" in named.stderr
     assert named.stdout.split().count("app.conf") == 1  # ~/.config itself is not listed beyond the file
 
@@ -108,8 +110,10 @@ def test_a_current_directory_swapped_for_a_symlink_is_never_mounted(toolbox, bus
         try:
             deadline = time.monotonic() + 90
             while sum(outcomes.values()) < 150 and time.monotonic() < deadline:
-                result = subprocess.run([sys.executable, "-m", "toolbox", "run", busybox, "ls"], env=toolbox.env, pass_fds=(work_fd,),
-                                        preexec_fn=lambda: os.fchdir(work_fd), capture_output=True, text=True, timeout=60)
+                result = subprocess.run([sys.executable, "-m", "toolbox", "run", busybox, "ls"],
+                                        env=toolbox.env, pass_fds=(work_fd,),
+                                        preexec_fn=lambda: os.fchdir(work_fd), capture_output=True, text=True,
+                                        timeout=60)
                 outcomes["secret" if "SECRET" in result.stdout else "workdir" if "WORKDIR" in result.stdout else "refused"] += 1
         finally:
             swaps = int(other_user.stop(swapper) or 0)
@@ -144,11 +148,13 @@ def _hostile_config_image(registry, toolbox, canary):
     from tests.support import images
     from tests.support.push import push_raw
 
-    entries = list(images.busybox_entries()) + [images.symlink("work", str(canary)), images.symlink("hostbin", "/usr/bin"),
+    entries = list(images.busybox_entries()) + [images.symlink("work", str(canary)),
+                                                images.symlink("hostbin", "/usr/bin"),
                                                 images.symlink("keep", str(canary))]
     spec = images.ImageSpec(layers=(images.Layer(tuple(entries)),), working_dir="/work/sub/dir",
                             env=("PATH=/hostbin:/bin",),
-                            extra_config={"Volumes": {f"{canary}/vol": {}, "/work/vol": {}}, "ExposedPorts": {"22/tcp": {}}})
+                            extra_config={"Volumes": {f"{canary}/vol": {}, "/work/vol": {}},
+                                          "ExposedPorts": {"22/tcp": {}}})
     push_raw(registry, "hostile/config", "1", images.build_image(spec))
     toolbox.trust(registry)
     reference = f"{registry.host}/hostile/config:1"
@@ -164,7 +170,8 @@ def test_an_image_config_is_never_followed_on_the_host(toolbox, registry, tmp_pa
     canary.mkdir()
     reference = _hostile_config_image(registry, toolbox, canary)
     env = {"TOOLBOX_ROOTFS": mode}
-    result = run(toolbox, "--no-cwd", reference, "sh", "-c", "pwd; touch made-here 2>/dev/null; echo done", cwd=tmp_path, env=env)
+    result = run(toolbox, "--no-cwd", reference, "sh", "-c", "pwd; touch made-here 2>/dev/null; echo done",
+                 cwd=tmp_path, env=env)
     if mode == "read-only":  # nothing can be created in a read-only image: the working directory is refused
         assert result.returncode == 125 and "/work/sub/dir" in result.stderr, result.stderr
     else:
@@ -212,7 +219,8 @@ def test_the_current_directory_never_replaces_the_images_system_directories(tool
     assert again.stdout == first.stdout and "not mounting" not in again.stderr  # said once
     in_usr = run(toolbox, busybox, "sh", "-c", "pwd; ls /usr", cwd="/usr", env=env)
     assert in_usr.stdout.split() == ["/usr", "bin"], in_usr.stderr  # the image's /usr: only bin, none of the host's
-    at_root = run(toolbox, busybox, "sh", "-c", "pwd; test -e /etc/debian_version || echo image", cwd="/", env=env)
+    at_root = run(toolbox, busybox, "sh", "-c", "pwd; test -e /etc/debian_version || echo image", cwd="/",
+                  env=env)
     assert at_root.stdout.split() == ["/", "image"], at_root.stderr
 
 
@@ -234,8 +242,8 @@ def test_an_output_that_would_stay_inside_the_container_is_announced(toolbox, bu
         assert result.returncode == 0 and not out.exists()  # the tool wrote it, inside: said beforehand
         copied = run(toolbox, busybox, "cp", "in.txt", home / "copied.txt", cwd=tmp_path)
         assert f"{home}/copied.txt does not exist yet" in copied.stderr and " -v " not in copied.stderr  # never: mount your home
-        nested = run(toolbox, busybox, "sh", "-c", 'mkdir -p "$(dirname "$1")" && echo x > "$1"', "sh", scratch / "new" / "deep" / "f",
-                     cwd=tmp_path)
+        nested = run(toolbox, busybox, "sh", "-c", 'mkdir -p "$(dirname "$1")" && echo x > "$1"', "sh",
+                     scratch / "new" / "deep" / "f", cwd=tmp_path)
         assert f"{scratch}/new/deep/f does not exist yet, and {scratch} is not mounted whole" in nested.stderr
         assert f"-v {scratch}:{scratch}" in nested.stderr
         # The remedy: created first, the file is mounted alone and the output lands.
@@ -243,8 +251,8 @@ def test_an_output_that_would_stay_inside_the_container_is_announced(toolbox, bu
         written = run(toolbox, busybox, "sh", "-c", write, "sh", out, cwd=tmp_path)
         assert written.returncode == 0 and out.read_text() == "b\na\n" and "does not exist" not in written.stderr
         # Nothing to say for what exists, what the image owns, or a directory that is mounted.
-        quiet = run(toolbox, busybox, "sh", "-c", "true", "/etc/new.conf", tmp_path / "new-in-cwd", scratch / "new-in-a-mounted-dir",
-                    f"{scratch}/", cwd=tmp_path)
+        quiet = run(toolbox, busybox, "sh", "-c", "true", "/etc/new.conf", tmp_path / "new-in-cwd",
+                    scratch / "new-in-a-mounted-dir", f"{scratch}/", cwd=tmp_path)
         assert "does not exist" not in quiet.stderr, quiet.stderr
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -8,7 +8,14 @@ import subprocess
 import sys
 
 from tests.support.host import userns_available
-from tests.support.hotpath import FORBIDDEN, LIGHT, cold_modules, heavy_modules, interpreter_baseline, read_report
+from tests.support.hotpath import (
+    FORBIDDEN,
+    LIGHT,
+    cold_modules,
+    heavy_modules,
+    interpreter_baseline,
+    read_report,
+)
 from tests.support.projects import Projects
 
 REPORT = "TOOLBOX_REPORT_MODULES"
@@ -22,11 +29,13 @@ def expected_status():
 
 def test_modules_are_judged_by_top_level_package():
     assert not FORBIDDEN & LIGHT
-    assert heavy_modules({"typer.core", "json.decoder", "toolbox.hot.launch", "os.path", "_cffi_backend", "some_new_package.x"}) == [
+    assert heavy_modules({"typer.core", "json.decoder", "toolbox.hot.launch", "os.path", "_cffi_backend",
+                          "some_new_package.x"}) == [
         "json.decoder", "some_new_package.x", "typer.core"]
     assert heavy_modules({"re", "re._parser", "toolbox.hot.launch"}, baseline={"re", "re._parser"}) == []  # the interpreter's own
-    assert cold_modules({"toolbox.store.store", "toolbox.oci.registry", "toolbox.ops", "toolbox.hot.launch", "toolbox.runtime.container",
-                         "toolbox.errors", "toolbox", "tomllib"}) == ["toolbox.oci.registry", "toolbox.ops", "toolbox.store.store"]
+    assert cold_modules({"toolbox.store.store", "toolbox.oci.registry", "toolbox.ops", "toolbox.hot.launch",
+                         "toolbox.runtime.container", "toolbox.errors", "toolbox",
+                         "tomllib"}) == ["toolbox.oci.registry", "toolbox.ops", "toolbox.store.store"]
     assert cold_modules({"toolbox.ops.prepare", "toolbox.cli.app", "toolbox.project.recipes"}) == [
         "toolbox.cli.app", "toolbox.ops.prepare", "toolbox.project.recipes"]
 
@@ -39,7 +48,8 @@ def test_toolbox_run_loads_no_heavy_module(toolbox, registry, pushed_images, tmp
     first = subprocess.run(command, env=toolbox.env, cwd=toolbox.root, capture_output=True, timeout=60)  # writes the run plan
     assert first.returncode == expected_status(), first.stderr
     report = tmp_path / "modules"
-    again = subprocess.run(command, env=dict(toolbox.env, **{REPORT: str(report)}), cwd=toolbox.root, capture_output=True, timeout=60)
+    again = subprocess.run(command, env=dict(toolbox.env, **{REPORT: str(report)}), cwd=toolbox.root,
+                           capture_output=True, timeout=60)
     assert again.returncode == expected_status(), again.stderr
     loaded = read_report(report)
     assert {"toolbox.hot.launch", "toolbox.runtime.container", "toolbox.runtime.syscalls"} <= loaded, sorted(loaded)

@@ -25,8 +25,9 @@ def projects(toolbox, registry, tmp_path):
     return Projects(toolbox, registry, tmp_path)
 
 
-ARGUMENTS = [b"plain", b"two words", b"'single'", b'"double"', b"*", b"$HOME", b"", b"line\nbreak", b"\xff\xfe not utf-8",
-             b"-x", b"--", b"--version", b"\\back\\slash", b"tab\there", "unicodé".encode()]
+ARGUMENTS = [b"plain", b"two words", b"'single'", b'"double"', b"*", b"$HOME", b"", b"line\nbreak",
+             b"\xff\xfe not utf-8", b"-x", b"--", b"--version", b"\\back\\slash", b"tab\there",
+             "unicodé".encode()]
 
 
 def test_arguments_arrive_byte_for_byte_and_the_exit_status_is_the_tools(projects):
@@ -49,7 +50,8 @@ def test_the_plan_follows_its_inputs(projects):  # what a shim imports: tests/te
     recipes = os.path.join(projects.toolbox.layout.config_dir, "recipes")
     os.makedirs(recipes)
     with open(os.path.join(recipes, "jq.toml"), "w") as recipe:
-        recipe.write('image = "ghcr.io/jqlang/jq"\ndefault_version = "1.6"\ncommand = ["/usr/bin/tool", "--from-user-recipe"]\n')
+        recipe.write('image = "ghcr.io/jqlang/jq"\ndefault_version = "1.6"\ncommand = ["/usr/bin/tool", '
+                     '"--from-user-recipe"]\n')
     assert projects.shim(cwd=projects.a).stdout == b"jq-1.7.1-moved\n--from-user-recipe\0"
 
 
@@ -64,18 +66,23 @@ SHELL_SCRIPTS = {
 def test_cd_switches_versions_in_the_shell(projects, shell):
     # A script started from such a shell (no functions there) finds the shim on PATH.
     script = SHELL_SCRIPTS[shell] + "; sh -c 'command -v jq'"
-    result = subprocess.run([shell, "-c", script], env=projects.toolbox.env, cwd=projects.a.parent, capture_output=True, timeout=120)
+    result = subprocess.run([shell, "-c", script], env=projects.toolbox.env, cwd=projects.a.parent,
+                            capture_output=True, timeout=120)
     lines = result.stdout.split(b"\n")
     assert result.returncode == 0, result.stderr
     assert b"function" not in lines[0] and lines[1] == os.path.join(projects.shims, "jq").encode(), lines  # a program on PATH
-    assert lines[2:] == [b"jq-1.6", b"x\0jq-1.7.1", b"y\0" + os.path.join(projects.shims, "jq").encode(), b""], (lines, result.stderr)
+    assert lines[2:] == [b"jq-1.6", b"x\0jq-1.7.1", b"y\0" + os.path.join(projects.shims, "jq").encode(),
+                         b""], (lines, result.stderr)
     assert b"compdef" not in result.stderr and b"not found" not in result.stderr, result.stderr
 
 
 PATH_SCRIPTS = {
-    "bash": 'eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"',
-    "zsh": 'eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"',
-    "fish": 'toolbox shell-init fish | source; string join : $PATH; toolbox shell-init fish | source; string join : $PATH',
+    "bash": 'eval "$(toolbox shell-init bash)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init bash)"; '
+            'printf "%s\\n" "$PATH"',
+    "zsh": 'eval "$(toolbox shell-init zsh)"; printf "%s\\n" "$PATH"; eval "$(toolbox shell-init zsh)"; '
+           'printf "%s\\n" "$PATH"',
+    "fish": 'toolbox shell-init fish | source; string join : $PATH; toolbox shell-init fish | source; string '
+            'join : $PATH',
 }
 
 
@@ -87,7 +94,8 @@ def test_shell_init_puts_the_shims_directory_first_once_whatever_its_name(toolbo
     shims = Layout.from_env(env).shims_dir
     venv_bin = os.path.dirname(shutil.which("toolbox", path=toolbox.env["PATH"]))
     env["PATH"] = f"/usr/bin:{shims}:{venv_bin}::/bin:{shims}"
-    result = subprocess.run([shell, "-c", PATH_SCRIPTS[shell]], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([shell, "-c", PATH_SCRIPTS[shell]], env=env, capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0, result.stderr
     here = "." if shell == "fish" else ""  # the empty entry (the current directory) kept where it was; fish spells it "."
     expected = f"{shims}:/usr/bin:{venv_bin}:{here}:/bin"
@@ -120,10 +128,13 @@ def test_a_host_program_run_through_a_shim_sees_its_own_path(projects):
     host_python = "/usr/bin/python3"  # Debian's, which scripts/test uses to make the suite's venv
     env = dict(projects.toolbox.env, PATH=f"{projects.shims}:/usr/bin:/bin")
     script = ('python3 -c "import sys; print(sys.executable)"; '
-              'python3 -m venv --without-pip v && v/bin/python -c "import sys; print(sys.prefix, sys.base_prefix)"')
-    result = subprocess.run(["bash", "-c", script], env=env, cwd=projects.elsewhere, capture_output=True, text=True, timeout=120)
+              'python3 -m venv --without-pip v && v/bin/python -c "import sys; print(sys.prefix, '
+              'sys.base_prefix)"')
+    result = subprocess.run(["bash", "-c", script], env=env, cwd=projects.elsewhere, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    base_prefix = subprocess.run([host_python, "-I", "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True).stdout.strip()
+    base_prefix = subprocess.run([host_python, "-I", "-c", "import sys; print(sys.base_prefix)"],
+                                 capture_output=True, text=True).stdout.strip()
     assert result.stdout.splitlines() == [host_python, f"{projects.elsewhere / 'v'} {base_prefix}"], result
 
 
@@ -132,10 +143,12 @@ def test_shims_from_make_xargs_and_a_tools_subprocess(projects):
     (projects.a / "Makefile").write_text("all:\n\t@jq from-make\n")
     made = subprocess.run(["make", "-s"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
     assert made.stdout == b"jq-1.6\nfrom-make\0", made.stderr
-    piped = subprocess.run(["xargs", "jq"], input=b"one two\n", env=projects.env, cwd=projects.b, capture_output=True, timeout=120)
+    piped = subprocess.run(["xargs", "jq"], input=b"one two\n", env=projects.env, cwd=projects.b,
+                           capture_output=True, timeout=120)
     assert piped.stdout == b"jq-1.7.1\none\0two\0", piped.stderr
     (projects.a / "sub").mkdir()
-    nested = subprocess.run(["sh", "-c", "cd sub && jq nested"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
+    nested = subprocess.run(["sh", "-c", "cd sub && jq nested"], env=projects.env, cwd=projects.a,
+                            capture_output=True, timeout=120)
     assert nested.stdout == b"jq-1.6\nnested\0", nested.stderr
 
 
@@ -145,18 +158,21 @@ def test_shim_commands_and_add_installs_shims_once_in_use(projects):
     assert "not pinned" in projects.cli("shim", "list", cwd=projects.elsewhere).stdout
     unknown = projects.cli("shim", "install", "jqq", cwd=projects.a)
     assert unknown.returncode == 125 and "did you mean jq" in unknown.stderr
-    projects.upstream.publish("docker.io/library/python", "3.11-slim", tool_image("python-3.11", "/usr/local/bin/python", entrypoint=False))
+    projects.upstream.publish("docker.io/library/python", "3.11-slim",
+                              tool_image("python-3.11", "/usr/local/bin/python", entrypoint=False))
     added = projects.cli("add", "python3.11", cwd=projects.a)
     assert added.returncode == 0, added.stderr
     assert sorted(os.listdir(projects.shims)) == ["jq", "python", "python3.11"]  # the name typed, and the tool now pinned
-    ran = subprocess.run(["python3.11", "-V"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
+    ran = subprocess.run(["python3.11", "-V"], env=projects.env, cwd=projects.a, capture_output=True,
+                         timeout=120)
     assert ran.stdout == b"python-3.11 python:-V\n", ran.stderr
     assert projects.cli("shim", "remove", "python3.11", cwd=projects.a).returncode == 0
     assert sorted(os.listdir(projects.shims)) == ["jq", "python"]
     completion = projects.cli("shell-init", "bash", cwd=projects.a).stdout
     assert "complete -o default -F _toolbox_completion toolbox" in completion
-    words = subprocess.run(["toolbox"], env=dict(projects.toolbox.env, _TOOLBOX_COMPLETE="complete_bash", COMP_WORDS="toolbox sh",
-                                                  COMP_CWORD="1"), capture_output=True, text=True, timeout=60)
+    words = subprocess.run(["toolbox"], env=dict(projects.toolbox.env, _TOOLBOX_COMPLETE="complete_bash",
+                                                 COMP_WORDS="toolbox sh",
+                                                 COMP_CWORD="1"), capture_output=True, text=True, timeout=60)
     assert {"shim", "shell-init"} <= set(words.stdout.split()), words
 
 
@@ -182,7 +198,8 @@ def test_global_pins_apply_in_a_project_for_the_tools_it_does_not_pin(projects, 
     assert projects.shim(cwd=projects.b).stdout == b"jq-1.7.1\n"  # the project's own pin wins
     listed = projects.cli("list", cwd=other)
     assert "jq" in listed.stdout and projects.toolbox.layout.config_file in listed.stdout, listed.stderr
-    assert f"jq 1.6 (pinned by {projects.toolbox.layout.config_file})" in projects.cli("shim", "list", cwd=other).stdout
+    assert f"jq 1.6 (pinned by {projects.toolbox.layout.config_file})" in projects.cli("shim", "list",
+                                                                                       cwd=other).stdout
     # The global pin changes: the cached plan in the project follows (config.toml and the global lock are its inputs).
     assert projects.cli("add", "--global", "jq@1.7.1", cwd=projects.elsewhere).returncode == 0
     assert projects.shim(cwd=other).stdout == b"jq-1.7.1\n"
@@ -205,14 +222,16 @@ def test_add_then_remove_leaves_no_empty_project_behind(projects, tmp_path):
     assert removed.returncode == 0 and "nothing was left in them" in removed.stdout
     assert sorted(os.listdir(home_like)) == []
     assert projects.shim(cwd=home_like).stdout == b"jq-1.6\n"
-    missing = projects.shim(cwd=projects.elsewhere, env={"TOOLBOX_CONFIG": str(tmp_path / "none.toml"), "PATH": f"{projects.shims}:/nonexistent"})
+    missing = projects.shim(cwd=projects.elsewhere, env={"TOOLBOX_CONFIG": str(tmp_path / "none.toml"),
+                                                         "PATH": f"{projects.shims}:/nonexistent"})
     assert b"toolbox add --global jq" in missing.stderr
 
 
 def test_a_stopped_shim_shows_as_what_was_typed(projects, tmp_path):
     """Ctrl-Z on a shimmed tool in an interactive bash (a real terminal: tmux): the job line is
     the command typed (`jq --slow`), not a function's body (`'/home/.../shims/jq' "$@"`)."""
-    projects.upstream.publish("ghcr.io/jqlang/jq", "slow", tool_image("jq-slow", script="#!/bin/sh\nsleep 60\n"))
+    projects.upstream.publish("ghcr.io/jqlang/jq", "slow",
+                              tool_image("jq-slow", script="#!/bin/sh\nsleep 60\n"))
     (projects.a / "toolbox.toml").write_text('[tools]\njq = "slow"\n')
     assert projects.cli("lock", cwd=projects.a).returncode == 0
     assert projects.cli("sync", cwd=projects.a).returncode == 0  # pulled now: the run below starts at once
@@ -221,10 +240,12 @@ def test_a_stopped_shim_shows_as_what_was_typed(projects, tmp_path):
     with tempfile.TemporaryDirectory(prefix="tb-tmux-") as short:
         tmux = ["tmux", "-S", os.path.join(short, "s"), "-f", "/dev/null"]
         env = dict(projects.toolbox.env, TERM="xterm")
-        subprocess.run(tmux + ["new-session", "-d", "-x", "200", "-y", "40", "-s", "t", "bash", "--rcfile", str(rc), "-i"],
+        subprocess.run(tmux + ["new-session", "-d", "-x", "200", "-y", "40", "-s", "t", "bash", "--rcfile",
+                               str(rc), "-i"],
                        env=env, check=True, timeout=30)
         try:
-            subprocess.run(tmux + ["send-keys", "-t", "t", "jq --slow", "Enter"], env=env, check=True, timeout=30)
+            subprocess.run(tmux + ["send-keys", "-t", "t", "jq --slow", "Enter"], env=env, check=True,
+                           timeout=30)
             screen = ""
             for _ in range(300):  # until the tool's sleep runs, then stop it
                 time.sleep(0.1)
@@ -233,7 +254,8 @@ def test_a_stopped_shim_shows_as_what_was_typed(projects, tmp_path):
             subprocess.run(tmux + ["send-keys", "-t", "t", "C-z"], env=env, check=True, timeout=30)
             for _ in range(100):
                 time.sleep(0.1)
-                screen = subprocess.run(tmux + ["capture-pane", "-p", "-t", "t"], env=env, capture_output=True, text=True, timeout=30).stdout
+                screen = subprocess.run(tmux + ["capture-pane", "-p", "-t", "t"], env=env,
+                                        capture_output=True, text=True, timeout=30).stdout
                 if "Stopped" in screen:
                     break
             subprocess.run(tmux + ["send-keys", "-t", "t", "kill -9 %1", "Enter"], env=env, timeout=30)
@@ -272,12 +294,14 @@ def test_shims_follow_the_pins(projects, tmp_path):
     """A teammate pins redis-cli: `git pull && toolbox sync` (or the first call of any tool
     after the lock changed) gives me a redis-cli shim; `shim install --pinned` installs every
     pinned tool's; a project recipe's shim can be installed from outside its project."""
-    projects.upstream.publish("docker.io/library/redis", "7.4-alpine", tool_image("redis-7.4", "/usr/local/bin/redis-cli"))
+    projects.upstream.publish("docker.io/library/redis", "7.4-alpine",
+                              tool_image("redis-7.4", "/usr/local/bin/redis-cli"))
     shims = projects.shims
     (projects.a / "toolbox.toml").write_text('[tools]\njq = "1.6"\nredis-cli = "7.4"\n')
     synced = projects.cli("sync", cwd=projects.a)
     assert synced.returncode == 0 and "Installed shims for redis-cli" in synced.stdout, synced.stderr
-    redis = subprocess.run([os.path.join(shims, "redis-cli"), "ping"], env=projects.env, cwd=projects.a, capture_output=True, timeout=120)
+    redis = subprocess.run([os.path.join(shims, "redis-cli"), "ping"], env=projects.env, cwd=projects.a,
+                           capture_output=True, timeout=120)
     assert redis.stdout == b"redis-7.4 redis-cli:ping\n", redis.stderr
     os.unlink(os.path.join(shims, "redis-cli"))
     (projects.a / "toolbox.toml").write_text('[tools]\njq = "1.6"\nredis-cli = "7.4"\n# changed\n')
@@ -289,7 +313,8 @@ def test_shims_follow_the_pins(projects, tmp_path):
     # A recipe of a (trusted) project, installed from elsewhere: said where it lives.
     lint = tmp_path / "lint-project"
     lint.mkdir()
-    (lint / "toolbox.toml").write_text('[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\n')
+    (lint / "toolbox.toml").write_text('[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = '
+                                       '"1"\n')
     unknown = projects.cli("shim", "install", "lint", cwd=projects.elsewhere)
     assert unknown.returncode == 125 and "no recipe for 'lint'" in unknown.stderr
     assert projects.cli("trust", cwd=lint).returncode == 0

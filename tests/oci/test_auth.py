@@ -4,10 +4,11 @@ import os
 import stat
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from toolbox.oci.auth import Credentials, CredentialStore, parse_www_authenticate
 from toolbox.errors import AuthError, ConfigError
+from toolbox.oci.auth import Credentials, CredentialStore, parse_www_authenticate
 
 
 @pytest.mark.parametrize(
@@ -15,16 +16,19 @@ from toolbox.errors import AuthError, ConfigError
     [
         (
             'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/jq:pull"',
-            [("bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io", "scope": "repository:library/jq:pull"})],
+            [("bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
+                         "scope": "repository:library/jq:pull"})],
         ),
         ('Basic realm="Registry Realm"', [("basic", {"realm": "Registry Realm"})]),
         (
             'Bearer realm="https://ghcr.io/token", service="ghcr.io",scope="repository:a/b:pull,push"',
-            [("bearer", {"realm": "https://ghcr.io/token", "service": "ghcr.io", "scope": "repository:a/b:pull,push"})],
+            [("bearer",
+              {"realm": "https://ghcr.io/token", "service": "ghcr.io", "scope": "repository:a/b:pull,push"})],
         ),
         (
             'Bearer realm="r", scope="repository:x:pull", Basic realm="with \\"quotes\\", and a comma"',
-            [("bearer", {"realm": "r", "scope": "repository:x:pull"}), ("basic", {"realm": 'with "quotes", and a comma'})],
+            [("bearer", {"realm": "r", "scope": "repository:x:pull"}),
+             ("basic", {"realm": 'with "quotes", and a comma'})],
         ),
         ("  bearer   REALM = unquoted ,service=s", [("bearer", {"realm": "unquoted", "service": "s"})]),
         ("", []),
@@ -60,7 +64,8 @@ def write_json(path, doc):
 def env(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    return {"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "run"), "PATH": str(tmp_path / "bin") + ":/usr/bin:/bin"}
+    return {"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+            "PATH": str(tmp_path / "bin") + ":/usr/bin:/bin"}
 
 
 def test_lookup_order_across_files(tmp_path, env):
@@ -69,7 +74,8 @@ def test_lookup_order_across_files(tmp_path, env):
     user_auth = home / ".config" / "containers" / "auth.json"
     runtime_auth = tmp_path / "run" / "containers" / "auth.json"
     explicit = tmp_path / "explicit.json"
-    write_json(docker, {"auths": {"reg.example": auth_entry("docker", "1"), "https://index.docker.io/v1/": auth_entry("hub", "h")}})
+    write_json(docker, {"auths": {"reg.example": auth_entry("docker", "1"),
+                                  "https://index.docker.io/v1/": auth_entry("hub", "h")}})
     store = CredentialStore(env)
     assert store.lookup("reg.example").username == "docker"
     assert store.lookup("docker.io").username == "hub"
@@ -123,9 +129,11 @@ elif verb == "erase":
 
 def test_credential_helpers(tmp_path, env):
     secrets = tmp_path / "helper-secrets.json"
-    secrets.write_text(json.dumps({"ghcr.io": ["octo", "ghp_x"], "https://index.docker.io/v1/": ["<token>", "refresh"]}))
+    secrets.write_text(json.dumps({"ghcr.io": ["octo", "ghp_x"],
+                                   "https://index.docker.io/v1/": ["<token>", "refresh"]}))
     write_helper(tmp_path, "test", secrets)
-    write_json(tmp_path / "home" / ".docker" / "config.json", {"credHelpers": {"ghcr.io": "test"}, "credsStore": "test"})
+    write_json(tmp_path / "home" / ".docker" / "config.json",
+               {"credHelpers": {"ghcr.io": "test"}, "credsStore": "test"})
     store = CredentialStore(env)
     assert store.lookup("ghcr.io") == Credentials("octo", "ghp_x")
     hub = store.lookup("docker.io")

@@ -6,8 +6,8 @@ import struct
 import pytest
 import zstandard
 
-from toolbox.oci.compression import compression_of, open_decompressed
 from toolbox.errors import LayerError
+from toolbox.oci.compression import compression_of, open_decompressed
 
 PAYLOAD = os.urandom(200_000) + b"z" * 3_000_000
 

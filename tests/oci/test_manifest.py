@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from toolbox.oci.digest import Digest
 from toolbox.errors import NotFound, UnsupportedImage
+from toolbox.oci.digest import Digest
 from toolbox.oci.manifest import (
     DOCKER_LIST,
     DOCKER_MANIFEST,
@@ -17,7 +17,8 @@ from toolbox.oci.manifest import (
 from toolbox.oci.platform import Platform
 
 
-def descriptor(data=b"x", media_type="application/vnd.oci.image.layer.v1.tar+gzip", platform=None, annotations=None):
+def descriptor(data=b"x", media_type="application/vnd.oci.image.layer.v1.tar+gzip", platform=None,
+               annotations=None):
     d = {"mediaType": media_type, "digest": str(Digest.of_bytes(data)), "size": len(data)}
     if platform:
         d["platform"] = platform
@@ -90,7 +91,8 @@ def test_schema1_refused_with_a_reason():
         (b"not json", "not valid JSON"),
         (b"[]", "not a JSON object"),
         (json.dumps({"schemaVersion": 2, "mediaType": "text/plain"}).encode(), "not an image manifest"),
-        (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}, "layers": []}).encode(), "digest"),
+        (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {}, "layers": []}).encode(),
+         "digest"),
         (b" " * (4 * 1024 * 1024 + 1), "limit"),
     ],
 )
@@ -112,7 +114,8 @@ def test_config_fields():
             {
                 "architecture": "amd64",
                 "os": "linux",
-                "config": {"Entrypoint": ["/bin/jq"], "Cmd": None, "Env": ["PATH=/bin"], "WorkingDir": "/w", "User": "1000"},
+                "config": {"Entrypoint": ["/bin/jq"], "Cmd": None, "Env": ["PATH=/bin"], "WorkingDir": "/w",
+                           "User": "1000"},
                 "rootfs": {"type": "layers", "diff_ids": [str(Digest.of_bytes(b"t"))]},
             }
         ).encode()

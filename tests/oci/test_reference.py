@@ -1,11 +1,18 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from toolbox.oci.digest import Digest
 from toolbox.errors import InvalidReference
+from toolbox.oci.digest import Digest
 from toolbox.oci.platform import Platform
 from toolbox.oci.reference import (
-    DOCKER_HUB_SERVER_URL, ImageRef, api_host, canonical_registry, credential_keys, credential_server_url, is_docker_hub,
+    DOCKER_HUB_SERVER_URL,
+    ImageRef,
+    api_host,
+    canonical_registry,
+    credential_keys,
+    credential_server_url,
+    is_docker_hub,
     registry_of_api_host,
 )
 
@@ -44,15 +51,18 @@ def test_digest_references():
     assert str(both) == f"docker.io/library/jq:1.7@sha256:{HEX}"
 
 
-@pytest.mark.parametrize("name", ["docker.io", "index.docker.io", "registry-1.docker.io", "Index.Docker.IO", "REGISTRY-1.docker.io"])
+@pytest.mark.parametrize("name", ["docker.io", "index.docker.io", "registry-1.docker.io", "Index.Docker.IO",
+                                  "REGISTRY-1.docker.io"])
 def test_every_name_of_docker_hub_is_docker_io(name):
     assert canonical_registry(name) == "docker.io"
     assert is_docker_hub(name.lower())
     assert credential_server_url(name.lower()) == "https://index.docker.io/v1/" == DOCKER_HUB_SERVER_URL
 
 
-@pytest.mark.parametrize("name, canonical", [("ghcr.io", "ghcr.io"), ("Registry.Example.COM:5000", "registry.example.com:5000"),
-                                             ("docker.io.example", "docker.io.example"), ("auth.docker.io", "auth.docker.io")])
+@pytest.mark.parametrize("name, canonical", [("ghcr.io", "ghcr.io"),
+                                             ("Registry.Example.COM:5000", "registry.example.com:5000"),
+                                             ("docker.io.example", "docker.io.example"),
+                                             ("auth.docker.io", "auth.docker.io")])
 def test_other_registries_keep_their_name(name, canonical):
     assert canonical_registry(name) == canonical
     assert not is_docker_hub(canonical)

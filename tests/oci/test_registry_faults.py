@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from tests.support.faults import FaultProxy
 from toolbox.errors import IntegrityError, RegistryError
+
+from tests.support.faults import FaultProxy
 
 
 @pytest.fixture
@@ -88,7 +89,8 @@ def test_debug_output_never_shows_signed_urls_or_tokens(toolbox, token_registry,
         assert secret not in result.stderr
 
 
-def test_credentials_never_follow_a_redirect_to_another_host(toolbox, token_registry, token_pushed_images, registry, pushed_images):
+def test_credentials_never_follow_a_redirect_to_another_host(toolbox, token_registry, token_pushed_images,
+                                                             registry, pushed_images):
     """A registry may send blob downloads to storage elsewhere: the storage host must not get
     the registry's token (127.0.0.2 is another host on the loopback)."""
     private = token_pushed_images["private"]["busybox"]
@@ -96,9 +98,11 @@ def test_credentials_never_follow_a_redirect_to_another_host(toolbox, token_regi
     assert pushed_images["busybox"].built.layers[0]["digest"] == layer  # the same bytes on the anonymous registry
     with FaultProxy(token_registry.url) as front, FaultProxy(registry.url, bind="127.0.0.2") as storage:
         toolbox.trust(front, storage)
-        login = toolbox.cli("login", front.host, "-u", "bob", "--password-stdin", input=token_registry.password)
+        login = toolbox.cli("login", front.host, "-u", "bob", "--password-stdin",
+                            input=token_registry.password)
         assert login.returncode == 0, login.stderr
-        front.add(rf"/blobs/{layer}$", "redirect_to", location=f"http://{storage.host}/v2/{pushed_images['busybox'].repository}/blobs/{layer}")
+        front.add(rf"/blobs/{layer}$", "redirect_to",
+                  location=f"http://{storage.host}/v2/{pushed_images['busybox'].repository}/blobs/{layer}")
         record = toolbox.pull(proxied(front, private))
         assert str(record.digest) == private.manifest_digest
         assert any(entry[1].endswith(layer) for entry in storage.log)  # the blob came from the storage host
@@ -126,7 +130,8 @@ def test_manifest_faults_are_clear_errors_and_keep_nothing(toolbox, proxy, pushe
 
 
 @pytest.mark.parametrize("extra, requests_made", [(1000, [None]), (-1000, [None, "bytes={}-"])])
-def test_a_wrong_content_length_does_not_decide_what_a_blob_is(toolbox, proxy, pushed_images, extra, requests_made):
+def test_a_wrong_content_length_does_not_decide_what_a_blob_is(toolbox, proxy, pushed_images, extra,
+                                                               requests_made):
     """The manifest's size and digest decide: a Content-Length too long is not waited for, one
     too short makes a resumed download of the rest."""
     toolbox.trust(proxy)
@@ -159,7 +164,8 @@ def test_a_registry_nothing_listens_on_fails_fast_with_one_readable_line(toolbox
     with socket.socket() as bound:  # bound, never listening: connections to it are refused
         bound.bind(("127.0.0.1", 0))
         host = f"127.0.0.1:{bound.getsockname()[1]}"
-        for reference, shown in ((f"{host}/x:1", host), (f"localhost:{host.split(':')[1]}/x:1", f"localhost:{host.split(':')[1]}")):
+        for reference, shown in ((f"{host}/x:1", host),
+                                 (f"localhost:{host.split(':')[1]}/x:1", f"localhost:{host.split(':')[1]}")):
             start = time.monotonic()
             result = toolbox.cli("pull", reference)
             took = time.monotonic() - start

@@ -23,7 +23,9 @@ from toolbox.runtime.spec import ASSEMBLE, UNSHARE
 from tests.support.host import fuse_usable, userns_available, userns_overlay_works
 from tests.support.installation import REPO
 
-NAMES = (["user"] if os.geteuid() == 0 else []) + ["kernel", "user namespaces", "overlay", "fuse", "subordinate ids", "cgroups", "directories", "store", "shell"]
+NAMES = (["user"] if os.geteuid() == 0 else []) + ["kernel", "user namespaces", "overlay", "fuse",
+                                                   "subordinate ids", "cgroups", "directories", "store",
+                                                   "shell"]
 MARKS = {OK: "ok  ", WARN: "warn", FAIL: "FAIL"}
 
 
@@ -131,7 +133,8 @@ def test_subordinate_id_verdict_matches_etc_subuid_and_the_helpers(tmp_path):
 
 # -- failure paths, shown fake host files --------------------------------------------------------
 def test_missing_subordinate_ids_get_a_usermod_fix_with_a_free_range(tmp_path):
-    etc = fake_tree(tmp_path / "etc", {"subuid": "alice:100000:65536\nbob:165536:65536\n", "subgid": "alice:100000:65536\n"})
+    etc = fake_tree(tmp_path / "etc",
+                    {"subuid": "alice:100000:65536\nbob:165536:65536\n", "subgid": "alice:100000:65536\n"})
     check = doctor.subids_check(Host(etc=etc), {"PATH": os.environ["PATH"]})
     user = host.user_name_of(os.getuid())
     assert check.status == WARN
@@ -150,7 +153,8 @@ def test_subordinate_ids_by_uid_count_and_missing_helpers_get_the_package(tmp_pa
 
 @pytest.mark.parametrize(
     "release, status",
-    [("4.19.0-25-amd64", FAIL), ("5.4.0-150-generic", FAIL), ("5.10.0-28-amd64", WARN), ("5.11.0", OK), ("6.18.44-fc-v769", OK), ("weird", WARN)],
+    [("4.19.0-25-amd64", FAIL), ("5.4.0-150-generic", FAIL), ("5.10.0-28-amd64", WARN), ("5.11.0", OK),
+     ("6.18.44-fc-v769", OK), ("weird", WARN)],
 )
 def test_kernel_release_verdicts(release, status):
     check = doctor.kernel_check(release)
@@ -168,7 +172,8 @@ def test_an_old_kernel_fails_the_whole_doctor(tmp_path):
     "sysctl, value, wanted",
     [
         ("sys/kernel/unprivileged_userns_clone", "0", "kernel.unprivileged_userns_clone=1"),
-        ("sys/kernel/apparmor_restrict_unprivileged_userns", "1", "kernel.apparmor_restrict_unprivileged_userns=0"),
+        ("sys/kernel/apparmor_restrict_unprivileged_userns", "1",
+         "kernel.apparmor_restrict_unprivileged_userns=0"),
         ("sys/user/max_user_namespaces", "0", "user.max_user_namespaces=15000"),
     ],
 )
@@ -187,10 +192,12 @@ def test_a_restricting_sysctl_chooses_the_fix(tmp_path, sysctl, value, wanted):
 def test_without_restricting_sysctls_the_fix_names_what_else_refuses(tmp_path):
     refused = Probe(UNSHARE, errno.EPERM, "Operation not permitted")
     no_userns = fake_tree(tmp_path / "bare", {"sys/user/max_user_namespaces": "63000\n"})
-    assert "CONFIG_USER_NS" in doctor.userns_check(host.read_sysctls(Host(proc=no_userns)), refused, Host(proc=no_userns)).fix
+    assert "CONFIG_USER_NS" in doctor.userns_check(host.read_sysctls(Host(proc=no_userns)), refused,
+                                                   Host(proc=no_userns)).fix
     with_userns = fake_tree(tmp_path / "proc", {"self/ns/user": ""})
     assert "seccomp" in host.userns_fix({}, errno.EPERM, Host(proc=with_userns))
-    assert "user.max_user_namespaces=" in host.userns_fix({"user.max_user_namespaces": 10}, errno.ENOSPC, Host(proc=with_userns))
+    assert "user.max_user_namespaces=" in host.userns_fix({"user.max_user_namespaces": 10}, errno.ENOSPC,
+                                                          Host(proc=with_userns))
 
 
 def test_overlay_failure_names_the_fallback_fuse_would_give(tmp_path):
@@ -204,12 +211,15 @@ def test_overlay_failure_names_the_fallback_fuse_would_give(tmp_path):
     old = doctor.overlay_check(mount_refused, fuse, "workdir", None, "5.10.0-28-amd64")
     assert old.status == WARN and old.fix == KERNEL_FIX and "falls back to fuse-overlayfs" in old.detail
     # fuse-overlayfs is there but its probe failed: the read-only root is what run falls back to.
-    fuse_failed = Probe(ASSEMBLE + " (fuse-overlayfs)", errno.EIO, "fuse-overlayfs exited (status 1): fuse: device not found")
-    assert "falls back to a read-only root" in doctor.overlay_check(mount_refused, fuse, "workdir", None, "6.1.0", fuse_failed).detail
+    fuse_failed = Probe(ASSEMBLE + " (fuse-overlayfs)", errno.EIO,
+                        "fuse-overlayfs exited (status 1): fuse: device not found")
+    assert "falls back to a read-only root" in doctor.overlay_check(mount_refused, fuse, "workdir", None,
+                                                                    "6.1.0", fuse_failed).detail
     broken = doctor.fuse_check(fuse, fuse_failed)
     assert broken.status == WARN and "device not found" in broken.detail and "--version" in broken.fix
     assert "mounts in a user namespace" in doctor.fuse_check(fuse, Probe()).detail
-    refused_by_fs = doctor.overlay_check(Probe(ASSEMBLE, errno.EINVAL, "Invalid argument"), fuse, "workdir", None, "6.1.0")
+    refused_by_fs = doctor.overlay_check(Probe(ASSEMBLE, errno.EINVAL, "Invalid argument"), fuse, "workdir",
+                                         None, "6.1.0")
     assert refused_by_fs.fix == STORE_FS_FIX
     no_fuse = host.fuse_state(Host(dev=str(tmp_path / "nodev")), {"PATH": str(tmp_path / "nowhere")})
     without_fuse = doctor.overlay_check(mount_refused, no_fuse, "workdir", None, "6.1.0").detail
@@ -228,7 +238,8 @@ def test_a_fuse_device_only_root_may_open_gets_the_chmod_fix(tmp_path):
 
 
 def test_overlay_is_not_blamed_when_user_namespaces_fail():
-    check = doctor.overlay_check(Probe(UNSHARE, errno.EPERM, "Operation not permitted"), None, "workdir", None, "6.1.0")
+    check = doctor.overlay_check(Probe(UNSHARE, errno.EPERM, "Operation not permitted"), None, "workdir",
+                                 None, "6.1.0")
     assert check.status == FAIL and "not probed" in check.detail and "user namespaces" in check.fix
 
 
@@ -285,7 +296,8 @@ def test_doctor_loads_without_the_generated_syscall_module():
 
 def test_doctor_imports_nothing_of_the_cli():
     code = "import sys, toolbox.ops.doctor; print(' '.join(sys.modules))"
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout.split())
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                cwd=REPO).stdout.split())
     assert "toolbox.ops.doctor" in loaded
     assert not loaded & {"typer", "click", "rich", "requests"}
 
@@ -299,19 +311,21 @@ def test_the_shell_check_warns_unless_the_shims_directory_is_first_on_path(toolb
     assert launcher, "the suite's venv has the toolbox command"
 
     def shell_check(script, shell="/bin/bash"):
-        done = subprocess.run(["bash", "-c", script + "; toolbox doctor --json"], env=dict(toolbox.env, SHELL=shell),
-                              capture_output=True, text=True, timeout=120)
+        done = subprocess.run(["bash", "-c", script + "; toolbox doctor --json"],
+                              env=dict(toolbox.env, SHELL=shell), capture_output=True, text=True, timeout=120)
         assert done.stdout, done.stderr
         return by_name(doctor.Check(**check) for check in json.loads(done.stdout)["checks"])["shell"]
 
     missing = shell_check("true", shell="/usr/bin/zsh")
     assert missing.status == WARN and f"{shims} is not on PATH" in missing.detail, missing
-    assert missing.fix.startswith(f'add this line to ~/.zshrc: [ -x {launcher} ] && eval "$({launcher} shell-init zsh)"'), missing
+    assert missing.fix.startswith(f'add this line to ~/.zshrc: [ -x {launcher} ] && eval "$({launcher} '
+                                  'shell-init zsh)"'), missing
     first = shell_check('eval "$(toolbox shell-init bash)"')
     assert first.status == OK and f"{shims} is first on PATH" in first.detail, first
     behind = shell_check('eval "$(toolbox shell-init bash)"; PATH=/usr/bin:$PATH', shell="/usr/bin/fish")
     assert behind.status == WARN and f"{shims} is on PATH after /usr/bin" in behind.detail, behind
-    assert behind.fix.startswith(f"add this line to ~/.config/fish/config.fish: test -x {launcher}; and {launcher} shell-init fish | source"), behind
+    assert behind.fix.startswith(f"add this line to ~/.config/fish/config.fish: test -x {launcher}; and "
+                                 f"{launcher} shell-init fish | source"), behind
     os.symlink(shims, tmp_path / "link")
     assert shell_check(f"PATH={tmp_path / 'link'}:$PATH").status == OK  # the same directory, by another name
 

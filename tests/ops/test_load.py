@@ -6,10 +6,11 @@ import tarfile
 
 import pytest
 
-from tests.support import images
-from toolbox.oci.digest import Digest
 from toolbox.errors import IntegrityError
+from toolbox.oci.digest import Digest
 from toolbox.ops.load import load_images
+
+from tests.support import images
 
 
 def write_docker_save(path, built, tags, edit=None):
@@ -106,7 +107,8 @@ def test_not_an_image(toolbox, tmp_path):
 
 
 def small_image(text="damaged\n"):
-    return remembered(images.ImageSpec(layers=(images.Layer((images.file("hello", text),)),), cmd=("/hello",)))
+    return remembered(images.ImageSpec(layers=(images.Layer((images.file("hello", text),)),),
+                                       cmd=("/hello",)))
 
 
 def docker_save(tmp_path, edit=None, extract=False):
@@ -170,22 +172,31 @@ def layer_blob_linked_out(layout, built):
 
 DAMAGED = {
     "layer blob a FIFO": (lambda t: oci_layout(t, fifo_for_layer_blob), "has no blobs/sha256/"),
-    "layer blob a symlink out of the layout": (lambda t: oci_layout(t, layer_blob_linked_out), "points outside"),
+    "layer blob a symlink out of the layout": (lambda t: oci_layout(t, layer_blob_linked_out),
+                                               "points outside"),
     "truncated tar": (truncated, "is truncated"),
-    "index.json not JSON": (lambda t: oci_layout(t, rewrite_index("{\"manifests\": [")), "index.json is not valid JSON"),
-    "index.json without manifests": (lambda t: oci_layout(t, rewrite_index({"schemaVersion": 2})), "no 'manifests' list"),
+    "index.json not JSON": (lambda t: oci_layout(t, rewrite_index("{\"manifests\": [")),
+                            "index.json is not valid JSON"),
+    "index.json without manifests": (lambda t: oci_layout(t, rewrite_index({"schemaVersion": 2})),
+                                     "no 'manifests' list"),
     "index.json digest not a string": (
         lambda t: oci_layout(t, rewrite_index({"schemaVersion": 2, "manifests": [{"digest": 12, "size": 3}]})), "no digest"),
     "manifest blob missing": (lambda t: oci_layout(t, remove_manifest_blob), "has no blobs/sha256/"),
     "layer blob missing": (lambda t: oci_layout(t, remove_layer_blob), "has no blobs/sha256/"),
-    "manifest.json entry not an object": (lambda t: docker_save(t, lambda e: ["saved.tar"]), "entry 1 is not a JSON object"),
-    "manifest.json without Config": (lambda t: docker_save(t, lambda e: [{"Layers": e[0]["Layers"]}]), "'Config' must be"),
-    "manifest.json Config a number": (lambda t: docker_save(t, lambda e: [dict(e[0], Config=7)]), "'Config' must be"),
+    "manifest.json entry not an object": (lambda t: docker_save(t, lambda e: ["saved.tar"]),
+                                          "entry 1 is not a JSON object"),
+    "manifest.json without Config": (lambda t: docker_save(t, lambda e: [{"Layers": e[0]["Layers"]}]),
+                                     "'Config' must be"),
+    "manifest.json Config a number": (lambda t: docker_save(t, lambda e: [dict(e[0], Config=7)]),
+                                      "'Config' must be"),
     "manifest.json Layers a string": (lambda t: docker_save(t, lambda e: [dict(e[0], Layers="layer0/layer.tar")]), "'Layers' must be"),
-    "manifest.json Layers with a NUL": (lambda t: docker_save(t, lambda e: [dict(e[0], Layers=["layer0\0"])], extract=True),
+    "manifest.json Layers with a NUL": (lambda t: docker_save(t, lambda e: [dict(e[0], Layers=["layer0\0"])],
+                                                              extract=True),
                                         "'Layers' must be"),
-    "manifest.json RepoTags a string": (lambda t: docker_save(t, lambda e: [dict(e[0], RepoTags="a:1")]), "'RepoTags' must be"),
-    "layer file missing": (lambda t: docker_save(t, lambda e: [dict(e[0], Layers=["gone/layer.tar"])], extract=True),
+    "manifest.json RepoTags a string": (lambda t: docker_save(t, lambda e: [dict(e[0], RepoTags="a:1")]),
+                                        "'RepoTags' must be"),
+    "layer file missing": (lambda t: docker_save(t, lambda e: [dict(e[0], Layers=["gone/layer.tar"])],
+                                                 extract=True),
                            "has no gone/layer.tar"),
 }
 
@@ -200,7 +211,8 @@ def store_with_an_image(toolbox):
 
 def store_files(toolbox):
     root = toolbox.layout.store_dir
-    return sorted(os.path.relpath(os.path.join(d, name), root) for d, _dirs, files in os.walk(root) for name in files)
+    return sorted(os.path.relpath(os.path.join(d, name), root) for d, _dirs,
+                  files in os.walk(root) for name in files)
 
 
 @pytest.mark.parametrize("case", DAMAGED)

@@ -14,16 +14,17 @@ from tests.support.upstream import multiarch, tool_image
 
 
 # -- the rule ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("older, newer", [
-    ("3.9", "3.10"), ("3.12", "3.13"), ("1.7.1", "1.7.10"), ("1.7.9", "1.8.0"),
-    ("3.13-rc1", "3.13"), ("3.13.0a1", "3.13.0b1"), ("3.13-beta2", "3.13-rc1"), ("3.13-rc1", "3.13-rc2"), ("3.13dev1", "3.13a1"),
-    ("2.0.0-beta.2", "2.0.0"), ("v1.2", "v1.10"),
-])
+@pytest.mark.parametrize("older, newer", [("3.9", "3.10"), ("3.12", "3.13"), ("1.7.1", "1.7.10"),
+                                          ("1.7.9", "1.8.0"), ("3.13-rc1", "3.13"), ("3.13.0a1", "3.13.0b1"),
+                                          ("3.13-beta2", "3.13-rc1"), ("3.13-rc1", "3.13-rc2"),
+                                          ("3.13dev1", "3.13a1"), ("2.0.0-beta.2", "2.0.0"),
+                                          ("v1.2", "v1.10"),])
 def test_versions_compare_by_their_numbers_and_a_pre_release_before_its_release(older, newer):
     assert parse_version(older) < parse_version(newer)
 
 
-@pytest.mark.parametrize("text", ["latest", "3.12-slim", "22.04-bookworm", "1.7.1-r2", "3.12.x", "bookworm", ""])
+@pytest.mark.parametrize("text",
+                         ["latest", "3.12-slim", "22.04-bookworm", "1.7.1-r2", "3.12.x", "bookworm", ""])
 def test_what_is_not_a_numbered_version_is_not_compared(text):
     assert parse_version(text) is None
 
@@ -37,7 +38,8 @@ def test_the_newest_version_keeps_the_pins_precision_and_skips_pre_releases_unle
     assert newest("3.14-rc1", tags + ["3.14-rc2", "3.14"]).text == "3.14"
     assert newest("4.1.1", tags).text == "3.13.1" and not is_newer(newest("4.1.1", tags), "4.1.1")  # the newest there is older
     assert newest("latest", tags) is None and newest("1.2.3.4", tags) is None  # nothing to compare with
-    assert versions_in("{version}-slim", ["3.13-slim", "3.13-slim-bookworm", "latest", "3.14-rc1-slim", "slim"]) == \
+    assert versions_in("{version}-slim",
+                       ["3.13-slim", "3.13-slim-bookworm", "latest", "3.14-rc1-slim", "slim"]) == \
         {"3.13": "3.13-slim", "3.14-rc1": "3.14-rc1-slim"}
     assert versions_in("v{version}", ["v1.2", "1.3", "v"]) == {"1.2": "v1.2"}
     assert versions_in("stable", ["stable"]) == {}
@@ -54,10 +56,14 @@ def test_tags_are_listed_page_after_page_as_the_link_header_leads(toolbox, regis
     with FaultProxy(registry.url) as proxy:
         toolbox.trust(proxy)
         repository = "/v2/paged/tool/tags/list"
-        page = lambda tags, link=None: dict(code=200, data=json.dumps({"name": "paged/tool", "tags": tags}).encode(),
-                                            headers={"Content-Type": "application/json", **({"Link": link} if link else {})})
-        proxy.add(r"tags/list\?n=2$", "body", **page(["1.0", "1.1"], f'<{repository}?last=1.1&n=2>; rel="next"'))
-        proxy.add(r"last=1\.1&", "body", **page(["1.2", "2.0"], f'<http://elsewhere.example{repository}?last=2.0&n=2>; rel="next"'))
+        page = lambda tags, link=None: dict(code=200,
+                                            data=json.dumps({"name": "paged/tool", "tags": tags}).encode(),
+                                            headers={"Content-Type": "application/json",
+                                                     **({"Link": link} if link else {})})
+        proxy.add(r"tags/list\?n=2$", "body",
+                  **page(["1.0", "1.1"], f'<{repository}?last=1.1&n=2>; rel="next"'))
+        proxy.add(r"last=1\.1&", "body",
+                  **page(["1.2", "2.0"], f'<http://elsewhere.example{repository}?last=2.0&n=2>; rel="next"'))
         proxy.add(r"last=2\.0&", "body", **page(["2.1"]))
         client = toolbox.services().registry_client()
         try:
@@ -75,7 +81,8 @@ def test_a_registry_that_pages_in_a_circle_ends_the_list(toolbox, registry):
     with FaultProxy(registry.url) as proxy:
         toolbox.trust(proxy)
         body = json.dumps({"name": "circle/tool", "tags": ["1"]}).encode()
-        proxy.add(r"tags/list", "body", times=10, code=200, data=body, headers={"Link": '</v2/circle/tool/tags/list?last=1>; rel="next"'})
+        proxy.add(r"tags/list", "body", times=10, code=200, data=body,
+                  headers={"Link": '</v2/circle/tool/tags/list?last=1>; rel="next"'})
         client = toolbox.services().registry_client()
         try:
             assert client.list_tags(ImageRef.parse(f"{proxy.host}/circle/tool:1")) == ["1"]
@@ -87,8 +94,10 @@ def test_a_registry_that_pages_in_a_circle_ends_the_list(toolbox, registry):
 # -- the command -------------------------------------------------------------------------------------------
 def test_outdated_says_what_is_locked_what_is_newer_and_which_tag_moved(toolbox, upstream, tmp_path):
     for version in ("3.11", "3.12", "3.13", "3.13.1", "3.14-rc1"):
-        upstream.publish("docker.io/library/python", f"{version}-slim", tool_image(f"py-{version}", "/usr/local/bin/python"))
-    upstream.publish("docker.io/library/python", "3.15-slim-bookworm", tool_image("py-other", "/usr/local/bin/python"))
+        upstream.publish("docker.io/library/python", f"{version}-slim",
+                         tool_image(f"py-{version}", "/usr/local/bin/python"))
+    upstream.publish("docker.io/library/python", "3.15-slim-bookworm",
+                     tool_image("py-other", "/usr/local/bin/python"))
     upstream.publish("docker.io/library/python", "latest", tool_image("py-latest", "/usr/local/bin/python"))
     for version in ("1.6", "1.7.1", "1.7.2", "1.8.0rc1"):
         upstream.publish("ghcr.io/jqlang/jq", version, multiarch(f"jq-{version}"))
@@ -98,12 +107,14 @@ def test_outdated_says_what_is_locked_what_is_newer_and_which_tag_moved(toolbox,
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\npython = "3.12"\nyq = "4.44.3"\n')
     assert cli(toolbox, "lock", cwd=project).returncode == 0
     lock_before = (project / "toolbox.lock").read_bytes()
-    locked = {tool: entry["digest"] for tool, entry in __import__("tomllib").loads(lock_before.decode())["tools"].items()}
+    locked = {tool: entry["digest"] for tool,
+              entry in __import__("tomllib").loads(lock_before.decode())["tools"].items()}
     moved = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1-rebuilt"))
     result = cli(toolbox, "outdated", "--json", cwd=project)
     assert result.returncode == 0, result.stderr
     rows = {row["tool"]: row for row in json.loads(result.stdout)}
-    assert {tool: (r["version"], r["locked_digest"], r["newest"], r["newer"], r["tag_digest"], r["tag_moved"]) for tool, r in rows.items()} == {
+    assert {tool: (r["version"], r["locked_digest"], r["newest"], r["newer"], r["tag_digest"],
+                   r["tag_moved"]) for tool, r in rows.items()} == {
         "jq": ("1.7.1", locked["jq"], "1.7.2", True, moved, True),
         "python": ("3.12", locked["python"], "3.13", True, locked["python"], False),
         "yq": ("4.44.3", yq, "4.44.3", False, yq, False)}
@@ -112,7 +123,8 @@ def test_outdated_says_what_is_locked_what_is_newer_and_which_tag_moved(toolbox,
     table = cli(toolbox, "outdated", cwd=project)
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["TOOL", "PINNED", "LOCKED", "NEWEST", "TAG", "UPSTREAM"]
-    assert lines[1].split() == ["jq", "1.7.1", locked["jq"][7:19], "1.7.2", "(newer)", "moved", "(now", f"{moved[7:19]})"]
+    assert lines[1].split() == ["jq", "1.7.1", locked["jq"][7:19], "1.7.2", "(newer)", "moved", "(now",
+                                f"{moved[7:19]})"]
     assert lines[2].split() == ["python", "3.12", locked["python"][7:19], "3.13", "(newer)", "unchanged"]
     assert lines[3].split() == ["yq", "4.44.3", yq[7:19], "4.44.3", "unchanged"]
     assert "jq: 1.7.2 is out: `toolbox add jq@1.7.2` pins it" in lines
@@ -126,7 +138,8 @@ def test_outdated_says_what_is_locked_what_is_newer_and_which_tag_moved(toolbox,
     assert python["locked_digest"] is None and python["newest"] == "3.13" and "locked for 3.12, pinned 3.11" in python["note"]
 
 
-def test_outdated_without_a_registry_says_so_for_each_tool_and_reports_the_others(toolbox, upstream, tmp_path):
+def test_outdated_without_a_registry_says_so_for_each_tool_and_reports_the_others(toolbox, upstream,
+                                                                                  tmp_path):
     upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
     recipes = Path(toolbox.layout.user_recipes_dir)
     recipes.mkdir(parents=True)

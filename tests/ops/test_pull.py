@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from toolbox.oci.digest import Digest
 from toolbox.errors import AuthError, IntegrityError, LayerError, NotFound, RegistryError
+from toolbox.oci.digest import Digest
 from toolbox.oci.platform import host_platform
 
 BUSYBOX = Path("/bin/busybox").read_bytes() if Path("/bin/busybox").exists() else None
@@ -137,8 +137,8 @@ def test_tampered_blob_is_refused_and_nothing_kept(toolbox, registry, pushed_ima
 
 @pytest.mark.parametrize(
     "scenario, words",
-    [("dotdot", "'..'"), ("symlink_escape", "symlink"), ("hardlink_escape", "hard link"), ("too_deep", "601 levels deep"),
-     ("trailing_data", "after the end of the tar archive")],
+    [("dotdot", "'..'"), ("symlink_escape", "symlink"), ("hardlink_escape", "hard link"),
+     ("too_deep", "601 levels deep"), ("trailing_data", "after the end of the tar archive")],
 )
 def test_hostile_layers_are_refused(toolbox, registry, pushed_images, tmp_path, scenario, words):
     toolbox.trust(registry)
@@ -175,7 +175,8 @@ def test_max_layer_bytes_from_the_environment_limits_a_pull(toolbox, registry, p
     assert toolbox.cli("pull", image.reference).returncode == 0
 
 
-def test_min_free_bytes_from_the_environment_refuses_a_pull_before_it_writes(toolbox, registry, pushed_images):
+def test_min_free_bytes_from_the_environment_refuses_a_pull_before_it_writes(toolbox, registry,
+                                                                             pushed_images):
     toolbox.trust(registry)
     image = pushed_images["busybox"]
     statvfs = os.statvfs(toolbox.root)
@@ -221,7 +222,8 @@ def test_basic_auth_login_pull_logout(toolbox, basic_registry, basic_pushed_imag
     wrong = toolbox.cli("login", basic_registry.host, "-u", "alice", "--password-stdin", input="wrong\n")
     assert wrong.returncode == 125 and "rejected" in wrong.stderr and "wrong" not in wrong.stderr
     assert not (toolbox.home / ".docker" / "config.json").exists()
-    ok = toolbox.cli("login", basic_registry.host, "-u", "alice", "--password-stdin", input=basic_registry.password + "\n")
+    ok = toolbox.cli("login", basic_registry.host, "-u", "alice", "--password-stdin",
+                     input=basic_registry.password + "\n")
     assert ok.returncode == 0, ok.stderr
     config = toolbox.home / ".docker" / "config.json"
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
@@ -242,7 +244,8 @@ def test_token_auth_anonymous_and_with_credentials(toolbox, token_registry, toke
     with pytest.raises(AuthError) as info:
         toolbox.pull(private.reference)
     assert "toolbox login" in info.value.hint
-    login = toolbox.cli("login", token_registry.host, "-u", "bob", "--password-stdin", input=token_registry.password)
+    login = toolbox.cli("login", token_registry.host, "-u", "bob", "--password-stdin",
+                        input=token_registry.password)
     assert login.returncode == 0, login.stderr
     assert str(toolbox.pull(private.reference).digest) == private.manifest_digest
 
@@ -379,8 +382,8 @@ def test_pull_names_each_digest_once(toolbox, registry, pushed_images):
     chosen = next(child.manifest_digest for child in index.built.children if child.platform.get("architecture") == "amd64")
 
     def log(*args):
-        done = subprocess.run([sys.executable, "-m", "toolbox", *args], env=toolbox.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-m", "toolbox", *args], env=toolbox.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
         assert done.returncode == 0, done.stdout
         return done.stdout
 
@@ -410,8 +413,8 @@ def test_rmi_says_what_it_removed_before_what_it_freed(toolbox, registry, pushed
     image = pushed_images["busybox"]
     toolbox.pull(image.reference)
     # stdout and stderr into one pipe, as `toolbox rmi X 2>&1 | less` has them
-    result = subprocess.run([sys.executable, "-m", "toolbox", "rmi", image.reference], env=toolbox.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-m", "toolbox", "rmi", image.reference], env=toolbox.env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
     assert result.returncode == 0
     removed, freed = result.stdout.splitlines()
     assert removed == f"Removed {image.reference}"

@@ -161,7 +161,8 @@ def test_sigkill_at_20_points_of_pull_unpack_and_prune_leaves_a_clean_store(tool
             if not stored:
                 toolbox.pull(reference)
             remove_images(store, [reference])
-            process = subprocess.Popen([sys.executable, "-m", "toolbox", "prune"], env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            process = subprocess.Popen([sys.executable, "-m", "toolbox", "prune"], env=toolbox.env,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             time.sleep(rng.uniform(0.05, 0.25))
         else:  # pull: download, verify and unpack, from a store without the image
             if stored:
@@ -246,14 +247,16 @@ def test_a_full_disk_is_a_clear_error_and_the_store_recovers(toolbox, big_image)
 
 
 @pytest.mark.needs_userns
-def test_a_layer_that_would_eat_into_the_free_space_reserve_is_stopped_before_the_disk_fills(toolbox, registry):
+def test_a_layer_that_would_eat_into_the_free_space_reserve_is_stopped_before_the_disk_fills(toolbox,
+                                                                                             registry):
     """The store on a 48 MiB tmpfs with a reserve of 16 MiB, and a layer of 40 MiB of zeros
     (a 40 kB blob: its size says nothing of what it unpacks to): the pull stops when the free
     space reaches the reserve, not when the disk is full, says how much is free and how to
     lower the reserve, and leaves nothing behind. Without the reserve the same layer fits."""
     toolbox.trust(registry)
     bomb = images.Layer((images.file("zeros", bytes(40 * 1024 * 1024)),))
-    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), bomb), labels={"org.example.scenario": "reserve"}))
+    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), bomb),
+                                                   labels={"org.example.scenario": "reserve"}))
     assert len(built.blobs[built.layers[-1]["digest"]]) < 100_000
     push_raw(registry, "reserve", "1", built)
     reference = f"{registry.host}/reserve:1"
@@ -261,7 +264,8 @@ def test_a_layer_that_would_eat_into_the_free_space_reserve_is_stopped_before_th
     os.makedirs(cache, exist_ok=True)
     toolbox_cmd = f"{sys.executable} -m toolbox"
     free = f"{sys.executable} -c 'import os; v = os.statvfs(\"{cache}\"); print(v.f_bavail * v.f_frsize)'"
-    script = (f"TOOLBOX_MIN_FREE_BYTES={16 * 1024 * 1024} {toolbox_cmd} pull --quiet {reference}; echo first=$?\n"
+    script = (f"TOOLBOX_MIN_FREE_BYTES={16 * 1024 * 1024} {toolbox_cmd} pull --quiet {reference}; echo "
+              "first=$?\n"
               f"{toolbox_cmd} check --json > {outside}/check.json\n"
               f"ls -A {toolbox.layout.tmp_dir} > {outside}/leftovers.txt\n"
               f"{free} > {outside}/free.txt\n"
@@ -270,7 +274,8 @@ def test_a_layer_that_would_eat_into_the_free_space_reserve_is_stopped_before_th
     result = run_on_a_small_store(toolbox, script)
     assert "first=125" in result.stdout and "second=0" in result.stdout, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "no space left" not in result.stderr.lower(), result.stderr
-    message = re.search(r"not enough free space to unpack layer \S+ of \S+: ([0-9.]+) MiB free on the filesystem of the store "
+    message = re.search(r"not enough free space to unpack layer \S+ of \S+: ([0-9.]+) MiB free on the "
+                        r"filesystem of the store "
                         r"\(.+\), and toolbox leaves 16\.0 MiB free there", result.stderr)
     assert message, result.stderr
     assert 8 <= float(message.group(1)) < 16  # stopped near the reserve, far from a full disk

@@ -10,9 +10,10 @@ import subprocess
 
 import pytest
 
-from tests.support import images
 from toolbox.oci.digest import Digest
 from toolbox.runtime.flatten import merge_layers
+
+from tests.support import images
 
 pytestmark = pytest.mark.needs_program("umoci")
 
@@ -58,7 +59,8 @@ def test_same_tree_as_umoci(toolbox, registry, pushed_images, tmp_path, scenario
     built = image.built
     images.write_oci_layout(layout, built, "t")
     bundle = tmp_path / "bundle"
-    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:t", str(bundle)], check=True, capture_output=True)
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:t", str(bundle)], check=True,
+                   capture_output=True)
     theirs = snapshot(bundle / "rootfs")
     mine = snapshot(ours)
     assert mine.keys() == theirs.keys()

@@ -11,7 +11,8 @@ from toolbox.ops.uninstall import install_launcher_venv
 
 
 def test_the_templates_are_shipped_data_beside_the_recipes():
-    assert sorted(os.listdir(shipped_dir("shims"))) == ["init.bash.in", "init.fish.in", "init.zsh.in", "shim.in", "toolbox.in"]
+    assert sorted(os.listdir(shipped_dir("shims"))) == ["init.bash.in", "init.fish.in", "init.zsh.in",
+                                                        "shim.in", "toolbox.in"]
     assert os.path.isdir(shipped_dir("recipes"))
 
 
@@ -44,6 +45,7 @@ def test_a_shim_is_python_that_is_shims_recognise(tmp_path):
 def test_the_launcher_scripts_install_writes_is_the_one_uninstall_recognises(tmp_path):
     venv = tmp_path / "share" / "toolbox" / "venv"
     launcher = tmp_path / "toolbox"
-    launcher.write_text(shimgen.launcher_text(str(venv / "bin" / "python3"), str(venv / "lib" / "site-packages")))
+    launcher.write_text(shimgen.launcher_text(str(venv / "bin" / "python3"),
+                                              str(venv / "lib" / "site-packages")))
     compile(launcher.read_text(), "launcher", "exec")
     assert install_launcher_venv(str(launcher)) == str(venv)

@@ -16,8 +16,9 @@ from tests.support.upstream import LINT, Upstream, multiarch, tool_image
 
 def ci(toolbox, *args, cwd, env=None):
     """A CI step: no terminal (stdin from /dev/null), CI=true, the fresh home's environment."""
-    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=dict(toolbox.env, CI="true", **(env or {})), cwd=cwd,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    return subprocess.run([sys.executable, "-m", "toolbox", *args],
+                          env=dict(toolbox.env, CI="true", **(env or {})), cwd=cwd, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=180)
 
 
 @pytest.mark.needs_userns_overlay
@@ -30,7 +31,8 @@ def test_the_readme_ci_recipe_in_a_fresh_home_without_a_terminal(tmp_path, regis
     project.mkdir()
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\nlint = "1"\n\n' + LINT)
     assert ci(lead, "trust", cwd=project).returncode == 0
-    locked = subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=project, capture_output=True, text=True, timeout=120)
+    locked = subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=project,
+                            capture_output=True, text=True, timeout=120)
     assert locked.returncode == 0, locked.stderr
 
     def fresh_ci_machine(name):
@@ -71,15 +73,18 @@ class Teammate:
 
     def __init__(self, other_user, config_text):
         self.other = other_user
-        self.root = Path(other_user.python("import tempfile; print(tempfile.mkdtemp(prefix='teammate-', dir='/tmp'))").strip())
-        self.env = {"HOME": str(self.root / "home"), "TOOLBOX_HOME": str(self.root / "toolbox"), "XDG_RUNTIME_DIR": str(self.root / "run"),
+        self.root = Path(other_user.python("import tempfile; print(tempfile.mkdtemp(prefix='teammate-', "
+                                           "dir='/tmp'))").strip())
+        self.env = {"HOME": str(self.root / "home"), "TOOLBOX_HOME": str(self.root / "toolbox"),
+                    "XDG_RUNTIME_DIR": str(self.root / "run"),
                     "PATH": f"{self.root / 'toolbox' / 'data' / 'shims'}:/usr/bin:/bin", "LANG": "C.UTF-8",
                     "PYTHONPATH": str(REPO)}
         # The lead's bare repository is another user's: git wants it declared safe (global config).
         other_user.python("import os, sys\nroot = sys.argv[1]\nfor d in ('home', 'run', 'toolbox/config'):\n"
                           "    os.makedirs(os.path.join(root, d), mode=0o700, exist_ok=True)\n"
                           "open(os.path.join(root, 'toolbox/config/config.toml'), 'w').write(sys.argv[2])\n"
-                          "open(os.path.join(root, 'home/.gitconfig'), 'w').write('[safe]\\n\\tdirectory = *\\n')", self.root, config_text)
+                          "open(os.path.join(root, 'home/.gitconfig'), 'w').write('[safe]\\n\\tdirectory = "
+                          "*\\n')", self.root, config_text)
 
     def run(self, *argv, cwd):
         return self.other.run(list(argv), cwd=cwd, env=self.env, timeout=180)
@@ -92,7 +97,8 @@ class Teammate:
 
 
 def git(*args, cwd, env=None):
-    done = subprocess.run(["git", "-c", "user.name=Lead", "-c", "user.email=lead@example.invalid", "-c", "init.defaultBranch=main", *args],
+    done = subprocess.run(["git", "-c", "user.name=Lead", "-c", "user.email=lead@example.invalid", "-c",
+                           "init.defaultBranch=main", *args],
                           cwd=cwd, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -112,7 +118,8 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
     for version in ("1.6", "1.7"):  # the same shape of version as the pin: what `outdated` compares
         upstream.publish("ghcr.io/jqlang/jq", version, multiarch(f"jq-{version}"))
     upstream.publish("ghcr.io/example/lint", "1", tool_image("lint-1", "/usr/local/bin/lint"))
-    upstream.publish("docker.io/library/redis", "7.4-alpine", tool_image("redis-7.4", "/usr/local/bin/redis-cli"))
+    upstream.publish("docker.io/library/redis", "7.4-alpine",
+                     tool_image("redis-7.4", "/usr/local/bin/redis-cli"))
     shared = Path(tempfile.mkdtemp(prefix="team-", dir="/tmp"))
     shared.chmod(0o755)
     teammate = Teammate(other_user, Path(lead.layout.config_file).read_text())
@@ -124,17 +131,23 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         (work / "toolbox.toml").write_text('[tools]\njq = "1.6"\nlint = "1"\n\n' + LINT)
         lead_env = dict(os.environ, **lead.env)
         assert ci(lead, "trust", cwd=work).returncode == 0
-        assert subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work, capture_output=True).returncode == 0
+        assert subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work,
+                              capture_output=True).returncode == 0
         git("init", "-q", cwd=work)
         git("add", "toolbox.toml", "toolbox.lock", cwd=work)
         git("commit", "-q", "-m", "pin tools", cwd=work)
         git("clone", "-q", "--bare", str(work), str(shared / "team.git"), cwd=shared)
         git("remote", "add", "origin", str(shared / "team.git"), cwd=work)
-        lead_digests = {r["tool"]: r["digest"] for r in json.loads(subprocess.run([sys.executable, "-m", "toolbox", "list", "--json"],
-                                                                                   env=lead.env, cwd=work, capture_output=True, text=True).stdout)}
+        lead_digests = {r["tool"]: r["digest"] for r in json.loads(subprocess.run([sys.executable, "-m",
+                                                                                   "toolbox", "list",
+                                                                                   "--json"],
+                                                                                  env=lead.env, cwd=work,
+                                                                                  capture_output=True,
+                                                                                  text=True).stdout)}
 
         # The teammate clones: the project's recipe is not trusted on their account yet.
-        code, _, err = teammate.run("git", "clone", "-q", str(shared / "team.git"), "clone", cwd=teammate.root)
+        code, _, err = teammate.run("git", "clone", "-q", str(shared / "team.git"), "clone",
+                                    cwd=teammate.root)
         assert code == 0, err
         clone = teammate.root / "clone"
         code, out, err = teammate.toolbox("sync", cwd=clone)
@@ -155,16 +168,19 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         os.makedirs(runner.layout.config_dir, exist_ok=True)
         shutil.copy(lead.layout.config_file, runner.layout.config_file)
         synced = ci(runner, "sync", "--frozen", cwd=work, env={"TOOLBOX_TRUSTED_PROJECTS": str(work)})
-        transcript.append(("ci", "CI=true TOOLBOX_TRUSTED_PROJECTS=$PWD toolbox sync --frozen", synced.stdout + synced.stderr))
+        transcript.append(("ci", "CI=true TOOLBOX_TRUSTED_PROJECTS=$PWD toolbox sync --frozen",
+                           synced.stdout + synced.stderr))
         assert synced.returncode == 0, synced.stderr
         assert {r["tool"]: r["digest"] for r in json.loads(ci(runner, "list", "--json", cwd=work).stdout)} == lead_digests
 
         # The lead sees jq 1.7.1 is out, upgrades it and pins redis-cli: lock says only what changed.
-        outdated = subprocess.run([sys.executable, "-m", "toolbox", "outdated"], env=lead.env, cwd=work, capture_output=True, text=True)
+        outdated = subprocess.run([sys.executable, "-m", "toolbox", "outdated"], env=lead.env, cwd=work,
+                                  capture_output=True, text=True)
         transcript.append(("lead", "toolbox outdated", outdated.stdout + outdated.stderr))
         assert "jq: 1.7 is out" in outdated.stdout, outdated.stdout + outdated.stderr
         (work / "toolbox.toml").write_text('[tools]\njq = "1.7"\nlint = "1"\nredis-cli = "7.4"\n\n' + LINT)
-        relocked = subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work, capture_output=True, text=True)
+        relocked = subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work,
+                                  capture_output=True, text=True)
         transcript.append(("lead", "toolbox lock", relocked.stdout + relocked.stderr))
         assert relocked.returncode == 0 and "jq 1.6 → 1.7" in relocked.stdout and "redis-cli added" in relocked.stdout
         assert "lint" not in relocked.stdout  # unchanged: not printed
@@ -195,7 +211,8 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         # The lead widens the recipe's grants: the teammate is asked again, seeing exactly what is new.
         git("checkout", "-q", "main", cwd=work)
         (work / "toolbox.toml").write_text((work / "toolbox.toml").read_text().replace(
-            'command = ["lint"]\n', 'command = ["lint"]\nmounts = [{ source = "~/.ssh", target = "~/.ssh" }]\n'))
+            'command = ["lint"]\n', 'command = ["lint"]\nmounts = [{ source = "~/.ssh", target = "~/.ssh" '
+                                    '}]\n'))
         git("commit", "-q", "-am", "lint reads ssh keys", cwd=work)
         git("push", "-q", "origin", "HEAD:main", cwd=work, env=lead_env)
         assert teammate.run("git", "checkout", "-q", "main", cwd=clone)[0] == 0

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from toolbox.errors import ConfigError
+from toolbox.errors import ConfigError, RecipeError
 from toolbox.layout import Layout
 from toolbox.project.recipes import Catalog, builtin_dir, load_directory, parse_recipe
-from toolbox.errors import RecipeError
 
 from tests.support import images
-from tests.support.upstream import Upstream, multiarch, tool_image
 from tests.support.host import userns_overlay_works
 from tests.support.installation import cli
+from tests.support.upstream import Upstream, multiarch, tool_image
 
-REQUIRED = ("jq", "yq", "psql", "node", "python", "aws", "gcloud", "busybox", "redis-cli", "ubuntu", "debian", "alpine")
+REQUIRED = ("jq", "yq", "psql", "node", "python", "aws", "gcloud", "busybox", "redis-cli", "ubuntu", "debian",
+            "alpine")
 
 
 def run(toolbox, *args, cwd, env=None):
@@ -52,12 +52,17 @@ def test_every_builtin_recipe_loads_and_points_at_its_upstream_image():
     ({"image": "ghcr.io/a/b:1", "default_version": "1"}, "without tag or digest"),
     ({"image": "ghcr.io/a/b", "default_version": "1 2"}, "is not a version"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "command": "jq"}, "'command' must be a non-empty list"),
-    ({"image": "ghcr.io/a/b", "default_version": "1", "default_command": []}, "'default_command' must be a non-empty list"),
-    ({"image": "ghcr.io/a/b", "default_version": "1", "network": "bridge"}, "'network' must be one of host, none"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "default_command": []},
+     "'default_command' must be a non-empty list"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "network": "bridge"},
+     "'network' must be one of host, none"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "pass_env": ["*"]}, "PREFIX* pattern"),
-    ({"image": "ghcr.io/a/b", "default_version": "1", "mounts": [{"source": "/", "target": "/x"}]}, "without '..'"),
-    ({"image": "ghcr.io/a/b", "default_version": "1", "mounts": [{"source": "rel", "target": "/x"}]}, "must be an absolute path"),
-    ({"image": "ghcr.io/a/b", "default_version": "1", "aliases": {"x": {"image": "y"}}}, "alias 'x' must be a table"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "mounts": [{"source": "/", "target": "/x"}]},
+     "without '..'"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "mounts": [{"source": "rel", "target": "/x"}]},
+     "must be an absolute path"),
+    ({"image": "ghcr.io/a/b", "default_version": "1", "aliases": {"x": {"image": "y"}}},
+     "alias 'x' must be a table"),
     ({"image": "ghcr.io/a/b", "default_version": "1", "tag": "v{version}!"}, "do not make a valid reference"),
 ])
 def test_a_broken_recipe_names_the_file_the_key_and_what_is_allowed(table, complaint):
@@ -76,7 +81,8 @@ def test_user_recipes_override_builtins_and_projects_override_both(tmp_path):
     assert catalog.shadowed("jq").source == "builtin"
     project = tmp_path / "p"
     project.mkdir()
-    (project / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/project/jq"\ndefault_version = "8"\n')
+    (project / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/project/jq"\ndefault_version = '
+                                          '"8"\n')
     from toolbox.project.project import load_project
 
     catalog = Catalog.load(layout, load_project(str(project / "toolbox.toml")))
@@ -140,7 +146,8 @@ def test_walk_up_finds_the_project_and_global_pins_apply_outside(toolbox, tmp_pa
 
 def test_add_keeps_comments_and_lock_is_deterministic_until_upgrade(toolbox, upstream, tmp_path):
     first = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1-a"))
-    upstream.publish("docker.io/library/python", "3.11-slim", tool_image("python-3.11", "/usr/local/bin/python"))
+    upstream.publish("docker.io/library/python", "3.11-slim",
+                     tool_image("python-3.11", "/usr/local/bin/python"))
     project = tmp_path / "project"
     project.mkdir()
     original = '# our tools\n[tools]\n# JSON\njq = "1.6"   # old\n\n[recipes.other]  # ours\nimage = "ghcr.io/x/y"\ndefault_version = "1"\n'
@@ -155,7 +162,8 @@ def test_add_keeps_comments_and_lock_is_deterministic_until_upgrade(toolbox, ups
 
     lock = tomllib.loads(lock_bytes.decode())
     jq = lock["tools"]["jq"]
-    assert jq["digest"] == first and jq["tag"] == "1.7.1" and set(jq["platforms"]) == {"linux/amd64", "linux/arm64/v8"}
+    assert jq["digest"] == first and jq["tag"] == "1.7.1" and set(jq["platforms"]) == {"linux/amd64",
+                                                                                       "linux/arm64/v8"}
     assert lock["tools"]["python"]["platforms"] == {"linux/amd64": lock["tools"]["python"]["digest"]}
     assert cli(toolbox, "lock", cwd=project).returncode == 0
     assert (project / "toolbox.lock").read_bytes() == lock_bytes  # twice: the same bytes
@@ -220,7 +228,8 @@ def test_frozen_and_ci_refuse_to_resolve(toolbox, upstream, tmp_path):
 
 
 def test_no_manifest_for_this_platform(toolbox, upstream, tmp_path):
-    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", images.build_index([tool_image("arm", architecture="arm64", variant="v8")]))
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1",
+                     images.build_index([tool_image("arm", architecture="arm64", variant="v8")]))
     project = tmp_path / "project"
     project.mkdir()
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
@@ -277,7 +286,8 @@ def test_a_locked_run_stays_on_its_digest_when_the_tag_moves(toolbox, upstream, 
 @pytest.mark.needs_userns_overlay
 def test_aliases_commands_env_and_mounts_from_the_recipe(toolbox, upstream, tmp_path):
     upstream.publish("docker.io/library/python", "3.11-slim",
-                     tool_image("python-3.11", "/usr/local/bin/python", names=("/usr/local/bin/pip",), entrypoint=False))
+                     tool_image("python-3.11", "/usr/local/bin/python", names=("/usr/local/bin/pip",),
+                                entrypoint=False))
     upstream.publish("docker.io/amazon/aws-cli", "2.17.0", tool_image("aws", "/usr/local/bin/aws"))
     assert run(toolbox, "python3.11", "-c", "print(1)", cwd=tmp_path).stdout == "python-3.11 python:-c print(1)\n"
     assert run(toolbox, "pip", "install", "x", env={}, cwd=tmp_path).returncode == 125  # pip is python's default version, 3.12: not published
@@ -287,7 +297,8 @@ def test_aliases_commands_env_and_mounts_from_the_recipe(toolbox, upstream, tmp_
     aws_dir.mkdir()
     (aws_dir / "config").write_text("[default]\n")
     script = "cat ~/.aws/config; echo $AWS_PROFILE-$OTHER; touch ~/.aws/x 2>/dev/null || echo read-only"
-    result = run(toolbox, "--entrypoint", "sh", "aws", "-c", script, cwd=tmp_path, env={"AWS_PROFILE": "dev", "OTHER": "no"})
+    result = run(toolbox, "--entrypoint", "sh", "aws", "-c", script, cwd=tmp_path,
+                 env={"AWS_PROFILE": "dev", "OTHER": "no"})
     assert result.stdout == "[default]\ndev-\nread-only\n", result.stderr
 
 
@@ -310,7 +321,8 @@ def _stand_in(recipe):
     names no command, the image's entrypoint runs (as upstream images have it)."""
     programs = [_what_runs(recipe, None)[0]] + [_what_runs(recipe, alias)[0] for alias in recipe.aliases.values()]
     programs = list(dict.fromkeys(programs))
-    return tool_image(f"{recipe.name}-standin", f"/usr/local/bin/{programs[0]}", names=[f"/usr/local/bin/{p}" for p in programs[1:]],
+    return tool_image(f"{recipe.name}-standin", f"/usr/local/bin/{programs[0]}",
+                      names=[f"/usr/local/bin/{p}" for p in programs[1:]],
                       entrypoint=not (recipe.command or recipe.name in SHELL_RECIPES))
 
 
@@ -342,8 +354,10 @@ def test_every_builtin_recipe_and_alias_with_and_without_arguments(toolbox, upst
 
 def test_trust_is_asked_for_project_recipes_and_asked_again_after_an_edit(toolbox, upstream, tmp_path):
     upstream.publish("ghcr.io/jqlang/jq", "2", tool_image("project-jq"))
-    (tmp_path / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/jqlang/jq"\ndefault_version = "2"\n'
-                                           'pass_env = ["SECRET_*"]\nmounts = [{ source = "~/.ssh", target = "~/.ssh" }]\n')
+    (tmp_path / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/jqlang/jq"\ndefault_version = '
+                                           '"2"\n'
+                                           'pass_env = ["SECRET_*"]\nmounts = [{ source = "~/.ssh", target = '
+                                           '"~/.ssh" }]\n')
     refused = run(toolbox, "jq", cwd=tmp_path)
     assert refused.returncode == 125 and "not trusted yet" in refused.stderr
     assert "+ mount ~/.ssh at ~/.ssh read-write" in refused.stderr and "+ host variable SECRET_*" in refused.stderr
@@ -353,7 +367,8 @@ def test_trust_is_asked_for_project_recipes_and_asked_again_after_an_edit(toolbo
     assert trusted.returncode == 0 and "+ host variable SECRET_*" in trusted.stdout
     if userns_overlay_works():
         assert run(toolbox, "jq", cwd=tmp_path).stdout == "project-jq tool:\n"
-    (tmp_path / "toolbox.toml").write_text((tmp_path / "toolbox.toml").read_text().replace("SECRET_*", "AWS_*"))
+    (tmp_path / "toolbox.toml").write_text((tmp_path / "toolbox.toml").read_text().replace("SECRET_*",
+                                                                                           "AWS_*"))
     again = run(toolbox, "jq", cwd=tmp_path)
     assert again.returncode == 125 and "+ host variable AWS_*" in again.stderr
     assert cli(toolbox, "trust", cwd=tmp_path).returncode == 0 and cli(toolbox, "untrust", cwd=tmp_path).returncode == 0
@@ -375,7 +390,8 @@ def test_global_pins_outside_a_project_and_the_config_file_stays_private(toolbox
     assert cli(toolbox, "add", "--global", "jq@1.6", cwd=tmp_path).returncode == 0
     assert os.stat(toolbox.layout.config_file).st_mode & 0o777 == 0o600  # an edit keeps the file's mode
     listed = json.loads(cli(toolbox, "list", "--json", cwd=tmp_path).stdout)
-    assert [(r["tool"], r["version"], r["pinned_by"]) for r in listed] == [("jq", "1.6", toolbox.layout.config_file)]
+    assert [(r["tool"], r["version"], r["pinned_by"]) for r in listed] == [("jq", "1.6",
+                                                                            toolbox.layout.config_file)]
     assert os.path.exists(os.path.join(toolbox.layout.config_dir, "toolbox.lock"))
     if userns_overlay_works():
         assert run(toolbox, "jq", cwd=tmp_path).stdout == "jq-1.6 tool:\n"
@@ -422,7 +438,8 @@ def _write_lock_doc(path, doc):
 @pytest.mark.needs_userns_overlay
 def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(toolbox, upstream, tmp_path):
     for version in ("3.12", "3.10"):
-        upstream.publish("docker.io/library/python", f"{version}-slim", multiarch(f"py-{version}", program="/usr/local/bin/python"))
+        upstream.publish("docker.io/library/python", f"{version}-slim",
+                         multiarch(f"py-{version}", program="/usr/local/bin/python"))
     for name, version in (("p", "3.12"), ("other", "3.10")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "toolbox.toml").write_text(f'[tools]\npython = "{version}"\n')
@@ -448,7 +465,8 @@ def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(too
     # The whole entry swapped for 3.10's, consistent in itself: offline it cannot be told apart
     # (it runs 3.10), and `lock --check` against the registry says so.
     swapped = json.loads(json.dumps(good))
-    swapped["tools"]["python"].update(digest=other["tools"]["python"]["digest"], platforms=other["tools"]["python"]["platforms"])
+    swapped["tools"]["python"].update(digest=other["tools"]["python"]["digest"],
+                                      platforms=other["tools"]["python"]["platforms"])
     _write_lock_doc(lock_path, swapped)
     checked = cli(toolbox, "lock", "--check", cwd=project)
     assert checked.returncode == 125 and "the tag 3.12-slim now names" in checked.stdout and "or the lock was edited" in checked.stdout
@@ -481,7 +499,8 @@ def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_pa
     assert run(toolbox, "jq", cwd=project).stdout == "jq-1.7.1 tool:\n"  # locks, pulls by the lock's digest
     images_ = json.loads(cli(toolbox, "images", "--json", cwd=project).stdout)
     assert {(i["tool"], i["reference"]) for i in images_} == {("jq 1.6", "ghcr.io/jqlang/jq:1.6"),
-                                                               ("jq 1.7.1 (project ~/p)", f"ghcr.io/jqlang/jq@{locked}")}
+                                                               ("jq 1.7.1 (project ~/p)",
+                                                                f"ghcr.io/jqlang/jq@{locked}")}
     table = cli(toolbox, "images", cwd=project).stdout
     assert "jq 1.7.1 (project ~/p)" in table and max(len(line) for line in table.splitlines()) < 120
     inspected = cli(toolbox, "inspect", "jq", cwd=project)
@@ -504,7 +523,8 @@ def test_prune_unused_keeps_what_the_locks_toolbox_has_seen_use(toolbox, upstrea
     and for whom, with ~ for the home; a lock with conflict markers keeps what its text names."""
     jq = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1"))
     upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
-    python = upstream.publish("docker.io/library/python", "3.13-slim", tool_image("py-3.13", "/usr/local/bin/python"))
+    python = upstream.publish("docker.io/library/python", "3.13-slim",
+                              tool_image("py-3.13", "/usr/local/bin/python"))
     yq = upstream.publish("docker.io/mikefarah/yq", "4.44.3", tool_image("yq"))
     home = toolbox.home
     pins = {"a": 'jq = "1.7.1"\npython = "3.13"\n', "b": 'jq = "1.7.1"\n', "c": 'jq = "1.6"\n'}
@@ -578,7 +598,8 @@ def test_rmi_of_a_tool_warns_for_every_project_whose_lock_runs_it(toolbox, upstr
     project_b = str(toolbox.home / "b" / "toolbox.toml")
     os.makedirs(toolbox.layout.tool_plans_dir, exist_ok=True)
     with open(plans.plan_path(toolbox.layout, project_b, "jq"), "wb") as plan:
-        plan.write(plans.plan_bytes(project_b, "jq", {"image": f"ghcr.io/jqlang/jq@{locked}", "pinned": True}, {}))
+        plan.write(plans.plan_bytes(project_b, "jq", {"image": f"ghcr.io/jqlang/jq@{locked}", "pinned": True},
+                                    {}))
     assert set(remembered_projects(toolbox.layout)) == {project_b}
     missing = cli(toolbox, "rmi", "yq", cwd=toolbox.home)
     assert missing.returncode == 125, missing.stderr
@@ -595,15 +616,18 @@ def test_lock_sync_and_upgrade_print_only_what_changed(toolbox, upstream, tmp_pa
     """Round 2 printed every tool at every `lock` and `sync`: a change was hard to see. Now
     only changes, one line each, and --dry-run shows them without writing."""
     jq_a = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-a"))
-    py12 = upstream.publish("docker.io/library/python", "3.12-slim", tool_image("py-3.12", "/usr/local/bin/python"))
-    py13 = upstream.publish("docker.io/library/python", "3.13-slim", tool_image("py-3.13", "/usr/local/bin/python"))
+    py12 = upstream.publish("docker.io/library/python", "3.12-slim",
+                            tool_image("py-3.12", "/usr/local/bin/python"))
+    py13 = upstream.publish("docker.io/library/python", "3.13-slim",
+                            tool_image("py-3.13", "/usr/local/bin/python"))
     node = upstream.publish("docker.io/library/node", "22-slim", tool_image("node-22", "/usr/local/bin/node"))
     project = tmp_path / "project"
     project.mkdir()
     pins = project / "toolbox.toml"
     pins.write_text('[tools]\njq = "1.7.1"\npython = "3.12"\n')
     first = cli(toolbox, "lock", cwd=project)
-    assert (first.returncode, first.stdout) == (0, f"jq added: 1.7.1 ({_short(jq_a)})\npython added: 3.12 ({_short(py12)})\n"), first.stderr
+    assert (first.returncode, first.stdout) == (0, f"jq added: 1.7.1 ({_short(jq_a)})\npython added: 3.12 "
+                                                   f"({_short(py12)})\n"), first.stderr
     assert cli(toolbox, "lock", cwd=project).stdout == "toolbox.lock is up to date\n"
     synced = cli(toolbox, "sync", cwd=project)
     assert synced.stdout == f"pulled jq 1.7.1 ({_short(jq_a)})\npulled python 3.12 ({_short(py12)})\n", synced.stderr
@@ -669,19 +693,22 @@ def test_the_first_call_after_a_lock_change_says_so_once(toolbox, upstream, tmp_
     assert cli(toolbox, "lock", "--upgrade", cwd=project).returncode == 0
     upgraded = run(toolbox, "jq", cwd=project)
     assert upgraded.stdout == "jq-1.7.2-rebuilt tool:\n"
-    assert said(upgraded) == [f"toolbox: warning: jq 1.7.2 is now {_short(moved)} (was {_short(old)}), from {project / 'toolbox.lock'}"]
+    assert said(upgraded) == [f"toolbox: warning: jq 1.7.2 is now {_short(moved)} (was {_short(old)}), from "
+                              f"{project / 'toolbox.lock'}"]
 
 
 # -- merges ------------------------------------------------------------------------------------------
 def _git(*args, cwd):
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com",
-           "HOME": str(cwd), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "HOME": str(cwd),
+           "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
     return subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("style", ["merge", "diff3"])
-def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_what_changed(toolbox, registry, tmp_path, style):
+def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_what_changed(toolbox, registry,
+                                                                                           tmp_path, style):
     """Two branches locked the same project differently; git leaves conflict markers in
     toolbox.lock. Every command but `lock` says so and what to do; `toolbox lock` keeps each
     entry that matches its pin (from either side) and resolves only the tool whose two sides
@@ -692,9 +719,11 @@ def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_wh
         upstream = Upstream(toolbox, registry, via=proxy)
         upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-a"))
         for version in ("3.11", "3.12", "3.13"):
-            upstream.publish("docker.io/library/python", f"{version}-slim", multiarch(f"py-{version}", program="/usr/local/bin/python"))
+            upstream.publish("docker.io/library/python", f"{version}-slim",
+                             multiarch(f"py-{version}", program="/usr/local/bin/python"))
         upstream.publish("docker.io/mikefarah/yq", "4.44.3", multiarch("yq"))
-        upstream.publish("docker.io/library/node", "22-slim", multiarch("node-22", program="/usr/local/bin/node"))
+        upstream.publish("docker.io/library/node", "22-slim",
+                         multiarch("node-22", program="/usr/local/bin/node"))
         repo = tmp_path / "repo"
         repo.mkdir()
         assert _git("init", "-q", cwd=repo).returncode == 0
@@ -709,7 +738,8 @@ def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_wh
         commit('[tools]\njq = "1.7.1"\npython = "3.12"\nyq = "4.44.3"\n', "pins")
         assert _git("checkout", "-qb", "lead", cwd=repo).returncode == 0
         upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-b"))  # the tag moves; the lead upgrades
-        commit('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n', "python 3.13, node", "--upgrade", "jq")
+        commit('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n', "python 3.13, node",
+               "--upgrade", "jq")
         lead_lock = _lock_doc(repo / "toolbox.lock")
         assert _git("checkout", "-qb", "mate", "main", cwd=repo).returncode == 0
         jq_c = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-c"))  # it moves again; the teammate upgrades
@@ -721,8 +751,8 @@ def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_wh
         assert "<<<<<<< " in text and "=======\n" in text and ("||||||| " in text) == (style == "diff3")
         pins.write_text('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n')  # the person resolves toolbox.toml
         # Everything but `toolbox lock` refuses, with what to do.
-        for args, env in ((("run", "jq"), None), (("sync", "--frozen"), None), (("list",), None), (("sync",), {"CI": "true"}),
-                          (("lock", "--frozen"), None)):
+        for args, env in ((("run", "jq"), None), (("sync", "--frozen"), None), (("list",), None),
+                          (("sync",), {"CI": "true"}), (("lock", "--frozen"), None)):
             refused = cli(toolbox, *args, cwd=repo, env=env)
             assert refused.returncode == 125, (args, refused.stderr)
             error, hint = refused.stderr.splitlines()
@@ -737,9 +767,11 @@ def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_wh
         assert resolved.returncode == 0, resolved.stderr
         assert resolved.stdout == dry.stdout.replace("dry run: toolbox.lock not written\n", "")
         jq_b = lead_lock["tools"]["jq"]["digest"]
-        assert resolved.stdout == ("toolbox.lock had merge conflicts: kept the entries that match their pins (node, python, yq); resolved jq\n"
+        assert resolved.stdout == ("toolbox.lock had merge conflicts: kept the entries that match their pins "
+                                   "(node, python, yq); resolved jq\n"
                                    f"jq: tag 1.7.1 moved ({_short(jq_b)} → {_short(jq_c)})\n")
-        asked = [path for method, path, _range, _action in proxy.log if "/manifests/" in path or "/blobs/" in path]
+        asked = [path for method, path, _range,
+                 _action in proxy.log if "/manifests/" in path or "/blobs/" in path]
         assert asked and all("/ghcr/jqlang/jq/manifests/1.7.1" in path for path in asked), asked
         lock = _lock_doc(repo / "toolbox.lock")
         assert {tool: lock["tools"][tool] for tool in ("node", "python", "yq")} == {t: lead_lock["tools"][t] for t in ("node", "python", "yq")}
@@ -752,9 +784,11 @@ def test_conflict_sides_and_what_each_side_still_says():
     from toolbox.project.lockfile import conflict_sides, has_conflict_markers, side_entries
 
     digest = "sha256:" + "a" * 64
-    entry = (f'[tools.jq]\nrecipe = "jq"\nsource = "builtin"\nversion = "1.7.1"\nimage = "ghcr.io/jqlang/jq"\ntag = "1.7.1"\n'
+    entry = ('[tools.jq]\nrecipe = "jq"\nsource = "builtin"\nversion = "1.7.1"\nimage = '
+             '"ghcr.io/jqlang/jq"\ntag = "1.7.1"\n'
              f'digest = "{digest}"\n\n[tools.jq.platforms]\n"linux/amd64" = "{digest}"\n')
-    text = ("lock_version = 1\n\n" + entry + "\n<<<<<<< HEAD\n[tools.node]\nrecipe = \"node\"\n||||||| base\n=======\n"
+    text = ("lock_version = 1\n\n" + entry + "\n<<<<<<< HEAD\n[tools.node]\nrecipe = \"node\"\n||||||| "
+                                             "base\n=======\n"
             "[tools.node]\nrecipe = 3\n>>>>>>> mate\n[tools.yq]\nimage = [\n")
     assert has_conflict_markers(text.encode()) and not has_conflict_markers(entry.encode() + b'x = "======="\n')
     ours, theirs = conflict_sides(text)
@@ -773,12 +807,15 @@ def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
     upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("jq-1.7.1"))
     recipes = Path(toolbox.layout.user_recipes_dir)
     recipes.mkdir(parents=True)
-    (recipes / "yq.toml").write_text('image = "docker.io/mikefarah/yq"\ndefault_version = "4"\ncolour = "red"\n')
+    (recipes / "yq.toml").write_text('image = "docker.io/mikefarah/yq"\ndefault_version = "4"\ncolour = '
+                                     '"red"\n')
     project = tmp_path / "project"
     project.mkdir()
     (project / "toolbox.toml").write_text('[tools]\nfmt = "1"\njq = "1.7.1"\nlint = "1"\nyq = "4"\n\n'
-                                          '[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\nnetwork = "bridge"\n\n'
-                                          '[recipes.fmt]\nimage = "ghcr.io/example/fmt"\ndefault_version = "1"\n')
+                                          '[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = '
+                                          '"1"\nnetwork = "bridge"\n\n'
+                                          '[recipes.fmt]\nimage = "ghcr.io/example/fmt"\ndefault_version = '
+                                          '"1"\n')
     upstream.publish("ghcr.io/example/fmt", "1", tool_image("fmt-1"))
     ran = run(toolbox, "jq", "x", cwd=project)
     assert (ran.returncode, ran.stdout) == (0, "jq-1.7.1 tool:x\n") and "toolbox:" not in ran.stderr, ran.stderr
@@ -787,7 +824,8 @@ def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
     yq = run(toolbox, "yq", cwd=project)
     assert yq.returncode == 125 and yq.stderr.splitlines() == [
         f"toolbox: error: {recipes / 'yq.toml'}: recipe 'yq': unknown key 'colour'",
-        "toolbox: hint: allowed keys: aliases, command, default_command, default_version, description, env, image, mounts, network, "
+        "toolbox: hint: allowed keys: aliases, command, default_command, default_version, description, env, "
+        "image, mounts, network, "
         "pass_env, tag, tty"], yq.stderr
     lint = run(toolbox, "lint", cwd=project)
     assert lint.returncode == 125 and f"{project / 'toolbox.toml'}: recipe 'lint': 'network' must be one of host, none" in lint.stderr

@@ -1,8 +1,8 @@
 import pytest
 
-from toolbox.project.config import Mirror, UserConfig
 from toolbox.errors import ConfigError
 from toolbox.layout import Layout
+from toolbox.project.config import Mirror, UserConfig
 
 
 def test_missing_file_means_defaults(tmp_path):
@@ -17,7 +17,8 @@ def test_mirrors_and_insecure(tmp_path):
         '[registries."127.0.0.1:5000"]\ninsecure = true\n'
     )
     config = UserConfig.load(path)
-    assert config.registry("docker.io").mirrors == (Mirror("mirror.example.com"), Mirror("127.0.0.1:5000", "hub", "http"))
+    assert config.registry("docker.io").mirrors == (Mirror("mirror.example.com"),
+                                                    Mirror("127.0.0.1:5000", "hub", "http"))
     assert config.registry("127.0.0.1:5000").insecure
 
 
@@ -42,13 +43,15 @@ def test_layout_from_env_overrides(tmp_path):
     layout = Layout.from_env({"TOOLBOX_HOME": str(tmp_path)})
     assert layout == Layout.under(tmp_path)
     assert layout.config_file == str(tmp_path / "config" / "config.toml")
-    layout = Layout.from_env({"TOOLBOX_HOME": str(tmp_path), "TOOLBOX_CACHE_DIR": "/c", "TOOLBOX_CONFIG": "/x.toml"})
+    layout = Layout.from_env({"TOOLBOX_HOME": str(tmp_path), "TOOLBOX_CACHE_DIR": "/c",
+                              "TOOLBOX_CONFIG": "/x.toml"})
     assert layout.cache_dir == "/c" and layout.config_file == "/x.toml" and layout.data_dir == str(tmp_path / "data")
     with pytest.raises(AttributeError):
         layout.cache_dir = "/elsewhere"
 
 
-@pytest.mark.parametrize("xdg", [{}, {"XDG_CACHE_HOME": "/x/cache", "XDG_DATA_HOME": "/x/data", "XDG_CONFIG_HOME": "/x/config"}, {"XDG_CACHE_HOME": "relative"}])
+@pytest.mark.parametrize("xdg", [{}, {"XDG_CACHE_HOME": "/x/cache", "XDG_DATA_HOME": "/x/data",
+                                      "XDG_CONFIG_HOME": "/x/config"}, {"XDG_CACHE_HOME": "relative"}])
 def test_layout_defaults_follow_platformdirs(tmp_path, monkeypatch, xdg):
     import platformdirs
 

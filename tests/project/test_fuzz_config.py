@@ -7,7 +7,8 @@ and unpacker ones) for much longer (HYPOTHESIS_PROFILE=long)."""
 import tomllib
 
 import tomli_w
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from toolbox.errors import ToolboxError
 from toolbox.project.lockfile import read_lock, render
@@ -18,7 +19,8 @@ SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan
 VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
                       max_leaves=12)
 TOML_VALUES = st.recursive(st.one_of(st.booleans(), st.integers(-2**63, 2**63 - 1), st.text(max_size=30)),
-                           lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+                           lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                   st.dictionaries(st.text(max_size=10), inner, max_size=4)),
                            max_leaves=12)
 RECIPE_KEYS = st.sampled_from(sorted(KEYS) + ["colour", ""])
 
@@ -62,11 +64,11 @@ def test_any_toolbox_toml_loads_or_says_why_and_edits_keep_it_valid(tmp_path_fac
     assert load_project(str(path)).versions["jq"] == "1.7.1"  # valid before, valid after
 
 
-TOML_LINES = st.sampled_from([
-    "", "# a comment", "[tools]", "[tools]  # pins", "[ tools ]", "[recipes.lint]", 'image = "ghcr.io/x/lint"', 'default_version = "1"',
-    'jq = "1.6"', 'jq = "1.6"  # old', '"jq" = "1.5"', 'node = "20"', 'python = "3.11"', "[other]", "[tools.extra]",
-    'tools.jq = "1.2"', 'x = """', 'multi', '"""', 'yq = { version = "4" }', "jq=\"1.0\"", "\ttabbed = \"2\"",
-])
+TOML_LINES = st.sampled_from(["", "# a comment", "[tools]", "[tools]  # pins", "[ tools ]", "[recipes.lint]",
+                              'image = "ghcr.io/x/lint"', 'default_version = "1"', 'jq = "1.6"',
+                              'jq = "1.6"  # old', '"jq" = "1.5"', 'node = "20"', 'python = "3.11"',
+                              "[other]", "[tools.extra]", 'tools.jq = "1.2"', 'x = """', 'multi', '"""',
+                              'yq = { version = "4" }', "jq=\"1.0\"", "\ttabbed = \"2\"",])
 
 
 @given(st.lists(TOML_LINES, max_size=12), st.sampled_from(["\n", "\r\n"]))

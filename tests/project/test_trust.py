@@ -50,7 +50,9 @@ def record_of(toolbox, project_file):
 
 
 # -- grants, not bytes ---------------------------------------------------------------------------
-def test_pins_comments_and_other_recipes_never_touch_trust_and_add_of_a_project_recipe_works(toolbox, upstream, tmp_path):
+def test_pins_comments_and_other_recipes_never_touch_trust_and_add_of_a_project_recipe_works(toolbox,
+                                                                                             upstream,
+                                                                                             tmp_path):
     project = tmp_path / "p"
     project.mkdir()
     (project / "toolbox.toml").write_text(LINT)
@@ -64,8 +66,10 @@ def test_pins_comments_and_other_recipes_never_touch_trust_and_add_of_a_project_
     assert added.returncode == 0, added.stderr
     assert 'lint = "1"' in (project / "toolbox.toml").read_text() and (project / "toolbox.lock").exists()
     # A teammate bumps the pin, adds a comment and a recipe of their own: lint is still trusted.
-    (project / "toolbox.toml").write_text("# team tools\n" + LINT.replace('default_version = "1"', 'default_version = "1"  # ours')
-                                          + '\n[recipes.fmt]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\n'
+    (project / "toolbox.toml").write_text("# team tools\n" + LINT.replace('default_version = "1"',
+                                                                          'default_version = "1"  # ours')
+                                          + '\n[recipes.fmt]\nimage = '
+                                            '"ghcr.io/example/lint"\ndefault_version = "1"\n'
                                           + '\n[tools]\nlint = "2"\n')
     assert cli(toolbox, "lock", cwd=project).returncode == 0
     ran = cli(toolbox, "run", "lint", "x", cwd=project)
@@ -77,7 +81,8 @@ def test_pins_comments_and_other_recipes_never_touch_trust_and_add_of_a_project_
 def test_a_changed_recipe_shows_what_is_new_and_what_was_dropped(toolbox, upstream, tmp_path):
     (tmp_path / "toolbox.toml").write_text(LINT + 'pass_env = ["LINT_*"]\n')
     assert cli(toolbox, "trust", cwd=tmp_path).returncode == 0
-    (tmp_path / "toolbox.toml").write_text(LINT.replace('command = ["lint"]\n', 'command = ["sh", "-c", "lint"]\n')
+    (tmp_path / "toolbox.toml").write_text(LINT.replace('command = ["lint"]\n',
+                                                        'command = ["sh", "-c", "lint"]\n')
                                            + 'mounts = [{ source = "~/.ssh", target = "~/.ssh" }]\n')
     refused = cli(toolbox, "run", "lint", cwd=tmp_path)
     assert refused.returncode == 125
@@ -142,7 +147,8 @@ def test_ci_trusts_the_projects_named_in_the_environment(toolbox, upstream, tmp_
     assert not record_of(toolbox, tmp_path / "a" / "toolbox.toml")  # nothing recorded
 
 
-def test_a_second_checkout_asks_on_its_own_and_is_told_where_the_same_grants_are_trusted(toolbox, upstream, tmp_path):
+def test_a_second_checkout_asks_on_its_own_and_is_told_where_the_same_grants_are_trusted(toolbox, upstream,
+                                                                                         tmp_path):
     (tmp_path / "main").mkdir()
     (tmp_path / "main" / "toolbox.toml").write_text(LINT)
     assert cli(toolbox, "trust", cwd=tmp_path / "main").returncode == 0
@@ -164,8 +170,8 @@ def _run_in_terminal(toolbox, args, cwd, answer):
     import pty
 
     master, slave = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "toolbox", *args], stdin=slave, stdout=subprocess.PIPE, stderr=slave,
-                               env=toolbox.env, cwd=cwd)
+    process = subprocess.Popen([sys.executable, "-m", "toolbox", *args], stdin=slave, stdout=subprocess.PIPE,
+                               stderr=slave, env=toolbox.env, cwd=cwd)
     os.close(slave)
     seen = b""
     deadline = time.monotonic() + 60
@@ -188,7 +194,8 @@ def _run_in_terminal(toolbox, args, cwd, answer):
 
 
 def test_in_a_terminal_run_offers_to_trust_after_showing_the_grants(toolbox, upstream, tmp_path):
-    (tmp_path / "toolbox.toml").write_text(LINT + 'mounts = [{ source = "~/.ssh", target = "~/.ssh", read_only = true }]\n')
+    (tmp_path / "toolbox.toml").write_text(LINT + 'mounts = [{ source = "~/.ssh", target = "~/.ssh", '
+                                                  'read_only = true }]\n')
     status, terminal, out = _run_in_terminal(toolbox, ["run", "lint", "a"], tmp_path, "n")
     assert status == 125 and "+ mount ~/.ssh at ~/.ssh read-only" in terminal and "[y/N]" in terminal and out == ""
     assert not record_of(toolbox, tmp_path / "toolbox.toml")
@@ -210,8 +217,8 @@ def test_untrusted_project_recipes_fetch_nothing(toolbox, upstream, tmp_path):
     assert cli(toolbox, "lock", cwd=tmp_path).returncode == 0
     assert cli(toolbox, "untrust", cwd=tmp_path).returncode == 0
     shutil.rmtree(toolbox.layout.cache_dir)
-    for args in (["sync"], ["sync", "--frozen"], ["lock"], ["lock", "--frozen"], ["lock", "--check"], ["lock", "--upgrade"],
-                 ["run", "lint"], ["run", "lint@2"], ["run", "--frozen", "lint"]):
+    for args in (["sync"], ["sync", "--frozen"], ["lock"], ["lock", "--frozen"], ["lock", "--check"],
+                 ["lock", "--upgrade"], ["run", "lint"], ["run", "lint@2"], ["run", "--frozen", "lint"]):
         result = cli(toolbox, *args, cwd=tmp_path)
         assert result.returncode == 125 and "not trusted yet" in result.stderr, (args, result.stderr)
     blobs = Path(toolbox.layout.blobs_dir)
@@ -223,7 +230,8 @@ def test_project_files_of_another_user_are_refused_unless_allowed(toolbox, upstr
     # The other user's project: toolbox.toml and toolbox.lock are theirs.
     theirs = shared_dir / "theirs"
     other_user.python("import os, sys; os.mkdir(sys.argv[1]); os.chmod(sys.argv[1], 0o755);"
-                      "open(os.path.join(sys.argv[1], 'toolbox.toml'), 'w').write('[tools]\\njq = \"1.6\"\\n')", theirs)
+                      "open(os.path.join(sys.argv[1], 'toolbox.toml'), 'w').write('[tools]\\njq = "
+                      "\"1.6\"\\n')", theirs)
     refused = cli(toolbox, "list", cwd=theirs)
     assert refused.returncode == 125 and "belongs to toolbox-other" in refused.stderr and "TOOLBOX_SAFE_DIRECTORIES" in refused.stderr
     assert cli(toolbox, "run", "jq", cwd=theirs).returncode == 125
@@ -242,12 +250,14 @@ def test_project_files_of_another_user_are_refused_unless_allowed(toolbox, upstr
     scratch = shared_dir / "scratch"
     scratch.mkdir()
     scratch.chmod(0o1777)
-    other_user.python("import sys; open(sys.argv[1], 'w').write('[tools]\\njq = \"1.6\"\\n')", scratch / "toolbox.toml")
+    other_user.python("import sys; open(sys.argv[1], 'w').write('[tools]\\njq = \"1.6\"\\n')",
+                      scratch / "toolbox.toml")
     (scratch / "mine").mkdir()
     below = cli(toolbox, "list", cwd=scratch / "mine")
     assert below.returncode == 0 and "No tools pinned" in below.stdout
     # A lock of theirs beside your toolbox.toml is refused too.
-    other_user.python("import os, sys; open(sys.argv[1], 'w').write('lock_version = 1\\n')", shared_dir / "toolbox.lock")
+    other_user.python("import os, sys; open(sys.argv[1], 'w').write('lock_version = 1\\n')",
+                      shared_dir / "toolbox.lock")
     (shared_dir / "toolbox.toml").write_text('[tools]\njq = "1.6"\n')
     lock = cli(toolbox, "lock", "--frozen", cwd=shared_dir)
     assert lock.returncode == 125 and "toolbox.lock belongs to toolbox-other" in lock.stderr
@@ -257,8 +267,9 @@ def test_project_files_of_another_user_are_refused_unless_allowed(toolbox, upstr
 def test_every_file_read_is_bounded_in_size(toolbox, tmp_path, where):
     project = tmp_path / "a" / "b"
     project.mkdir(parents=True)
-    target = {"project": project / "toolbox.toml", "parent": tmp_path / "a" / "toolbox.toml", "lock": project / "toolbox.lock",
-              "recipe": Path(toolbox.layout.user_recipes_dir) / "big.toml", "config": Path(toolbox.layout.config_file)}[where]
+    target = {"project": project / "toolbox.toml", "parent": tmp_path / "a" / "toolbox.toml",
+              "lock": project / "toolbox.lock", "recipe": Path(toolbox.layout.user_recipes_dir) / "big.toml",
+              "config": Path(toolbox.layout.config_file)}[where]
     if where == "lock":
         (project / "toolbox.toml").write_text('[tools]\njq = "1.6"\n')
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -266,7 +277,8 @@ def test_every_file_read_is_bounded_in_size(toolbox, tmp_path, where):
         file.truncate(400 << 20)  # sparse: 400 MB of NULs that cost no disk
     started = time.monotonic()
     # A recipe file refused stops only its own name (big): ask for that one.
-    result = cli(toolbox, *(("recipes", "show", "big") if where == "recipe" else ("lock", "--frozen")), cwd=project)
+    result = cli(toolbox, *(("recipes", "show", "big") if where == "recipe" else ("lock", "--frozen")),
+                 cwd=project)
     assert result.returncode == 125 and f"{target} is {400 << 20} bytes, more than toolbox reads" in result.stderr, result.stderr
     assert time.monotonic() - started < 30  # not a timing test: round 1 read it all (1.8 s, 1.2 GB)
 
@@ -340,22 +352,26 @@ while True:
 
 
 def _plant(other_user, directory, good, evil):
-    other_user.python("import os, sys\nfor name, text in ((sys.argv[2], sys.argv[3]), (sys.argv[4], sys.argv[5])):\n"
-                      "    path = os.path.join(sys.argv[1], name)\n    open(path, 'w').write(text)\n    os.chmod(path, 0o644)",
+    other_user.python("import os, sys\nfor name, text in ((sys.argv[2], sys.argv[3]), (sys.argv[4], "
+                      "sys.argv[5])):\n"
+                      "    path = os.path.join(sys.argv[1], name)\n    open(path, 'w').write(text)\n    "
+                      "os.chmod(path, 0o644)",
                       directory, ".good", good, ".evil", evil)
 
 
 @pytest.mark.parametrize("allowed", [True, False], ids=["safe-directory", "ownership"])
-def test_a_file_swapped_while_toolbox_reads_it_never_runs(toolbox, upstream, other_user, shared_dir, monkeypatch, allowed):
+def test_a_file_swapped_while_toolbox_reads_it_never_runs(toolbox, upstream, other_user, shared_dir,
+                                                          monkeypatch, allowed):
     """The attacker renames an untrusted toolbox.toml over the trusted one, and back, as fast as
     it can, while toolbox makes plans; neither what runs nor what is cached may ever be theirs.
     With the directory allowed (safe), trust is what must stop them; otherwise ownership is."""
-    from toolbox.hot import plans
     from toolbox.errors import ToolboxError
+    from toolbox.hot import plans
     from toolbox.ops.prepare import run_settings
 
     _plant(other_user, shared_dir, LINT, EVIL)
-    other_user.python("import os, sys; os.link(sys.argv[1], sys.argv[2])", shared_dir / ".good", shared_dir / "toolbox.toml")
+    other_user.python("import os, sys; os.link(sys.argv[1], sys.argv[2])", shared_dir / ".good",
+                      shared_dir / "toolbox.toml")
     env = dict(toolbox.env, **({"TOOLBOX_SAFE_DIRECTORIES": str(shared_dir)} if allowed else {}))
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -394,7 +410,8 @@ def test_a_file_swapped_while_toolbox_reads_it_never_runs(toolbox, upstream, oth
     assert final.returncode == 125 and "EVIL" not in final.stdout
 
 
-def test_trust_records_exactly_what_it_showed_while_the_file_is_swapped(toolbox, upstream, other_user, shared_dir, monkeypatch, capsys):
+def test_trust_records_exactly_what_it_showed_while_the_file_is_swapped(toolbox, upstream, other_user,
+                                                                        shared_dir, monkeypatch, capsys):
     from toolbox.cli import tools as cli_tools
     from toolbox.errors import ToolboxError
     from toolbox.project.recipes import describe_grant
@@ -412,7 +429,8 @@ def test_trust_records_exactly_what_it_showed_while_the_file_is_swapped(toolbox,
             except ToolboxError:
                 capsys.readouterr()
                 continue  # changed while read, or no file at that instant: nothing recorded wrongly
-            shown = {line[6:] for line in capsys.readouterr().out.splitlines() if line.startswith(("    + ", "      "))}
+            shown = {line[6:] for line in capsys.readouterr().out.splitlines() if line.startswith(("    + ",
+                                                                                                   "      "))}
             recorded = {describe_grant(item) for item in record_of(toolbox, shared_dir / "toolbox.toml").get("lint", ())}
             seen.add("evil" if any("evil" in line for line in shown) else "good")
             mismatches += shown != recorded

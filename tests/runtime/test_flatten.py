@@ -28,17 +28,18 @@ def unpack_layers(tmp_path, *layers):
 
 
 LOWER = (
-    member("a/x", data=b"x"), member("a/y", data=b"y"), member("d/old", data=b"old"), member("d/sub/deep", data=b"deep"),
+    member("a/x", data=b"x"), member("a/y", data=b"y"), member("d/old", data=b"old"), member("d/sub/deep",
+                                                                                             data=b"deep"),
     member("f2d", data=b"file"), member("d2f/child", data=b"c"), member("keep", data=b"k"), member("keep2", "hardlink", target="keep"),
-    member("o2d", data=b"file under an opaque name"), member("m", "dir", mode=0o700, mtime=MTIME - 9, pax={"SCHILY.xattr.user.low": "1"}),
+    member("o2d", data=b"file under an opaque name"), member("m", "dir", mode=0o700, mtime=MTIME - 9,
+                                                             pax={"SCHILY.xattr.user.low": "1"}),
     member("m/low", data=b"low"), member("link", "symlink", target="a", mtime=MTIME - 4),
 )
-UPPER = (
-    member("a/.wh.x"), member("a/.wh.never-existed"), member("d", "dir"), member("d/.wh..wh..opq"), member("d/new", data=b"new"),
-    member("f2d/child", data=b"now a dir"), member("d2f", data=b"now a file"), member("o2d/.wh..wh..opq"), member("o2d/in", data=b"in"),
-    member("m", "dir", mode=0o750, mtime=MTIME - 8, pax={"SCHILY.xattr.user.up": "2"}), member("m/up", data=b"up"),
-    member("./", "dir", mode=0o750, mtime=MTIME - 2),
-)
+UPPER = (member("a/.wh.x"), member("a/.wh.never-existed"), member("d", "dir"), member("d/.wh..wh..opq"),
+         member("d/new", data=b"new"), member("f2d/child", data=b"now a dir"),
+         member("d2f", data=b"now a file"), member("o2d/.wh..wh..opq"), member("o2d/in", data=b"in"),
+         member("m", "dir", mode=0o750, mtime=MTIME - 8, pax={"SCHILY.xattr.user.up": "2"}),
+         member("m/up", data=b"up"), member("./", "dir", mode=0o750, mtime=MTIME - 2),)
 
 
 def test_merge_layers_follows_overlay_rules(tmp_path):
@@ -47,7 +48,8 @@ def test_merge_layers_follows_overlay_rules(tmp_path):
     lower, upper = unpack_layers(tmp_path, LOWER, UPPER)
     merge_layers([lower, upper], str(merged))
     found = sorted(str(p.relative_to(merged)) for p in merged.rglob("*"))
-    assert found == ["a", "a/y", "d", "d/new", "d2f", "f2d", "f2d/child", "keep", "keep2", "link", "m", "m/low", "m/up", "o2d", "o2d/in"]
+    assert found == ["a", "a/y", "d", "d/new", "d2f", "f2d", "f2d/child", "keep", "keep2", "link", "m",
+                     "m/low", "m/up", "o2d", "o2d/in"]
     assert (merged / "d2f").read_bytes() == b"now a file"
     assert (merged / "keep").stat().st_ino == os.lstat(os.path.join(lower, "keep")).st_ino  # hard-linked, not copied
     assert (merged / "keep2").stat().st_ino == (merged / "keep").stat().st_ino
@@ -65,8 +67,10 @@ def test_merge_copies_across_filesystems(tmp_path):
     if not os.path.isdir("/dev/shm") or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("needs /dev/shm on another filesystem than the test's temporary directory")
     size = 64 * 1024 * 1024
-    holes = member("holes", data=b"ab", mode=0o600, pax={"GNU.sparse.map": f"0,1,{size - 1},1", "GNU.sparse.size": str(size)})
-    (tree,) = unpack_layers(tmp_path, (member("f", data=b"data", mode=0o640, pax={"SCHILY.xattr.user.kept": "1"}), holes))
+    holes = member("holes", data=b"ab", mode=0o600,
+                   pax={"GNU.sparse.map": f"0,1,{size - 1},1", "GNU.sparse.size": str(size)})
+    (tree,) = unpack_layers(tmp_path, (member("f", data=b"data", mode=0o640,
+                                              pax={"SCHILY.xattr.user.kept": "1"}), holes))
     merged = os.path.join("/dev/shm", f"toolbox-merge-test-{os.getpid()}")
     os.mkdir(merged)
     try:
@@ -85,8 +89,9 @@ def test_merge_copies_across_filesystems(tmp_path):
 def test_merge_walks_trees_deeper_than_the_recursion_limit(deep_tmp_path):
     import sys
 
-    from tests.support.trees import DEPTH, make_deep_tree
     from toolbox import fsutil
+
+    from tests.support.trees import DEPTH, make_deep_tree
 
     assert DEPTH > sys.getrecursionlimit()
     lower, upper, merged = (deep_tmp_path / name for name in ("lower", "upper", "merged"))
@@ -123,9 +128,10 @@ def describe(root):
 
 @pytest.mark.needs_userns_overlay
 def test_merge_layers_shows_what_overlayfs_shows(tmp_path):
-    same_layer = (member("x", "dir"), member("x/mine", data=b"m"), member(".wh.x"), member(".wh.f"), member("f", "dir"),
-                  member("f/new", data=b"n"))
-    trees = unpack_layers(tmp_path, LOWER + (member("x/old", data=b"o"), member("f", data=b"f")), UPPER, same_layer)
+    same_layer = (member("x", "dir"), member("x/mine", data=b"m"), member(".wh.x"), member(".wh.f"),
+                  member("f", "dir"), member("f/new", data=b"n"))
+    trees = unpack_layers(tmp_path, LOWER + (member("x/old", data=b"o"), member("f", data=b"f")), UPPER,
+                          same_layer)
     merged = tmp_path / "merged"
     merged.mkdir()
     merge_layers(trees, str(merged))

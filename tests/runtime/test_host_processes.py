@@ -41,7 +41,8 @@ def host_process(tmp_path):
     elsewhere.mkdir()
     (elsewhere / "secret.txt").write_text("host secret\n")
     with open(elsewhere / "secret.txt") as held:
-        process = subprocess.Popen(["sleep", "300"], cwd=elsewhere, env={"SECRET_VAR": "host-secret", "PATH": "/usr/bin:/bin"},
+        process = subprocess.Popen(["sleep", "300"], cwd=elsewhere,
+                                   env={"SECRET_VAR": "host-secret", "PATH": "/usr/bin:/bin"},
                                    pass_fds=(held.fileno(),), stdin=subprocess.DEVNULL)
         fd = held.fileno()
     try:
@@ -51,7 +52,9 @@ def host_process(tmp_path):
         process.wait()
 
 
-def test_a_tool_sees_and_signals_the_users_processes_but_cannot_reach_into_them(toolbox, registry, pushed_images, tmp_path, host_process):
+def test_a_tool_sees_and_signals_the_users_processes_but_cannot_reach_into_them(toolbox, registry,
+                                                                                pushed_images, tmp_path,
+                                                                                host_process):
     process, elsewhere, fd = host_process
     pid = str(process.pid)
     toolbox.trust(registry)
@@ -61,7 +64,8 @@ def test_a_tool_sees_and_signals_the_users_processes_but_cannot_reach_into_them(
     project.mkdir()
 
     def inside(script, *options):
-        return subprocess.run([sys.executable, "-m", "toolbox", "run", *options, image, "sh", "-c", script, "sh", pid, str(elsewhere), str(fd)],
+        return subprocess.run([sys.executable, "-m", "toolbox", "run", *options, image, "sh", "-c", script,
+                               "sh", pid, str(elsewhere), str(fd)],
                               env=toolbox.env, cwd=project, capture_output=True, timeout=60)
 
     # From the host, as the same user in the same namespace, all of it is there to read.
@@ -73,7 +77,9 @@ def test_a_tool_sees_and_signals_the_users_processes_but_cannot_reach_into_them(
         for options in ((), ("--user", "root")):
             result = inside(script, *options)
             assert result.returncode != 0 and b"Permission denied" in result.stderr, (what, options, result)
-            assert b"secret" not in result.stdout and str(elsewhere).encode() not in result.stdout, (what, options, result)
+            assert b"secret" not in result.stdout and str(elsewhere).encode() not in result.stdout, (what,
+                                                                                                     options,
+                                                                                                     result)
     # What any process of the user's may see: the command line, the status, the mount table.
     assert inside("cat /proc/$1/cmdline").stdout == b"sleep\x00300\x00"
     status = inside("cat /proc/$1/status").stdout

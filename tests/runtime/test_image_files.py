@@ -23,15 +23,22 @@ from contextlib import contextmanager
 
 import pytest
 
+from toolbox.errors import ImageFileError, LayerError, ToolboxError
+from toolbox.hot.options import image_lookup_in, user_inside
+from toolbox.runtime.imagefs import (
+    ACCOUNTS_LIMIT,
+    FileTooBig,
+    NotRegularFile,
+    locate,
+    read_image_file,
+    read_regular,
+)
+from toolbox.runtime.mounts import mountpoint
+from toolbox.store.unpack import unpack_layer
+
 from tests.support import images
 from tests.support.images import directory, file, opaque, symlink, whiteout
 from tests.support.push import push_raw
-from toolbox.errors import LayerError, ToolboxError
-from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, FileTooBig, NotRegularFile, locate, read_image_file, read_regular
-from toolbox.errors import ImageFileError
-from toolbox.hot.options import image_lookup_in, user_inside
-from toolbox.runtime.mounts import mountpoint
-from toolbox.store.unpack import unpack_layer
 
 GIB = 1024**3
 
@@ -75,9 +82,11 @@ def deadline(seconds):
 def test_the_topmost_layer_wins_and_whiteouts_and_opaque_directories_hide_lower_layers(tmp_path):
     roots = layer_trees(
         tmp_path,
-        [directory("etc"), file("etc/passwd", "base\n"), file("etc/group", "base group\n"), directory("a"), file("a/x", "x\n"),
-         file("a/y", "y\n"), directory("d"), file("d/old", "old\n"), directory("d/sub"), file("d/sub/deep", "deep\n")],
-        [directory("etc"), file("etc/passwd", "top\n"), directory("a"), whiteout("a/x"), directory("d"), opaque("d"), file("d/new", "new\n")],
+        [directory("etc"), file("etc/passwd", "base\n"), file("etc/group", "base group\n"), directory("a"),
+         file("a/x", "x\n"), file("a/y", "y\n"), directory("d"), file("d/old", "old\n"), directory("d/sub"),
+         file("d/sub/deep", "deep\n")],
+        [directory("etc"), file("etc/passwd", "top\n"), directory("a"), whiteout("a/x"), directory("d"),
+         opaque("d"), file("d/new", "new\n")],
         [directory("etc"), whiteout("etc/group")],
     )
     assert read(roots, "/etc/passwd") == b"top\n"
@@ -92,7 +101,8 @@ def test_the_topmost_layer_wins_and_whiteouts_and_opaque_directories_hide_lower_
 def test_a_non_directory_hides_the_directories_below_it_and_a_directory_the_files(tmp_path):
     roots = layer_trees(
         tmp_path,
-        [directory("etc"), file("etc/passwd", "hidden\n"), file("x", "file\n"), directory("m"), file("m/low", "low\n")],
+        [directory("etc"), file("etc/passwd", "hidden\n"), file("x", "file\n"), directory("m"),
+         file("m/low", "low\n")],
         [file("etc", "a file now\n"), directory("x"), file("x/inner", "inner\n"), file("m", "a file\n")],
         [directory("m"), file("m/top", "top\n")],
     )
@@ -109,10 +119,11 @@ def test_symlinks_resolve_against_the_image_root_never_the_host(tmp_path):
     climb = "../" * (str(tmp_path).count("/") + 8)
     roots = layer_trees(
         tmp_path / "layers",
-        [directory("etc"), file("etc/real", "image\n"), file(inside, "image's own copy\n"), directory("a/b"), file("a/c", "physical\n"),
-         file("c", "lexical\n")],
-        [directory("etc"), symlink("etc/absolute", str(host / "passwd")), symlink("etc/relative", climb + inside),
-         symlink("etc/to-real", "/etc/real"), symlink("etc/dotdot", climb + "etc/real"), symlink("etc/self", "/etc/self"),
+        [directory("etc"), file("etc/real", "image\n"), file(inside, "image's own copy\n"), directory("a/b"),
+         file("a/c", "physical\n"), file("c", "lexical\n")],
+        [directory("etc"), symlink("etc/absolute", str(host / "passwd")),
+         symlink("etc/relative", climb + inside), symlink("etc/to-real", "/etc/real"),
+         symlink("etc/dotdot", climb + "etc/real"), symlink("etc/self", "/etc/self"),
          symlink("etc/zero", "/dev/zero"), symlink("l", "a/b"), symlink("etc/dir", "/etc")],
     )
     assert read(roots, "/etc/absolute") == b"image's own copy\n"
@@ -146,7 +157,8 @@ def test_only_regular_files_are_read_and_never_blocked_on(tmp_path):
 def test_a_file_past_the_bound_is_refused_unread(tmp_path):
     roots = layer_trees(tmp_path, [directory("etc"), file("etc/passwd", "root:x:0:0::/root:/bin/sh\n")])
     os.truncate(os.path.join(roots[0], "etc", "passwd"), 64 * GIB)  # sparse: costs no disk
-    with pytest.raises(ImageFileError, match=r"/etc/passwd in test/image:1 is 68719476736 bytes, more than the 4 MiB"):
+    with pytest.raises(ImageFileError,
+                       match=r"/etc/passwd in test/image:1 is 68719476736 bytes, more than the 4 MiB"):
         read(roots, "/etc/passwd")
     os.truncate(os.path.join(roots[0], "etc", "passwd"), ACCOUNTS_LIMIT)
     assert len(read(roots, "/etc/passwd")) == ACCOUNTS_LIMIT
@@ -193,7 +205,8 @@ def test_user_names_are_looked_up_in_the_image_never_in_host_files(tmp_path):
         tmp_path / "layers",
         [file(str(host / "passwd").lstrip("/"), "imageuser:x:4321:4322::/home/imageuser:/bin/sh\n"),
          file(str(host / "group").lstrip("/"), "imagegroup:x:4323:\n")],
-        [directory("etc"), symlink("etc/passwd", str(host / "passwd")), symlink("etc/group", climb + str(host / "group").lstrip("/"))],
+        [directory("etc"), symlink("etc/passwd", str(host / "passwd")),
+         symlink("etc/group", climb + str(host / "group").lstrip("/"))],
     )
     lookup = image_lookup_in(str(tmp_path / "layers"), [os.path.basename(root) for root in roots])
     assert lookup("passwd", "hostuser") is None and lookup("group", "hostgroup") is None
@@ -204,13 +217,16 @@ def test_user_names_are_looked_up_in_the_image_never_in_host_files(tmp_path):
 
 
 def test_a_passwd_toolbox_will_not_read_fails_a_name_and_is_no_entry_for_a_number(tmp_path):
-    roots = layer_trees(tmp_path / "layers", [directory("etc"), file("etc/passwd", "root:x:0:0::/root:/bin/sh\n"), file("etc/group", "root:x:0:\n")])
+    roots = layer_trees(tmp_path / "layers", [directory("etc"),
+                                              file("etc/passwd", "root:x:0:0::/root:/bin/sh\n"),
+                                              file("etc/group", "root:x:0:\n")])
     os.truncate(os.path.join(roots[0], "etc", "passwd"), 64 * GIB)
     os.unlink(os.path.join(roots[0], "etc", "group"))
     os.mkfifo(os.path.join(roots[0], "etc", "group"))
     lookup = image_lookup_in(str(tmp_path / "layers"), ["layer0"], "test/image:1")
     with deadline(10):
-        with pytest.raises(ToolboxError, match=r"--user root: /etc/passwd in test/image:1 is 68719476736 bytes") as raised:
+        with pytest.raises(ToolboxError,
+                           match=r"--user root: /etc/passwd in test/image:1 is 68719476736 bytes") as raised:
             user_inside("root", lookup)
         assert "numeric" in raised.value.hint
         with pytest.raises(ToolboxError, match="--user 0:wheel: /etc/group in test/image:1 is a FIFO"):
@@ -250,8 +266,8 @@ def run(toolbox, *args, memory=None, timeout=60):
         if memory:
             resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 
-    return subprocess.run([sys.executable, "-m", "toolbox", "run", *args], env=toolbox.env, capture_output=True, cwd=toolbox.root,
-                          timeout=timeout, preexec_fn=limit)
+    return subprocess.run([sys.executable, "-m", "toolbox", "run", *args], env=toolbox.env,
+                          capture_output=True, cwd=toolbox.root, timeout=timeout, preexec_fn=limit)
 
 
 @pytest.mark.needs_userns_overlay
@@ -283,7 +299,8 @@ def test_a_link_to_etc_passwd_never_reads_the_hosts_where_this_user_has_an_accou
     """Inside the image, /etc/passwd -> /etc/passwd is a loop; on the host it led to the host's
     file, and `-u` with the name of a host account took its uid and home."""
     toolbox.trust(registry)
-    looped = publish(toolbox, registry, busybox_without("etc/passwd") + [symlink("etc/passwd", "/etc/passwd")])
+    looped = publish(toolbox, registry,
+                     busybox_without("etc/passwd") + [symlink("etc/passwd", "/etc/passwd")])
     own_name = pwd.getpwuid(os.getuid()).pw_name
     host_account = run(toolbox, "-u", own_name, looped, "id", "-u")
     assert host_account.returncode == 125 and host_account.stdout == b"", host_account
@@ -311,7 +328,8 @@ def test_a_passwd_past_the_bound_is_refused_for_a_name_and_left_alone_for_a_numb
     refused = run(toolbox, "-u", "nobody", huge, "true", memory=2 * GIB, timeout=30)
     assert refused.returncode == 125 and b"Traceback" not in refused.stderr, refused
     assert b"--user nobody: /etc/passwd in " in refused.stderr and b"bytes, more than the 4 MiB toolbox reads of it" in refused.stderr
-    numeric = run(toolbox, "-u", "0", huge, "sh", "-c", f"{UID}; wc -c < /etc/passwd", memory=2 * GIB, timeout=30)
+    numeric = run(toolbox, "-u", "0", huge, "sh", "-c", f"{UID}; wc -c < /etc/passwd", memory=2 * GIB,
+                  timeout=30)
     assert numeric.returncode == 0 and numeric.stdout.split()[0] == b"0", numeric
     assert int(numeric.stdout.split()[1]) == len(passwd)  # left as the image has it: no entry appended
 
@@ -329,10 +347,12 @@ def test_the_users_entry_is_not_added_to_a_passwd_that_is(toolbox, registry, kin
     """A kept writable layer (--name) holds what the tool made of /etc/passwd: the next run
     reads it on the host side to add the user's entry, and leaves it as it is."""
     toolbox.trust(registry)
-    tools = publish(toolbox, registry, images.busybox_entries() + [symlink("bin/mkfifo", "busybox"), symlink("bin/truncate", "busybox")])
+    tools = publish(toolbox, registry, images.busybox_entries() + [symlink("bin/mkfifo", "busybox"),
+                                                                   symlink("bin/truncate", "busybox")])
     script, seen = KEPT_LAYER_HOLDS[kind]
     assert run(toolbox, "--name", "kept", "-u", "0", tools, "sh", "-c", script).returncode == 0
-    again = run(toolbox, "--name", "kept", tools, "sh", "-c", f"{UID}; stat -c %F:%s /etc/passwd", memory=2 * GIB, timeout=30)
+    again = run(toolbox, "--name", "kept", tools, "sh", "-c", f"{UID}; stat -c %F:%s /etc/passwd",
+                memory=2 * GIB, timeout=30)
     assert again.returncode == 0, again
     uid, passwd = again.stdout.splitlines()
     assert uid == str(os.getuid()).encode() and passwd.startswith(seen), again

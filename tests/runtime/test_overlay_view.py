@@ -41,7 +41,8 @@ def test_layers_stack_under_a_rootless_overlay(toolbox, registry, pushed_images,
         (tmp_path / name).mkdir()
     lowerdir = ":".join(reversed(trees))  # overlayfs lists the top layer first
     script = (
-        f"mount -t overlay overlay -o userxattr,lowerdir={lowerdir},upperdir={tmp_path}/upper,workdir={tmp_path}/work {tmp_path}/merged"
+        "mount -t overlay overlay -o "
+        f"userxattr,lowerdir={lowerdir},upperdir={tmp_path}/upper,workdir={tmp_path}/work {tmp_path}/merged"
         f" && cp -a {tmp_path}/merged/. {tmp_path}/seen/"
         f" && echo scratch > {tmp_path}/merged/a/y && rm {tmp_path}/merged/bin/busybox"
     )

@@ -51,7 +51,8 @@ def test_exit_codes(toolbox, busybox, tmp_path):
     bad_option = run(toolbox, "--bogus", busybox)
     assert bad_option.returncode == 125 and b"unknown option --bogus" in bad_option.stderr
     # A command found on PATH but not executable is 126, as in a shell, not 127.
-    on_path = run(toolbox, busybox, "sh", "-c", "mkdir -p /x && cp /etc/passwd /x/tool && PATH=/x:/bin exec tool")
+    on_path = run(toolbox, busybox, "sh", "-c",
+                  "mkdir -p /x && cp /etc/passwd /x/tool && PATH=/x:/bin exec tool")
     assert on_path.returncode in (126,), on_path.stderr
     # A working directory the image lacks is created, as docker does; one the user may not enter is an error.
     assert run(toolbox, "--no-cwd", "-w", "/made/for/me", busybox, "pwd").stdout == b"/made/for/me\n"
@@ -73,11 +74,11 @@ def test_the_console_script_runs_commands_found_on_the_image_path(toolbox, busyb
     # On the hot path (the run plan made by an earlier run) nothing else needs it: blocked here.
     assert run(toolbox, busybox, "true").returncode == 0
     script = "import sys; sys.modules['warnings'] = None; from toolbox.entry import main; sys.exit(main())"  # None: cannot be imported
-    result = subprocess.run([sys.executable, "-c", script, "run", busybox, "sh", "-c", "echo found"], env=toolbox.env,
-                            capture_output=True, cwd=toolbox.root, timeout=60)
+    result = subprocess.run([sys.executable, "-c", script, "run", busybox, "sh", "-c", "echo found"],
+                            env=toolbox.env, capture_output=True, cwd=toolbox.root, timeout=60)
     assert (result.returncode, result.stdout) == (0, b"found\n"), result.stderr
-    missing = subprocess.run([sys.executable, "-c", script, "run", busybox, "no-such-command"], env=toolbox.env,
-                             capture_output=True, cwd=toolbox.root, timeout=60)
+    missing = subprocess.run([sys.executable, "-c", script, "run", busybox, "no-such-command"],
+                             env=toolbox.env, capture_output=True, cwd=toolbox.root, timeout=60)
     assert missing.returncode == 127 and b"Traceback" not in missing.stderr, missing.stderr
 
 
@@ -86,7 +87,8 @@ def test_files_written_to_the_cwd_belong_to_the_user(toolbox, busybox, tmp_path)
     project = tmp_path / "project"
     project.mkdir()
     (project / "input.txt").write_text("from the host\n")
-    result = run(toolbox, busybox, "sh", "-c", "cat input.txt > output.txt && pwd && id -u && whoami && echo $HOME", cwd=project)
+    result = run(toolbox, busybox, "sh", "-c",
+                 "cat input.txt > output.txt && pwd && id -u && whoami && echo $HOME", cwd=project)
     assert result.returncode == 0, result.stderr
     pwd, uid, name, home = result.stdout.decode().split()
     assert pwd == str(project) and uid == str(os.getuid())
@@ -97,7 +99,8 @@ def test_files_written_to_the_cwd_belong_to_the_user(toolbox, busybox, tmp_path)
 
 @pytest.mark.needs_userns_overlay
 def test_the_scratch_layer_vanishes_and_the_store_is_untouched(toolbox, busybox, tmp_path):
-    assert run(toolbox, busybox, "sh", "-c", "echo scratch > /etc/new && rm /bin/sh.bak 2>/dev/null; rm -f /bin/busybox.x; echo x > /tmp/t").returncode == 0
+    assert run(toolbox, busybox, "sh", "-c", "echo scratch > /etc/new && rm /bin/sh.bak 2>/dev/null; rm -f "
+                                             "/bin/busybox.x; echo x > /tmp/t").returncode == 0
     assert run(toolbox, busybox, "cat", "/etc/new").returncode == 1
     assert os.listdir(toolbox.layout.scratch_mountpoint) == []
     assert toolbox.leftovers() == []
@@ -107,7 +110,8 @@ def test_the_scratch_layer_vanishes_and_the_store_is_untouched(toolbox, busybox,
 
 @pytest.mark.needs_userns_overlay
 def test_image_env_entrypoint_and_options(toolbox, busybox, tmp_path):
-    env = run(toolbox, "-e", "GREETING=hi", "-e", "FROM_HOST", busybox, "env", env={"FROM_HOST": "passed", "TERM": "xterm-test"})
+    env = run(toolbox, "-e", "GREETING=hi", "-e", "FROM_HOST", busybox, "env",
+              env={"FROM_HOST": "passed", "TERM": "xterm-test"})
     lines = set(env.stdout.decode().splitlines())
     assert {"GREETING=hi", "FROM_HOST=passed", "TERM=xterm-test"} <= lines
     assert any(line.startswith("PATH=") for line in lines)
@@ -120,7 +124,8 @@ def test_image_env_entrypoint_and_options(toolbox, busybox, tmp_path):
 @pytest.mark.needs_userns_overlay
 def test_sigterm_to_the_toolbox_pid_reaches_the_tool(toolbox, busybox):
     process = subprocess.Popen(
-        [sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c", "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done"],
+        [sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c",
+         "trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 0.1; done"],
         env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=toolbox.root,
     )
     assert process.stdout.readline() == b"ready\n"
@@ -174,7 +179,8 @@ def test_image_symlinks_cannot_redirect_setup_to_host_files(toolbox, registry, t
     toolbox.pull(reference)
     project = tmp_path / "project"
     project.mkdir()
-    result = run(toolbox, reference, "sh", "-c", "pwd; cat /etc/passwd", cwd=project, env={"TOOLBOX_ROOTFS": mode})
+    result = run(toolbox, reference, "sh", "-c", "pwd; cat /etc/passwd", cwd=project,
+                 env={"TOOLBOX_ROOTFS": mode})
     assert result.returncode == 0, result.stderr
     assert str(project).encode() in result.stdout  # the user's entry went to the image's own /etc
     assert [p.name for p in canary.iterdir()] == ["passwd"]
@@ -201,8 +207,10 @@ def test_host_binds_and_tmpfs(toolbox, busybox, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     (shared / "in.txt").write_text("host data\n")
-    result = run(toolbox, "--no-cwd", "-v", f"{shared}:/mnt/shared", "-v", f"{shared}:/mnt/ro:ro", "--tmpfs", "/scratch", busybox,
-                 "sh", "-c", "cat /mnt/shared/in.txt && echo out > /mnt/shared/out.txt && ! touch /mnt/ro/x 2>/dev/null && touch /scratch/t && echo ok")
+    result = run(toolbox, "--no-cwd", "-v", f"{shared}:/mnt/shared", "-v", f"{shared}:/mnt/ro:ro", "--tmpfs",
+                 "/scratch", busybox, "sh", "-c",
+                 "cat /mnt/shared/in.txt && echo out > /mnt/shared/out.txt && ! touch /mnt/ro/x 2>/dev/null "
+                 "&& touch /scratch/t && echo ok")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"host data\nok\n"
     assert (shared / "out.txt").read_text() == "out\n" and not (shared / "x").exists()
@@ -218,7 +226,8 @@ def test_network_none_cannot_reach_a_local_server(toolbox, busybox):
     import threading
 
     server = http.server.HTTPServer(("127.0.0.1", 0), type("Hello", (http.server.BaseHTTPRequestHandler,), {
-        "do_GET": lambda self: (self.send_response(200), self.send_header("Content-Length", "6"), self.end_headers(), self.wfile.write(b"hello\n")),
+        "do_GET": lambda self: (self.send_response(200), self.send_header("Content-Length", "6"),
+                                self.end_headers(), self.wfile.write(b"hello\n")),
         "log_message": lambda self, *a: None,
     }))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -226,7 +235,8 @@ def test_network_none_cannot_reach_a_local_server(toolbox, busybox):
     try:
         reached = run(toolbox, busybox, "busybox", "wget", "-q", "-O", "-", url)
         assert reached.returncode == 0 and reached.stdout == b"hello\n", reached.stderr
-        isolated = run(toolbox, "--network", "none", busybox, "busybox", "wget", "-q", "-T", "3", "-O", "-", url)
+        isolated = run(toolbox, "--network", "none", busybox, "busybox", "wget", "-q", "-T", "3", "-O", "-",
+                       url)
         assert isolated.returncode != 0 and isolated.stdout == b""
         loopback = run(toolbox, "--network", "none", busybox, "cat", "/sys/class/net/lo/operstate")
         assert loopback.returncode == 0
@@ -241,7 +251,8 @@ def test_a_terminal_inside_when_run_under_a_pty(toolbox, busybox):
 
     primary, secondary = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "toolbox", "run", "-it", busybox, "sh", "-c", "test -t 0 && test -t 1 && busybox tty"],
+        [sys.executable, "-m", "toolbox", "run", "-it", busybox, "sh", "-c",
+         "test -t 0 && test -t 1 && busybox tty"],
         stdin=secondary, stdout=secondary, stderr=secondary, env=toolbox.env, cwd=toolbox.root, start_new_session=True,
     )
     os.close(secondary)
@@ -266,7 +277,8 @@ def test_limits_are_refused_without_delegation_never_dropped(toolbox, busybox, f
 
     key = {"--memory": "memory", "--cpus": "cpus", "--pids-limit": "pids"}[flags[0]]
     if delegation_problem([key]) is None:  # the other side of the next test's host feature
-        lacks_host_feature("a cgroup v2 without delegation: this host delegates, so the enforcement test applies instead")
+        lacks_host_feature("a cgroup v2 without delegation: this host delegates, so the enforcement test "
+                           "applies instead")
     result = run(toolbox, *flags, busybox, "echo", "must not run")
     assert result.returncode == 125
     assert b"must not run" not in result.stdout
@@ -276,18 +288,20 @@ def test_limits_are_refused_without_delegation_never_dropped(toolbox, busybox, f
 @pytest.mark.needs_userns_overlay
 @pytest.mark.needs_cgroup2("pids", "memory")
 def test_limits_are_enforced_with_delegation(toolbox, busybox):
-    result = run(toolbox, "--pids-limit", "20", "--memory", "64m", busybox, "sh", "-c", "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max 2>/dev/null || cat /proc/self/cgroup")
+    result = run(toolbox, "--pids-limit", "20", "--memory", "64m", busybox, "sh", "-c",
+                 "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max 2>/dev/null || cat /proc/self/cgroup")
     assert result.returncode == 0, result.stderr
     assert b"20" in result.stdout
 
 
 def test_limit_values_are_checked():
-    from toolbox.runtime.cgroups import parse_cpus, parse_memory, parse_pids
     from toolbox.errors import LimitError
+    from toolbox.runtime.cgroups import parse_cpus, parse_memory, parse_pids
 
     assert parse_memory("512m") == 512 * 1024**2 and parse_memory("2G") == 2 * 1024**3 and parse_memory("1gb") == 1024**3
     assert parse_cpus("1.5") == "150000 100000" and parse_pids("100") == 100
-    for parse, bad in ((parse_memory, "lots"), (parse_memory, "1"), (parse_cpus, "0"), (parse_cpus, "x"), (parse_pids, "-1")):
+    for parse, bad in ((parse_memory, "lots"), (parse_memory, "1"), (parse_cpus, "0"), (parse_cpus, "x"),
+                       (parse_pids, "-1")):
         with pytest.raises(LimitError):
             parse(bad)
 
@@ -307,7 +321,8 @@ def test_pull_policies_and_platform(toolbox, registry, pushed_images):
     assert run(toolbox, "--pull", "sometimes", image, "true").returncode == 125
     other = run(toolbox, "--pull", "never", "--platform", "linux/s390x", image, "true")
     assert other.returncode == 125 and b"not stored for linux/s390x" in other.stderr
-    assert run(toolbox, "--platform", "linux/amd64" if os.uname().machine == "x86_64" else "linux/arm64", image, "true").returncode == 0
+    assert run(toolbox, "--platform", "linux/amd64" if os.uname().machine == "x86_64" else "linux/arm64",
+               image, "true").returncode == 0
 
 
 @pytest.mark.needs_userns_overlay
@@ -323,14 +338,15 @@ def test_argument_paths_outside_the_cwd_are_mounted(toolbox, busybox, tmp_path):
     # A relative path through .., an absolute directory, an output file that does not exist
     # yet, and an --option=VALUE form.
     script = 'cat "$1" && ls "$2" && echo made > "$3" && echo "$4"'
-    result = run(toolbox, busybox, "sh", "-c", script, "sh", "../data/in.json", str(elsewhere), str(elsewhere / "out.txt"),
-                 f"--output={sibling}/opt.txt", cwd=project)
+    result = run(toolbox, busybox, "sh", "-c", script, "sh", "../data/in.json", str(elsewhere),
+                 str(elsewhere / "out.txt"), f"--output={sibling}/opt.txt", cwd=project)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().startswith('{"a": 1}\n')
     assert (elsewhere / "out.txt").read_text() == "made\n"
     assert (elsewhere / "out.txt").stat().st_uid == os.getuid()
     # A file is reached through its directory (tools that rename a temp file beside it work).
-    renamed = run(toolbox, busybox, "sh", "-c", 'echo new > "$1.tmp" && mv "$1.tmp" "$1"', "sh", f"{sibling}/in.json", cwd=project)
+    renamed = run(toolbox, busybox, "sh", "-c", 'echo new > "$1.tmp" && mv "$1.tmp" "$1"', "sh",
+                  f"{sibling}/in.json", cwd=project)
     assert renamed.returncode == 0, renamed.stderr
     assert (sibling / "in.json").read_text() == "new\n"
     # Nothing beyond what the arguments name (a path in the environment is not mounted), and
@@ -395,8 +411,10 @@ def test_a_named_container_keeps_its_writable_layer(toolbox, busybox):
     listed = json.loads(toolbox.cli("ps", "--json").stdout)
     assert [(c["name"], c["running"]) for c in listed] == [("keep", False)] and listed[0]["size"] > 0
     # One run at a time: a second one is refused while the first runs.
-    process = subprocess.Popen([sys.executable, "-m", "toolbox", "run", "--name", "keep", busybox, "sh", "-c", "echo up; sleep 30"],
-                               env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=toolbox.root)
+    process = subprocess.Popen([sys.executable, "-m", "toolbox", "run", "--name", "keep", busybox, "sh", "-c",
+                                "echo up; sleep 30"],
+                               env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=toolbox.root)
     try:
         assert process.stdout.readline() == b"up\n"
         busy = run(toolbox, "--name", "keep", busybox, "true")
@@ -423,11 +441,13 @@ def test_a_named_container_keeps_its_writable_layer(toolbox, busybox):
 
 @pytest.mark.needs_userns_overlay
 def test_user_root_inside_is_the_user_outside(toolbox, busybox, tmp_path):
-    result = run(toolbox, "--user", "root", busybox, "sh", "-c", "id -u; id -g; whoami; echo $HOME; touch made-by-root", cwd=tmp_path)
+    result = run(toolbox, "--user", "root", busybox, "sh", "-c",
+                 "id -u; id -g; whoami; echo $HOME; touch made-by-root", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [b"0", b"0", b"root", b"/root"]
     assert (tmp_path / "made-by-root").stat().st_uid == os.getuid()
-    numeric = run(toolbox, "-u", "1234:2345", busybox, "sh", "-c", "id -u; id -g; echo $HOME; touch made-by-1234", cwd=tmp_path)
+    numeric = run(toolbox, "-u", "1234:2345", busybox, "sh", "-c",
+                  "id -u; id -g; echo $HOME; touch made-by-1234", cwd=tmp_path)
     assert numeric.stdout.split()[:2] == [b"1234", b"2345"], numeric.stderr
     assert (tmp_path / "made-by-1234").stat().st_uid == os.getuid()
     named = run(toolbox, "--user", "nobody", busybox, "id", "-un")
@@ -440,7 +460,8 @@ def test_user_root_inside_is_the_user_outside(toolbox, busybox, tmp_path):
 def test_env_file(toolbox, busybox, tmp_path):
     env_file = tmp_path / "vars.env"
     env_file.write_text("# a comment\n\nFROM_FILE=file value\nOVERRIDDEN=file\nPASSED\n")
-    result = run(toolbox, "--env-file", str(env_file), "-e", "OVERRIDDEN=flag", busybox, "env", env={"PASSED": "from host"})
+    result = run(toolbox, "--env-file", str(env_file), "-e", "OVERRIDDEN=flag", busybox, "env",
+                 env={"PASSED": "from host"})
     lines = set(result.stdout.decode().splitlines())
     assert {"FROM_FILE=file value", "OVERRIDDEN=flag", "PASSED=from host"} <= lines, result.stderr
     missing = run(toolbox, "--env-file", str(tmp_path / "missing.env"), busybox, "true")
@@ -461,7 +482,8 @@ def test_read_only_root_mode_without_overlayfs(toolbox, busybox, tmp_path):
     assert (tmp_path / "made-here").stat().st_uid == os.getuid()
     assert run(toolbox, "--user", "root", busybox, "whoami", env=env).stdout == b"root\n"
     # The user's /etc/passwd entry was bound over a copy, never written into the layer trees.
-    passwd_files = [os.path.join(root, "passwd") for root, _, files in os.walk(toolbox.layout.layers_dir) if "passwd" in files]
+    passwd_files = [os.path.join(root, "passwd") for root, _,
+                    files in os.walk(toolbox.layout.layers_dir) if "passwd" in files]
     assert passwd_files
     for path in passwd_files:
         assert ":x:%d:" % os.getuid() not in open(path).read()
@@ -485,7 +507,8 @@ def test_a_flattening_that_fails_leaves_nothing_half_made(toolbox, registry, tmp
 
     toolbox.trust(registry)
     many = images.Layer(tuple(images.file(f"many/{i}/f", f"{i}\n") for i in range(200)))
-    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), many), labels={"org.example.scenario": "flat-enospc"}))
+    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), many),
+                                                   labels={"org.example.scenario": "flat-enospc"}))
     push_raw(registry, "flat-enospc", "1", built)
     reference = f"{registry.host}/flat-enospc:1"
     cache, flat, outside = toolbox.layout.cache_dir, toolbox.layout.flat_dir, tmp_path
@@ -494,7 +517,8 @@ def test_a_flattening_that_fails_leaves_nothing_half_made(toolbox, registry, tmp
     # Files until the inodes run out, then 40 given back: enough for the run plan, not for the
     # 200-odd directories and 30 symlinks of the flattened image.
     fill = (f"{sys.executable} -c 'import os\nos.mkdir(\"{cache}/ballast\")\ni = 0\n"
-            f"while True:\n try: open(f\"{cache}/ballast/{{i}}\", \"w\").close()\n except OSError: break\n i += 1\n"
+            f"while True:\n try: open(f\"{cache}/ballast/{{i}}\", \"w\").close()\n except OSError: break\n i "
+            "+= 1\n"
             f"for j in range(40): os.unlink(f\"{cache}/ballast/{{j}}\")'")
     script = (f"{toolbox_cmd} pull --quiet {reference}; echo pulled=$?\n"
               f"{fill}\n"
@@ -521,8 +545,10 @@ def test_prune_never_deletes_the_layers_of_a_running_tool(toolbox, registry, tmp
     reference = f"{registry.host}/in-use/{tmp_path.name}:1"
     push_raw(registry, reference.split("/", 1)[1].rsplit(":", 1)[0], "1", built)
     toolbox.pull(reference)
-    tool = subprocess.Popen([sys.executable, "-m", "toolbox", "run", reference, "sh", "-c", "read line; cat /etc/group"],
-                            env=toolbox.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=toolbox.root)
+    tool = subprocess.Popen([sys.executable, "-m", "toolbox", "run", reference, "sh", "-c",
+                             "read line; cat /etc/group"],
+                            env=toolbox.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=toolbox.root)
     try:
         deadline = time.monotonic() + 30
         while not (os.path.isdir(toolbox.layout.runs_dir) and os.listdir(toolbox.layout.runs_dir)):  # its in-use record
@@ -614,7 +640,9 @@ def _wait_until_gone(toolbox, seconds=15):
     for pid in _fuse_servers(toolbox):
         try:
             with open(f"/proc/{pid}/status") as status:
-                left.append((pid, [line.strip() for line in status if line.startswith(("State:", "PPid:", "SigCgt:", "SigBlk:"))]))
+                left.append((pid, [line.strip() for line in status if line.startswith(("State:", "PPid:",
+                                                                                       "SigCgt:",
+                                                                                       "SigBlk:"))]))
         except OSError:
             continue
     return left
@@ -647,10 +675,12 @@ def test_fuse_overlayfs_shows_whiteouts_and_keeps_named_layers(toolbox, registry
     toolbox.pull(image)
     seen = run(toolbox, image, "sh", "-c", "ls /a /d", env=FUSE)
     assert seen.returncode == 0 and seen.stdout.split() == [b"/a:", b"y", b"/d:", b"new"], seen
-    first = run(toolbox, "--name", "fused", image, "sh", "-c", "echo kept > /a/z && rm /a/y && rm -r /d", env=FUSE)
+    first = run(toolbox, "--name", "fused", image, "sh", "-c", "echo kept > /a/z && rm /a/y && rm -r /d",
+                env=FUSE)
     assert first.returncode == 0, first.stderr
     # A layer fuse-overlayfs wrote stays with fuse-overlayfs, whatever the run asks for.
-    again = run(toolbox, "--name", "fused", image, "sh", "-c", "ls /a; ls -d /d; grep -c ' / / .* - fuse.fuse-overlayfs ' /proc/self/mountinfo")
+    again = run(toolbox, "--name", "fused", image, "sh", "-c",
+                "ls /a; ls -d /d; grep -c ' / / .* - fuse.fuse-overlayfs ' /proc/self/mountinfo")
     assert again.stdout.split() == [b"z", b"1"] and b"No such file" in again.stderr, again
     assert toolbox.cli("rm", "fused").returncode == 0
     assert _wait_until_gone(toolbox) == []
@@ -663,8 +693,10 @@ def test_the_fuse_server_is_out_of_the_tools_way(toolbox, busybox, tmp_path):
     script = "trap 'echo caught' INT; kill -INT 0; sleep 0.3; cat /etc/passwd >/dev/null && echo readable"
     # SIGINT at its default, as a terminal's shell starts programs: a suite started in the
     # background (`./scripts/test &`) ignores it, the tool inherits that, and sh cannot trap it.
-    result = subprocess.run(["env", "--default-signal=INT", sys.executable, "-m", "toolbox", "run", busybox, "sh", "-c", script],
-                            env=dict(toolbox.env, **FUSE), capture_output=True, timeout=60, start_new_session=True)
+    result = subprocess.run(["env", "--default-signal=INT", sys.executable, "-m", "toolbox", "run", busybox,
+                             "sh", "-c", script],
+                            env=dict(toolbox.env, **FUSE), capture_output=True, timeout=60,
+                            start_new_session=True)
     assert result.stdout.split() == [b"caught", b"readable"], result
     # It holds none of the tool's descriptors: a pipe reader sees the end when the tool ends.
     fds = r'''for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = fuse-overlayfs ] && grep -qs "^PPid:[[:space:]]*$$\$" $p/status && ls -l $p/fd/0 $p/fd/1; done; true'''
@@ -679,7 +711,8 @@ def test_rootfs_modes_fall_back_in_order(toolbox, busybox):
     missing = run(toolbox, busybox, "true", env=without_fuse)
     assert missing.returncode == 125 and b"assemble the root filesystem (fuse-overlayfs)" in missing.stderr
     assert b"fuse-overlayfs is not installed" in missing.stderr
-    fallback = run(toolbox, busybox, "touch", "/etc/x", env=dict(without_fuse, TOOLBOX_ROOTFS="fuse-overlayfs,read-only"))
+    fallback = run(toolbox, busybox, "touch", "/etc/x",
+                   env=dict(without_fuse, TOOLBOX_ROOTFS="fuse-overlayfs,read-only"))
     assert fallback.returncode == 1 and b"Read-only file system" in fallback.stderr
 
 
@@ -705,9 +738,11 @@ def test_subids_map_a_full_range_for_tools_that_chown(toolbox, busybox, tmp_path
     assert owner == "1234 2345" and int(lines) >= 2
     assert (tmp_path / "mine").stat().st_uid == os.getuid()  # root inside is still the user outside
     if fuse_usable():  # fuse-overlayfs serves the other ids too (it keeps the namespace's capabilities)
-        fused = run(toolbox, "--user", "root", "--subids", busybox, "sh", "-c", script, cwd=tmp_path, env=FUSE)
+        fused = run(toolbox, "--user", "root", "--subids", busybox, "sh", "-c", script, cwd=tmp_path,
+                    env=FUSE)
         assert fused.returncode == 0 and fused.stdout.startswith(b"1234 2345\n"), fused.stderr
-        as_other = run(toolbox, "--user", "1234", "--subids", busybox, "sh", "-c", "touch /tmp/o && stat -c %u /tmp/o", env=FUSE)
+        as_other = run(toolbox, "--user", "1234", "--subids", busybox, "sh", "-c",
+                       "touch /tmp/o && stat -c %u /tmp/o", env=FUSE)
         assert as_other.stdout == b"1234\n", as_other.stderr
     as_user = run(toolbox, "--subids", busybox, "id", "-u")
     assert as_user.returncode == 0 and as_user.stdout == str(os.getuid()).encode() + b"\n", as_user.stderr
@@ -756,22 +791,26 @@ def test_eight_pulls_and_eight_runs_of_one_image_at_once(toolbox, registry, tmp_
     import hashlib
     import random
 
+    from toolbox.store.check import check_store
+
     from tests.support import images
     from tests.support.push import push_raw
-    from toolbox.store.check import check_store
 
     toolbox.trust(registry)
     data = random.Random(8).randbytes(4 * 1024 * 1024)
     layers = (images.busybox_layer(), images.Layer((images.directory("data"), images.file("data/x", data)),))
-    built = images.build_image(images.busybox_spec(layers=layers, labels={"org.example.scenario": f"race-{tmp_path.name}"}))
+    built = images.build_image(images.busybox_spec(layers=layers,
+                                                   labels={"org.example.scenario": f"race-{tmp_path.name}"}))
     repository = f"race/{tmp_path.name.lower()}"
     push_raw(registry, repository, "1", built)
     reference = f"{registry.host}/{repository}:1"
     command = [sys.executable, "-m", "toolbox"]
-    processes = [subprocess.Popen(command + ["pull", "--quiet", reference], env=toolbox.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    processes = [subprocess.Popen(command + ["pull", "--quiet", reference], env=toolbox.env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                  for _ in range(8)]
-    processes += [subprocess.Popen(command + ["run", reference, "sha256sum", "/data/x"], env=toolbox.env, cwd=toolbox.root,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(8)]
+    processes += [subprocess.Popen(command + ["run", reference, "sha256sum", "/data/x"], env=toolbox.env,
+                                   cwd=toolbox.root, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE) for _ in range(8)]
     results = [(p.wait(timeout=120), *p.communicate()) for p in processes]
     assert all(code == 0 for code, _out, _err in results), [err for code, _out, err in results if code]
     digest = hashlib.sha256(data).hexdigest().encode()
@@ -801,9 +840,12 @@ def test_the_runtime_waits_for_leaving_threads_before_it_unshares():
 def test_docker_habits_work_or_say_what_toolbox_does_instead(toolbox, busybox, tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "in.txt").write_text("bound\n")
-    mounted = run(toolbox, "--mount", f"type=bind,source={tmp_path}/data,target=/data,readonly", "--mount", "type=volume,src=kept,dst=/kept",
-                  "--mount", "type=tmpfs,destination=/scratch", busybox, "sh", "-c",
-                  "cat /data/in.txt; touch /data/x 2>/dev/null || echo ro; echo v > /kept/f; touch /scratch/t && echo tmpfs", cwd=tmp_path)
+    mounted = run(toolbox, "--mount", f"type=bind,source={tmp_path}/data,target=/data,readonly", "--mount",
+                  "type=volume,src=kept,dst=/kept", "--mount", "type=tmpfs,destination=/scratch", busybox,
+                  "sh", "-c",
+                  "cat /data/in.txt; touch /data/x 2>/dev/null || echo ro; echo v > /kept/f; touch "
+                  "/scratch/t && echo tmpfs",
+                  cwd=tmp_path)
     assert mounted.stdout == b"bound\nro\ntmpfs\n", mounted.stderr
     assert run(toolbox, "-v", "kept:/k", busybox, "cat", "/k/f").stdout == b"v\n"  # a named volume, as -v makes it
     bad = run(toolbox, "--mount", "type=bind,target=/x", busybox, "true")
@@ -813,9 +855,11 @@ def test_docker_habits_work_or_say_what_toolbox_does_instead(toolbox, busybox, t
     assert toolbox.cli("volume", "inspect", "made").returncode == 0
     assert toolbox.cli("volume", "create", "made").stdout == "made (exists already)\n"
     assert toolbox.cli("volume", "create", "../x").returncode == 125
-    for option, words in (("-d", b"foreground"), ("--detach", b"foreground"), ("-p", b"host's network"), ("--publish=8080:80", b"host's network")):
+    for option, words in (("-d", b"foreground"), ("--detach", b"foreground"), ("-p", b"host's network"),
+                          ("--publish=8080:80", b"host's network")):
         refused = run(toolbox, option, *(["8080:80"] if option == "-p" else []), busybox, "true")
         assert refused.returncode == 125 and words in refused.stderr and b"unknown option" not in refused.stderr, (option, refused.stderr)
-    for command, words in (("exec", "foreground"), ("logs", "keeps no logs"), ("stop", "Ctrl-C"), ("start", "--name")):
+    for command, words in (("exec", "foreground"), ("logs", "keeps no logs"), ("stop", "Ctrl-C"),
+                           ("start", "--name")):
         said = toolbox.cli(command, "some-container", "ls", "-l")
         assert said.returncode == 125 and words in said.stderr and "No such command" not in said.stderr, (command, said.stderr)

@@ -51,8 +51,8 @@ class Caller:
 
     def run(self, env, cwd):
         """(native status, toolbox status) as /proc/self/status texts, or an AssertionError."""
-        result = subprocess.run(self.argv, input=self.stdin, stdin=None if self.stdin else subprocess.DEVNULL, env=env, cwd=cwd,
-                                capture_output=True, text=True, timeout=120)
+        result = subprocess.run(self.argv, input=self.stdin, stdin=None if self.stdin else subprocess.DEVNULL,
+                                env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
         native, _, boxed = result.stdout.replace("\r\n", "\n").partition(SEPARATOR + "\n")  # \r\n: from a terminal
         assert result.returncode == 0 and "SigIgn" in native and "SigIgn" in boxed, (self.argv, result)
         return native, boxed
@@ -77,17 +77,21 @@ def callers(native, boxed):
         "bash": Caller(["bash", "-c", both]),
         # On a terminal, as a user types it: job control, and the shell ignores SIGQUIT, SIGTERM
         # and SIGTSTP for itself but not for what it starts. (util-linux script makes the terminal.)
-        "interactive bash": Caller(["script", "-qec", f"bash --norc --noprofile -i -c {shlex.quote(both)}", "/dev/null"]),
+        "interactive bash": Caller(["script", "-qec", f"bash --norc --noprofile -i -c {shlex.quote(both)}",
+                                    "/dev/null"]),
         "bash, trap '' INT": Caller(["bash", "-c", f"trap '' INT; {both}"], (sigint,)),
         "bash, trap '' PIPE": Caller(["bash", "-c", f"trap '' PIPE; {both}"], (pipe,)),
         "bash, trap '' on five": Caller(["bash", "-c", f"trap '' PIPE XFSZ TERM USR1 QUIT; {both}"],
                                         (pipe, xfsz, signal.SIGTERM, signal.SIGUSR1, quit_)),
-        "bash, nohup": Caller(["bash", "-c", f"nohup {native}; echo '{SEPARATOR}'; nohup {boxed}; :"], (signal.SIGHUP,)),
-        "bash, cmd &": Caller(["bash", "-c", f"{native} & wait; echo '{SEPARATOR}'; {boxed} & wait; :"], (sigint, quit_)),
+        "bash, nohup": Caller(["bash", "-c", f"nohup {native}; echo '{SEPARATOR}'; nohup {boxed}; :"],
+                              (signal.SIGHUP,)),
+        "bash, cmd &": Caller(["bash", "-c", f"{native} & wait; echo '{SEPARATOR}'; {boxed} & wait; :"],
+                              (sigint, quit_)),
         "zsh, trap '' PIPE": Caller(["zsh", "-c", f"trap '' PIPE; {both}"], (pipe,)),
         "fish": Caller(["fish", "-c", f"{native}; echo '{SEPARATOR}'; {boxed}; true"]),
         "make": Caller(["make", "-s", "-f", "-"], stdin=makefile),
-        "make, under trap '' PIPE": Caller(["bash", "-c", f"trap '' PIPE; make -s -f - <<'EOF'\n{makefile}EOF\n:"], (pipe,)),
+        "make, under trap '' PIPE": Caller(["bash", "-c", "trap '' PIPE; make -s -f - "
+                                                          f"<<'EOF'\n{makefile}EOF\n:"], (pipe,)),
         "xargs": Caller(["bash", "-c", by_xargs]),
         "xargs, under trap '' PIPE": Caller(["bash", "-c", f"trap '' PIPE; {by_xargs}"], (pipe,)),
         "python subprocess, a mask": Caller([sys.executable, "-c", python_subprocess]),
@@ -109,7 +113,8 @@ def differences(caller, env, cwd, helper_log=None):
         started["fuse-overlayfs"] = signal_fields(helper_log.read_text())
     for what, fields in started.items():
         if fields != native:
-            found.append(f"{what} {fields['SigIgn']:#x}/{fields['SigBlk']:#x} != native {native['SigIgn']:#x}/{native['SigBlk']:#x} (SigIgn/SigBlk)")
+            found.append(f"{what} {fields['SigIgn']:#x}/{fields['SigBlk']:#x} != native "
+                         f"{native['SigIgn']:#x}/{native['SigBlk']:#x} (SigIgn/SigBlk)")
     return found
 
 
@@ -121,7 +126,8 @@ def fake_fuse_overlayfs(directory, log):
     script = directory / "fuse-overlayfs"
     # Read with builtins only: a command dash forks would start with what dash gives it, not
     # with what dash was given.
-    script.write_text(f'#!/bin/sh\nwhile IFS= read -r line; do echo "$line"; done < /proc/$$/status > {log}\nexec {real} "$@"\n')
+    script.write_text('#!/bin/sh\nwhile IFS= read -r line; do echo "$line"; done < /proc/$$/status > '
+                      f'{log}\nexec {real} "$@"\n')
     script.chmod(0o755)
     return str(directory)
 
@@ -147,7 +153,8 @@ def test_a_closed_pipe_ends_the_tool_quietly(toolbox, busybox, mode):
     for setup in ("", "trap '' PIPE; "):
         script = (f"{setup}{BUSYBOX} yes | head -1; echo status=${{PIPESTATUS[0]}}\n"
                   f"{setup}{toolbox_command(busybox)} busybox yes | head -1; echo status=${{PIPESTATUS[0]}}\n")
-        result = subprocess.run(["bash", "-c", script], env=env, cwd=toolbox.root, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(["bash", "-c", script], env=env, cwd=toolbox.root, capture_output=True,
+                                text=True, timeout=120)
         lines = result.stdout.splitlines()
         assert lines[:2] == ["y", "status=141" if not setup else "status=1"], (setup, result)
         assert lines[2:] == lines[:2], (setup, result.stdout, result.stderr)
@@ -160,12 +167,13 @@ def pinned_busybox(toolbox, registry, tmp_path):
     """A project pinning `jq` at a version whose image is busybox itself (its entrypoint), and
     the jq shim: `jq yes` is busybox's yes, run through the shim."""
     upstream = Upstream(toolbox, registry)
-    upstream.publish("ghcr.io/jqlang/jq", "1.7.1", images.build_image(images.busybox_spec(entrypoint=("/bin/busybox",), cmd=None)))
+    upstream.publish("ghcr.io/jqlang/jq", "1.7.1",
+                     images.build_image(images.busybox_spec(entrypoint=("/bin/busybox",), cmd=None)))
     project = tmp_path / "project"
     project.mkdir()
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
-    installed = subprocess.run([sys.executable, "-m", "toolbox", "shim", "install", "jq"], env=toolbox.env, cwd=project,
-                               capture_output=True, text=True, timeout=120)
+    installed = subprocess.run([sys.executable, "-m", "toolbox", "shim", "install", "jq"], env=toolbox.env,
+                               cwd=project, capture_output=True, text=True, timeout=120)
     assert installed.returncode == 0, installed.stderr
     shim = os.path.join(toolbox.layout.shims_dir, "jq")
     warm = subprocess.run([shim, "true"], env=toolbox.env, cwd=project, capture_output=True, timeout=120)  # locks and pulls
@@ -177,10 +185,11 @@ def test_a_shimmed_tool_starts_with_its_callers_dispositions(toolbox, pinned_bus
     project, shim = pinned_busybox
     native, boxed = f"{BUSYBOX} cat /proc/self/status", f"{shim} cat /proc/self/status"
     names = ("interactive bash", "bash, trap '' PIPE", "bash, cmd &", "fish", "python subprocess, a mask")
-    problems = {name: found for name in names if (found := differences(callers(native, boxed)[name], toolbox.env, project))}
+    problems = {name: found for name in names if (found := differences(callers(native, boxed)[name],
+                                                                       toolbox.env, project))}
     assert problems == {}
-    piped = subprocess.run(["bash", "-c", f"{shim} yes | head -1; echo status=${{PIPESTATUS[0]}}"], env=toolbox.env, cwd=project,
-                           capture_output=True, text=True, timeout=120)
+    piped = subprocess.run(["bash", "-c", f"{shim} yes | head -1; echo status=${{PIPESTATUS[0]}}"],
+                           env=toolbox.env, cwd=project, capture_output=True, text=True, timeout=120)
     assert (piped.stdout, piped.stderr) == ("y\nstatus=141\n", "")
 
 
@@ -190,21 +199,23 @@ def test_a_shim_falling_through_starts_the_host_program_with_its_callers_disposi
     host_bin = tmp_path / "host-bin"
     host_bin.mkdir()
     (host_bin / "jq").symlink_to(shutil.which("cat"))
-    installed = subprocess.run([sys.executable, "-m", "toolbox", "shim", "install", "jq"], env=toolbox.env, cwd=tmp_path,
-                               capture_output=True, text=True, timeout=120)
+    installed = subprocess.run([sys.executable, "-m", "toolbox", "shim", "install", "jq"], env=toolbox.env,
+                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert installed.returncode == 0, installed.stderr
     shim = os.path.join(toolbox.layout.shims_dir, "jq")
     env = dict(toolbox.env, PATH=f"{host_bin}:{toolbox.env['PATH']}")
     names = ("bash", "bash, trap '' PIPE", "bash, cmd &", "python subprocess, a mask")
     native, boxed = f"{host_bin / 'jq'} /proc/self/status", f"{shim} /proc/self/status"
-    problems = {name: found for name in names if (found := differences(callers(native, boxed)[name], env, tmp_path))}
+    problems = {name: found for name in names if (found := differences(callers(native, boxed)[name], env,
+                                                                       tmp_path))}
     assert problems == {}
 
 
 def test_which_parents_pass_their_dispositions_on():
     from toolbox.runtime.signals import caller_ignores, parent_state, passes_on
 
-    pipe, xfsz, sigint, quit_, chld = (bit(s) for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD))
+    pipe, xfsz, sigint, quit_, chld = (bit(s) for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT,
+                                                        signal.SIGQUIT, signal.SIGCHLD))
     assert passes_on("bash", 0, 0) and passes_on("dash", 0, 0) and passes_on("make", 0, 0)
     # Python, fish and libuv ignore SIGPIPE for themselves and start programs with the default.
     assert not passes_on("python", pipe | xfsz, 0) and not passes_on("fish", pipe, 0) and not passes_on("node", pipe, 0)
@@ -237,15 +248,18 @@ def test_ctrl_c_on_the_way_to_the_tool_stops_the_calling_script(toolbox, registr
     from tests.support.push import push_raw
 
     data = images.Layer((images.file("data.bin", random.Random(12).randbytes(3 * 1024 * 1024)),))
-    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), data), labels={"org.example.scenario": "ctrl-c-run"}))
+    built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(), data),
+                                                   labels={"org.example.scenario": "ctrl-c-run"}))
     push_raw(registry, "ctrl-c/run", "1", built)
     with FaultProxy(registry.url) as proxy:
         toolbox.trust(registry, proxy)
-        stall = proxy.add(rf"/blobs/{built.layers[1]['digest']}$", "stall_after", after=1024 * 1024, seconds=10, times=100)
+        stall = proxy.add(rf"/blobs/{built.layers[1]['digest']}$", "stall_after", after=1024 * 1024,
+                          seconds=10, times=100)
         script = f"for i in 1 2; do {toolbox_command(f'{proxy.host}/ctrl-c/run:1')} true; echo after $i; done; echo end"
         # SIGINT at its default, as a terminal's shell starts programs (see test_run.py).
-        loop = subprocess.Popen(["env", "--default-signal=INT", "bash", "-c", script], env=toolbox.env, cwd=toolbox.root,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        loop = subprocess.Popen(["env", "--default-signal=INT", "bash", "-c", script], env=toolbox.env,
+                                cwd=toolbox.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
             deadline = time.monotonic() + 30
             while not stall.fired and time.monotonic() < deadline:

@@ -13,14 +13,15 @@ import uuid
 
 import pytest
 
+from toolbox.oci.digest import Digest
+from toolbox.runtime.flatten import merge_layers
+from toolbox.store.check import check_store
+from toolbox.store.unpack import UnpackLimits
+
 from tests.support import images
 from tests.support.images import Entry, Layer, directory, file, hardlink, symlink
 from tests.support.push import push_raw
 from tests.support.rootfs_modes import rootfs_mode_params
-from toolbox.store.check import check_store
-from toolbox.oci.digest import Digest
-from toolbox.runtime.flatten import merge_layers
-from toolbox.store.unpack import UnpackLimits
 
 BOMB_LIMIT = 8 * 1024 * 1024
 
@@ -34,10 +35,14 @@ REFUSED = {
     "whiteout of ../x": (one_layer(file("a/.wh.x"), Entry("../.wh.passwd")), "'..'"),
     "hard link through ../": (one_layer(file("x", "x"), hardlink("y", "../x")), "'..'"),
     "4 KiB name": (one_layer(file("n" * 4096, "long")), "long"),
-    "PAX path with ..": (one_layer(Entry("innocent", data=b"pwned\n", pax_headers={"path": "../../pwned"})), "'..'"),
-    "symlink loop then a file through it": (one_layer(symlink("a", "b"), symlink("b", "a"), file("a/pwned", "x")), "symlink"),
-    "truncated gzip stream": (one_layer(file("f", os.urandom(200_000)), cut=5000), "truncated|incomplete|ended|damaged|corrupt"),
-    "truncated zstd stream": (one_layer(file("f", os.urandom(200_000)), compression="zstd", cut=5000), "truncated|incomplete|ended|damaged|corrupt"),
+    "PAX path with ..": (one_layer(Entry("innocent", data=b"pwned\n", pax_headers={"path": "../../pwned"})),
+                         "'..'"),
+    "symlink loop then a file through it": (one_layer(symlink("a", "b"), symlink("b", "a"),
+                                                      file("a/pwned", "x")), "symlink"),
+    "truncated gzip stream": (one_layer(file("f", os.urandom(200_000)), cut=5000),
+                              "truncated|incomplete|ended|damaged|corrupt"),
+    "truncated zstd stream": (one_layer(file("f", os.urandom(200_000)), compression="zstd", cut=5000),
+                              "truncated|incomplete|ended|damaged|corrupt"),
     "decompression bomb": (one_layer(file("zeros", bytes(4 * BOMB_LIMIT))), "limit"),
     "a file as a parent": (one_layer(file("f", "f"), file("f/pwned", "x")), "not a directory|file"),
 }
@@ -45,14 +50,18 @@ REFUSED = {
 NEUTRALISED = {
     # name: (layers, {path in the merged image: expected content, or None for absent})
     # (Not etc/passwd: the runtime adds the user's entry there.)
-    "absolute whiteout stays inside": ((Layer((file("etc/issue", "image\n"),)), Layer((Entry("/etc/.wh.issue"),))), {"etc/issue": None}),
+    "absolute whiteout stays inside": ((Layer((file("etc/issue", "image\n"),)),
+                                        Layer((Entry("/etc/.wh.issue"),))), {"etc/issue": None}),
     "file, then directory, then file again": (
-        (Layer((file("x", "1\n"),)), Layer((directory("x"), file("x/inner", "2\n"))), Layer((file("x", "3\n"),))), {"x": b"3\n"}),
-    "duplicate members: the last wins": ((Layer((file("d", "first\n"), file("d", "second\n"))),), {"d": b"second\n"}),
+        (Layer((file("x", "1\n"),)), Layer((directory("x"), file("x/inner", "2\n"))),
+         Layer((file("x", "3\n"),))), {"x": b"3\n"}),
+    "duplicate members: the last wins": ((Layer((file("d", "first\n"), file("d", "second\n"))),),
+                                         {"d": b"second\n"}),
     "symlink to /etc in one layer, a file below it in the next": (
         (Layer((symlink("etc", "/etc"),)), Layer((directory("etc"), file("etc/inside", "x\n")))), {"etc/inside": b"x\n"}),
     "setuid root file": ((Layer((file("su", "#!/bin/sh\n", 0o4755, uid=0),)),), {"su": b"#!/bin/sh\n"}),
-    "non-UTF-8 name": ((Layer((Entry("raw", raw_name=b"\xff\xfe.bin", data=b"bytes\n"),)),), {os.fsdecode(b"\xff\xfe.bin"): b"bytes\n"}),
+    "non-UTF-8 name": ((Layer((Entry("raw", raw_name=b"\xff\xfe.bin", data=b"bytes\n"),)),),
+                       {os.fsdecode(b"\xff\xfe.bin"): b"bytes\n"}),
 }
 
 
@@ -65,7 +74,8 @@ def canary(tmp_path):
 
 
 def publish(registry, layers, name):
-    built = images.build_image(images.ImageSpec(layers=layers, cmd=("/bin/true",), labels={"org.example.scenario": name}))
+    built = images.build_image(images.ImageSpec(layers=layers, cmd=("/bin/true",),
+                                                labels={"org.example.scenario": name}))
     repository = f"hostile-more/{uuid.uuid4().hex[:12]}"
     push_raw(registry, repository, "1", built)
     return f"{registry.host}/{repository}:1", built
@@ -82,8 +92,9 @@ def assert_untouched(toolbox, canary):
 
 def run(toolbox, mode, *args):
     """`toolbox run` in one root filesystem mode."""
-    return subprocess.run([sys.executable, "-m", "toolbox", "run", *args], env=dict(toolbox.env, TOOLBOX_ROOTFS=mode),
-                          capture_output=True, cwd=toolbox.root, timeout=120)
+    return subprocess.run([sys.executable, "-m", "toolbox", "run", *args],
+                          env=dict(toolbox.env, TOOLBOX_ROOTFS=mode), capture_output=True, cwd=toolbox.root,
+                          timeout=120)
 
 
 def flat_entries(toolbox):
@@ -156,7 +167,8 @@ def test_neutralised_layers_run_alike_in_every_root_mode(toolbox, registry, cana
 
 
 @pytest.mark.parametrize("mode", rootfs_mode_params())
-def test_a_tree_as_deep_as_the_unpacker_allows_runs_in_every_root_mode(toolbox, registry, deep_tmp_path, mode):
+def test_a_tree_as_deep_as_the_unpacker_allows_runs_in_every_root_mode(toolbox, registry, deep_tmp_path,
+                                                                       mode):
     """Layers nested exactly as deep as the unpacker accepts, with a whiteout and a file at the
     bottom of the upper one: every root mode shows the image (read-only mode flattens it
     first, without recursion) and leaves nothing half-made in the store."""
@@ -167,7 +179,8 @@ def test_a_tree_as_deep_as_the_unpacker_allows_runs_in_every_root_mode(toolbox, 
     toolbox.trust(registry)
     reference, _built = publish(registry, (images.busybox_layer(), lower, upper), f"deep-{mode}")
     toolbox.pull(reference)
-    result = run(toolbox, mode, reference, "sh", "-c", 'ls "$1"; cat "$1/g" "$1/kept"; test ! -e "$1/f"', "sh", "/" + bottom)
+    result = run(toolbox, mode, reference, "sh", "-c", 'ls "$1"; cat "$1/g" "$1/kept"; test ! -e "$1/f"',
+                 "sh", "/" + bottom)
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     assert result.stdout == b"e\ng\nkept\ndeepest\nkept\n"
     assert_untouched_store(toolbox)
@@ -185,7 +198,8 @@ def test_a_sparse_bomb_is_stored_as_holes_and_runs_in_every_root_mode(toolbox, r
     sparse format, the map in the header): stored with its holes, not as a gigabyte of
     zeros, and shown as it is in every root mode."""
     size = 1024**3
-    sparse = Entry("sparse", data=b"headend", pax_headers={"GNU.sparse.map": f"0,4,{size - 3},3", "GNU.sparse.size": str(size)})
+    sparse = Entry("sparse", data=b"headend",
+                   pax_headers={"GNU.sparse.map": f"0,4,{size - 3},3", "GNU.sparse.size": str(size)})
     toolbox.trust(registry)
     reference, built = publish(registry, (images.busybox_layer(), Layer((sparse,))), f"sparse-{mode}")
     assert built.layers[-1]["size"] < 1000

@@ -20,14 +20,16 @@ from tests.support.tars import member, tar_bytes, unpack
 def test_gnu_long_names(sandbox):
     dest, _ = sandbox
     long_name = "/".join(["d" * 200, "e" * 200, "f" * 200])
-    unpack_layer(io.BytesIO(tar_bytes(member(long_name, data=b"gnu", mode=0o600), format=tarfile.GNU_FORMAT)), str(dest))
+    unpack_layer(io.BytesIO(tar_bytes(member(long_name, data=b"gnu", mode=0o600), format=tarfile.GNU_FORMAT)),
+                 str(dest))
     assert (dest / long_name).read_bytes() == b"gnu"
 
 
 def gnu_tar_sparse(tmp_path, tar_format, size, data):
     """A GNU tar archive (--sparse, `tar_format`) of one sparse file `size` bytes long, holding
     `data` ({offset: bytes}) and holes elsewhere; returns (archive path, source file path)."""
-    if shutil.which("tar") is None or b"GNU tar" not in subprocess.run(["tar", "--version"], capture_output=True).stdout:
+    if shutil.which("tar") is None or b"GNU tar" not in subprocess.run(["tar", "--version"],
+                                                                       capture_output=True).stdout:
         pytest.skip("GNU tar is needed to write sparse members")
     source = tmp_path / "src"
     source.mkdir()
@@ -37,7 +39,8 @@ def gnu_tar_sparse(tmp_path, tar_format, size, data):
             file.seek(offset)
             file.write(chunk)
     archive = tmp_path / f"sparse-{tar_format}.tar"
-    subprocess.run(["tar", "--sparse", f"--format={tar_format}", "-cf", str(archive), "-C", str(source), "sparse"], check=True)
+    subprocess.run(["tar", "--sparse", f"--format={tar_format}", "-cf", str(archive), "-C", str(source),
+                    "sparse"], check=True)
     return archive, source / "sparse"
 
 
@@ -60,7 +63,8 @@ def data_segments(path):
 @pytest.mark.parametrize("tar_format", ["posix", "gnu"])
 def test_sparse_files_written_by_gnu_tar(tmp_path, tar_format):
     size = 8 * 1024 * 1024
-    archive, source = gnu_tar_sparse(tmp_path, tar_format, size, {3 * 1024 * 1024: b"middle", size - 3: b"end"})
+    archive, source = gnu_tar_sparse(tmp_path, tar_format, size,
+                                     {3 * 1024 * 1024: b"middle", size - 3: b"end"})
     dest = tmp_path / "dest"
     dest.mkdir()
     with open(archive, "rb") as stream:
@@ -99,13 +103,15 @@ def test_the_layer_limit_counts_the_data_written_and_bounds_what_a_file_claims(s
     dest, _ = sandbox
 
     def sparse(name, size, data=b"ab"):  # GNU's PAX sparse format 0.1: the map in the header
-        return member(name, data=data, pax={"GNU.sparse.map": f"0,1,{size - 1},1", "GNU.sparse.size": str(size)})
+        return member(name, data=data,
+                      pax={"GNU.sparse.map": f"0,1,{size - 1},1", "GNU.sparse.size": str(size)})
 
     limits = UnpackLimits(max_total_bytes=1000)
     stats = unpack(dest, sparse("a", 900), sparse("b", 900), member("c", data=b"x" * 500), limits=limits)
     assert stats.bytes == 2300 and (dest / "a").stat().st_size == 900
     assert (dest / "b").read_bytes() == b"a" + bytes(898) + b"b"
-    with pytest.raises(LayerError, match="is 1001 bytes long \\(holes included\\): more than the limit of 1000 bytes"):
+    with pytest.raises(LayerError,
+                       match="is 1001 bytes long \\(holes included\\): more than the limit of 1000 bytes"):
         unpack(dest, sparse("huge", 1001), limits=limits)
     with pytest.raises(LayerError, match="TOOLBOX_MAX_LAYER_BYTES|limit"):
         unpack(dest, sparse("absurd", 2**62))
@@ -121,7 +127,8 @@ def test_the_layer_limit_counts_the_data_written_and_bounds_what_a_file_claims(s
 def test_hostile_sparse_maps_are_refused(sandbox, sparse_map, size, complaint):
     dest, _ = sandbox
     with pytest.raises(LayerError, match=complaint):
-        unpack(dest, member("s", data=b"ab", pax={"GNU.sparse.map": sparse_map, "GNU.sparse.size": str(size)}),
+        unpack(dest,
+               member("s", data=b"ab", pax={"GNU.sparse.map": sparse_map, "GNU.sparse.size": str(size)}),
                member("next", data=b"n"))
 
 
@@ -161,7 +168,8 @@ def test_a_sparse_map_of_millions_of_entries_is_refused_before_it_is_built(sandb
         count = b"50000000\n"
         data = count + b"1\n1\n" * 40000
         archive = tar_bytes(member("s", data=data, pax={"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
-                                                       "GNU.sparse.name": "s", "GNU.sparse.realsize": str(10**9)}))
+                                                        "GNU.sparse.name": "s",
+                                                        "GNU.sparse.realsize": str(10**9)}))
     with pytest.raises(LayerError, match="sparse map of .* entries; toolbox reads at most 65536"):
         unpack_layer(io.BytesIO(archive), str(dest))
     # A long but reasonable map still unpacks (the limit is far above real sparse files).
@@ -208,7 +216,8 @@ def test_depth_is_capped_and_the_deepest_allowed_tree_is_measured_and_removed(tm
     limit = UnpackLimits().max_depth
     deepest = "/".join(["d"] * (limit - 1) + ["f"])
     # A later member replacing a deep directory removes it first.
-    unpack(dest, member("gone/" + deepest[2:], data=b"x"), member("gone", data=b"now a file"), member(deepest, data=b"deep"))
+    unpack(dest, member("gone/" + deepest[2:], data=b"x"), member("gone", data=b"now a file"),
+           member(deepest, data=b"deep"))
     assert (dest / "gone").read_bytes() == b"now a file"
     assert fsutil.disk_usage(dest) > 0
     fsutil.remove_tree(dest)
@@ -226,7 +235,8 @@ def test_depth_is_capped_and_the_deepest_allowed_tree_is_measured_and_removed(tm
 def test_decompression_bomb_limit(sandbox):
     dest, _ = sandbox
     with pytest.raises(LayerError) as info:
-        unpack(dest, member("a", data=b"x" * 600), member("b", data=b"x" * 600), limits=UnpackLimits(max_total_bytes=1000))
+        unpack(dest, member("a", data=b"x" * 600), member("b", data=b"x" * 600),
+               limits=UnpackLimits(max_total_bytes=1000))
     assert "1000 bytes" in info.value.message and "TOOLBOX_MAX_LAYER_BYTES" in info.value.hint
     with pytest.raises(LayerError, match="more than 3 members"):
         unpack(dest, *[member(f"f{i}") for i in range(4)], limits=UnpackLimits(max_entries=3))
@@ -277,7 +287,8 @@ def test_damage_after_the_first_member_is_not_a_shorter_layer(sandbox):
 def test_malformed_extended_headers(sandbox):
     dest, _ = sandbox
     with pytest.raises(LayerError, match="not a valid tar"):
-        unpack(dest, member("f", data=b"x", pax={"GNU.sparse.map": "x,y", "GNU.sparse.major": "0", "GNU.sparse.minor": "1"}))
+        unpack(dest, member("f", data=b"x",
+                            pax={"GNU.sparse.map": "x,y", "GNU.sparse.major": "0", "GNU.sparse.minor": "1"}))
     huge = tar_bytes(member("f", pax={"comment": "c" * (2 * 1024 * 1024)}))
     with pytest.raises(LayerError, match="extended tar header"):
         unpack_layer(io.BytesIO(huge), str(dest))

@@ -28,9 +28,11 @@ MOUNT_POINTS = (file("etc/resolv.conf", ""), file("etc/hosts", ""))
 def many_layers(count):
     """`count` layers: data at the bottom (one file each in /layers, a file the top layer
     deletes and another it replaces), busybox in the top one."""
-    data = [Layer((directory("layers"), file("layers/0", "bottom\n"), file("deleted", "lower\n"), file("replaced", "lower\n")))]
+    data = [Layer((directory("layers"), file("layers/0", "bottom\n"), file("deleted", "lower\n"),
+                   file("replaced", "lower\n")))]
     data += [Layer((file(f"layers/{i}", f"{i}\n"),)) for i in range(1, count - 1)]
-    top = Layer(tuple(images.busybox_entries()) + MOUNT_POINTS + (images.whiteout("deleted"), file("replaced", "top\n")))
+    top = Layer(tuple(images.busybox_entries()) + MOUNT_POINTS + (images.whiteout("deleted"),
+                                                                  file("replaced", "top\n")))
     return tuple(data) + (top,)
 
 
@@ -39,7 +41,8 @@ def published(registry):
     """Images of 53 (the first that outgrew the page) and 127 layers (Docker's most)."""
     references = {}
     for count in (53, 127):
-        built = images.build_image(images.ImageSpec(layers=many_layers(count), cmd=("sh",), labels={"org.example.layers": str(count)}))
+        built = images.build_image(images.ImageSpec(layers=many_layers(count), cmd=("sh",),
+                                                    labels={"org.example.layers": str(count)}))
         assert len(built.diff_ids) == count
         repository = f"many-layers/{uuid.uuid4().hex[:12]}"
         push_raw(registry, repository, "1", built)
@@ -48,8 +51,9 @@ def published(registry):
 
 
 def run(toolbox, mode, *args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "toolbox", "run", *args], env=dict(toolbox.env, TOOLBOX_ROOTFS=mode),
-                          capture_output=True, cwd=cwd or toolbox.root, timeout=120)
+    return subprocess.run([sys.executable, "-m", "toolbox", "run", *args],
+                          env=dict(toolbox.env, TOOLBOX_ROOTFS=mode), capture_output=True,
+                          cwd=cwd or toolbox.root, timeout=120)
 
 
 LOOK = "ls /layers | wc -l; cat /layers/0 /replaced; test ! -e /deleted && echo deleted; ls -a /"
@@ -57,10 +61,12 @@ LOOK = "ls /layers | wc -l; cat /layers/0 /replaced; test ! -e /deleted && echo 
 
 @pytest.mark.parametrize("count", [53, 127])
 @pytest.mark.parametrize("mode", rootfs_mode_params())
-def test_an_image_of_many_layers_runs_whole_in_every_root_mode(toolbox, registry, published, tmp_path, mode, count):
+def test_an_image_of_many_layers_runs_whole_in_every_root_mode(toolbox, registry, published, tmp_path, mode,
+                                                               count):
     toolbox.trust(registry)
     toolbox.pull(published[count])
-    expected_root = ["bin", "dev", "etc", "home", "layers", "proc", "replaced", "root", "sys", "tmp", "usr", "var"]
+    expected_root = ["bin", "dev", "etc", "home", "layers", "proc", "replaced", "root", "sys", "tmp", "usr",
+                     "var"]
     made = ["run"] if mode == "read-only" else []  # its tmpfs (rootfs.WRITABLE_IN_READ_ONLY)
     # As an ordinary run (the working directory is mounted), and as the run the truncated mount
     # used to let through (nothing to create in the root).

@@ -7,11 +7,12 @@ import textwrap
 
 import pytest
 
-from tests.support.trees import make_deep_tree
-from toolbox.oci.digest import Digest
 from toolbox.errors import ConfigError, ImageNotStored, IntegrityError, StoreError
 from toolbox.layout import Layout
+from toolbox.oci.digest import Digest
 from toolbox.store.store import ImageRecord, SpaceReserve, Store
+
+from tests.support.trees import make_deep_tree
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import io
 import os
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from toolbox.errors import LayerError
 from toolbox.store.unpack import unpack_layer
@@ -57,7 +58,8 @@ def test_names_are_normalised(sandbox):
 
 def test_the_root_entry_sets_the_tree_root_only_when_it_is_a_directory(sandbox):
     dest, _ = sandbox
-    stats = unpack(dest, member("./", "dir", mode=0o751, mtime=MTIME - 1), member("f", data=b"f"), member(".", data=b"not a dir"))
+    stats = unpack(dest, member("./", "dir", mode=0o751, mtime=MTIME - 1), member("f", data=b"f"),
+                   member(".", data=b"not a dir"))
     assert mode_of(dest) == 0o751 and dest.stat().st_mtime == MTIME - 1
     assert [name for name, _ in stats.skipped] == ["."]
 
@@ -107,24 +109,28 @@ def test_writing_through_a_symlink_is_refused(sandbox, tmp_path, kind):
 def test_symlink_to_root_then_etc_passwd(sandbox, tmp_path):
     dest, canary = sandbox
     with pytest.raises(LayerError, match="symlink 'link'"):
-        unpack(dest, member("link", "symlink", target="/"), member("link/etc/passwd", data=b"root::0:0::/:/bin/sh\n"))
+        unpack(dest, member("link", "symlink", target="/"),
+               member("link/etc/passwd", data=b"root::0:0::/:/bin/sh\n"))
     with pytest.raises(LayerError, match="symlink 'deep/link'"):
-        unpack(dest, member("deep/link", "symlink", target="../../canary"), member("deep/link/keep", data=b"x"))
+        unpack(dest, member("deep/link", "symlink", target="../../canary"),
+               member("deep/link/keep", data=b"x"))
     assert_canary(tmp_path, canary)
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "../canary/keep", "x/../../canary/keep", "missing", "dir", "link/keep", "."])
+@pytest.mark.parametrize("target", ["/etc/passwd", "../canary/keep", "x/../../canary/keep", "missing", "dir",
+                                    "link/keep", "."])
 def test_hard_links_must_stay_inside_the_layer(sandbox, tmp_path, target):
     dest, canary = sandbox
     with pytest.raises(LayerError, match="'..'|points outside the layer"):
-        unpack(dest, member("dir", "dir"), member("link", "symlink", target=str(canary)), member("passwd", "hardlink", target=target))
+        unpack(dest, member("dir", "dir"), member("link", "symlink", target=str(canary)),
+               member("passwd", "hardlink", target=target))
     assert_canary(tmp_path, canary)
 
 
 def test_hard_links_to_symlinks_and_to_themselves(sandbox):
     dest, _ = sandbox
-    stats = unpack(dest, member("f", data=b"f"), member("s", "symlink", target="/etc"), member("s2", "hardlink", target="s"),
-                   member("f", "hardlink", target="./f"))
+    stats = unpack(dest, member("f", data=b"f"), member("s", "symlink", target="/etc"),
+                   member("s2", "hardlink", target="s"), member("f", "hardlink", target="./f"))
     assert os.readlink(dest / "s2") == "/etc" and os.lstat(dest / "s2").st_ino == os.lstat(dest / "s").st_ino
     assert (dest / "f").read_bytes() == b"f" and stats.hardlinks == 2
 
@@ -145,14 +151,16 @@ def test_nul_bytes_in_names_are_refused(sandbox):
 
 def test_symlink_loops_are_just_symlinks(sandbox):
     dest, _ = sandbox
-    unpack(dest, member("a", "symlink", target="b"), member("b", "symlink", target="a"), member("c", "symlink", target="c"))
+    unpack(dest, member("a", "symlink", target="b"), member("b", "symlink", target="a"),
+           member("c", "symlink", target="c"))
     assert os.readlink(dest / "a") == "b" and os.readlink(dest / "b") == "a" and os.readlink(dest / "c") == "c"
 
 
 @settings(max_examples=60 if settings.default.max_examples < 1000 else 2000, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(["file", "dir", "symlink", "hardlink"]),
-                          st.lists(st.sampled_from(["a", "b", "..", ".", "", ".wh.a", ".wh..wh..opq", "/"]), min_size=1, max_size=4),
+                          st.lists(st.sampled_from(["a", "b", "..", ".", "", ".wh.a", ".wh..wh..opq", "/"]),
+                                   min_size=1, max_size=4),
                           st.sampled_from(["a", "/", "../a", "b/a", "/etc/passwd", "."])), max_size=8))
 def test_fuzzed_layers_never_escape(tmp_path_factory, members):
     root = tmp_path_factory.mktemp("fuzz")
@@ -196,8 +204,8 @@ def test_devices_and_fifos_are_skipped_setuid_stripped(sandbox):
 
 def test_xattrs_user_kept_overlay_and_others_dropped(sandbox):
     dest, _ = sandbox
-    pax = {"SCHILY.xattr.user.comment": "kept", "SCHILY.xattr.user.overlay.opaque": "y", "SCHILY.xattr.security.capability": "x",
-           "SCHILY.xattr.trusted.overlay.whiteout": "y"}
+    pax = {"SCHILY.xattr.user.comment": "kept", "SCHILY.xattr.user.overlay.opaque": "y",
+           "SCHILY.xattr.security.capability": "x", "SCHILY.xattr.trusted.overlay.whiteout": "y"}
     stats = unpack(dest, member("d", "dir", pax=pax), member("f", data=b"x", pax=pax))
     for name in ("d", "f"):
         assert os.getxattr(dest / name, "user.comment") == b"kept"
@@ -214,8 +222,8 @@ def test_binary_xattr_values_keep_their_bytes(sandbox):
 
 def test_hostile_mtimes_are_clamped(sandbox):
     dest, _ = sandbox
-    unpack(dest, member("nan", pax={"mtime": "nan"}), member("inf", pax={"mtime": "inf"}), member("far", pax={"mtime": "1e30"}),
-           member("old", pax={"mtime": "-1000.5"}))
+    unpack(dest, member("nan", pax={"mtime": "nan"}), member("inf", pax={"mtime": "inf"}),
+           member("far", pax={"mtime": "1e30"}), member("old", pax={"mtime": "-1000.5"}))
     assert (dest / "nan").stat().st_mtime == 0 and (dest / "old").stat().st_mtime == -1000.5
     assert (dest / "far").exists() and (dest / "inf").exists()
 
@@ -225,7 +233,8 @@ def test_hostile_mtimes_are_clamped(sandbox):
 
 def test_whiteouts_and_opaque_directories_in_overlay_format(sandbox):
     dest, _ = sandbox
-    stats = unpack(dest, member("a", "dir"), member("a/.wh.gone"), member("d", "dir"), member("d/.wh..wh..opq"), member("d/new", data=b"n"))
+    stats = unpack(dest, member("a", "dir"), member("a/.wh.gone"), member("d", "dir"),
+                   member("d/.wh..wh..opq"), member("d/new", data=b"n"))
     assert is_whiteout(dest / "a" / "gone") and mode_of(dest / "a" / "gone") == 0o600
     assert opaque(dest / "d") and not opaque(dest / "a")
     assert not os.path.lexists(dest / "d" / ".wh..wh..opq") and not os.path.lexists(dest / "a" / ".wh.gone")
@@ -234,7 +243,8 @@ def test_whiteouts_and_opaque_directories_in_overlay_format(sandbox):
 
 def test_opaque_marker_creates_its_directory_and_survives_its_entry(sandbox):
     dest, _ = sandbox
-    unpack(dest, member("x/y/.wh..wh..opq"), member("x/y", "dir", mode=0o700, mtime=MTIME - 3), member("x/y/z", data=b"z"))
+    unpack(dest, member("x/y/.wh..wh..opq"), member("x/y", "dir", mode=0o700, mtime=MTIME - 3),
+           member("x/y/z", data=b"z"))
     assert opaque(dest / "x" / "y") and not opaque(dest / "x")
     assert mode_of(dest / "x" / "y") == 0o700 and (dest / "x" / "y").stat().st_mtime == MTIME - 3
 
@@ -273,10 +283,11 @@ def test_whiteouts_hide_only_lower_layers(sandbox):
 
 def test_aufs_metadata_and_names_below_whiteouts_are_skipped(sandbox):
     dest, _ = sandbox
-    stats = unpack(dest, member(".wh..wh.plnk", "dir"), member(".wh..wh.plnk/1.2", data=b"aufs"), member(".wh..wh.aufs"),
-                   member(".wh.x/y", data=b"odd"))
+    stats = unpack(dest, member(".wh..wh.plnk", "dir"), member(".wh..wh.plnk/1.2", data=b"aufs"),
+                   member(".wh..wh.aufs"), member(".wh.x/y", data=b"odd"))
     assert os.listdir(dest) == []
-    assert [name for name, _ in stats.skipped] == [".wh..wh.plnk", ".wh..wh.plnk/1.2", ".wh..wh.aufs", ".wh.x/y"]
+    assert [name for name, _ in stats.skipped] == [".wh..wh.plnk", ".wh..wh.plnk/1.2", ".wh..wh.aufs",
+                                                   ".wh.x/y"]
 
 
 # -- replacement within a layer --------------------------------------------------------------------
@@ -320,4 +331,5 @@ def test_a_file_cannot_be_a_parent(sandbox):
 def test_skipped_reasons_are_capped(sandbox):
     dest, _ = sandbox
     stats = unpack(dest, *[member(f"p{i}", "fifo") for i in range(1005)])
-    assert len(stats.skipped) == 1001 and stats.skipped[-1] == ("...", "and 5 more members skipped or changed")
+    assert len(stats.skipped) == 1001 and stats.skipped[-1] == ("...",
+                                                                "and 5 more members skipped or changed")

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import requests
 
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-authorization", "proxy-authenticate"}
+HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+              "proxy-authorization", "proxy-authenticate"}
 
 
 @dataclass
@@ -102,7 +103,8 @@ class FaultProxy:
 
     def _handle(self, handler):
         rule = self._take_rule(handler.command, handler.path)
-        self.log.append((handler.command, handler.path, handler.headers.get("Range"), rule.action if rule else "forward"))
+        self.log.append((handler.command, handler.path, handler.headers.get("Range"),
+                         rule.action if rule else "forward"))
         if handler.headers.get("Authorization"):
             self.authorizations.append(handler.headers["Authorization"])
         if rule is not None and rule.action == "drop":
@@ -111,7 +113,8 @@ class FaultProxy:
             return
         if rule is not None and rule.action in ("redirect", "redirect_to"):
             handler.send_response(307)
-            handler.send_header("Location", rule.location if rule.action == "redirect_to" else handler.path + rule.query)
+            handler.send_header("Location",
+                                rule.location if rule.action == "redirect_to" else handler.path + rule.query)
             handler.send_header("Content-Length", "0")
             handler.end_headers()
             return
@@ -132,8 +135,10 @@ class FaultProxy:
             handler.end_headers()
             handler.wfile.write(body)
             return
-        headers = {k: v for k, v in handler.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
-        upstream = requests.request(handler.command, self.upstream + handler.path, headers=headers, stream=True, allow_redirects=False)
+        headers = {k: v for k,
+                   v in handler.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+        upstream = requests.request(handler.command, self.upstream + handler.path, headers=headers,
+                                    stream=True, allow_redirects=False)
         body = upstream.raw.read(decode_content=False) if handler.command != "HEAD" else b""
         handler.send_response(upstream.status_code)
         for key, value in upstream.headers.items():

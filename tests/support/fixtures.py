@@ -13,8 +13,9 @@ from .markers import require
 from .registry import RegistryServer
 from .upstream import Upstream
 
-__all__ = ["busybox", "other_user", "registry", "tls_registry", "basic_registry", "token_registry", "token_tls_registry", "registry_factory",
-           "pushed_images", "tls_pushed_images", "basic_pushed_images", "token_pushed_images", "upstream"]
+__all__ = ["busybox", "other_user", "registry", "tls_registry", "basic_registry", "token_registry",
+           "token_tls_registry", "registry_factory", "pushed_images", "tls_pushed_images",
+           "basic_pushed_images", "token_pushed_images", "upstream"]
 
 SCENARIOS_ON_AUTH_REGISTRIES = ("busybox", "multiarch")
 
@@ -87,13 +88,15 @@ def pushed_images(registry, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tls_pushed_images(tls_registry, tmp_path_factory):
     require("needs_program", "skopeo")
-    return _push.push_scenarios(tls_registry, tmp_path_factory.mktemp("push-tls"), SCENARIOS_ON_AUTH_REGISTRIES)
+    return _push.push_scenarios(tls_registry, tmp_path_factory.mktemp("push-tls"),
+                                SCENARIOS_ON_AUTH_REGISTRIES)
 
 
 @pytest.fixture(scope="session")
 def basic_pushed_images(basic_registry, tmp_path_factory):
     require("needs_program", "skopeo")
-    return _push.push_scenarios(basic_registry, tmp_path_factory.mktemp("push-basic"), SCENARIOS_ON_AUTH_REGISTRIES)
+    return _push.push_scenarios(basic_registry, tmp_path_factory.mktemp("push-basic"),
+                                SCENARIOS_ON_AUTH_REGISTRIES)
 
 
 @pytest.fixture(scope="session")

@@ -87,7 +87,8 @@ def run_on_a_small_store(toolbox, body, tmpfs_options="size=48m", timeout=180):
     cache = toolbox.layout.cache_dir
     os.makedirs(cache, exist_ok=True)
     script = f"mount -t tmpfs -o {tmpfs_options} toolbox-test-store {cache} || exit 99\n{body}"
-    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(["unshare", "-Urm", "sh", "-c", script], env=toolbox.env, capture_output=True,
+                            text=True, timeout=timeout)
     if result.returncode == 99:  # the mount itself failed (the script's own commands never exit 99)
         pytest.skip(f"cannot mount a tmpfs in a user namespace here: {result.stderr.strip()}")
     return result

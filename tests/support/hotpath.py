@@ -60,8 +60,8 @@ def cold_modules(loaded):
 
 def interpreter_baseline(interpreter, env):
     """What `interpreter` (a command: the executable and its flags) loads to run `pass`."""
-    listed = subprocess.run([*interpreter, "-c", "import sys; print(*sys.modules)"], env=env, capture_output=True, text=True,
-                            check=True, timeout=60)
+    listed = subprocess.run([*interpreter, "-c", "import sys; print(*sys.modules)"], env=env,
+                            capture_output=True, text=True, check=True, timeout=60)
     return set(listed.stdout.split())
 
 

@@ -231,7 +231,8 @@ class BuiltImage:
         return json.loads(self.config_bytes)
 
     def descriptor(self, platform=True, annotations=None):
-        desc = {"mediaType": self.media_type, "digest": self.manifest_digest, "size": len(self.manifest_bytes)}
+        desc = {"mediaType": self.media_type, "digest": self.manifest_digest,
+                "size": len(self.manifest_bytes)}
         if platform:
             desc["platform"] = dict(self.platform)
         if annotations:
@@ -343,7 +344,8 @@ def _attestation_for(image):
     statement = canonical_json({
         "_type": "https://in-toto.io/Statement/v0.1",
         "predicateType": "https://spdx.dev/Document",
-        "subject": [{"name": "pkg:docker/toolbox-test", "digest": {"sha256": image.manifest_digest.split(":", 1)[1]}}],
+        "subject": [{"name": "pkg:docker/toolbox-test",
+                     "digest": {"sha256": image.manifest_digest.split(":", 1)[1]}}],
         "predicate": {"spdxVersion": "SPDX-2.3", "name": "toolbox-test"},
     })
     statement_digest = sha256_digest(statement)
@@ -419,7 +421,8 @@ def write_oci_layout(directory, built, tag):
         if not path.exists():
             path.write_bytes(data)
     index_path = root / "index.json"
-    index = json.loads(index_path.read_bytes()) if index_path.exists() else {"schemaVersion": 2, "manifests": []}
+    index = json.loads(index_path.read_bytes()) if index_path.exists() else {"schemaVersion": 2,
+                                                                             "manifests": []}
     index["manifests"] = [m for m in index["manifests"]
                           if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != tag]
     desc = {"mediaType": built.media_type, "digest": built.manifest_digest, "size": len(built.manifest_bytes),
@@ -493,7 +496,8 @@ def whiteout_image():
     """Layer 1: /a/x, /a/y, /d/old. Layer 2: whiteout of /a/x, /d made opaque, /d/new.
 
     Unpacked, the image has /a/y and /d/new only (besides busybox's files)."""
-    lower = Layer((directory("a"), file("a/x", "x\n"), file("a/y", "y\n"), directory("d"), file("d/old", "old\n")))
+    lower = Layer((directory("a"), file("a/x", "x\n"), file("a/y", "y\n"), directory("d"),
+                   file("d/old", "old\n")))
     upper = Layer((directory("a"), whiteout("a/x"), directory("d"), opaque("d"), file("d/new", "new\n")))
     return build_image(busybox_spec(layers=(busybox_layer(), lower, upper),
                                     labels={"org.example.scenario": "whiteout"}))
@@ -531,7 +535,8 @@ def docker_schema2_image():
 
 
 def docker_manifest_list():
-    return build_index([arch_image("amd64", docker_schema2=True), arch_image("arm64", "v8", docker_schema2=True)],
+    return build_index([arch_image("amd64", docker_schema2=True),
+                        arch_image("arm64", "v8", docker_schema2=True)],
                        attestation=False, docker_list=True)
 
 

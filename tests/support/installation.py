@@ -69,14 +69,15 @@ class ToolboxUnderTest:
 
     def pull(self, reference, platform=None, progress=None):
         from toolbox.oci.platform import Platform
-        from toolbox.ops.pull import PullOptions, pull_image
         from toolbox.oci.reference import ImageRef
+        from toolbox.ops.pull import PullOptions, pull_image
 
         services = self.services()
         client = services.registry_client()
         try:
             options = PullOptions(platform=Platform.parse(platform) if platform else None)
-            return pull_image(ImageRef.parse(reference), store=services.store, client=client, options=options, progress=progress)
+            return pull_image(ImageRef.parse(reference), store=services.store, client=client, options=options,
+                              progress=progress)
         finally:
             client.close()
 
@@ -103,5 +104,5 @@ class ToolboxUnderTest:
 def cli(toolbox, *args, cwd, env=None, input=None):
     """`toolbox ARGS` as text, run in `cwd` (a project's directory), with `env` over the
     installation's own environment."""
-    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=dict(toolbox.env, **(env or {})), cwd=cwd,
-                          capture_output=True, text=True, timeout=120, input=input)
+    return subprocess.run([sys.executable, "-m", "toolbox", *args], env=dict(toolbox.env, **(env or {})),
+                          cwd=cwd, capture_output=True, text=True, timeout=120, input=input)

@@ -24,18 +24,29 @@ import shutil
 
 import pytest
 
-from .host import cgroup2_delegated, fuse_usable, lacks_host_feature, subids_usable, userns_available, userns_overlay_works
+from .host import (
+    cgroup2_delegated,
+    fuse_usable,
+    lacks_host_feature,
+    subids_usable,
+    userns_available,
+    userns_overlay_works,
+)
 from .registry import find_registry_binary
 
 # A need without arguments: its probe, and why a test skips without it.
 PROBED = {
     "needs_userns": (userns_available, "unprivileged user namespaces are not available here"),
-    "needs_userns_overlay": (userns_overlay_works, "overlayfs in an unprivileged user namespace (userxattr) is not available here"),
-    "needs_fuse": (fuse_usable, "fuse-overlayfs is missing or /dev/fuse does not open read-write for this user "
+    "needs_userns_overlay": (userns_overlay_works,
+                             "overlayfs in an unprivileged user namespace (userxattr) is not available here"),
+    "needs_fuse": (fuse_usable, "fuse-overlayfs is missing or /dev/fuse does not open read-write for this "
+                                "user "
                                 "(scripts/test, run as root, opens it as a desktop's fuse3 package does)"),
     "needs_subids": (subids_usable, "this user has no subordinate ids or newuidmap/newgidmap is missing"),
-    "needs_registry": (lambda: find_registry_binary() is not None, "docker-registry is not installed (apt-get install docker-registry)"),
-    "not_as_root": (lambda: os.geteuid() != 0, "root writes through any mode: run the suite as an ordinary user (scripts/test does)"),
+    "needs_registry": (lambda: find_registry_binary() is not None,
+                       "docker-registry is not installed (apt-get install docker-registry)"),
+    "not_as_root": (lambda: os.geteuid() != 0,
+                    "root writes through any mode: run the suite as an ordinary user (scripts/test does)"),
 }
 HOST_FEATURES = ("needs_cgroup2", "host_feature")  # what CI may lack (tests/support/host.py)
 NEEDS = (*PROBED, "needs_program", *HOST_FEATURES)
@@ -65,7 +76,8 @@ def require(need, *args, **kwargs):
             raise _skip(f"{program} is not installed (scripts/test installs it)")
     elif need == "needs_cgroup2":
         if not cgroup2_delegated(list(args)):
-            lacks_host_feature(f"no delegated cgroup v2 with the {' and '.join(args)} controllers on this host")
+            lacks_host_feature(f"no delegated cgroup v2 with the {' and '.join(args)} controllers on this "
+                               "host")
     elif need == "host_feature":
         if not kwargs["present"]:
             lacks_host_feature(kwargs["reason"])

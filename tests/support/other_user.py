@@ -123,11 +123,13 @@ def _handle(request, spawned):
     if op == "whoami":
         return {"uid": os.getuid()}
     if op == "run":
-        done = subprocess.run(request["argv"], capture_output=True, text=True, timeout=request.get("timeout", 60),
-                              cwd=request.get("cwd") or "/", env=request.get("env"), stdin=subprocess.DEVNULL)
+        done = subprocess.run(request["argv"], capture_output=True, text=True,
+                              timeout=request.get("timeout", 60), cwd=request.get("cwd") or "/",
+                              env=request.get("env"), stdin=subprocess.DEVNULL)
         return {"returncode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
     if op == "spawn":
-        process = subprocess.Popen(request["argv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/")
+        process = subprocess.Popen(request["argv"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   cwd="/")
         spawned[process.pid] = process
         return {"pid": process.pid}
     if op == "stop":

@@ -16,7 +16,8 @@ class Projects:
         self.toolbox = toolbox
         self.upstream = Upstream(toolbox, registry)
         for version in ("1.6", "1.7.1"):
-            self.upstream.publish("ghcr.io/jqlang/jq", version, tool_image(f"jq-{version}", script=EXACT_SCRIPT))
+            self.upstream.publish("ghcr.io/jqlang/jq", version,
+                                  tool_image(f"jq-{version}", script=EXACT_SCRIPT))
         self.a, self.b, self.elsewhere = root / "a", root / "b", root / "elsewhere"
         for directory, version in ((self.a, "1.6"), (self.b, "1.7.1")):
             directory.mkdir()
@@ -28,8 +29,9 @@ class Projects:
         self.env = dict(toolbox.env, PATH=f"{self.shims}:{toolbox.env['PATH']}")
 
     def cli(self, *args, cwd):
-        return subprocess.run([sys.executable, "-m", "toolbox", *args], env=self.toolbox.env, cwd=cwd, capture_output=True, text=True, timeout=120)
+        return subprocess.run([sys.executable, "-m", "toolbox", *args], env=self.toolbox.env, cwd=cwd,
+                              capture_output=True, text=True, timeout=120)
 
     def shim(self, *args, cwd, env=None, input=None):
-        return subprocess.run([os.path.join(self.shims, "jq"), *args], env=dict(self.env, **(env or {})), cwd=cwd, capture_output=True,
-                              input=input, timeout=120)
+        return subprocess.run([os.path.join(self.shims, "jq"), *args], env=dict(self.env, **(env or {})),
+                              cwd=cwd, capture_output=True, input=input, timeout=120)

@@ -65,7 +65,8 @@ class RegistrySession:
         # override a session's verify (but not a request's), and CI machines set them.
         kw.setdefault("verify", self.registry.verify)
         response = self.http.request(method, url, **kw)
-        if response.status_code == 401 and self._answer_challenge(response.headers.get("WWW-Authenticate", "")):
+        if response.status_code == 401 and self._answer_challenge(response.headers.get("WWW-Authenticate",
+                                                                                       "")):
             if hasattr(kw.get("data"), "seek"):
                 kw["data"].seek(0)
             response = self.http.request(method, url, **kw)
@@ -87,7 +88,8 @@ class RegistrySession:
             answer = requests.get(params["realm"], params=query, auth=self.creds, timeout=30,
                                   verify=self.registry.verify)
             if answer.status_code != 200:
-                raise PushError(f"token server {params['realm']} answered {answer.status_code}: {answer.text[:200]}")
+                raise PushError(f"token server {params['realm']} answered {answer.status_code}: "
+                                f"{answer.text[:200]}")
             body = answer.json()
             self.http.headers["Authorization"] = "Bearer " + (body.get("token") or body["access_token"])
             return True
@@ -109,7 +111,8 @@ class RegistrySession:
         started = self.check(self.request("POST", self.url("blobs/uploads/")), f"start upload of {digest}")
         location = urllib.parse.urljoin(self.registry.url + "/", started.headers["Location"])
         location += ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
-        self.check(self.request("PUT", location, data=data, headers={"Content-Type": "application/octet-stream"}),
+        self.check(self.request("PUT", location, data=data,
+                                headers={"Content-Type": "application/octet-stream"}),
                    f"upload of {digest}")
 
     def put_manifest(self, reference, data, media_type):
@@ -139,7 +142,8 @@ def push_raw(registry, repository, reference, built, *, creds=None):
             session.put_manifest(child.manifest_digest, child.manifest_bytes, child.media_type)
         digest = session.put_manifest(reference, built.manifest_bytes, built.media_type)
     if digest != built.manifest_digest:
-        raise PushError(f"the registry stored {repository}:{reference} as {digest}, not {built.manifest_digest}")
+        raise PushError(f"the registry stored {repository}:{reference} as {digest}, not "
+                        f"{built.manifest_digest}")
     return digest
 
 
@@ -189,8 +193,8 @@ class Skopeo:
 
     def run(self, *args, check=True):
         command = [self.binary, "--policy", str(self.policy), "--tmpdir", str(self.directory / "tmp"), *args]
-        result = subprocess.run(command, env=self.env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                timeout=120)
+        result = subprocess.run(command, env=self.env(), stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=120)
         if check and result.returncode != 0:
             raise PushError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr.strip()}")
         return result
@@ -212,7 +216,8 @@ class Skopeo:
         creds = registry.credentials if creds is None else (tuple(creds) or None)
         return [f"{flag}creds", f"{creds[0]}:{creds[1]}"] if creds else [f"{flag}no-creds"]
 
-    def copy_layout_to_registry(self, layout_dir, layout_tag, registry, repository, tag, *, format=None, creds=None):
+    def copy_layout_to_registry(self, layout_dir, layout_tag, registry, repository, tag, *, format=None,
+                                creds=None):
         digest_file = self.directory / "tmp" / "digest"
         args = ["copy", "--quiet", "--authfile", str(self.authfile), "--digestfile", str(digest_file),
                 *self.tls_args(registry, "dest"), *self.creds_args(registry, creds, "dest")]
@@ -227,7 +232,8 @@ class Skopeo:
         """The manifest bytes as skopeo fetches them (by tag, or by digest when `reference` has ':')."""
         sep = "@" if ":" in reference else ":"
         result = self.run("inspect", "--raw", "--authfile", str(self.authfile), *self.tls_args(registry, ""),
-                          *self.creds_args(registry, creds, ""), f"docker://{registry.host}/{repository}{sep}{reference}")
+                          *self.creds_args(registry, creds, ""),
+                          f"docker://{registry.host}/{repository}{sep}{reference}")
         return result.stdout.encode()
 
 
@@ -246,7 +252,8 @@ def source_name(layout_dir, layout_tag=None):
     raise PushError(f"{layout_dir} is neither an OCI layout nor a skopeo dir: image")
 
 
-def push_with_skopeo(layout_dir, layout_tag, registry, repository, tag, *, format=None, creds=None, workdir=None):
+def push_with_skopeo(layout_dir, layout_tag, registry, repository, tag, *, format=None, creds=None,
+                     workdir=None):
     """`skopeo copy oci:LAYOUT:TAG docker://HOST/REPO:TAG`; returns the pushed manifest digest.
 
     `layout_dir` may also be a skopeo `dir:` image (images.write_skopeo_dir; `layout_tag` is then

@@ -193,8 +193,9 @@ class RegistryServer:
         # REGISTRY_* variables override the config file; a developer's shell must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         with open(self.log_file, "ab") as log:
-            self._process = subprocess.Popen([self.binary, "serve", str(self.config_file)], stdin=subprocess.DEVNULL,
-                                             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self._process = subprocess.Popen([self.binary, "serve", str(self.config_file)],
+                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                             env=env, start_new_session=True)
 
     def _wait_ready(self):
         deadline = time.monotonic() + START_TIMEOUT

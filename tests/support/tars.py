@@ -11,8 +11,9 @@ from toolbox.store.unpack import unpack_layer
 
 from tests.support.images import MTIME
 
-KINDS = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
-         "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE, "blk": tarfile.BLKTYPE}
+KINDS = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
+         "hardlink": tarfile.LNKTYPE, "fifo": tarfile.FIFOTYPE, "chr": tarfile.CHRTYPE,
+         "blk": tarfile.BLKTYPE}
 
 
 def member(name, kind="file", data=b"", mode=0o644, target="", pax=None, mtime=MTIME):

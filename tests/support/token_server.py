@@ -222,7 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if creds is not None and creds != (server.username, server.password):
             record(401, creds[0])
-            self._send_json(401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid username or password"}]},
+            self._send_json(401,
+                            {"errors": [{"code": "UNAUTHORIZED", "message": "invalid username or password"}]},
                             [("WWW-Authenticate", 'Basic realm="toolbox-test-token"')])
             return
         if service is not None and service != server.service:

@@ -36,16 +36,20 @@ ECHO_SCRIPT = '#!/bin/sh\necho "$(cat /label) $(basename $0):$*"\n'
 EXACT_SCRIPT = '#!/bin/sh\ncat /label\nfor a in "$@"; do printf "%s\\0" "$a"; done\ncase "$1" in --exit=*) exit "${1#--exit=}";; esac\n'
 
 
-def tool_image(label, program="/usr/bin/tool", names=(), architecture="amd64", variant=None, entrypoint=True, script=ECHO_SCRIPT):
+def tool_image(label, program="/usr/bin/tool", names=(), architecture="amd64", variant=None, entrypoint=True,
+               script=ECHO_SCRIPT):
     """A busybox image whose `program` (and `names`, links to it) runs `script`: by default it
     prints `label` and its arguments."""
-    entries = [images.file("label", label + "\n"), images.directory("usr/local"), images.directory("usr/local/bin"),
-               images.file(program.lstrip("/"), script, 0o755)]
+    entries = [images.file("label", label + "\n"), images.directory("usr/local"),
+               images.directory("usr/local/bin"), images.file(program.lstrip("/"), script, 0o755)]
     entries += [images.symlink(name.lstrip("/"), program) for name in names]
-    spec = images.busybox_spec(layers=(images.busybox_layer(), images.Layer(tuple(entries))), architecture=architecture, variant=variant,
-                               entrypoint=(program,) if entrypoint else None, cmd=None, labels={"org.example.tool": label})
+    spec = images.busybox_spec(layers=(images.busybox_layer(), images.Layer(tuple(entries))),
+                               architecture=architecture, variant=variant,
+                               entrypoint=(program,) if entrypoint else None, cmd=None,
+                               labels={"org.example.tool": label})
     return images.build_image(spec)
 
 
 def multiarch(label, **kw):
-    return images.build_index([tool_image(label, **kw), tool_image(label + "-arm64", architecture="arm64", variant="v8", **kw)])
+    return images.build_index([tool_image(label, **kw),
+                               tool_image(label + "-arm64", architecture="arm64", variant="v8", **kw)])

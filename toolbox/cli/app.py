@@ -14,7 +14,8 @@ from toolbox.errors import EXIT_TOOLBOX_FAILED, ToolboxError, report
 
 app = typer.Typer(
     name="toolbox",
-    help="Run command-line tools from OCI images as if they were installed: rootless, daemonless, pinned per project.",
+    help="Run command-line tools from OCI images as if they were installed: rootless, daemonless, pinned per "
+         "project.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -31,8 +32,10 @@ def _version(value):
 
 @app.callback()
 def _global_options(
-    debug: bool = typer.Option(False, "--debug", help="Log registry traffic and retries to stderr (never secrets)."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug",
+                               help="Log registry traffic and retries to stderr (never secrets)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ):
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="toolbox: %(message)s")
 
@@ -46,7 +49,8 @@ app.add_typer(recipes.recipes_app, name="recipes")
 app.add_typer(shims.shim_app, name="shim")
 
 
-def help_(names: list[str] = typer.Argument(None, metavar="COMMAND", help="A command, or a group and its command: pull, volume ls.",
+def help_(names: list[str] = typer.Argument(None, metavar="COMMAND",
+                                            help="A command, or a group and its command: pull, volume ls.",
                                             autocompletion=complete.command_words)):
     """Show the help of toolbox, or of one of its commands (as --help or -h after it does)."""
     raise typer.Exit(main([*(names or []), "--help"]))
@@ -107,7 +111,8 @@ def _invoke(argv):
         raise ToolboxError("a question got no answer (end of input)",
                            hint="answer it on a terminal, or give the value as an option (see --help)") from None
     except click.exceptions.ClickException as err:
-        raise ToolboxError(err.format_message(), hint="`toolbox --help` lists the commands; COMMAND --help shows one") from None
+        raise ToolboxError(err.format_message(),
+                           hint="`toolbox --help` lists the commands; COMMAND --help shows one") from None
     # typer returns the status a command ended with (typer.Exit), or the command's own return
     # value, which toolbox's commands do not use.
     return result if isinstance(result, int) else 0

@@ -6,8 +6,10 @@ import typer
 from toolbox.cli.support import HelpCommand
 
 JSON_OPTION = typer.Option(False, "--json", help="Machine-readable output.")
-PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]", help="The platform to pull instead of this machine's.")
-GLOBAL_OPTION = typer.Option(False, "--global", help="Edit the pins of your config.toml, used outside any project.")
+PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
+                               help="The platform to pull instead of this machine's.")
+GLOBAL_OPTION = typer.Option(False, "--global",
+                             help="Edit the pins of your config.toml, used outside any project.")
 
 
 def add_commands(app, *functions):

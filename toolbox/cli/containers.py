@@ -13,7 +13,8 @@ from toolbox.errors import ToolboxError
 
 def register(app):
     common.add_command(app, run, cls=RunCommand, add_help_option=False,
-                       context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+                       context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                         "help_option_names": []})
     common.add_commands(app, ps, rm)
     for name in _NOT_A_DAEMON:
         common.add_command(app, _not_a_daemon(name), name, hidden=True,
@@ -31,8 +32,8 @@ def ps(as_json: bool = common.JSON_OPTION):
     """List named containers: writable layers kept by `toolbox run --name NAME`."""
     import datetime
 
-    from toolbox.runtime import containers
     from toolbox.ops.progress import human_bytes
+    from toolbox.runtime import containers
 
     layout = common.services().layout
     found = [containers.describe(layout, name) for name in containers.names(layout)]
@@ -44,7 +45,8 @@ def ps(as_json: bool = common.JSON_OPTION):
     print_listing(found, as_json, ("NAME", "IMAGE", "STATUS", "SIZE", "CREATED"), row, to_json=dict)
 
 
-def rm(names: list[str] = typer.Argument(..., metavar="NAME", help="Named containers to remove, with their writable layer.",
+def rm(names: list[str] = typer.Argument(..., metavar="NAME",
+                                         help="Named containers to remove, with their writable layer.",
                                          autocompletion=complete.container_names)):
     """Remove named containers (made by `toolbox run --name`); a running one is refused."""
     from toolbox.runtime import containers
@@ -59,12 +61,15 @@ def rm(names: list[str] = typer.Argument(..., metavar="NAME", help="Named contai
 
 # -- what Docker users type first: what toolbox does instead ---------------------------------------
 _NOT_A_DAEMON = {
-    "exec": ("toolbox keeps no container running to exec into: a tool runs in the foreground, as an installed program does",
-             "for a shell in a kept container: toolbox run --name NAME IMAGE sh (again later: the same command)"),
+    "exec": ("toolbox keeps no container running to exec into: a tool runs in the foreground, as an "
+             "installed program does",
+             "for a shell in a kept container: toolbox run --name NAME IMAGE sh (again later: the same "
+             "command)"),
     "logs": ("toolbox keeps no logs: a tool writes to your terminal, or wherever you redirect it",
              "redirect it as you would an installed program: toolbox run IMAGE CMD > out.log 2>&1"),
     "stop": ("toolbox starts no background containers: a tool stops as any program does",
-             "Ctrl-C in its terminal, or kill its process (it is toolbox's own pid; `toolbox ps` lists named containers)"),
+             "Ctrl-C in its terminal, or kill its process (it is toolbox's own pid; `toolbox ps` lists named "
+             "containers)"),
     "start": ("toolbox has no stopped containers to start: each run is a new process",
               "a named container keeps its writable layer: toolbox run --name NAME IMAGE CMD runs in it again"),
 }

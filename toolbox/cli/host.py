@@ -18,9 +18,9 @@ DOCTOR_MARKS = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
 
 def doctor(as_json: bool = common.JSON_OPTION):
     """Check what this host lets toolbox do, with the fix for each problem (exit 1 if a check fails)."""
-    from toolbox.ops.doctor import failed, report_json, run_checks
     from toolbox.errors import ChecksFailed
     from toolbox.layout import Layout
+    from toolbox.ops.doctor import failed, report_json, run_checks
 
     checks = run_checks(Layout.from_env())
     if as_json:
@@ -34,22 +34,25 @@ def doctor(as_json: bool = common.JSON_OPTION):
     broken = failed(checks)
     if broken:
         names = ", ".join(check.name for check in broken)
-        raise ChecksFailed(f"{len(broken)} check{'s' if len(broken) > 1 else ''} failed: {names}", hint="each failed check names its fix")
+        raise ChecksFailed(f"{len(broken)} check{'s' if len(broken) > 1 else ''} failed: {names}",
+                           hint="each failed check names its fix")
 
 
 @self_app.command("uninstall", cls=HelpCommand)
 def self_uninstall(
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List what would be removed, and remove nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n",
+                                 help="List what would be removed, and remove nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Remove the config directory too, without asking."),
 ):
     """Remove toolbox: its launcher and virtualenv (what scripts/install made), the shims, the
     store, the data directory (volumes, kept containers, trust), and, when you say so, the config
     directory; then name the rc file lines to remove."""
-    from toolbox.ops import shimgen as shims, uninstall
     from toolbox.layout import Layout
+    from toolbox.ops import shimgen as shims
+    from toolbox.ops import uninstall
     from toolbox.ops.progress import human_bytes
-    from toolbox.prompt import can_ask, confirm_on_terminal
     from toolbox.ops.usage import tilde
+    from toolbox.prompt import can_ask, confirm_on_terminal
 
     layout = Layout.from_env()
     found = uninstall.parts(layout)
@@ -69,7 +72,8 @@ def self_uninstall(
         for part in sorted(found, key=lambda part: uninstall.REMOVAL_ORDER.index(part.what)):
             if part is not config or not keep_config:
                 uninstall.remove(part)
-        print("Removed toolbox" + (f"; kept {tilde(config.path)} (remove it by hand, or run this again with --yes)" if keep_config else ""))
+        print("Removed toolbox" + (f"; kept {tilde(config.path)} (remove it by hand, or run this again with "
+                                   "--yes)" if keep_config else ""))
     if lines:
         print("Remove the line that runs `toolbox shell-init` from your shell's startup file:" if len(lines) == 1 else
               "Remove the lines that run `toolbox shell-init` from your shells' startup files:")
@@ -77,4 +81,5 @@ def self_uninstall(
             quiet = " (it does nothing once toolbox is gone)" if ("[ -x " in text or "test -x " in text) else ""
             print(f"  {name}:{number}: {text.strip()}{quiet}")
     else:
-        print(f"If you added a line that runs `toolbox shell-init` to your shell's startup file, remove it ({rc}: {line})")
+        print("If you added a line that runs `toolbox shell-init` to your shell's startup file, remove it "
+              f"({rc}: {line})")

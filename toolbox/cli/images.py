@@ -24,15 +24,16 @@ def pull(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the reference and digest."),
 ):
     """Download an image into the local store (verified, deduplicated, unpacked)."""
+    from toolbox.oci.reference import ImageRef
     from toolbox.ops.progress import progress_for
     from toolbox.ops.pull import PullOptions, pull_image
-    from toolbox.oci.reference import ImageRef
 
     ref = ImageRef.parse(_image_word(reference, resolve=True))
     services = common.services()
     client = services.registry_client()
     try:
-        record = pull_image(ref, store=services.store, client=client, options=PullOptions(platform=common.platform(platform)),
+        record = pull_image(ref, store=services.store, client=client,
+                            options=PullOptions(platform=common.platform(platform)),
                             progress=progress_for(quiet, digest_in_result=True))
     finally:
         client.close()
@@ -96,7 +97,8 @@ def _image_word(text, resolve=False):
 
 
 def inspect(
-    reference: str = typer.Argument(..., metavar="REFERENCE", help="A tool (jq, node@20) or a stored image: reference or digest prefix.",
+    reference: str = typer.Argument(..., metavar="REFERENCE", help="A tool (jq, node@20) or a stored image: "
+                                                                   "reference or digest prefix.",
                                     autocompletion=complete.image_references),
     as_json: bool = common.JSON_OPTION,
 ):
@@ -123,7 +125,8 @@ def inspect(
         print(f"  {entry}")
     print("Layers:")
     for layer in info["layers"]:
-        print(f"  {layer['digest'].split(':', 1)[1][:12]}  {human_bytes(layer['size']):>9} compressed  {human_bytes(layer['unpacked_bytes']):>9} on disk")
+        print(f"  {layer['digest'].split(':', 1)[1][:12]}  {human_bytes(layer['size']):>9} compressed  "
+              f"{human_bytes(layer['unpacked_bytes']):>9} on disk")
 
 
 def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="Stored images to remove, or tools (node@20) whose images to remove.",
@@ -134,17 +137,22 @@ def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="S
 
     services = common.services()
     use = _store_use(services)
-    removed, report = remove_images(services.store, [_image_word(reference) for reference in references], typed=references)
+    removed, report = remove_images(services.store, [_image_word(reference) for reference in references],
+                                    typed=references)
     for record in removed:
         print(f"Removed {record.reference}", flush=True)  # before what follows on stderr, in a shared pipe too
     for pins, tool in use.orphaned(removed, services.store.records()):
-        print(f"toolbox: warning: {pins} pins {tool} to an image removed: its next run pulls it again", file=sys.stderr)
-    print(f"Freed {human_bytes(report.bytes_freed)} ({counted(report.layers_removed, 'layer')})", file=sys.stderr)
+        print(f"toolbox: warning: {pins} pins {tool} to an image removed: its next run pulls it again",
+              file=sys.stderr)
+    print(f"Freed {human_bytes(report.bytes_freed)} ({counted(report.layers_removed, 'layer')})",
+          file=sys.stderr)
 
 
 def prune(
-    unused: bool = typer.Option(False, "--unused", help="Also remove the images no lock toolbox has seen uses (projects used here, global pins)."),
-    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Say what would be removed, and remove nothing."),
+    unused: bool = typer.Option(False, "--unused", help="Also remove the images no lock toolbox has seen "
+                                                        "uses (projects used here, global pins)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n",
+                                 help="Say what would be removed, and remove nothing."),
 ):
     """Remove layers and blobs no stored image needs, and leftovers of interrupted work; with
     --unused, also the images no lock toolbox has seen uses."""
@@ -173,7 +181,8 @@ def prune(
         forget_missing(services.layout)
         report = result.report
         print(f"Removed {counted(len(result.images), 'image')}, {counted(report.layers_removed, 'layer')}, "
-              f"{counted(report.blobs_removed, 'blob')}, {counted(report.temp_removed, 'leftover')}; freed {human_bytes(report.bytes_freed)}")
+              f"{counted(report.blobs_removed, 'blob')}, {counted(report.temp_removed, 'leftover')}; freed "
+              f"{human_bytes(report.bytes_freed)}")
         _print_kept(use)
         return
     report = prune_store(services.store)
@@ -188,7 +197,8 @@ def _offer_unused(services, use):
 
     found = unused_images(services.store, use.used)
     if found.images:
-        print(f"{counted(len(found.images), 'image')} no lock toolbox knows uses; removing them would free {human_bytes(found.bytes_freed)}: "
+        print(f"{counted(len(found.images), 'image')} no lock toolbox knows uses; removing them would free "
+              f"{human_bytes(found.bytes_freed)}: "
               "`toolbox prune --unused --dry-run` lists them, `toolbox prune --unused` removes them")
 
 
@@ -204,28 +214,33 @@ def _print_unused(use, result, verb):
 
 def _print_kept(use):
     """Which locks counted: what to look at when an image you wanted was among the unused."""
-    wheres = [lock.where(use.home) + (f" (its lock cannot be read: {lock.problem}; every digest written in it is kept)" if lock.problem else "")
+    wheres = [lock.where(use.home) + (f" (its lock cannot be read: {lock.problem}; every digest written in "
+                                      "it is kept)" if lock.problem else "")
               for lock in use.locks]
-    print(f"Kept what these locks use: {', '.join(wheres)}" if wheres else "No lock is known: toolbox has not read one here yet")
+    print(f"Kept what these locks use: {', '.join(wheres)}" if wheres else "No lock is known: toolbox has "
+                                                                           "not read one here yet")
 
 
 def check(as_json: bool = common.JSON_OPTION):
     """Verify every blob and layer in the store, remove what is damaged, and name the images to pull again."""
-    from toolbox.store.check import check_store
     from toolbox.ops.progress import counted
+    from toolbox.store.check import check_store
 
     report = check_store(common.services().store)
     if as_json:
         print_json(report.to_json())
         return
-    print(f"Checked {counted(report.blobs_checked, 'blob')}, {counted(report.layers_checked, 'layer')}, {counted(report.images_checked, 'image')}")
+    print(f"Checked {counted(report.blobs_checked, 'blob')}, {counted(report.layers_checked, 'layer')}, "
+          f"{counted(report.images_checked, 'image')}")
     for line in report.removed:
         print(f"removed {line}")
     for reference in report.incomplete_images:
         print(f"incomplete: {reference} (repair it: toolbox pull {reference})")
     if report.temp_removed:
-        print(f"removed {counted(report.temp_removed, 'temp entry', 'temp entries')} of interrupted toolbox processes")
-    print("The store is clean" if report.clean else "The store is consistent again; pull the incomplete images")
+        print(f"removed {counted(report.temp_removed, 'temp entry', 'temp entries')} of interrupted toolbox "
+              "processes")
+    print("The store is clean" if report.clean else "The store is consistent again; pull the incomplete "
+                                                    "images")
 
 
 def df(as_json: bool = common.JSON_OPTION):
@@ -242,19 +257,21 @@ def df(as_json: bool = common.JSON_OPTION):
         doc = usage.to_json()
         for image in doc["images"]:
             image.update(_use_json(use, records.get(image["reference"])))
-        doc["unused"] = {"references": [record.reference for record, _size in unused.images], "bytes_freed": unused.bytes_freed}
+        doc["unused"] = {"references": [record.reference for record, _size in unused.images],
+                         "bytes_freed": unused.bytes_freed}
         print_json(doc)
         return
     rows = [("TOOL", "IMAGE", "SIZE", "SHARED", "UNIQUE")]
-    rows += [(_label(use, records.get(u.reference)), _short_reference(u.reference), human_bytes(u.size), human_bytes(u.shared),
-              human_bytes(u.unique)) for u in usage.images]
+    rows += [(_label(use, records.get(u.reference)), _short_reference(u.reference), human_bytes(u.size),
+              human_bytes(u.shared), human_bytes(u.unique)) for u in usage.images]
     print_table(rows)
     print()
     print(f"Layers: {usage.layers_count}, {human_bytes(usage.layers_bytes)}")
     print(f"Blobs:  {usage.blobs_count}, {human_bytes(usage.blobs_bytes)}")
     print(f"Reclaimable by `toolbox prune`: {human_bytes(usage.reclaimable)}")
     if unused.images:
-        print(f"Images no lock toolbox knows uses: {len(unused.images)}; removing them would free {human_bytes(unused.bytes_freed)} "
+        print(f"Images no lock toolbox knows uses: {len(unused.images)}; removing them would free "
+              f"{human_bytes(unused.bytes_freed)} "
               "(`toolbox prune --unused --dry-run` lists them)")
 
 
@@ -265,15 +282,19 @@ def _short_reference(reference):
 
 
 def load(
-    path: str = typer.Argument(..., metavar="PATH", help="A `docker save` archive, or an OCI image layout (directory or tar)."),
-    name: str = typer.Argument(None, metavar="REFERENCE", help="Reference to store the image under (when the archive names none)."),
-    platform: str = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]", help="The platform to pick from a multi-platform layout."),
+    path: str = typer.Argument(..., metavar="PATH",
+                               help="A `docker save` archive, or an OCI image layout (directory or tar)."),
+    name: str = typer.Argument(None, metavar="REFERENCE",
+                               help="Reference to store the image under (when the archive names none)."),
+    platform: str = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
+                                 help="The platform to pick from a multi-platform layout."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only what was loaded."),
 ):
     """Load images from a file, offline."""
     from toolbox.ops.load import load_images
     from toolbox.ops.progress import progress_for
 
-    records = load_images(path, store=common.services().store, name=name, platform=common.platform(platform), progress=progress_for(quiet))
+    records = load_images(path, store=common.services().store, name=name, platform=common.platform(platform),
+                          progress=progress_for(quiet))
     for record in records:
         print(f"Loaded {record.reference}@{record.digest}")

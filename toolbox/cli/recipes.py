@@ -41,24 +41,28 @@ def recipes_list(as_json: bool = common.JSON_OPTION):
         return
     for name in sorted(catalog.broken):
         error = catalog.broken[name].error
-        print(f"toolbox: warning: {error.message}" + (f" ({error.hint})" if error.hint else ""), file=sys.stderr)
+        print(f"toolbox: warning: {error.message}" + (f" ({error.hint})" if error.hint else ""),
+              file=sys.stderr)
 
 
 def _broken_json(broken):
-    return {"name": broken.name, "source": broken.source, "origin": broken.origin, "error": broken.error.message, "hint": broken.error.hint}
+    return {"name": broken.name, "source": broken.source, "origin": broken.origin,
+            "error": broken.error.message, "hint": broken.error.hint}
 
 
 def _recipe_json(recipe):
-    return {"name": recipe.name, "error": None, "source": recipe.source, "origin": recipe.origin, "image": recipe.image, "tag": recipe.tag,
-            "default_version": recipe.default_version, "command": list(recipe.command) if recipe.command else None,
+    return {"name": recipe.name, "error": None, "source": recipe.source, "origin": recipe.origin,
+            "image": recipe.image, "tag": recipe.tag, "default_version": recipe.default_version,
+            "command": list(recipe.command) if recipe.command else None,
             "default_command": list(recipe.default_command) if recipe.default_command else None,
-            "aliases": sorted(recipe.aliases), "description": recipe.description, "tty": recipe.tty, "network": recipe.network,
-            "env": recipe.env, "pass_env": list(recipe.pass_env),
+            "aliases": sorted(recipe.aliases), "description": recipe.description, "tty": recipe.tty,
+            "network": recipe.network, "env": recipe.env, "pass_env": list(recipe.pass_env),
             "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only} for m in recipe.mounts]}
 
 
 @recipes_app.command("show", cls=HelpCommand)
-def recipes_show(name: str = typer.Argument(..., metavar="TOOL", help="A tool name or alias.", autocompletion=complete.tool_names)):
+def recipes_show(name: str = typer.Argument(..., metavar="TOOL", help="A tool name or alias.",
+                                            autocompletion=complete.tool_names)):
     """A recipe in full: image, tag scheme, command, and what it grants of your machine."""
     context = _context()
     recipe, alias = context.catalog.find(name)
@@ -79,7 +83,8 @@ def recipes_show(name: str = typer.Argument(..., metavar="TOOL", help="A tool na
 
 
 @recipes_app.command("search", cls=HelpCommand)
-def recipes_search(word: str = typer.Argument(..., metavar="WORD", help="A word from a name, alias, image or description.")):
+def recipes_search(word: str = typer.Argument(..., metavar="WORD",
+                                              help="A word from a name, alias, image or description.")):
     """Recipes whose name, aliases, image or description contain WORD."""
     found = _context().catalog.search(word)
     if not found:

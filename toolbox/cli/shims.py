@@ -11,7 +11,8 @@ from toolbox.cli import support as complete
 from toolbox.cli.render import print_table
 from toolbox.cli.support import HelpCommand
 
-shim_app = typer.Typer(help="Executables named after tools, so scripts, Makefiles and editors find them.", no_args_is_help=True)
+shim_app = typer.Typer(help="Executables named after tools, so scripts, Makefiles and editors find them.",
+                       no_args_is_help=True)
 
 
 def register(app):
@@ -19,16 +20,19 @@ def register(app):
 
 
 @shim_app.command("install", cls=HelpCommand)
-def shim_install(tools: list[str] = typer.Argument(None, metavar="TOOL", help="Tool names or aliases, e.g. jq python3.11 node.",
+def shim_install(tools: list[str] = typer.Argument(None, metavar="TOOL",
+                                                   help="Tool names or aliases, e.g. jq python3.11 node.",
                                                    autocompletion=complete.tool_names),
-                 pinned: bool = typer.Option(False, "--pinned", help="Every tool pinned here: by the project and by your global pins.")):
+                 pinned: bool = typer.Option(False, "--pinned", help="Every tool pinned here: by the project "
+                                                                     "and by your global pins.")):
     """Write executables for these tools in the shims directory (first on PATH after shell-init)."""
     from toolbox.ops.shimgen import rc_advice
     from toolbox.ops.shims import install_shims
 
     installed = install_shims(tools or (), pinned)
     for name, projects in installed.elsewhere.items():
-        print(f"{name}: a recipe of {', '.join(projects)}: its shim runs it there (elsewhere, the next {name} on PATH)")
+        print(f"{name}: a recipe of {', '.join(projects)}: its shim runs it there (elsewhere, the next "
+              f"{name} on PATH)")
     print(f"Installed {', '.join(installed.names)} in {installed.directory}")
     if installed.directory not in os.environ.get("PATH", "").split(os.pathsep):
         print(f"To put them first on PATH, {rc_advice()}")
@@ -51,7 +55,8 @@ def _runs(target):
 
 
 @shim_app.command("remove", cls=HelpCommand)
-def shim_remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Installed shims.", autocompletion=complete.shim_names)):
+def shim_remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Installed shims.",
+                                                  autocompletion=complete.shim_names)):
     """Remove shims."""
     from toolbox.ops.shims import remove_shims
 
@@ -59,7 +64,8 @@ def shim_remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Ins
     print(f"Removed {', '.join(tools)}")
 
 
-def shell_init(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh or fish.", autocompletion=complete.shell_names)):
+def shell_init(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh or fish.",
+                                           autocompletion=complete.shell_names)):
     """Print the shell code for your rc file: eval "$(toolbox shell-init bash)"."""
     from toolbox.layout import Layout
     from toolbox.ops.shimgen import shell_init as shell_code

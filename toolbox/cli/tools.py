@@ -21,7 +21,8 @@ def register(app):
 
 # -- pins and the lock -------------------------------------------------------------------------------
 def add(
-    tools: list[str] = typer.Argument(..., metavar="TOOL[@VERSION]", help="An alias such as python3.11 pins its version.",
+    tools: list[str] = typer.Argument(..., metavar="TOOL[@VERSION]",
+                                      help="An alias such as python3.11 pins its version.",
                                       autocompletion=complete.tool_specs),
     global_: bool = common.GLOBAL_OPTION,
 ):
@@ -35,7 +36,8 @@ def add(
     refresh_shims([text.partition("@")[0] for text in tools])  # after saying what is pinned: it stands if this fails
 
 
-def remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Pinned tool names.", autocompletion=complete.pinned_tools),
+def remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Pinned tool names.",
+                                             autocompletion=complete.pinned_tools),
            global_: bool = common.GLOBAL_OPTION):
     """Unpin tools from this project's toolbox.toml and drop them from toolbox.lock."""
     from toolbox.ops.pinning import PinRequest, remove_tools
@@ -50,11 +52,16 @@ def remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Pinned t
 
 
 def lock(
-    tools: list[str] = typer.Argument(None, metavar="TOOL", help="With --upgrade: only these tools.", autocompletion=complete.pinned_tools),
-    upgrade: bool = typer.Option(False, "--upgrade", help="Resolve tags again even where the lock matches (all tools, or those named)."),
-    frozen: bool = typer.Option(False, "--frozen", help="Only check that toolbox.lock matches toolbox.toml; never resolve."),
-    check: bool = typer.Option(False, "--check", help="Verify every entry against the registry: digest, platforms, and that the tag still names it."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Resolve and print what would change; write nothing."),
+    tools: list[str] = typer.Argument(None, metavar="TOOL", help="With --upgrade: only these tools.",
+                                      autocompletion=complete.pinned_tools),
+    upgrade: bool = typer.Option(False, "--upgrade", help="Resolve tags again even where the lock matches "
+                                                          "(all tools, or those named)."),
+    frozen: bool = typer.Option(False, "--frozen",
+                                help="Only check that toolbox.lock matches toolbox.toml; never resolve."),
+    check: bool = typer.Option(False, "--check", help="Verify every entry against the registry: digest, "
+                                                      "platforms, and that the tag still names it."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Resolve and print what would change; write nothing."),
 ):
     """Resolve the pinned versions to digests and write toolbox.lock; print what changed. A lock
     with merge conflicts is resolved from toolbox.toml, keeping every entry that matches its pin."""
@@ -64,15 +71,18 @@ def lock(
         if dry_run:
             raise ToolboxError("--check and --dry-run: --check writes nothing anyway", hint="use one of them")
         return _lock_check()
-    update = lock_pins(LockRequest(tuple(tools or ()), upgrade, frozen, dry_run, confirm=confirm_on_terminal, warn=warn))
+    update = lock_pins(LockRequest(tuple(tools or ()), upgrade, frozen, dry_run, confirm=confirm_on_terminal,
+                                   warn=warn))
     name = _shown_path(update.path)
     if update.merged is not None:
-        print(f"{name} had merge conflicts: kept the entries that match their pins ({', '.join(update.merged) or 'none'}); "
+        print(f"{name} had merge conflicts: kept the entries that match their pins "
+              f"({', '.join(update.merged) or 'none'}); "
               f"resolved {', '.join(update.resolved) or 'nothing'}")
     for change in update.changes:
         print(change.describe())
     if dry_run:
-        print(f"dry run: {name} not written" if update.changes or update.merged is not None else f"{name} is up to date")
+        print(f"dry run: {name} not written" if update.changes or update.merged is not None else f"{name} is "
+                                                                                                 "up to date")
     elif not update.changes and update.merged is None:
         print(f"{name} is up to date")
 
@@ -89,14 +99,19 @@ def _lock_check():
     for tool, problem in checked.results:
         print(f"ok    {tool}" if problem is None else f"FAIL  {problem}")
     if checked.failed:
-        raise ToolboxError(f"{checked.lock_path}: {len(checked.failed)} of {len(checked.results)} entries do not match the registry",
-                           hint="see above; `toolbox lock --upgrade TOOL` writes an entry again from the registry")
-    print(f"{checked.lock_path}: {len(checked.results)} entr{'ies' if len(checked.results) != 1 else 'y'} match the registry")
+        raise ToolboxError(f"{checked.lock_path}: {len(checked.failed)} of {len(checked.results)} entries do "
+                           "not match the registry",
+                           hint="see above; `toolbox lock --upgrade TOOL` writes an entry again from the "
+                                "registry")
+    print(f"{checked.lock_path}: {len(checked.results)} entr{'ies' if len(checked.results) != 1 else 'y'} "
+          "match the registry")
 
 
-def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.lock does not match toolbox.toml (also when CI=true).")):
+def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.lock does not match "
+                                                             "toolbox.toml (also when CI=true).")):
     """Pull every image toolbox.lock names for this platform (what is stored already is kept)."""
-    from toolbox.ops.tools import SyncRequest, sync as sync_images
+    from toolbox.ops.tools import SyncRequest
+    from toolbox.ops.tools import sync as sync_images
     from toolbox.project.lockfile import short_digest
 
     def locked(update):
@@ -106,14 +121,16 @@ def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.
     def pulled(tool, entry):
         print(f"pulled {tool} {entry.version} ({short_digest(entry.digest)})")
 
-    done = sync_images(SyncRequest(frozen, confirm=confirm_on_terminal, warn=warn, on_locked=locked, on_pulled=pulled))
+    done = sync_images(SyncRequest(frozen, confirm=confirm_on_terminal, warn=warn, on_locked=locked,
+                                   on_pulled=pulled))
     if done.shims_added:
         print(f"Installed shims for {', '.join(done.shims_added)} (pinned here)")
     if not done.update.changes and not done.pulled:
         print(f"{_shown_path(done.update.path)} is up to date, and every image it names is stored")
 
 
-def outdated(tools: list[str] = typer.Argument(None, metavar="TOOL", help="Only these pinned tools.", autocompletion=complete.pinned_tools),
+def outdated(tools: list[str] = typer.Argument(None, metavar="TOOL", help="Only these pinned tools.",
+                                               autocompletion=complete.pinned_tools),
              as_json: bool = common.JSON_OPTION):
     """For each pinned tool: the locked digest, the newest version its recipe's tags allow, and
     whether the pinned tag names another digest upstream now. Asks the registries; writes nothing."""
@@ -133,7 +150,8 @@ def outdated(tools: list[str] = typer.Argument(None, metavar="TOOL", help="Only 
     failed = [r.tool for r in rows if r.problem]
     if failed:
         raise ToolboxError(f"could not check {', '.join(failed)} ({len(failed)} of {len(rows)} pinned tools)",
-                           hint="see the warnings above: a registry that cannot be reached or refuses, or a recipe to fix")
+                           hint="see the warnings above: a registry that cannot be reached or refuses, or a "
+                                "recipe to fix")
 
 
 def _print_what_to_do(report):
@@ -142,7 +160,8 @@ def _print_what_to_do(report):
         if r.newer:
             print(f"{r.tool}: {r.newest} is out: `toolbox add {where}{r.tool}@{r.newest}` pins it")
         if r.tag_moved:
-            print(f"{r.tool}: the tag {r.tag} moved upstream: `toolbox lock --upgrade {r.tool}` takes it (review the change)")
+            print(f"{r.tool}: the tag {r.tag} moved upstream: `toolbox lock --upgrade {r.tool}` takes it "
+                  "(review the change)")
         if r.note:
             print(f"{r.tool}: {r.note}")
 
@@ -170,10 +189,12 @@ def list_tools(as_json: bool = common.JSON_OPTION):
 
     pins = list_pins()
     if not pins.tools and not as_json:
-        print(f"No tools pinned ({pins.pins_path}); `toolbox add TOOL` pins one, `toolbox recipes list` shows them")
+        print(f"No tools pinned ({pins.pins_path}); `toolbox add TOOL` pins one, `toolbox recipes list` "
+              "shows them")
         return
     print_listing(pins.tools, as_json, ("TOOL", "VERSION", "IMAGE", "DIGEST", "PINNED BY"),
-                  lambda r: (r.tool, r.version, r.image or "?", "LOCK DAMAGED" if r.problem else (r.manifest or r.digest or "not locked")[:19],
+                  lambda r: (r.tool, r.version, r.image or "?",
+                             "LOCK DAMAGED" if r.problem else (r.manifest or r.digest or "not locked")[:19],
                              r.pinned_by))
     if as_json:
         return

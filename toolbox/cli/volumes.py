@@ -7,7 +7,8 @@ from toolbox.cli import support as complete
 from toolbox.cli.render import print_json, print_listing
 from toolbox.cli.support import HelpCommand
 
-volume_app = typer.Typer(help="Named volumes: data kept between runs (toolbox run -v NAME:/path).", no_args_is_help=True)
+volume_app = typer.Typer(help="Named volumes: data kept between runs (toolbox run -v NAME:/path).",
+                         no_args_is_help=True)
 
 
 @volume_app.command("ls", cls=HelpCommand)
@@ -17,11 +18,13 @@ def volume_ls(as_json: bool = common.JSON_OPTION):
     from toolbox.store.volumes import list_volumes
 
     volumes = list_volumes(common.services().layout)
-    print_listing(volumes, as_json, ("NAME", "SIZE", "CREATED", "PATH"), lambda v: (v.name, human_bytes(v.size), v.created, v.path))
+    print_listing(volumes, as_json, ("NAME", "SIZE", "CREATED", "PATH"),
+                  lambda v: (v.name, human_bytes(v.size), v.created, v.path))
 
 
 @volume_app.command("create", cls=HelpCommand)
-def volume_create(name: str = typer.Argument(..., metavar="NAME", help="The volume's name (letters, digits, '.', '_', '-').")):
+def volume_create(name: str = typer.Argument(..., metavar="NAME",
+                                             help="The volume's name (letters, digits, '.', '_', '-').")):
     """Create a named volume (what `toolbox run -v NAME:/path` also does on first use)."""
     from toolbox.store.volumes import create_volume
 
@@ -38,7 +41,8 @@ def volume_inspect(name: str = typer.Argument(..., metavar="NAME", autocompletio
 
 
 @volume_app.command("rm", cls=HelpCommand)
-def volume_rm(names: list[str] = typer.Argument(..., metavar="NAME", help="Volumes to remove, with their content.",
+def volume_rm(names: list[str] = typer.Argument(..., metavar="NAME",
+                                                help="Volumes to remove, with their content.",
                                                 autocompletion=complete.volume_names)):
     """Remove named volumes and everything in them."""
     from toolbox.store.volumes import inspect_volume, remove_volume

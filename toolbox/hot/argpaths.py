@@ -39,8 +39,9 @@ from toolbox.runtime.spec import Bind
 
 # Credentials below the home directory: never visible through the current directory or an
 # argument path.
-CREDENTIALS = (".ssh", ".gnupg", ".aws", ".azure", ".docker", ".kube", ".netrc", ".pgpass", ".git-credentials",
-               ".password-store", ".config/containers", ".config/gcloud", ".config/gh", ".local/share/keyrings")
+CREDENTIALS = (".ssh", ".gnupg", ".aws", ".azure", ".docker", ".kube", ".netrc", ".pgpass",
+               ".git-credentials", ".password-store", ".config/containers", ".config/gcloud", ".config/gh",
+               ".local/share/keyrings")
 # Directories below home that hold every application's state: a file named there is mounted
 # alone, as in home itself (a directory there is mounted as itself).
 BROAD_BELOW_HOME = (".config", ".local", ".local/share", ".local/state", ".cache")
@@ -54,10 +55,12 @@ SHARED_BELOW_SYSTEM = ("/var/tmp",)
 
 def protected_places(layout, home, environ=os.environ):
     """[(real path, READ_ONLY or HIDDEN)] of the protected places that exist, parents first."""
-    candidates = [(path, READ_ONLY) for path in (layout.config_dir, layout.config_file, layout.data_dir, layout.cache_dir)]
+    candidates = [(path, READ_ONLY) for path in (layout.config_dir, layout.config_file, layout.data_dir,
+                                                 layout.cache_dir)]
     if home:
         candidates += [(os.path.join(home, name), HIDDEN) for name in CREDENTIALS]
-    for variable, below in (("REGISTRY_AUTH_FILE", ""), ("DOCKER_CONFIG", ""), ("XDG_RUNTIME_DIR", "containers")):
+    for variable, below in (("REGISTRY_AUTH_FILE", ""), ("DOCKER_CONFIG", ""),
+                            ("XDG_RUNTIME_DIR", "containers")):
         value = environ.get(variable)
         if value and value.startswith("/"):
             candidates.append((os.path.join(value, below) if below else value, HIDDEN))
@@ -120,7 +123,8 @@ def argument_binds(args, cwd, home, visible, relative_ok=True, places=(), notes=
         protected = protection(real, places)
         if protected is None:
             if notes is not None:
-                notes.append(f"not mounting {target}: it is or holds credentials ({real}); use -v to mount it on purpose")
+                notes.append(f"not mounting {target}: it is or holds credentials ({real}); use -v to mount "
+                             "it on purpose")
             continue
         read_only, masks = protected
         binds.append(Bind(target, target, read_only, identity, masks))

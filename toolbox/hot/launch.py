@@ -32,8 +32,8 @@ def tool_settings(layout, text, frozen, pull="missing", platform=None):
 
     settings = read_tool_plan(layout, pins_file(layout, os.getcwd()), text)
     if settings is None:
-        from toolbox.prompt import confirm_on_terminal, tell, warn
         from toolbox.ops.prepare import run_settings
+        from toolbox.prompt import confirm_on_terminal, tell, warn
 
         settings = run_settings(text, frozen_requested(os.environ, frozen), pull=pull, platform=platform,
                                 confirm=confirm_on_terminal, warn=warn, tell=tell)
@@ -85,7 +85,8 @@ def main(argv, layout=None, settings=None):
         options = parse_args(argv)
         layout = layout or Layout.from_env()
         if settings is not None or is_tool(options.image):
-            apply_tool(options, settings or tool_settings(layout, options.image, options.frozen, options.pull, options.platform))
+            apply_tool(options, settings or tool_settings(layout, options.image, options.frozen, options.pull,
+                                                          options.platform))
         plan = load_plan(layout, options)
         container = None
         if options.name is not None:

@@ -5,11 +5,10 @@ launch stays small."""
 
 import os
 
-from toolbox.errors import ToolboxError, UsageError
+from toolbox.errors import ImageFileError, ToolboxError, UsageError
 from toolbox.hot.runargs import container_path
 from toolbox.hot.users import User, own_user, user_name
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, read_image_file
-from toolbox.errors import ImageFileError
 from toolbox.runtime.spec import Bind
 
 
@@ -26,7 +25,8 @@ def volume_binds(layout, specs, cwd):
         if source.startswith(("/", "./", "../", "~")) or source in (".", ".."):
             host = os.path.abspath(os.path.join(cwd, os.path.expanduser(source)))
             if not os.path.exists(host):
-                raise ToolboxError(f"-v {spec}: {host} does not exist", hint="create it first; toolbox does not create host paths")
+                raise ToolboxError(f"-v {spec}: {host} does not exist",
+                                   hint="create it first; toolbox does not create host paths")
         else:
             host = named_volume(layout, source)
         binds.append(Bind(host, inside, read_only))  # explicit: not judged (argpaths)
@@ -71,14 +71,16 @@ def user_inside(requested, image_lookup):
     else:
         entry = _looked_up(requested, image_lookup, "passwd", who) if who else None
         if entry is None:
-            raise ToolboxError(f"--user {requested}: the image has no user named {who!r}", hint="use a numeric UID[:GID]")
+            raise ToolboxError(f"--user {requested}: the image has no user named {who!r}",
+                               hint="use a numeric UID[:GID]")
         uid = int(entry[2])
     if group.isdigit():
         gid = int(group)
     elif group:
         group_entry = _looked_up(requested, image_lookup, "group", group)
         if group_entry is None:
-            raise ToolboxError(f"--user {requested}: the image has no group named {group!r}", hint="use a numeric UID:GID")
+            raise ToolboxError(f"--user {requested}: the image has no group named {group!r}",
+                               hint="use a numeric UID:GID")
         gid = int(group_entry[2])
     else:
         gid = int(entry[3]) if entry is not None else uid
@@ -93,7 +95,8 @@ def _looked_up(requested, image_lookup, database, key):
     try:
         return image_lookup(database, key)
     except ImageFileError as err:
-        raise ToolboxError(f"--user {requested}: {err}", hint="use numeric ids (UID[:GID]): they need no lookup") from None
+        raise ToolboxError(f"--user {requested}: {err}",
+                           hint="use numeric ids (UID[:GID]): they need no lookup") from None
 
 
 def image_lookup_in(layers_dir, layers, image="the image"):

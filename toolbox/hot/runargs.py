@@ -48,9 +48,9 @@ Options:
 class RunOptions:
     """What the command line asks for; a tool's settings (launch.apply_tool) fill in the rest."""
 
-    __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args", "read_only", "volumes", "tmpfs",
-                 "network", "limits", "user", "name", "pull", "platform", "subids", "frozen", "tool_command", "tool_default_command",
-                 "tool_mounts")
+    __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args",
+                 "read_only", "volumes", "tmpfs", "network", "limits", "user", "name", "pull", "platform",
+                 "subids", "frozen", "tool_command", "tool_default_command", "tool_mounts")
 
     def __init__(self):
         self.image = None
@@ -78,17 +78,20 @@ class RunOptions:
 
 
 FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
-         "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only", "--subids": "subids",
-         "--frozen": "frozen"}
+         "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only",
+         "--subids": "subids", "--frozen": "frozen"}
 # Docker's options for a daemon's containers: what toolbox does instead (UsageError's text).
 _DETACH = "toolbox runs the tool in the foreground, as an installed program: to put it in the background, end the command with & as for any program"
-_PUBLISH = ("the tool uses the host's network: a port it listens on is already reachable on the host, under the same number "
+_PUBLISH = ("the tool uses the host's network: a port it listens on is already reachable on the host, under "
+            "the same number "
             "(make the tool listen on the one you want); with --network none nothing is")
-_DOCKER_ONLY = {"-d": _DETACH, "--detach": _DETACH, "-p": _PUBLISH, "--publish": _PUBLISH, "-P": _PUBLISH, "--publish-all": _PUBLISH}
-WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir", "--entrypoint": "entrypoint",
-              "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs", "--network": "network", "--net": "network",
-              "--memory": "memory", "-m": "memory", "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files",
-              "-u": "user", "--user": "user", "--name": "name", "--pull": "pull", "--platform": "platform"}
+_DOCKER_ONLY = {"-d": _DETACH, "--detach": _DETACH, "-p": _PUBLISH, "--publish": _PUBLISH, "-P": _PUBLISH,
+                "--publish-all": _PUBLISH}
+WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir",
+              "--entrypoint": "entrypoint", "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs",
+              "--network": "network", "--net": "network", "--memory": "memory", "-m": "memory",
+              "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files", "-u": "user",
+              "--user": "user", "--name": "name", "--pull": "pull", "--platform": "platform"}
 _LIMITS = ("memory", "cpus", "pids")
 _LISTS = ("env", "env_files", "volumes", "tmpfs")
 NETWORKS = ("host", "none")
@@ -157,7 +160,8 @@ def _add_mount(options, text):
     fields = {}
     for part in text.split(","):
         key, has_value, value = part.partition("=")
-        key = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}.get(key.strip(), key.strip())
+        key = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}.get(key.strip(),
+                                                                                                key.strip())
         if key not in ("type", "source", "target", "readonly") or (not has_value and key != "readonly"):
             raise UsageError(f"--mount {text!r}: {part!r} is not one of type=, source=, target=, readonly")
         fields[key] = value if has_value else "true"

@@ -24,7 +24,9 @@ def make_spec(layout, plan, options, container=None, notes=None):
     if options.user is None:
         user = own_user()
     else:
-        user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir, layers, plan["reference"]))
+        user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir,
+                                                                                     layers,
+                                                                                     plan["reference"]))
     binds = []
     host_cwd = os.getcwd()
     home = os.environ.get("HOME") or os.path.expanduser("~")
@@ -88,10 +90,12 @@ def current_directory_bind(layout, host_cwd, home, places, notes):
 
     judged = current_directory(host_cwd, home, places)
     if judged[0] == "image":
-        note_once(layout, host_cwd, notes, f"not mounting the current directory: {judged[1]}; the tool works in the image's {host_cwd}")
+        note_once(layout, host_cwd, notes, f"not mounting the current directory: {judged[1]}; the tool works "
+                                           f"in the image's {host_cwd}")
         return None, host_cwd
     if judged[0] == "hidden":
-        notes.append(f"not mounting the current directory: {judged[1]}; the tool starts in the image's working directory")
+        notes.append(f"not mounting the current directory: {judged[1]}; the tool starts in the image's "
+                     "working directory")
         return None, None
     st = os.stat(".")
     return Bind(host_cwd, host_cwd, judged[1], (st.st_dev, st.st_ino), judged[2]), host_cwd
@@ -125,7 +129,9 @@ def recipe_binds(mounts, home_inside):
     for source, target, read_only in mounts:
         host = os.path.expanduser(source)
         if os.path.exists(host):
-            binds.append(Bind(host, home_inside.rstrip("/") + target[1:] if target.startswith("~") else target, read_only))
+            binds.append(Bind(host,
+                              home_inside.rstrip("/") + target[1:] if target.startswith("~") else target,
+                              read_only))
     return binds
 
 
@@ -144,7 +150,8 @@ def command_line(plan, options):
         cmd = options.command or (plan["cmd"] or [])
     argv = entrypoint + cmd
     if not argv:
-        raise ToolboxError(f"{plan['reference']} has no entrypoint or command, and none was given", hint=USAGE)
+        raise ToolboxError(f"{plan['reference']} has no entrypoint or command, and none was given",
+                           hint=USAGE)
     return argv
 
 

@@ -52,7 +52,8 @@ def fall_through(tool, argv, shims_dir, before_exec=None):
     text = os.environ.get(DEPTH_ENV) or "0"
     depth = int(text) if text.isdigit() else MAX_DEPTH
     if depth >= MAX_DEPTH:
-        say(f"error: {tool}: shims kept calling shims ({DEPTH_ENV}={depth}); is the shims directory on PATH twice?")
+        say(f"error: {tool}: shims kept calling shims ({DEPTH_ENV}={depth}); is the shims directory on PATH "
+            "twice?")
         return None
     own = os.path.realpath(shims_dir)
     for directory in os.environ.get("PATH", "").split(os.pathsep):
@@ -75,7 +76,8 @@ def fall_through(tool, argv, shims_dir, before_exec=None):
                 say(f"error: cannot run {candidate}: {err.strerror}")
                 return 126
     say(f"error: {tool} is not pinned here and not installed",
-         f"pin it for this directory's project: toolbox add {tool}; or everywhere: toolbox add --global {tool}")
+         f"pin it for this directory's project: toolbox add {tool}; or everywhere: toolbox add --global "
+         f"{tool}")
     return None
 
 
@@ -83,15 +85,16 @@ def announce_unpinned(layout, tool):
     """Inside a project, a tool it does not pin (nor your global pins) runs the host's program,
     as outside: say so, once per project and tool, so that a pin a teammate removed, or one
     misspelt, is not a silent switch to another version."""
-    from toolbox.hot.runspec import note_once
     from toolbox.hot.plans import find_project_file
+    from toolbox.hot.runspec import note_once
 
     project = find_project_file(os.getcwd())
     if project is None:
         return
     notes = []
     note_once(layout, f"{project}\0{tool}", notes,
-              f"{tool} is not pinned by {project} (nor globally): the next {tool} on PATH runs; to pin it: toolbox add {tool}")
+              f"{tool} is not pinned by {project} (nor globally): the next {tool} on PATH runs; to pin it: "
+              f"toolbox add {tool}")
     for note in notes:
         say(note)
 

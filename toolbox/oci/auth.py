@@ -128,7 +128,9 @@ class CredentialStore:
         return paths
 
     def _load(self, path):
-        from toolbox.fsutil import read_input  # bounded, regular files only: a FIFO here would hang every pull
+        from toolbox.fsutil import (
+            read_input,  # bounded, regular files only: a FIFO here would hang every pull
+        )
 
         found = read_input(path, "credentials file")
         if found is None:
@@ -136,7 +138,8 @@ class CredentialStore:
         try:
             doc = json.loads(found.data)
         except (ValueError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path} is not valid JSON: {err}", hint="fix or remove the file; `toolbox login` writes a fresh one") from None
+            raise ConfigError(f"{path} is not valid JSON: {err}",
+                              hint="fix or remove the file; `toolbox login` writes a fresh one") from None
         if not isinstance(doc, dict):
             raise ConfigError(f"{path} is not a JSON object", hint="fix or remove the file")
         return doc
@@ -176,9 +179,8 @@ class CredentialStore:
 
     def _run_helper(self, name, verb, stdin):
         try:
-            return subprocess.run(
-                [self._helper_program(name), verb], input=stdin, capture_output=True, timeout=60, env=dict(self._env)
-            )
+            return subprocess.run([self._helper_program(name), verb], input=stdin, capture_output=True,
+                                  timeout=60, env=dict(self._env))
         except subprocess.TimeoutExpired:
             raise AuthError(f"docker-credential-{name} {verb} did not answer within 60 s") from None
         except OSError as err:
@@ -209,7 +211,8 @@ class CredentialStore:
         doc = self._load(path) or {}
         helper = (doc.get("credHelpers") or {}).get(registry) or doc.get("credsStore")
         if helper:
-            payload = json.dumps({"ServerURL": credential_server_url(registry), "Username": credentials.username, "Secret": credentials.password})
+            payload = json.dumps({"ServerURL": credential_server_url(registry),
+                                  "Username": credentials.username, "Secret": credentials.password})
             result = self._run_helper(helper, "store", payload.encode())
             if result.returncode != 0:
                 raise AuthError(f"docker-credential-{helper} could not store the credentials")
@@ -275,10 +278,12 @@ def _credentials_from_entry(entry):
         try:
             decoded = base64.b64decode(entry["auth"], validate=False).decode("utf-8")
         except (ValueError, UnicodeDecodeError):
-            raise ConfigError("a stored credential ('auth') is not valid base64 of user:password", hint="log in again with `toolbox login`") from None
+            raise ConfigError("a stored credential ('auth') is not valid base64 of user:password",
+                              hint="log in again with `toolbox login`") from None
         username, sep, password = decoded.partition(":")
         if not sep:
-            raise ConfigError("a stored credential ('auth') has no ':' between user and password", hint="log in again with `toolbox login`")
+            raise ConfigError("a stored credential ('auth') has no ':' between user and password",
+                              hint="log in again with `toolbox login`")
         return Credentials(username, password)
     if entry.get("username") and entry.get("password"):
         return Credentials(entry["username"], entry["password"])

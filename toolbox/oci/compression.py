@@ -142,7 +142,8 @@ class _FrameReader:
                 self._frames_seen += 1
             data, self._input = self._input[: self._input_size], self._input[self._input_size :]
             try:
-                out, rest, ended = self._frames.step(self._decoder, data, max(want - len(self._output), _READ))
+                out, rest, ended = self._frames.step(self._decoder, data,
+                                                     max(want - len(self._output), _READ))
             except self._frames.error as err:
                 kind = "corrupt" if self._frames_seen == 1 else "followed by garbage"
                 raise LayerError(f"{self._name} layer data is {kind}: {err}") from None

@@ -32,13 +32,16 @@ class Digest:
     def parse(cls, text: str) -> Digest:
         match = _DIGEST_RE.match(text or "")
         if not match:
-            raise InvalidReference(f"invalid digest {text!r}", hint="a digest looks like sha256:<64 hex digits>")
+            raise InvalidReference(f"invalid digest {text!r}",
+                                   hint="a digest looks like sha256:<64 hex digits>")
         algorithm, hex_ = match.groups()
         expected = _HEX_LENGTHS.get(algorithm)
         if expected is None:
-            raise InvalidReference(f"unsupported digest algorithm in {text!r}", hint="toolbox verifies sha256 and sha512 digests")
+            raise InvalidReference(f"unsupported digest algorithm in {text!r}",
+                                   hint="toolbox verifies sha256 and sha512 digests")
         if len(hex_) != expected or not re.fullmatch(r"[0-9a-f]+", hex_):
-            raise InvalidReference(f"invalid {algorithm} digest {text!r}: expected {expected} lowercase hex digits")
+            raise InvalidReference(f"invalid {algorithm} digest {text!r}: expected {expected} lowercase hex "
+                                   "digits")
         return cls(algorithm, hex_)
 
     @classmethod

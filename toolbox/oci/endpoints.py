@@ -57,8 +57,8 @@ def endpoints_for(config: RegistryConfig, ref: ImageRef) -> list[Endpoint]:
     return endpoints
 
 
-def endpoint_for(config: RegistryConfig, host: str, repository: str, is_mirror: bool = False, scheme: str | None = None,
-                 registry_key: str | None = None) -> Endpoint:
+def endpoint_for(config: RegistryConfig, host: str, repository: str, is_mirror: bool = False,
+                 scheme: str | None = None, registry_key: str | None = None) -> Endpoint:
     """`host` serving `repository`, with the settings of `registry_key` (default: the host's own)."""
     settings = config.registry(registry_key or host)
     if scheme:  # a mirror written as http://… or https://… in the config: the user chose
@@ -77,7 +77,8 @@ def system_ca_bundle() -> str | bool:
         if os.environ.get(var) and os.path.exists(os.environ[var]):
             return os.environ[var]
     paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt",
+                      "/etc/pki/tls/certs/ca-bundle.crt"):
         if candidate and os.path.exists(candidate):
             return candidate
     return True
@@ -86,7 +87,8 @@ def system_ca_bundle() -> str | bool:
 def _certs_d_ca(host: str) -> str | None:
     """containers-certs.d(5) and Docker's certs.d: a per-registry CA dropped in by an admin."""
     home = os.path.expanduser("~")
-    for base in (os.path.join(home, ".config", "containers", "certs.d"), "/etc/containers/certs.d", "/etc/docker/certs.d"):
+    for base in (os.path.join(home, ".config", "containers", "certs.d"), "/etc/containers/certs.d",
+                 "/etc/docker/certs.d"):
         candidate = os.path.join(base, host, "ca.crt")
         if os.path.isfile(candidate):
             return candidate

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from toolbox.oci.digest import Digest
 from toolbox.errors import InvalidReference, NotFound, UnsupportedImage
+from toolbox.oci.digest import Digest
 from toolbox.oci.platform import Platform
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -22,7 +22,8 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
+                  "application/vnd.docker.distribution.manifest.v1+prettyjws")
 
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
@@ -177,7 +178,8 @@ def parse_manifest(data: bytes, content_type: str | None = None, what: str = "ma
     if media_type in DOCKER_SCHEMA1 or doc.get("schemaVersion") == 1:
         raise UnsupportedImage(
             f"{what} uses Docker image manifest schema 1, which toolbox does not support",
-            hint="schema 1 was deprecated in 2015; push the image again with a current Docker, podman or skopeo",
+            hint="schema 1 was deprecated in 2015; push the image again with a current Docker, podman or "
+                 "skopeo",
         )
     if doc.get("schemaVersion") != 2:
         raise UnsupportedImage(f"{what} has schemaVersion {doc.get('schemaVersion')!r}; expected 2")
@@ -208,7 +210,8 @@ def _check_layer_types(manifest, what):
                 hint="such layers are for Windows images; toolbox runs Linux images",
             )
         if layer.media_type not in LAYER_TYPES:
-            raise UnsupportedImage(f"{what}: layer {layer.digest.short} has unsupported media type {layer.media_type!r}")
+            raise UnsupportedImage(f"{what}: layer {layer.digest.short} has unsupported media type "
+                                   f"{layer.media_type!r}")
 
 
 def _string_list(value, key, what):
@@ -238,7 +241,8 @@ def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
         raise UnsupportedImage(f"{what}: 'config' is not an object")
     labels = run.get("Labels") or {}
     return ImageConfig(
-        platform=Platform(str(doc.get("os") or ""), str(doc.get("architecture") or ""), doc.get("variant") or None),
+        platform=Platform(str(doc.get("os") or ""), str(doc.get("architecture") or ""),
+                          doc.get("variant") or None),
         diff_ids=diff_ids,
         entrypoint=_string_list(run.get("Entrypoint"), "Entrypoint", what),
         cmd=_string_list(run.get("Cmd"), "Cmd", what),
@@ -248,7 +252,8 @@ def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(labels, dict) else (),
         created=doc.get("created") if isinstance(doc.get("created"), str) else None,
         stop_signal=run.get("StopSignal") if isinstance(run.get("StopSignal"), str) else None,
-        exposed_ports=tuple(sorted(run.get("ExposedPorts") or {})) if isinstance(run.get("ExposedPorts"), dict) else (),
+        exposed_ports=tuple(sorted(run.get("ExposedPorts") or {})) if isinstance(run.get("ExposedPorts"),
+                                                                                 dict) else (),
         volumes=tuple(sorted(run.get("Volumes") or {})) if isinstance(run.get("Volumes"), dict) else (),
     )
 
@@ -256,5 +261,6 @@ def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
 def check_config_matches(manifest: Manifest, config: ImageConfig, what: str = "image") -> None:
     if len(config.diff_ids) != len(manifest.layers):
         raise UnsupportedImage(
-            f"{what}: the manifest lists {len(manifest.layers)} layers but the config lists {len(config.diff_ids)} diff_ids"
+            f"{what}: the manifest lists {len(manifest.layers)} layers but the config lists "
+            f"{len(config.diff_ids)} diff_ids"
         )

@@ -43,15 +43,19 @@ def connect_failure(err: BaseException, connect_timeout: float) -> ConnectFailur
     for cause in chain:
         if isinstance(cause, socket.gaierror):
             return ConnectFailure(f"{via}name lookup failed ({cause.strerror or cause})",
-                                  f"check the name{' of the proxy' if proxy else ' of the registry'} and your DNS settings; {network_hint}")
+                                  f"check the name{' of the proxy' if proxy else ' of the registry'} and "
+                                  f"your DNS settings; {network_hint}")
     for cause in chain:
         if isinstance(cause, ConnectionRefusedError):
             return ConnectFailure(f"{via}connection refused",
                                   "nothing accepts connections at the proxy: check HTTPS_PROXY and HTTP_PROXY" if proxy else
-                                  "nothing accepts connections there: check the host name and port, and that the registry is running")
-        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL) and cause.strerror:
+                                  "nothing accepts connections there: check the host name and port, and that "
+                                  "the registry is running")
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH,
+                                                          errno.EADDRNOTAVAIL) and cause.strerror:
             return ConnectFailure(f"{via}{cause.strerror.lower()}", network_hint)
-    connecting = [c for c in chain if isinstance(c, (urllib3.exceptions.ConnectTimeoutError, requests.exceptions.ConnectTimeout))]
+    connecting = [c for c in chain if isinstance(c, (urllib3.exceptions.ConnectTimeoutError,
+                                                     requests.exceptions.ConnectTimeout))]
     if connecting and not any(isinstance(c, urllib3.exceptions.NewConnectionError) for c in connecting):
         return ConnectFailure(f"{via}no answer to connecting within {connect_timeout:g} s",
                               f"{network_hint}; TOOLBOX_CONNECT_TIMEOUT sets the wait (seconds)")
@@ -70,7 +74,8 @@ def _exception_chain(err: BaseException) -> list[BaseException]:
             continue
         found.append(current)
         reason = getattr(current, "reason", None)
-        pending += [reason if isinstance(reason, BaseException) else None, current.__cause__, current.__context__]
+        pending += [reason if isinstance(reason, BaseException) else None, current.__cause__,
+                    current.__context__]
         pending += [arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException)]
     return found
 

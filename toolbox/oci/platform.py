@@ -35,7 +35,8 @@ class Platform:
     def parse(cls, text: str) -> Platform:
         parts = (text or "").split("/")
         if len(parts) not in (2, 3) or not all(parts):
-            raise InvalidReference(f"invalid platform {text!r}", hint="use os/arch or os/arch/variant, e.g. linux/arm64")
+            raise InvalidReference(f"invalid platform {text!r}",
+                                   hint="use os/arch or os/arch/variant, e.g. linux/arm64")
         os_, arch = parts[0].lower(), parts[1].lower()
         variant = parts[2].lower() if len(parts) == 3 else None
         # aarch64 and x86_64 are what people type; OCI says arm64 and amd64.

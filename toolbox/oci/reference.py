@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from toolbox.oci.digest import Digest
 from toolbox.errors import InvalidReference
+from toolbox.oci.digest import Digest
 
 DEFAULT_TAG = "latest"
 
@@ -129,13 +129,16 @@ class ImageRef:
         for component in rest.split("/"):
             if not _COMPONENT_RE.match(component):
                 if component.lower() != component and _COMPONENT_RE.match(component.lower()):
-                    raise InvalidReference(f"invalid image reference {original!r}: repository names must be lowercase")
+                    raise InvalidReference(f"invalid image reference {original!r}: repository names must be "
+                                           "lowercase")
                 raise InvalidReference(
                     f"invalid image reference {original!r}: bad name component {component!r}",
-                    hint="names are lowercase letters and digits, separated by '.', '_', '__' or '-', with '/' between components",
+                    hint="names are lowercase letters and digits, separated by '.', '_', '__' or '-', with "
+                         "'/' between components",
                 )
         if len(registry) + 1 + len(rest) > _MAX_NAME_LENGTH:
-            raise InvalidReference(f"invalid image reference {original!r}: name longer than {_MAX_NAME_LENGTH} characters")
+            raise InvalidReference(f"invalid image reference {original!r}: name longer than "
+                                   f"{_MAX_NAME_LENGTH} characters")
         if tag is None and digest is None:
             tag = DEFAULT_TAG
         return cls(registry, rest, tag, digest)

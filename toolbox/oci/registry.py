@@ -22,7 +22,7 @@ import requests
 import urllib3
 
 from toolbox.errors import AuthError, IntegrityError, NotFound, RegistryError
-from toolbox.oci.auth import CredentialStore, Credentials
+from toolbox.oci.auth import Credentials, CredentialStore
 from toolbox.oci.digest import Digest
 from toolbox.oci.endpoints import Endpoint, RegistryConfig
 from toolbox.oci.manifest import ACCEPT_MANIFESTS, MAX_MANIFEST_SIZE, Descriptor
@@ -47,7 +47,8 @@ class FetchedManifest:
 
 
 class RegistryClient:
-    def __init__(self, config: RegistryConfig, credentials: CredentialStore, settings: ClientSettings | None = None) -> None:
+    def __init__(self, config: RegistryConfig, credentials: CredentialStore,
+                 settings: ClientSettings | None = None) -> None:
         self._transport = RegistryTransport(config, credentials, settings)
 
     def close(self) -> None:
@@ -62,16 +63,19 @@ class RegistryClient:
         """Fetch the manifest or index named by `reference` (a tag or digest string; default: the
         reference's own digest or tag), trying mirrors first."""
         reference = reference or ref.reference
-        return self._transport.first_answer(ref, lambda endpoint: self._get_manifest(endpoint, ref, reference))
+        return self._transport.first_answer(ref,
+                                            lambda endpoint: self._get_manifest(endpoint, ref, reference))
 
     def _get_manifest(self, endpoint: Endpoint, ref: ImageRef, reference: str) -> FetchedManifest:
-        response = self._transport.request(endpoint, "GET", f"manifests/{reference}", headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
+        response = self._transport.request(endpoint, "GET", f"manifests/{reference}",
+                                           headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
         what = f"manifest {reference}" if reference.startswith(("sha256:", "sha512:")) else f"tag {reference!r}"
         with response:
             self._transport.raise_for_status(response, endpoint, what)
             declared = response.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_SIZE:
-                raise RegistryError(f"manifest {reference} from {endpoint.describe()} is {declared} bytes, over the {MAX_MANIFEST_SIZE}-byte limit")
+                raise RegistryError(f"manifest {reference} from {endpoint.describe()} is {declared} bytes, "
+                                    f"over the {MAX_MANIFEST_SIZE}-byte limit")
             data = self._read_limited(response, MAX_MANIFEST_SIZE, f"manifest {reference}")
         digest = self._verify_manifest_digest(data, reference, response, endpoint)
         return FetchedManifest(data, response.headers.get("Content-Type", ""), digest, endpoint)
@@ -99,7 +103,8 @@ class RegistryClient:
         digest = Digest.of_bytes(data)
         announced = response.headers.get("Docker-Content-Digest")
         if announced and announced.startswith("sha256:") and announced != str(digest):
-            raise IntegrityError(f"manifest {reference} from {endpoint.describe()} does not match the digest the registry announced ({announced})")
+            raise IntegrityError(f"manifest {reference} from {endpoint.describe()} does not match the digest "
+                                 f"the registry announced ({announced})")
         return digest
 
     # -- tags ------------------------------------------------------------------------------------
@@ -115,10 +120,12 @@ class RegistryClient:
         tags, asked = [], set()
         for _page in range(MAX_TAGS_PAGES):
             asked.add(query)
-            response = self._transport.request(endpoint, "GET", "tags/list" + (f"?{query}" if query else ""), stream=True)
+            response = self._transport.request(endpoint, "GET", "tags/list" + (f"?{query}" if query else ""),
+                                               stream=True)
             with response:
                 self._transport.raise_for_status(response, endpoint, "the list of tags")
-                data = self._read_limited(response, MAX_TAGS_PAGE_BYTES, f"the list of tags of {endpoint.describe()}")
+                data = self._read_limited(response, MAX_TAGS_PAGE_BYTES,
+                                          f"the list of tags of {endpoint.describe()}")
                 link = response.headers.get("Link", "")
             tags += _tags_of_page(data, endpoint)
             query = _next_page_query(link)
@@ -128,7 +135,8 @@ class RegistryClient:
                             hint="the registry keeps sending a next page; try again later")
 
     # -- blobs -----------------------------------------------------------------------------------
-    def get_blob_bytes(self, ref: ImageRef, descriptor: Descriptor, endpoint: Endpoint | None = None, limit: int | None = None) -> bytes:
+    def get_blob_bytes(self, ref: ImageRef, descriptor: Descriptor, endpoint: Endpoint | None = None,
+                       limit: int | None = None) -> bytes:
         """A small blob (a config) read whole and verified."""
         with self.open_blob(ref, descriptor, endpoint) as stream:
             data = stream.read_all(limit or descriptor.size)
@@ -147,7 +155,8 @@ class RegistryClient:
             except (NotFound, AuthError, RegistryError) as err:
                 if not candidate.is_mirror and candidate is candidates[-1]:
                     raise
-                log.info("blob %s not available from %s (%s); trying the next endpoint", descriptor.digest.short, candidate.describe(), err)
+                log.info("blob %s not available from %s (%s); trying the next endpoint",
+                         descriptor.digest.short, candidate.describe(), err)
                 last_error = err
         raise last_error
 
@@ -166,10 +175,12 @@ class RegistryClient:
         # The endpoint rules (insecure, CA) of the registry itself; no mirrors for logins.
         fake_ref = ImageRef.parse(f"{registry_host}/login-check")
         endpoint = self._transport.registry_endpoint(fake_ref)
-        response = self._transport.request(endpoint, "GET", "", credentials_override=credentials, registry_key=fake_ref.registry)
+        response = self._transport.request(endpoint, "GET", "", credentials_override=credentials,
+                                           registry_key=fake_ref.registry)
         with response:
             if response.status_code in (401, 403):
-                raise AuthError(f"{registry_host} rejected the credentials for {credentials.username!r}", hint="check the user name and password (or token)")
+                raise AuthError(f"{registry_host} rejected the credentials for {credentials.username!r}",
+                                hint="check the user name and password (or token)")
             self._transport.raise_for_status(response, endpoint, "/v2/")
 
 
@@ -227,7 +238,8 @@ class BlobStream:
 
     def read_all(self, limit: int) -> bytes:
         if self._descriptor.size > limit:
-            raise RegistryError(f"blob {self._descriptor.digest.short} is {self._descriptor.size} bytes, over the {limit}-byte limit")
+            raise RegistryError(f"blob {self._descriptor.digest.short} is {self._descriptor.size} bytes, "
+                                f"over the {limit}-byte limit")
         parts = []
         while True:
             chunk = self.read(CHUNK)
@@ -243,7 +255,8 @@ class BlobStream:
             extra = b""
         if extra:
             raise IntegrityError(
-                f"blob {self._descriptor.digest} from {self._endpoint.describe()} is longer than its declared {self._descriptor.size} bytes",
+                f"blob {self._descriptor.digest} from {self._endpoint.describe()} is longer than its "
+                f"declared {self._descriptor.size} bytes",
                 hint="the registry served wrong content; nothing was kept",
             )
 

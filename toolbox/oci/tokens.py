@@ -14,7 +14,7 @@ import urllib.parse
 import requests
 
 from toolbox.errors import AuthError, RegistryError
-from toolbox.oci.auth import Challenge, CredentialStore, Credentials, parse_www_authenticate
+from toolbox.oci.auth import Challenge, Credentials, CredentialStore, parse_www_authenticate
 from toolbox.oci.endpoints import Endpoint
 from toolbox.oci.network_errors import short_reason
 from toolbox.oci.reference import registry_of_api_host
@@ -48,7 +48,8 @@ class RegistryAuthenticator:
     def has_stored_credentials(self, endpoint: Endpoint) -> bool:
         return self._credentials.lookup(_credentials_key(endpoint), endpoint.repository) is not None
 
-    def authenticate(self, endpoint: Endpoint, challenge_header: str, credentials_override: Credentials | None = None,
+    def authenticate(self, endpoint: Endpoint, challenge_header: str,
+                     credentials_override: Credentials | None = None,
                      registry_key: str | None = None) -> None:
         """Answer `endpoint`'s WWW-Authenticate challenge and cache the header it earns, with
         `credentials_override` or else the credentials stored for `registry_key` (default: the
@@ -61,11 +62,13 @@ class RegistryAuthenticator:
                 break
             if challenge.scheme == "basic":
                 if credentials is None:
-                    raise AuthError(f"{endpoint.host} requires a user name and password", hint=f"run `toolbox login {endpoint.host}`")
+                    raise AuthError(f"{endpoint.host} requires a user name and password",
+                                    hint=f"run `toolbox login {endpoint.host}`")
                 header, expires = credentials.basic_header(), None
                 break
         else:
-            raise AuthError(f"{endpoint.host} asked for authentication this client does not support ({challenge_header[:80]!r})")
+            raise AuthError(f"{endpoint.host} asked for authentication this client does not support "
+                            f"({challenge_header[:80]!r})")
         with self._lock:
             self._headers[(endpoint.host, endpoint.repository)] = (header, expires)
 
@@ -77,18 +80,21 @@ class RegistryAuthenticator:
             params["scope"] = scope
         realm_scheme = urllib.parse.urlsplit(realm).scheme.lower()
         if realm_scheme not in ("http", "https"):
-            raise AuthError(f"{endpoint.host} named a token server that is not an HTTP(S) URL: {realm[:100]!r}")
+            raise AuthError(f"{endpoint.host} named a token server that is not an HTTP(S) URL: "
+                            f"{realm[:100]!r}")
         if credentials is not None and realm_scheme == "http" and endpoint.verify is not False:
             # Never send a password in clear text to a token server of a registry that is
             # otherwise reached over verified HTTPS.
-            raise AuthError(f"the token server {realm} of {endpoint.host} is plain HTTP; refusing to send credentials to it")
+            raise AuthError(f"the token server {realm} of {endpoint.host} is plain HTTP; refusing to send "
+                            "credentials to it")
         verify = endpoint.verify
         timeout = self._timeout
         try:
             if credentials is not None and credentials.identity_token:
                 response = self._session.post(
                     realm,
-                    data={**params, "grant_type": "refresh_token", "refresh_token": credentials.identity_token, "client_id": "toolbox"},
+                    data={**params, "grant_type": "refresh_token",
+                          "refresh_token": credentials.identity_token, "client_id": "toolbox"},
                     verify=verify,
                     timeout=timeout,
                 )
@@ -96,14 +102,16 @@ class RegistryAuthenticator:
                 # Our own header: requests would encode a password as Latin-1 and fail (quoting
                 # the character) on anything else; registries expect UTF-8.
                 headers = {"Authorization": credentials.basic_header()} if credentials is not None else {}
-                response = self._session.get(realm, params=params, headers=headers, verify=verify, timeout=timeout)
+                response = self._session.get(realm, params=params, headers=headers, verify=verify,
+                                             timeout=timeout)
         except requests.RequestException as err:
             raise RegistryError(f"cannot reach the token server of {endpoint.host}: {short_reason(err)}") from None
         with response:
             if response.status_code in (401, 403):
                 if credentials is None:
                     raise AuthError(f"{endpoint.host} requires credentials for {endpoint.repository or 'this registry'}", hint=f"run `toolbox login {endpoint.host}`")
-                raise AuthError(f"{endpoint.host} rejected the credentials of {credentials.username!r}", hint=f"log in again with `toolbox login {endpoint.host}`")
+                raise AuthError(f"{endpoint.host} rejected the credentials of {credentials.username!r}",
+                                hint=f"log in again with `toolbox login {endpoint.host}`")
             if response.status_code != 200:
                 raise RegistryError(f"the token server of {endpoint.host} answered {response.status_code}")
             try:

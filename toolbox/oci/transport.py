@@ -29,7 +29,7 @@ import requests
 
 from toolbox import __version__
 from toolbox.errors import AuthError, IntegrityError, NotFound, RegistryError
-from toolbox.oci.auth import CredentialStore, Credentials
+from toolbox.oci.auth import Credentials, CredentialStore
 from toolbox.oci.endpoints import Endpoint, RegistryConfig, endpoint_for, endpoints_for
 from toolbox.oci.network_errors import connect_failure, redact_query_values, short_reason
 from toolbox.oci.reference import ImageRef
@@ -91,11 +91,13 @@ def _redact_http_logs() -> None:
 class RegistryTransport:
     """Requests to a registry's endpoints, with their retries, TLS settings and authentication."""
 
-    def __init__(self, config: RegistryConfig, credentials: CredentialStore, settings: ClientSettings | None = None) -> None:
+    def __init__(self, config: RegistryConfig, credentials: CredentialStore,
+                 settings: ClientSettings | None = None) -> None:
         self._config = config
         self._settings = settings or ClientSettings()
         self._session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=self._settings.pool_size, pool_maxsize=self._settings.pool_size)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=self._settings.pool_size,
+                                                pool_maxsize=self._settings.pool_size)
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.headers["User-Agent"] = f"toolbox/{__version__}"
@@ -135,11 +137,13 @@ class RegistryTransport:
                 raise
             # A mirror's "not found" says more than an upstream that cannot be reached (offline,
             # or a mirror-only network): both are told.
-            raise NotFound(f"{mirror_not_found.message}; {endpoints[-1].host} itself could not be asked ({err.message})",
+            raise NotFound(f"{mirror_not_found.message}; {endpoints[-1].host} itself could not be asked "
+                           f"({err.message})",
                            hint=mirror_not_found.hint) from None
 
-    def request(self, endpoint: Endpoint, method: str, path: str, headers: Mapping[str, str] | None = None, stream: bool = False,
-                credentials_override: Credentials | None = None, registry_key: str | None = None) -> requests.Response:
+    def request(self, endpoint: Endpoint, method: str, path: str, headers: Mapping[str, str] | None = None,
+                stream: bool = False, credentials_override: Credentials | None = None,
+                registry_key: str | None = None) -> requests.Response:
         """`method` on `path` under the endpoint's /v2/ (its repository's, if it names one): the
         first answer that is neither a 401 we could answer nor a retried failure. The caller
         closes the response."""
@@ -168,8 +172,10 @@ class RegistryTransport:
                     # restarting, a lost packet), then the cause; the mirrors before this
                     # endpoint were tried the same way.
                     if attempt > min(settings.retries, CONNECT_RETRIES):
-                        raise RegistryError(f"cannot reach {endpoint.host}: {failure.cause}", hint=failure.hint) from None
-                    self._sleep_before_retry(attempt, CONNECT_RETRY_DELAY, f"{endpoint.host}: {failure.cause}")
+                        raise RegistryError(f"cannot reach {endpoint.host}: {failure.cause}",
+                                            hint=failure.hint) from None
+                    self._sleep_before_retry(attempt, CONNECT_RETRY_DELAY,
+                                             f"{endpoint.host}: {failure.cause}")
                     continue
                 # Connected, then the connection broke or stalled: transient, retried with backoff.
                 if attempt > settings.retries:
@@ -184,13 +190,15 @@ class RegistryTransport:
                 authenticated_after_401 = True
                 challenge_header = response.headers.get("WWW-Authenticate", "")
                 response.close()
-                self._authenticator.authenticate(endpoint, challenge_header, credentials_override, registry_key)
+                self._authenticator.authenticate(endpoint, challenge_header, credentials_override,
+                                                 registry_key)
                 continue
             if response.status_code in RETRY_STATUSES and attempt < settings.retries:
                 attempt += 1
                 retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
                 response.close()
-                self._sleep_before_retry(attempt, retry_after, f"{endpoint.host} answered {response.status_code}")
+                self._sleep_before_retry(attempt, retry_after,
+                                         f"{endpoint.host} answered {response.status_code}")
                 continue
             return response
 
@@ -233,19 +241,23 @@ class RegistryTransport:
             return
         code = _error_code(response)
         if status == 404 or code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"):
-            raise NotFound(f"{what} not found in {endpoint.describe()}" + (f" ({code})" if code else ""), hint="check the repository name and tag")
+            raise NotFound(f"{what} not found in {endpoint.describe()}" + (f" ({code})" if code else ""),
+                           hint="check the repository name and tag")
         if status in (401, 403):
             # Registries answer 401/403 both for "private" and for "no such repository", so that
             # anonymous users cannot probe names (distribution spec, "Error codes").
             has_credentials = self._authenticator.has_stored_credentials(endpoint)
             raise AuthError(
-                f"access to {endpoint.describe()} denied: the repository does not exist or needs other credentials",
-                hint=("your stored credentials do not grant access; check the name, or log in again with `toolbox login " + endpoint.host + "`")
+                f"access to {endpoint.describe()} denied: the repository does not exist or needs other "
+                "credentials",
+                hint=("your stored credentials do not grant access; check the name, or log in again with "
+                      "`toolbox login " + endpoint.host + "`")
                 if has_credentials
                 else f"check the name; if the repository is private, run `toolbox login {endpoint.host}`",
             )
         if status in RETRY_STATUSES:
-            raise RegistryError(f"{endpoint.host} kept failing ({status}) for {what}", hint="the registry is overloaded or down; try again later")
+            raise RegistryError(f"{endpoint.host} kept failing ({status}) for {what}",
+                                hint="the registry is overloaded or down; try again later")
         raise RegistryError(f"{endpoint.host} answered {status} for {what}" + (f" ({code})" if code else ""))
 
 

@@ -25,7 +25,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-_NUMBERED = re.compile(r"(v?)(\d+(?:\.\d+)*)(?:[-.]?(dev|alpha|a|beta|b|pre|preview|rc)[-.]?(\d*))?\Z", re.IGNORECASE)
+_NUMBERED = re.compile(r"(v?)(\d+(?:\.\d+)*)(?:[-.]?(dev|alpha|a|beta|b|pre|preview|rc)[-.]?(\d*))?\Z",
+                       re.IGNORECASE)
 _PRE_RANK = {"dev": 0, "alpha": 1, "a": 1, "beta": 2, "b": 2, "pre": 3, "preview": 3, "rc": 4}
 _VERSION_TEXT = r"[A-Za-z0-9][A-Za-z0-9._+-]*"
 

@@ -17,12 +17,11 @@ import os
 import re
 from dataclasses import dataclass
 
-from toolbox.errors import ToolboxError
+from toolbox.errors import ToolboxError, UnknownTool
 from toolbox.ops.locking import locked_entry
 from toolbox.project.lockfile import LockEntry, read_lock
 from toolbox.project.project import LOCK_FILE, check_owner, current_pins, global_pins
 from toolbox.project.recipes import Catalog
-from toolbox.errors import UnknownTool
 
 TOOL_SPEC = re.compile(r"([a-z0-9][a-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._+-]*))?\Z")
 
@@ -73,7 +72,8 @@ class Context:
         self.layout = services.layout
         self.environ = services.environ
         self.confirm = confirm
-        self.pins = pins or current_pins(services.layout, cwd or os.getcwd(), services.config, services.environ)
+        self.pins = pins or current_pins(services.layout, cwd or os.getcwd(), services.config,
+                                         services.environ)
         self.catalog = Catalog.load(services.layout, self.pins if self.pins.is_project else None)
         self.read_stamps = dict(self.catalog.stamps)  # path -> stamp of the bytes read
         if services.config.path:
@@ -91,7 +91,8 @@ class Context:
         if not self.pins.is_project:
             return None
         if self._global is None:
-            self._global = Context(self.services, confirm=self.confirm, pins=global_pins(self.layout, self.services.config))
+            self._global = Context(self.services, confirm=self.confirm,
+                                   pins=global_pins(self.layout, self.services.config))
         return self._global
 
     def pinned(self, recipe):
@@ -137,7 +138,8 @@ class Context:
     def tool_run(self, text, frozen=False):
         name, version = parse_tool_spec(text) or (None, None)
         if name is None:
-            raise ToolboxError(f"{text!r} is not a tool name", hint="a tool is NAME or NAME@VERSION, e.g. python@3.11")
+            raise ToolboxError(f"{text!r} is not a tool name",
+                               hint="a tool is NAME or NAME@VERSION, e.g. python@3.11")
         recipe, alias = self.catalog.find(name)
         self.check_trusted([recipe])
         version = version or (alias.version if alias else None)
@@ -150,16 +152,18 @@ class Context:
             if pinned is not None:
                 entry = locked_entry(owner, recipe.name, frozen)
                 self._absorb(owner)
-                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path, entry, default_command,
-                               owner.pins.lock_path)
+                return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path,
+                               entry, default_command, owner.pins.lock_path)
             version = recipe.default_version
-        return ToolRun(name, recipe, version, recipe.reference_for(version), command, None, default_command=default_command)
+        return ToolRun(name, recipe, version, recipe.reference_for(version), command, None,
+                       default_command=default_command)
 
     def plan_inputs(self):
         """Every file a tool plan made here depends on (hot/plans.py), present or not."""
         from toolbox.project.trust import TrustStore
 
-        paths = [self.pins.path, self.layout.config_file, self.pins.lock_path, TrustStore(self.layout).record_path(self.pins.path),
+        paths = [self.pins.path, self.layout.config_file, self.pins.lock_path,
+                 TrustStore(self.layout).record_path(self.pins.path),
                  os.path.join(self.layout.config_dir, LOCK_FILE)]  # global pins apply in a project too
         paths += sorted(self.catalog.stamps)
         # toolbox itself: its version, and the code that makes plans (edited in a checkout).
@@ -185,7 +189,8 @@ class Context:
         self.read_stamps[record.path] = record.stamp
         if not untrusted:
             return
-        error = refusal(self.pins, untrusted, record, self.catalog, store.trusted_elsewhere(self.pins.path, untrusted))
+        error = refusal(self.pins, untrusted, record, self.catalog,
+                        store.trusted_elsewhere(self.pins.path, untrusted))
         question = f"{error.message}\nTrust them (as `toolbox trust` in {self.pins.directory} would)?"
         if self.confirm is None or not self.confirm(question):
             raise error
@@ -201,7 +206,8 @@ class Context:
         close = difflib.get_close_matches(tool, unknown, n=1, cutoff=0.75)
         if close:
             raise ToolboxError(f"{self.pins.path} pins {close[0]!r}, which no recipe knows: is it {tool}?",
-                               hint=f"fix the name under [tools] in {self.pins.path} (toolbox remove {close[0]}; toolbox add {tool})")
+                               hint=f"fix the name under [tools] in {self.pins.path} (toolbox remove "
+                                    f"{close[0]}; toolbox add {tool})")
 
     def check_pins(self, tools=None):
         """Every pin (or those of `tools`) names a recipe; an alias (python3.11) is refused,
@@ -210,9 +216,12 @@ class Context:
             if tool not in self.catalog.recipes:
                 if tool not in self.catalog.aliases:  # a pin in a file the user may not have in mind: name it
                     raise UnknownTool(f"no recipe for {tool!r}, which {self.pins.path} pins",
-                                      hint=f"{self.catalog.suggestion(tool)}; fix the name there, or unpin it with "
-                                           f"`toolbox remove {'--global ' if not self.pins.is_project else ''}{tool}`")
-                raise ToolboxError(f"{self.pins.path}: [tools] {tool!r} is an alias of {self.catalog.aliases[tool][0].name}",
+                                      hint=f"{self.catalog.suggestion(tool)}; fix the name there, or unpin "
+                                           "it with "
+                                           "`toolbox remove "
+                                           f"{'--global ' if not self.pins.is_project else ''}{tool}`")
+                raise ToolboxError(f"{self.pins.path}: [tools] {tool!r} is an alias of "
+                                   f"{self.catalog.aliases[tool][0].name}",
                                    hint=f"pin {self.catalog.aliases[tool][0].name} instead")
 
     # -- the lock file, and the registry ---------------------------------------------------------
@@ -275,9 +284,8 @@ def image_for_word(context, text, resolve=False):
 
 # The code whose edits change what a tool plan says: the version, the project package (recipes,
 # pins, lock, trust), the plan format, and the use cases that build plans.
-PLAN_MAKERS = (
-    "toolbox", "toolbox.fsutil", "toolbox.stamps", "toolbox.hot.plans", "toolbox.ops.context", "toolbox.ops.locking", "toolbox.ops.prepare",
-)
+PLAN_MAKERS = ("toolbox", "toolbox.fsutil", "toolbox.stamps", "toolbox.hot.plans", "toolbox.ops.context",
+               "toolbox.ops.locking", "toolbox.ops.prepare",)
 
 
 def plan_making_sources():

@@ -22,9 +22,24 @@ import stat
 from dataclasses import dataclass
 
 from toolbox.runtime import cgroups
-from toolbox.runtime.host import (KERNEL_FIX, OVERLAY_KERNEL, STORE_FS_FIX, USERNS_FIRST, USERNS_SYSCTLS, Host, Probe, fuse_problems,
-                                  fuse_state, kernel_version, overlay_fix, probe_runtime, read_sysctls, user_name_of, userns_fix,
-                                  workspace)
+from toolbox.runtime.host import (
+    KERNEL_FIX,
+    OVERLAY_KERNEL,
+    STORE_FS_FIX,
+    USERNS_FIRST,
+    USERNS_SYSCTLS,
+    Host,
+    Probe,
+    fuse_problems,
+    fuse_state,
+    kernel_version,
+    overlay_fix,
+    probe_runtime,
+    read_sysctls,
+    user_name_of,
+    userns_fix,
+    workspace,
+)
 from toolbox.runtime.spec import UNSHARE
 from toolbox.runtime.subids import free_range, read_subids
 
@@ -55,7 +70,8 @@ def run_checks(layout, environ=None, host=None):
     host = host or Host()
     checks = []
     if os.geteuid() == 0:
-        checks.append(Check("user", WARN, "running as root: the results are root's, and an ordinary user may be refused what root is allowed",
+        checks.append(Check("user", WARN, "running as root: the results are root's, and an ordinary user may "
+                                          "be refused what root is allowed",
                             "run `toolbox doctor` as the user who runs toolbox"))
     with workspace(layout) as (workdir, no_workdir):
         probe = _probe_safely(workdir and os.path.join(workdir, "overlay"), "overlay")
@@ -67,7 +83,8 @@ def run_checks(layout, environ=None, host=None):
         checks += [
             _guarded("kernel", lambda: kernel_check(release())),
             _guarded("user namespaces", lambda: userns_check(read_sysctls(host), probe, host)),
-            _guarded("overlay", lambda: overlay_check(probe, fuse, workdir, no_workdir, release(), fuse_probe)),
+            _guarded("overlay",
+                     lambda: overlay_check(probe, fuse, workdir, no_workdir, release(), fuse_probe)),
             _guarded("fuse", lambda: fuse_check(fuse, fuse_probe)),
             _guarded("subordinate ids", lambda: subids_check(host, environ)),
             _guarded("cgroups", cgroups_check),
@@ -90,7 +107,8 @@ def _guarded(name, check):
     try:
         return check()
     except Exception as err:
-        return Check(name, FAIL, f"the check broke: {type(err).__name__}: {err}", "report this as a toolbox bug, with this line")
+        return Check(name, FAIL, f"the check broke: {type(err).__name__}: {err}",
+                     "report this as a toolbox bug, with this line")
 
 
 def failed(checks):
@@ -105,12 +123,16 @@ def report_json(checks):
 def kernel_check(release):
     version = kernel_version(release)
     if version is None:
-        return Check("kernel", WARN, f"cannot read a version in the release {release!r}", "none needed if the user namespaces and overlay lines are ok")
+        return Check("kernel", WARN, f"cannot read a version in the release {release!r}",
+                     "none needed if the user namespaces and overlay lines are ok")
     if version >= OVERLAY_KERNEL:
-        return Check("kernel", OK, f"Linux {release}: overlayfs in a user namespace (5.11+) and whiteouts by ordinary users (5.8+)")
+        return Check("kernel", OK, f"Linux {release}: overlayfs in a user namespace (5.11+) and whiteouts by "
+                                   "ordinary users (5.8+)")
     if version >= WHITEOUT_KERNEL:
-        return Check("kernel", WARN, f"Linux {release}: older than 5.11, so overlayfs in a user namespace is missing unless the distribution added it", KERNEL_FIX)
-    return Check("kernel", FAIL, f"Linux {release}: older than 5.8, so ordinary users cannot store layers that delete files (0/0 whiteouts)", KERNEL_FIX)
+        return Check("kernel", WARN, f"Linux {release}: older than 5.11, so overlayfs in a user namespace is "
+                                     "missing unless the distribution added it", KERNEL_FIX)
+    return Check("kernel", FAIL, f"Linux {release}: older than 5.8, so ordinary users cannot store layers "
+                                 "that delete files (0/0 whiteouts)", KERNEL_FIX)
 
 
 # -- user namespaces ---------------------------------------------------------------------------
@@ -121,7 +143,8 @@ def userns_check(sysctls, probe, host=None):
         if blocking:
             return Check("user namespaces", WARN, f"work for this process, but {blocking[0]}={sysctls[blocking[0]]} refuses ordinary users ({settings})", userns_fix(sysctls))
         return Check("user namespaces", OK, f"unshare, id maps and private mounts work ({settings})")
-    return Check("user namespaces", FAIL, f"{probe.describe()} ({settings})", userns_fix(sysctls, probe.errno, host))
+    return Check("user namespaces", FAIL, f"{probe.describe()} ({settings})",
+                 userns_fix(sysctls, probe.errno, host))
 
 
 # -- overlay and fuse --------------------------------------------------------------------------
@@ -130,7 +153,8 @@ def overlay_check(probe, fuse, workdir, no_workdir, release, fuse_probe=None):
     file access through a helper process is slower); else a read-only root (no writable layer,
     no --name). `fuse_probe` is None when fuse-overlayfs was not probed."""
     if workdir is None:
-        return Check("overlay", FAIL, f"not probed: no temp directory in the store ({_reason(no_workdir)})", "fix the store line first")
+        return Check("overlay", FAIL, f"not probed: no temp directory in the store ({_reason(no_workdir)})",
+                     "fix the store line first")
     if not probe.namespaces_work:
         return Check("overlay", FAIL, "not probed: user namespaces do not work", USERNS_FIRST)
     if probe.failed_step is None:
@@ -139,7 +163,8 @@ def overlay_check(probe, fuse, workdir, no_workdir, release, fuse_probe=None):
         fallback = "toolbox run falls back to fuse-overlayfs (a writable layer, --name works; file access is slower)"
     else:
         fallback = "toolbox run falls back to a read-only root (tmpfs on /tmp, /var/tmp, /run and home; --name refused)"
-    return Check("overlay", WARN, f"native overlayfs fails ({probe.describe()}); {fallback}", overlay_fix(probe, release))
+    return Check("overlay", WARN, f"native overlayfs fails ({probe.describe()}); {fallback}",
+                 overlay_fix(probe, release))
 
 
 def fuse_check(fuse, probe=None):
@@ -151,7 +176,8 @@ def fuse_check(fuse, probe=None):
         probed = "mounts in a user namespace" if probe is not None else "not probed"
         return Check("fuse", OK, f"{fuse.device} opens read-write; {found} ({probed})")
     device, fixes = fuse_problems(fuse)
-    return Check("fuse", WARN, f"{device}; {found} (a fallback for hosts without native overlayfs)", " && ".join(fixes))
+    return Check("fuse", WARN, f"{device}; {found} (a fallback for hosts without native overlayfs)",
+                 " && ".join(fixes))
 
 
 # -- subordinate ids ---------------------------------------------------------------------------
@@ -191,7 +217,8 @@ def subids_check(host, environ):
             missing.append(f"no {kind} for {user} in {path}")
     if missing:
         start = free_range(listed)  # overlapping no range handed out
-        fixes.append(f"sudo usermod --add-subuids {start}-{start + 65535} --add-subgids {start}-{start + 65535} {user}")
+        fixes.append(f"sudo usermod --add-subuids {start}-{start + 65535} --add-subgids "
+                     f"{start}-{start + 65535} {user}")
     for name in ("newuidmap", "newgidmap"):
         path, privilege, problem = _id_helper(name, environ)
         if problem:
@@ -202,7 +229,8 @@ def subids_check(host, environ):
             found.append(f"{name} {privilege}")
     why = "only needed for full id ranges: toolbox run maps your own id"
     detail = f"{user}: {'; '.join(missing + found)} ({why})"
-    return Check("subordinate ids", WARN, detail, " && ".join(fixes)) if fixes else Check("subordinate ids", OK, detail)
+    return Check("subordinate ids", WARN, detail, " && ".join(fixes)) if fixes else Check("subordinate ids",
+                                                                                          OK, detail)
 
 
 # -- cgroups -----------------------------------------------------------------------------------
@@ -223,7 +251,8 @@ def cgroups_check():
         return Check("cgroups", OK, f"limits ({options}) work: {where}")
     usable = [option for key, option in LIMIT_OPTIONS if cgroups.delegation_problem([key]) is None]
     some = f"; only {', '.join(usable)} would work" if usable else ""
-    return Check("cgroups", WARN, f"limits ({options}) are refused: {problem}{some}; {where}", cgroups.ENABLE_HINT)
+    return Check("cgroups", WARN, f"limits ({options}) are refused: {problem}{some}; {where}",
+                 cgroups.ENABLE_HINT)
 
 
 # -- directories and the store -----------------------------------------------------------------
@@ -245,8 +274,10 @@ def directories_check(layout):
     listed = f"data {layout.data_dir}, config {layout.config_file}"
     problems = [p for p in (_writable_problem(layout.data_dir), _writable_problem(layout.config_dir)) if p]
     if problems:
-        return Check("directories", WARN, f"{'; '.join(problems)} (named volumes, login and recipes need it): {listed}",
-                     "make it writable for you, or set TOOLBOX_DATA_DIR / TOOLBOX_CONFIG_DIR (or TOOLBOX_HOME) to a directory that is")
+        return Check("directories", WARN,
+                     f"{'; '.join(problems)} (named volumes, login and recipes need it): {listed}",
+                     "make it writable for you, or set TOOLBOX_DATA_DIR / TOOLBOX_CONFIG_DIR (or "
+                     "TOOLBOX_HOME) to a directory that is")
     return Check("directories", OK, listed)
 
 
@@ -254,35 +285,41 @@ def store_check(layout, workdir, no_workdir, host, low_space=LOW_SPACE):
     store = layout.store_dir
     if workdir is None:
         return Check("store", FAIL, f"cannot work in {layout.tmp_dir}: {_reason(no_workdir)}",
-                     f"make {_nearest_existing(layout.tmp_dir)} writable for you, or set TOOLBOX_CACHE_DIR to a directory that is")
+                     f"make {_nearest_existing(layout.tmp_dir)} writable for you, or set TOOLBOX_CACHE_DIR "
+                     "to a directory that is")
     problems = []  # (status, text, fix)
     for path in (store, layout.blobs_dir, layout.layers_dir, layout.images_dir, layout.locks_dir):
         if os.path.isdir(path) and not os.access(path, os.W_OK | os.X_OK):
-            problems.append((FAIL, f"{path} is not writable", f"chmod u+rwx {path}, or set TOOLBOX_CACHE_DIR to a directory you can write"))
+            problems.append((FAIL, f"{path} is not writable",
+                             f"chmod u+rwx {path}, or set TOOLBOX_CACHE_DIR to a directory you can write"))
     statvfs = None
     try:
         statvfs = os.statvfs(store)
     except OSError as err:
-        problems.append((WARN, f"cannot tell the free space: {err.strerror}", f"check that {store} is on a mounted, readable filesystem"))
+        problems.append((WARN, f"cannot tell the free space: {err.strerror}",
+                         f"check that {store} is on a mounted, readable filesystem"))
     try:
         fs = _filesystem_of(store, host)
     except OSError:
         fs = None  # only a detail of the line
     free = statvfs.f_bavail * statvfs.f_frsize if statvfs else None
     if free is not None and free < low_space:
-        problems.append((WARN, f"only {_gib(free)} free", "free space there, `toolbox prune`, or set TOOLBOX_CACHE_DIR to a larger filesystem"))
+        problems.append((WARN, f"only {_gib(free)} free", "free space there, `toolbox prune`, or set "
+                                                          "TOOLBOX_CACHE_DIR to a larger filesystem"))
     probe_file = os.path.join(workdir, "xattr")
     try:
         with open(probe_file, "w"):
             pass
         os.setxattr(probe_file, "user.toolbox.ops.doctor", b"1")
     except OSError as err:
-        problems.append((FAIL, f"user xattrs are refused ({err.strerror}), and layer trees need them for opaque directories", STORE_FS_FIX))
+        problems.append((FAIL, f"user xattrs are refused ({err.strerror}), and layer trees need them for "
+                               "opaque directories", STORE_FS_FIX))
     try:
         os.mknod(os.path.join(workdir, "whiteout"), stat.S_IFCHR | 0o600, os.makedev(0, 0))
     except OSError as err:
         fix = KERNEL_FIX if err.errno == errno.EPERM else STORE_FS_FIX
-        problems.append((FAIL, f"0/0 character devices (overlayfs whiteouts) are refused ({err.strerror})", fix))
+        problems.append((FAIL, f"0/0 character devices (overlayfs whiteouts) are refused ({err.strerror})",
+                         fix))
     where = store + (f" on {fs}" if fs else "") + (f", {_gib(free)} free" if free is not None else "")
     if not problems:
         return Check("store", OK, f"{where}; user xattrs and 0/0 character devices work")
@@ -342,10 +379,12 @@ def shell_check(layout, environ, launcher=None):
     own = os.path.realpath(shims)
     where = [i for i, entry in enumerate(entries) if entry and os.path.realpath(entry) == own]
     if not where:
-        return Check("shell", WARN, f"{shims} is not on PATH in this shell ({what}): pinned tools run as the host's programs, "
+        return Check("shell", WARN, f"{shims} is not on PATH in this shell ({what}): pinned tools run as the "
+                                    "host's programs, "
                                     "or are not found", fix)
     if where[0] > 0:
         before = entries[0] or "the current directory (an empty PATH entry)"
-        return Check("shell", WARN, f"{shims} is on PATH after {before} ({what}): programs there run instead of the pinned "
+        return Check("shell", WARN, f"{shims} is on PATH after {before} ({what}): programs there run instead "
+                                    "of the pinned "
                                     "tools of the same name, from scripts and commands this shell starts", fix)
     return Check("shell", OK, f"{shims} is first on PATH ({what})")

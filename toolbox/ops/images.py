@@ -58,7 +58,8 @@ def list_images(store):
         try:
             image = store.load_image(record)
         except ImageNotStored:
-            summaries.append(ImageSummary(record.reference, str(record.index_digest or record.digest), str(record.digest), record.platform, 0, record.pulled_at, 0, False))
+            summaries.append(ImageSummary(record.reference, str(record.index_digest or record.digest),
+                                          str(record.digest), record.platform, 0, record.pulled_at, 0, False))
             continue
         summaries.append(
             ImageSummary(
@@ -79,7 +80,9 @@ def inspect_image(store, text):
     record = store.get(text)
     image = store.load_image(record)
     layers = [
-        {"digest": str(desc.digest), "diff_id": str(diff_id), "media_type": desc.media_type, "size": desc.size, "unpacked_bytes": _layer_bytes(store, diff_id), "stored": store.has_layer(diff_id)}
+        {"digest": str(desc.digest), "diff_id": str(diff_id), "media_type": desc.media_type,
+         "size": desc.size, "unpacked_bytes": _layer_bytes(store, diff_id),
+         "stored": store.has_layer(diff_id)}
         for desc, diff_id in zip(image.manifest.layers, image.diff_ids)
     ]
     return {

@@ -8,12 +8,22 @@ import stat
 import tarfile
 from dataclasses import dataclass
 
-from toolbox.oci.digest import Digest
 from toolbox.errors import IntegrityError, InvalidReference, ToolboxError, UnsupportedImage
-from toolbox.oci.manifest import MAX_CONFIG_SIZE, OCI_INDEX, OCI_MANIFEST, Descriptor, Index, Manifest, check_config_matches, parse_config, parse_manifest
+from toolbox.oci.digest import Digest
+from toolbox.oci.manifest import (
+    MAX_CONFIG_SIZE,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Index,
+    Manifest,
+    check_config_matches,
+    parse_config,
+    parse_manifest,
+)
 from toolbox.oci.platform import host_platform
-from toolbox.ops.pull import NullProgress, PullOptions, fetch_layers, plan_layers
 from toolbox.oci.reference import ImageRef
+from toolbox.ops.pull import NullProgress, PullOptions, fetch_layers, plan_layers
 from toolbox.store.store import ImageRecord, now_utc
 
 UNCOMPRESSED_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -41,7 +51,8 @@ class DirectorySource:
             raise _missing(self._root, name) from None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise UnsupportedImage(f"{name} in {self._root} is not a regular file", hint="the layout is damaged; save or copy the image again")
+            raise UnsupportedImage(f"{name} in {self._root} is not a regular file",
+                                   hint="the layout is damaged; save or copy the image again")
         return os.fdopen(fd, "rb")
 
     def size(self, name):
@@ -99,12 +110,15 @@ def _unreadable_archive(path, err):
     except OSError:
         compressed = False
     if compressed:
-        return UnsupportedImage(f"{path} is not an uncompressed tar archive: {err}", hint="decompress it first (e.g. gunzip), then load the .tar")
-    return UnsupportedImage(f"{path} is not a tar archive, or is truncated: {err}", hint="the archive is damaged or was cut off; save or copy the image again")
+        return UnsupportedImage(f"{path} is not an uncompressed tar archive: {err}",
+                                hint="decompress it first (e.g. gunzip), then load the .tar")
+    return UnsupportedImage(f"{path} is not a tar archive, or is truncated: {err}",
+                            hint="the archive is damaged or was cut off; save or copy the image again")
 
 
 def _missing(source, name):
-    return UnsupportedImage(f"{source} has no {name}", hint="the archive or layout is incomplete; save or copy the image again")
+    return UnsupportedImage(f"{source} has no {name}",
+                            hint="the archive or layout is incomplete; save or copy the image again")
 
 
 class _BoundedReader:
@@ -148,7 +162,8 @@ class LocalBlob:
 
     def _check(self):
         if self._count != self._descriptor.size or self._hasher.hexdigest() != self._descriptor.digest.hex:
-            raise IntegrityError(f"blob {self._descriptor.digest} in the archive does not match its digest or size", hint="the archive is damaged or was altered")
+            raise IntegrityError(f"blob {self._descriptor.digest} in the archive does not match its digest "
+                                 "or size", hint="the archive is damaged or was altered")
 
     def __enter__(self):
         return self
@@ -172,7 +187,8 @@ def open_source(path):
     if os.path.isfile(path):
         return TarSource(path)
     raise ToolboxError(f"{path}: no such file or directory",
-                       hint="give the path of a `docker save` archive, or of an OCI image layout (a directory or a tar)")
+                       hint="give the path of a `docker save` archive, or of an OCI image layout (a "
+                            "directory or a tar)")
 
 
 def load_images(path, *, store, name=None, platform=None, options=None, progress=None):
@@ -185,7 +201,8 @@ def load_images(path, *, store, name=None, platform=None, options=None, progress
         elif source.exists("manifest.json"):
             images = list(_docker_archive_images(source, name, path))
         else:
-            raise UnsupportedImage(f"{path} is neither a `docker save` archive nor an OCI image layout", hint="expected manifest.json, or oci-layout and index.json, at its top")
+            raise UnsupportedImage(f"{path} is neither a `docker save` archive nor an OCI image layout",
+                                   hint="expected manifest.json, or oci-layout and index.json, at its top")
         if not images:
             raise UnsupportedImage(f"{path} contains no images")
         store.prepare()
@@ -229,7 +246,8 @@ def _read_verified(source, descriptor):
     with source.open(name) as file:
         data = file.read(descriptor.size + 1)
     if len(data) != descriptor.size or not descriptor.digest.matches(data):
-        raise IntegrityError(f"{name} in the layout does not match its digest or size", hint="the layout is damaged or was altered")
+        raise IntegrityError(f"{name} in the layout does not match its digest or size",
+                             hint="the layout is damaged or was altered")
     return data
 
 
@@ -267,7 +285,8 @@ def _layout_name(entry, path):
         return full
     tag = entry.annotation("org.opencontainers.image.ref.name")
     if not tag:
-        raise UnsupportedImage(f"{path}: image {entry.digest.short} has no name", hint="name it: toolbox load FILE NAME")
+        raise UnsupportedImage(f"{path}: image {entry.digest.short} has no name",
+                               hint="name it: toolbox load FILE NAME")
     if "/" in tag or ":" in tag:
         return tag
     return f"localhost/{os.path.basename(os.path.normpath(path)).split('.')[0] or 'image'}:{tag}"
@@ -286,15 +305,19 @@ def _docker_archive_images(source, name, path):
         if name:
             tags = [name]
         if not tags:
-            raise UnsupportedImage(f"{path}: an image in the archive has no tag", hint="name it: toolbox load FILE NAME")
+            raise UnsupportedImage(f"{path}: an image in the archive has no tag",
+                                   hint="name it: toolbox load FILE NAME")
         with source.open(config_name) as file:
             config_bytes = file.read(MAX_CONFIG_SIZE + 1)
         config = parse_config(config_bytes, what=f"{path}: {config_name}")
         if len(layer_names) != len(config.diff_ids):
-            raise UnsupportedImage(f"{path}: {len(layer_names)} layers but {len(config.diff_ids)} diff_ids in the config")
+            raise UnsupportedImage(f"{path}: {len(layer_names)} layers but {len(config.diff_ids)} diff_ids "
+                                   "in the config")
         # A docker save layer is the uncompressed tar, so its digest is its diff_id.
-        layers = tuple(Descriptor(UNCOMPRESSED_LAYER, diff_id, source.size(layer)) for diff_id, layer in zip(config.diff_ids, layer_names))
-        config_descriptor = Descriptor("application/vnd.oci.image.config.v1+json", Digest.of_bytes(config_bytes), len(config_bytes))
+        layers = tuple(Descriptor(UNCOMPRESSED_LAYER, diff_id, source.size(layer)) for diff_id,
+                       layer in zip(config.diff_ids, layer_names))
+        config_descriptor = Descriptor("application/vnd.oci.image.config.v1+json",
+                                       Digest.of_bytes(config_bytes), len(config_bytes))
         manifest = Manifest(OCI_MANIFEST, config_descriptor, layers)
         manifest_bytes = _manifest_json(manifest)
         paths = {d.digest: layer for d, layer in zip(layers, layer_names)}
@@ -323,5 +346,6 @@ def _manifest_json(manifest):
     def descriptor(d):
         return {"mediaType": d.media_type, "digest": str(d.digest), "size": d.size}
 
-    doc = {"schemaVersion": 2, "mediaType": manifest.media_type, "config": descriptor(manifest.config), "layers": [descriptor(d) for d in manifest.layers]}
+    doc = {"schemaVersion": 2, "mediaType": manifest.media_type, "config": descriptor(manifest.config),
+           "layers": [descriptor(d) for d in manifest.layers]}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()

@@ -9,9 +9,8 @@ still matches its pin and resolves only the rest (merge_sides).
 
 from dataclasses import dataclass
 
-from toolbox.errors import NotFound, ToolboxError
+from toolbox.errors import LockError, NotFound, OutOfDate, ToolboxError
 from toolbox.project.lockfile import LockEntry, disagreements, lock_changes, write_lock
-from toolbox.errors import LockError, OutOfDate
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,8 @@ def locked_entries(context, upgrade=(), frozen=False, upgrade_all=False, only=No
     return update_lock(context, upgrade, frozen, upgrade_all, only, may_skip_write).entries
 
 
-def update_lock(context, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False, dry_run=False,
-                merge_conflicts=False):
+def update_lock(context, upgrade=(), frozen=False, upgrade_all=False, only=None, may_skip_write=False,
+                dry_run=False, merge_conflicts=False):
     """Bring the lock up to date with the pins (a LockUpdate): resolve what is missing,
     stale or asked to be upgraded, and write toolbox.lock when that changed it (not with
     `dry_run`). With `frozen`, a lock that disagrees with the pins is an error instead.
@@ -52,7 +51,8 @@ def update_lock(context, upgrade=(), frozen=False, upgrade_all=False, only=None,
     lock = context.read_lock(conflicts=merge_conflicts and not frozen and only is None)
     if lock.sides is not None:
         return merge_sides(context, lock.sides, upgrade, upgrade_all, dry_run)
-    reasons = [reason for tool, reason in disagreements(context.pins, context.catalog, lock) if only in (None, tool)]
+    reasons = [reason for tool,
+               reason in disagreements(context.pins, context.catalog, lock) if only in (None, tool)]
     if frozen and reasons:
         raise OutOfDate(f"{context.pins.lock_path} does not match {context.pins.path}: {'; '.join(reasons)}",
                         hint="run `toolbox lock` and commit toolbox.lock (--frozen and CI=true never resolve)")
@@ -101,7 +101,8 @@ def merge_sides(context, sides, upgrade=(), upgrade_all=False, dry_run=False):
             resolved.append(tool)
     if not dry_run:
         _save_lock(context, wanted, {}, False)
-    return LockUpdate(context.pins.lock_path, wanted, lock_changes(ours, wanted), tuple(resolved), merged=tuple(kept))
+    return LockUpdate(context.pins.lock_path, wanted, lock_changes(ours, wanted), tuple(resolved),
+                      merged=tuple(kept))
 
 
 def _save_lock(context, entries, broken, may_skip):
@@ -133,7 +134,9 @@ def check_stored(context, entry):
     if store.has_blob(digest):
         from toolbox.oci.manifest import parse_manifest
 
-        check_against_index(entry, parse_manifest(store.read_blob(digest), what=f"{entry.reference}@{entry.digest}"), context.pins.lock_path)
+        check_against_index(entry,
+                            parse_manifest(store.read_blob(digest), what=f"{entry.reference}@{entry.digest}"),
+                            context.pins.lock_path)
 
 
 def resolve(context, tool, recipe, version):
@@ -167,7 +170,8 @@ def check_with_registry(context):
         ref = ImageRef.parse(entry.reference)
         try:
             fetched = client.get_manifest(ref, entry.digest)
-            check_against_index(entry, parse_manifest(fetched.data, fetched.content_type, what=f"{ref}@{entry.digest}"), context.pins.lock_path)
+            check_against_index(entry, parse_manifest(fetched.data, fetched.content_type,
+                                                      what=f"{ref}@{entry.digest}"), context.pins.lock_path)
             now = client.get_manifest(ref)
         except NotFound:
             problems[tool] = f"{tool}: {entry.digest} is not in {entry.image}"
@@ -176,8 +180,10 @@ def check_with_registry(context):
             problems[tool] = err.message
             continue
         if str(now.digest) != entry.digest:
-            problems[tool] = (f"{tool}: the tag {entry.tag} now names {now.digest}, the lock {entry.digest}: either the tag moved upstream "
-                              f"since the lock was written (`toolbox lock --upgrade {tool}` takes the new one) or the lock was edited")
+            problems[tool] = (f"{tool}: the tag {entry.tag} now names {now.digest}, the lock {entry.digest}: "
+                              "either the tag moved upstream "
+                              f"since the lock was written (`toolbox lock --upgrade {tool}` takes the new "
+                              "one) or the lock was edited")
     return [(tool, problems.get(tool)) for tool in sorted(set(lock.entries) | set(lock.broken) | set(context.pins.versions))]
 
 
@@ -193,11 +199,14 @@ def check_against_index(entry, document, lock_path):
         listed = index_platforms(document)
         if entry.is_lone_manifest or listed != entry.platforms:
             wrong = sorted(key for key in set(listed) | set(entry.platforms) if listed.get(key) != entry.platforms.get(key))
-            raise LockError(f"{where} does not match the index {entry.digest} names: for {', '.join(wrong)} the lock says "
-                            f"{', '.join(str(entry.platforms.get(k)) for k in wrong)}, the index {', '.join(str(listed.get(k)) for k in wrong)}",
+            raise LockError(f"{where} does not match the index {entry.digest} names: for {', '.join(wrong)} "
+                            "the lock says "
+                            f"{', '.join(str(entry.platforms.get(k)) for k in wrong)}, the index "
+                            f"{', '.join(str(listed.get(k)) for k in wrong)}",
                             hint=hint)
     elif not entry.is_lone_manifest:
-        raise LockError(f"{where}: {entry.digest} is an image manifest, yet the entry maps other manifests", hint=hint)
+        raise LockError(f"{where}: {entry.digest} is an image manifest, yet the entry maps other manifests",
+                        hint=hint)
 
 
 def index_platforms(index):
@@ -216,7 +225,8 @@ def resolve_tag(client, ref, store=None):
     if isinstance(document, Index):
         platforms = index_platforms(document)
     else:
-        config = parse_config(client.get_blob_bytes(ref, document.config, fetched.endpoint, MAX_CONFIG_SIZE), what=f"config of {ref}")
+        config = parse_config(client.get_blob_bytes(ref, document.config, fetched.endpoint, MAX_CONFIG_SIZE),
+                              what=f"config of {ref}")
         platforms = {str(config.platform): str(fetched.digest)}
     if not platforms:
         raise NotFound(f"{ref} lists no image for any platform")

@@ -31,13 +31,13 @@ class OutdatedTool:
 
 def outdated(context, tools=None):
     """[OutdatedTool] for the pins that apply here (project and global), or those of `tools`."""
-    from toolbox.errors import LockError
-    from toolbox.errors import NotTrusted
+    from toolbox.errors import LockError, NotTrusted
 
     pins = context.effective_pins()
     unknown = sorted(set(tools or ()) - set(pins))
     if unknown:
-        raise ToolboxError(f"not pinned here: {', '.join(unknown)}", hint="`toolbox list` shows the pins that apply here")
+        raise ToolboxError(f"not pinned here: {', '.join(unknown)}",
+                           hint="`toolbox list` shows the pins that apply here")
     locks, tags_of = {}, {}
     rows = []
     for tool, (version, owner) in sorted(pins.items()):
@@ -61,14 +61,16 @@ def outdated(context, tools=None):
         if entry is not None and not entry.matches(recipe, version):
             entry, note = None, f"locked for {lock.entries[tool].version}, pinned {version}: `toolbox lock` brings the lock up to date"
         elif entry is None:
-            note = lock_problem or (lock.broken[tool][1] if tool in lock.broken else "not locked: `toolbox lock` locks it")
+            note = lock_problem or (lock.broken[tool][1] if tool in lock.broken else "not locked: `toolbox "
+                                                                                     "lock` locks it")
         else:
             note = None
         base["locked_digest"] = entry.digest if entry else None
         try:
             owner.check_trusted([recipe])  # a project's recipe chooses the registry asked: not before it is trusted
         except NotTrusted:
-            rows.append(_row(base, note=note, problem=f"{owner.pins.path} defines this recipe, and you have not trusted it: "
+            rows.append(_row(base, note=note, problem=f"{owner.pins.path} defines this recipe, and you have "
+                                                      "not trusted it: "
                                                       f"read it, then `toolbox trust`"))
             continue
         rows.append(_checked(context, recipe, version, entry, base, note, tags_of))
@@ -76,8 +78,8 @@ def outdated(context, tools=None):
 
 
 def _row(base, **fields):
-    values = {"image": None, "tag": None, "locked_digest": None, "newest": None, "newer": False, "tag_digest": None, "tag_moved": None,
-              "note": None, "problem": None}
+    values = {"image": None, "tag": None, "locked_digest": None, "newest": None, "newer": False,
+              "tag_digest": None, "tag_moved": None, "note": None, "problem": None}
     values.update(base)
     values.update(fields)
     return OutdatedTool(**values)
@@ -113,8 +115,8 @@ def _checked(context, recipe, version, entry, base, note, tags_of):
         return _row(base, note=note, newest=found.text if found else None, newer=is_newer(found, version),
                     problem=f"cannot ask for the tag {recipe.tag_for(version)}: {err.message}")
     moved = None if entry is None or tag_digest is None else tag_digest != entry.digest
-    return _row(base, note=note, newest=found.text if found else None, newer=is_newer(found, version), tag_digest=tag_digest,
-                tag_moved=moved)
+    return _row(base, note=note, newest=found.text if found else None, newer=is_newer(found, version),
+                tag_digest=tag_digest, tag_moved=moved)
 
 
 def _numbered(version):

@@ -56,8 +56,10 @@ def remove_tools(request):
     if request.global_ or context.pins.is_project:
         missing = [t for t in request.tools if t not in context.pins.versions]
         if missing:
-            raise ToolboxError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pinned in {path}",
-                               hint="`toolbox list` shows the pins that apply here, and the file that makes each")
+            raise ToolboxError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pinned in "
+                               f"{path}",
+                               hint="`toolbox list` shows the pins that apply here, and the file that makes "
+                                    "each")
     _edit_and_lock(context, path, {}, tuple(request.tools), request)
     dropped = path != context.layout.config_file and _drop_if_empty(path)
     return PinsEdit(path, unpinned=tuple(request.tools), dropped=dropped)
@@ -134,8 +136,11 @@ def _cannot_write(context, path, err):
     from toolbox.errors import os_error_hint
 
     if path == context.layout.config_file:
-        return ToolboxError(f"cannot write your config file {path}: {(err.strerror or str(err)).lower()}", hint=os_error_hint(err, path, context.layout))
+        return ToolboxError(f"cannot write your config file {path}: {(err.strerror or str(err)).lower()}",
+                            hint=os_error_hint(err, path, context.layout))
     directory = os.path.dirname(path)
     return ToolboxError(f"cannot write {path}: {(err.strerror or str(err)).lower()}",
-                        hint=f"this directory's pins live there: fix the permissions of {directory} (ls -ld {directory}), or run it in a "
-                             "project of yours; pins of your own for every directory go in your config.toml with --global")
+                        hint=f"this directory's pins live there: fix the permissions of {directory} (ls -ld "
+                             f"{directory}), or run it in a "
+                             "project of yours; pins of your own for every directory go in your config.toml "
+                             "with --global")

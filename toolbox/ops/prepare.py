@@ -26,7 +26,8 @@ def ensure_plan(layout, image_text, pull="missing", platform_text=None):
     if pull == "always" or (pull == "missing" and not _is_stored(layout, image_text, platform)):
         _pull(layout, image_text, platform)
     elif platform is not None and not _is_stored(layout, image_text, platform):
-        raise ImageNotStored(f"{image_text} is not stored for {platform}", hint=f"pull it: toolbox pull --platform {platform} {image_text}")
+        raise ImageNotStored(f"{image_text} is not stored for {platform}",
+                             hint=f"pull it: toolbox pull --platform {platform} {image_text}")
     return make_plan(layout, image_text)
 
 
@@ -39,16 +40,17 @@ def _is_stored(layout, image_text, platform):
 
 
 def _pull(layout, image_text, platform):
+    from toolbox.oci.reference import ImageRef
     from toolbox.ops.progress import progress_for
     from toolbox.ops.pull import PullOptions, pull_image
-    from toolbox.oci.reference import ImageRef
     from toolbox.ops.wiring import load_services
 
     ref = ImageRef.parse(image_text)
     services = load_services(layout)
     client = services.registry_client()
     try:
-        pull_image(ref, store=services.store, client=client, options=PullOptions(platform=platform), progress=progress_for(quiet=False))
+        pull_image(ref, store=services.store, client=client, options=PullOptions(platform=platform),
+                   progress=progress_for(quiet=False))
     finally:
         client.close()
 
@@ -93,7 +95,8 @@ def _lowerdirs(diff_ids):
 
 
 # -- tool plans ---------------------------------------------------------------------------------
-def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, confirm=None, warn=None, tell=None):
+def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, confirm=None, warn=None,
+                 tell=None):
     """For the launch path: what `toolbox run TEXT` runs, as plain values (ToolRun.run_settings),
     also written as a tool plan (hot/plans.py) so the next run reads it without this module. A
     locked tool's image is pulled here (unless `pull` is "never") so that the lock entry is

@@ -44,7 +44,8 @@ class PlainProgress(NullProgress):
             named = "" if self._digest_in_result else f", {digest}"
         self._say(f"Pulling {reference} ({platform}){named}")
         if new:
-            self._say(f"{counted(len(layers), 'layer')}, {len(layers) - len(new)} already stored, {human_bytes(sum(p.descriptor.size for p in new))} to download")
+            self._say(f"{counted(len(layers), 'layer')}, {len(layers) - len(new)} already stored, "
+                      f"{human_bytes(sum(p.descriptor.size for p in new))} to download")
         else:
             self._say(f"{_all_stored(layers)}: nothing to download")
 
@@ -103,7 +104,8 @@ class TerminalProgress(NullProgress):
         total_done = sum(self._done.get(p.descriptor.digest, 0) for p in self._layers)
         total = sum(p.descriptor.size for p in self._layers)
         rate = total_done / max(now - self._started, 1e-3)
-        lines.append(f"  total         {_bar(total_done, total)}  {human_bytes(total_done)} / {human_bytes(total)}  {human_bytes(rate)}/s")
+        lines.append(f"  total         {_bar(total_done, total)}  {human_bytes(total_done)} / "
+                     f"{human_bytes(total)}  {human_bytes(rate)}/s")
         out = "\x1b[F" * self._drawn_lines + "".join(f"\x1b[2K{line}\n" for line in lines)
         self._stream.write(out)
         self._stream.flush()

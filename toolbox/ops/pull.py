@@ -11,9 +11,9 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from toolbox.oci.compression import open_decompressed
 from toolbox.errors import Cancelled, IntegrityError, LayerError, StoreError, ToolboxError, UnsupportedImage
 from toolbox.fsutil import is_disk_full
+from toolbox.oci.compression import open_decompressed
 from toolbox.oci.manifest import MAX_CONFIG_SIZE, Index, check_config_matches, parse_config, parse_manifest
 from toolbox.oci.platform import host_platform
 from toolbox.store.store import ImageRecord, now_utc
@@ -75,11 +75,13 @@ class DiffIdReader:
             if trailing > MAX_TRAILING_BYTES:
                 raise LayerError(
                     f"{what} has more than {MAX_TRAILING_BYTES} bytes after the end of the tar archive",
-                    hint="a layer is a tar archive and nothing after it; this one is broken or hostile, and nothing of it was kept",
+                    hint="a layer is a tar archive and nothing after it; this one is broken or hostile, and "
+                         "nothing of it was kept",
                 )
         if self._hasher.hexdigest() != self._diff_id.hex:
             raise IntegrityError(
-                f"{what}: the uncompressed layer does not match the diff_id {self._diff_id} in the image config",
+                f"{what}: the uncompressed layer does not match the diff_id {self._diff_id} in the image "
+                "config",
                 hint="the image is inconsistent or was tampered with; nothing was kept",
             )
 
@@ -114,7 +116,8 @@ def resolve(client, store, ref, platform):
         index_digest = fetched.digest
         entry = document.select(platform)
         fetched = client.get_manifest(ref, str(entry.digest))
-        document = parse_manifest(fetched.data, fetched.content_type, what=f"manifest {entry.digest.short} of {ref}")
+        document = parse_manifest(fetched.data, fetched.content_type,
+                                  what=f"manifest {entry.digest.short} of {ref}")
         if isinstance(document, Index):
             raise UnsupportedImage(f"{ref}: an index inside an index is not supported")
     manifest = document
@@ -136,7 +139,8 @@ def _check_platform(ref, config, platform, chosen_from_index):
     if (config.platform.os, config.platform.architecture) != (platform.os, platform.architecture):
         raise UnsupportedImage(
             f"{ref} is an image for {config.platform}, not for {platform}",
-            hint=f"pull it with --platform {config.platform} to store it anyway (it will not run natively here)",
+            hint=f"pull it with --platform {config.platform} to store it anyway (it will not run natively "
+                 "here)",
         )
 
 
@@ -150,8 +154,10 @@ def pull_image(ref, *, store, client, options=None, progress=None):
         manifest, config, manifest_digest, index_digest, endpoint = resolve(client, store, ref, platform)
         plans = plan_layers(store, manifest, config)
         # By tag: what the tag named. By digest (a locked tool's index): the manifest it chose.
-        progress.resolved(ref, manifest_digest if ref.digest else index_digest or manifest_digest, config.platform, plans)
-        fetch_layers(plans, store, lambda descriptor: client.open_blob(ref, descriptor, endpoint), options, progress, str(ref))
+        progress.resolved(ref, manifest_digest if ref.digest else index_digest or manifest_digest,
+                          config.platform, plans)
+        fetch_layers(plans, store, lambda descriptor: client.open_blob(ref, descriptor, endpoint), options,
+                     progress, str(ref))
         record = ImageRecord(
             reference=str(ref),
             digest=manifest_digest,
@@ -180,7 +186,8 @@ def fetch_layers(plans, store, open_blob, options, progress, image_name):
     if not plans:
         return
     cancelled = threading.Event()
-    executor = ThreadPoolExecutor(max_workers=max(1, min(options.max_parallel, len(plans))), thread_name_prefix="layer")
+    executor = ThreadPoolExecutor(max_workers=max(1, min(options.max_parallel, len(plans))),
+                                  thread_name_prefix="layer")
     futures = [executor.submit(fetch_layer, plan, store, open_blob, options, progress, cancelled, image_name) for plan in plans]
     try:
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -236,7 +243,8 @@ def fetch_layer(plan, store, open_blob, options, progress, cancelled, image_name
             store.commit_layer(
                 staging,
                 plan.diff_id,
-                {"blob": str(plan.descriptor.digest), "media_type": plan.descriptor.media_type, "files": stats.files, "bytes": stats.bytes},
+                {"blob": str(plan.descriptor.digest), "media_type": plan.descriptor.media_type,
+                 "files": stats.files, "bytes": stats.bytes},
             )
     progress.layer_done(plan, stats)
 

@@ -33,7 +33,8 @@ def install_shims(tools=(), pinned=False):
     context = context_here()
     names = sorted(set(tools or ()) | (set(context.pinned_tools()) if pinned else set()))
     if not names:
-        raise ToolboxError("no tools to install shims for", hint="name them (toolbox shim install jq), or --pinned for every tool pinned here")
+        raise ToolboxError("no tools to install shims for",
+                           hint="name them (toolbox shim install jq), or --pinned for every tool pinned here")
     elsewhere = {}
     for name in names:
         projects = _projects_defining(context, name)

@@ -30,9 +30,11 @@ def lock_pins(request):
     try:
         unknown = [t for t in request.tools if t not in context.pins.versions]
         if unknown:
-            raise ToolboxError(f"not pinned in {context.pins.path}: {', '.join(unknown)}", hint="`toolbox add TOOL` pins it")
-        return update_lock(context, upgrade=tuple(request.tools) if request.upgrade else (), frozen=request.frozen,
-                           upgrade_all=request.upgrade and not request.tools, dry_run=request.dry_run, merge_conflicts=True)
+            raise ToolboxError(f"not pinned in {context.pins.path}: {', '.join(unknown)}",
+                               hint="`toolbox add TOOL` pins it")
+        return update_lock(context, upgrade=tuple(request.tools) if request.upgrade else (),
+                           frozen=request.frozen, upgrade_all=request.upgrade and not request.tools,
+                           dry_run=request.dry_run, merge_conflicts=True)
     finally:
         context.close()
         context.report_warnings(request.warn)
@@ -79,9 +81,9 @@ class SyncResult:
 def sync(request):
     """Lock, then pull every image the lock names for this platform that is not stored."""
     from toolbox.errors import ImageNotStored
-    from toolbox.prompt import frozen_requested
     from toolbox.ops import shimgen
     from toolbox.ops.prepare import ensure_plan
+    from toolbox.prompt import frozen_requested
 
     is_frozen = frozen_requested(os.environ, request.frozen)
     context = context_here(request.confirm if not is_frozen else None)

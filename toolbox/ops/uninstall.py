@@ -23,7 +23,8 @@ from toolbox.fsutil import remove_tree
 REMOVAL_ORDER = ("shims", "store", "data", "config", "virtualenv", "launcher")  # the code running this goes last
 LAUNCHER_TAIL = ("import sys", "from toolbox.entry import main", "sys.exit(main())")
 # Files a shell reads at start where scripts/install's line may have been put.
-RC_CANDIDATES = ("~/.bashrc", "~/.bash_profile", "~/.profile", "~/.zshrc", "~/.zprofile", "~/.config/fish/config.fish")
+RC_CANDIDATES = ("~/.bashrc", "~/.bash_profile", "~/.profile", "~/.zshrc", "~/.zprofile",
+                 "~/.config/fish/config.fish")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ def parts(layout, environ=None):
     home = environ.get("HOME") or os.path.expanduser("~")
     found = []
     venvs = []
-    for launcher in dict.fromkeys(p for p in (launcher_path(environ), os.path.join(home, ".local", "bin", "toolbox")) if p):
+    for launcher in dict.fromkeys(p for p in (launcher_path(environ),
+                                              os.path.join(home, ".local", "bin", "toolbox")) if p):
         venv = install_launcher_venv(launcher)
         if venv is not None:
             found.append(Part("launcher", launcher, _size(launcher)))
@@ -76,10 +78,12 @@ def parts(layout, environ=None):
             found.append(Part("virtualenv", venv, disk_usage(venv)))
     if os.path.isdir(layout.shims_dir):
         shims = installed(layout)
-        found.append(Part("shims", layout.shims_dir, disk_usage(layout.shims_dir), f"{len(shims)}: {' '.join(shims)}" if shims else "none"))
+        found.append(Part("shims", layout.shims_dir, disk_usage(layout.shims_dir),
+                          f"{len(shims)}: {' '.join(shims)}" if shims else "none"))
     for what, path, detail in (("store", layout.cache_dir, "images, layers, plans"),
                                ("data", layout.data_dir, _data_detail(layout)),
-                               ("config", layout.config_dir, "config.toml, your recipes, the global pins and their lock")):
+                               ("config", layout.config_dir,
+                                "config.toml, your recipes, the global pins and their lock")):
         if os.path.isdir(path):
             found.append(Part(what, path, disk_usage(path), detail))
     for part in found:
@@ -111,7 +115,8 @@ def _check_removable(path, home):
     real, real_home = os.path.realpath(path), os.path.realpath(home)
     if real == "/" or real_home == real or real_home.startswith(real.rstrip("/") + "/"):
         raise ToolboxError(f"will not remove {path}: it is {'your home' if real == real_home else 'above your home'}, not a directory of toolbox's own",
-                           hint="check TOOLBOX_HOME, TOOLBOX_CACHE_DIR, TOOLBOX_DATA_DIR and TOOLBOX_CONFIG_DIR, then remove toolbox's files by hand")
+                           hint="check TOOLBOX_HOME, TOOLBOX_CACHE_DIR, TOOLBOX_DATA_DIR and "
+                                "TOOLBOX_CONFIG_DIR, then remove toolbox's files by hand")
 
 
 def remove(part):
@@ -138,7 +143,8 @@ def rc_lines(environ=None):
         except OSError:
             continue
         shown = name if name.startswith("~/") else path
-        found += [(shown, number, line) for number, line in enumerate(lines, 1) if "toolbox" in line and "shell-init" in line]
+        found += [(shown, number, line) for number,
+                  line in enumerate(lines, 1) if "toolbox" in line and "shell-init" in line]
     return found
 
 

@@ -25,8 +25,8 @@ import re
 from dataclasses import dataclass
 
 from toolbox.errors import ToolboxError
-from toolbox.project.project import LOCK_FILE
 from toolbox.hot.plans import PROJECT_FILE
+from toolbox.project.project import LOCK_FILE
 
 DIGEST_TEXT = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -97,7 +97,8 @@ def _planned_projects(layout):
 def forget_missing(layout):
     """Forget the projects whose toolbox.toml is gone (where the data directory can be
     written: forgetting is tidying, never a reason to fail). Returns them."""
-    gone = [project for project, record in remembered_projects(layout).items() if record and not os.path.isfile(project)]
+    gone = [project for project,
+            record in remembered_projects(layout).items() if record and not os.path.isfile(project)]
     for project in gone:
         try:
             os.unlink(_record_path(layout, project))
@@ -170,7 +171,8 @@ def read_known_lock(pins_path, lock_path, is_project):
         except ToolboxError:
             found = None
         text = found.data.decode("utf-8", "replace") if found is not None else ""
-        return KnownLock(pins_path, lock_path, is_project, {}, frozenset(DIGEST_TEXT.findall(text)), err.message)
+        return KnownLock(pins_path, lock_path, is_project, {}, frozenset(DIGEST_TEXT.findall(text)),
+                         err.message)
     if lock.stamp is None:
         return None
     digests = set()
@@ -195,7 +197,8 @@ class StoreUse:
 
     def users(self, record):
         """[(tool, version, KnownLock)] of the lock entries that run `record`."""
-        return [(tool, version, lock) for lock in self.locks if lock.names(record) for tool, version in lock.tools_for(record)]
+        return [(tool, version, lock) for lock in self.locks if lock.names(record) for tool,
+                version in lock.tools_for(record)]
 
     def used(self, record):
         return any(lock.names(record) for lock in self.locks)
@@ -208,7 +211,8 @@ class StoreUse:
             wheres = {}
             for tool, version, lock in users:
                 wheres.setdefault((tool, version), []).append(lock)
-            return "; ".join(f"{tool} {version} ({_where(locks, self.home)})" for (tool, version), locks in wheres.items())
+            return "; ".join(f"{tool} {version} ({_where(locks, self.home)})" for (tool, version),
+                             locks in wheres.items())
         naming = [lock for lock in self.locks if lock.names(record)]
         if naming:  # by a lock, or an entry of one, that does not parse (conflict markers)
             return f"{self._recipe_label(record.reference) or '?'} ({_where(naming, self.home)}: a lock entry that cannot be read)"

@@ -42,7 +42,8 @@ class Mirror:
                 scheme, text = prefix[:-3], text[len(prefix):]
         host, _, path = text.strip("/").partition("/")
         if not host:
-            raise ConfigError(f"{where}: empty mirror", hint="a mirror is host[:port][/path], e.g. mirror.example.com")
+            raise ConfigError(f"{where}: empty mirror",
+                              hint="a mirror is host[:port][/path], e.g. mirror.example.com")
         return cls(host.lower(), path, scheme)
 
 
@@ -73,7 +74,8 @@ class UserConfig:
             return cls(path)
         from toolbox.project.project import parse_pins
 
-        return cls(path, _parse_registries(doc, path), parse_pins(doc.get("tools", {}), path), _safe_directories(doc, path), stamp)
+        return cls(path, _parse_registries(doc, path), parse_pins(doc.get("tools", {}), path),
+                   _safe_directories(doc, path), stamp)
 
 
 def _safe_directories(doc, path):
@@ -100,7 +102,8 @@ def _parse_registry(host, table, path):
         raise ConfigError(f"{where} must be a table")
     unknown = set(table) - _REGISTRY_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}", hint=f"allowed keys: {', '.join(sorted(_REGISTRY_KEYS))}")
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}",
+                          hint=f"allowed keys: {', '.join(sorted(_REGISTRY_KEYS))}")
     mirrors = table.get("mirrors", [])
     if not isinstance(mirrors, list) or not all(isinstance(m, str) for m in mirrors):
         raise ConfigError(f"{where}: 'mirrors' must be a list of strings")

@@ -46,17 +46,20 @@ class LockEntry:
 
     def matches(self, recipe, version):
         """Whether this entry is what `recipe` makes of `version` now."""
-        return (self.recipe, self.version, self.image, self.tag) == (recipe.name, version, recipe.image, recipe.tag_for(version))
+        return (self.recipe, self.version, self.image, self.tag) == (recipe.name, version, recipe.image,
+                                                                     recipe.tag_for(version))
 
     def manifest_for(self, platform):
         """The locked manifest digest to run on `platform` (a Platform)."""
         from toolbox.oci.platform import Platform
 
-        candidates = [(key, digest) for key, digest in sorted(self.platforms.items()) if platform.matches(Platform.parse(key))]
+        candidates = [(key, digest) for key,
+                      digest in sorted(self.platforms.items()) if platform.matches(Platform.parse(key))]
         exact = [c for c in candidates if c[0] == str(platform)]
         if not (exact or candidates):
             raise LockError(
-                f"{self.tool}: the locked image {self.reference} has no manifest for {platform} (locked: {', '.join(sorted(self.platforms)) or 'none'})",
+                f"{self.tool}: the locked image {self.reference} has no manifest for {platform} (locked: "
+                f"{', '.join(sorted(self.platforms)) or 'none'})",
                 hint="pick a version published for this platform, then `toolbox lock`",
             )
         return (exact or candidates)[0][1]
@@ -74,8 +77,8 @@ class LockEntry:
         return self.digest in self.platforms.values()
 
     def to_toml(self):
-        return {"recipe": self.recipe, "source": self.source, "version": self.version, "image": self.image, "tag": self.tag,
-                "digest": self.digest, "platforms": dict(sorted(self.platforms.items()))}
+        return {"recipe": self.recipe, "source": self.source, "version": self.version, "image": self.image,
+                "tag": self.tag, "digest": self.digest, "platforms": dict(sorted(self.platforms.items()))}
 
 
 class LockFile:
@@ -94,8 +97,10 @@ class LockFile:
 def conflicted(path):
     """The LockConflict for the lock at `path`: what to do about it."""
     return LockConflict(f"{path} has merge conflicts (git's <<<<<<< markers)",
-                        hint="run `toolbox lock`: it resolves them from toolbox.toml, keeping every entry that still matches its "
-                             "pin and resolving only the others; then commit toolbox.lock (--frozen and CI=true never resolve)")
+                        hint="run `toolbox lock`: it resolves them from toolbox.toml, keeping every entry "
+                             "that still matches its "
+                             "pin and resolving only the others; then commit toolbox.lock (--frozen and "
+                             "CI=true never resolve)")
 
 
 def read_lock(path, check_owner=None, conflicts=False):
@@ -116,13 +121,16 @@ def read_lock(path, check_owner=None, conflicts=False):
         if not conflicts:
             raise conflicted(path)
         text = found.data.decode("utf-8", "replace")
-        return LockFile(stamp=found.stamp, sides=tuple(side_entries(side, path) for side in conflict_sides(text)))
+        return LockFile(stamp=found.stamp,
+                        sides=tuple(side_entries(side, path) for side in conflict_sides(text)))
     doc = parse_toml_bytes(found.data, path, LockError)
     if type(doc.get("lock_version")) is not int or doc["lock_version"] != LOCK_VERSION:  # True == 1 in Python
-        raise LockError(f"{path}: lock_version {doc.get('lock_version')!r} is not {LOCK_VERSION}", hint="run `toolbox lock` to write it again")
+        raise LockError(f"{path}: lock_version {doc.get('lock_version')!r} is not {LOCK_VERSION}",
+                        hint="run `toolbox lock` to write it again")
     tools = doc.get("tools", {})
     if not isinstance(tools, dict):
-        raise LockError(f"{path}: [tools] must hold one table per tool", hint="run `toolbox lock` to write it again")
+        raise LockError(f"{path}: [tools] must hold one table per tool",
+                        hint="run `toolbox lock` to write it again")
     lock = LockFile(stamp=found.stamp)
     for tool, table in tools.items():
         try:
@@ -280,7 +288,8 @@ def lock_changes(before, after, damaged=()):
 def _entry(tool, table, path):
     where = f"{path}: [tools.{tool}]"
     if not isinstance(table, dict) or set(table) != set(ENTRY_KEYS):
-        raise LockError(f"{where} must have exactly {', '.join(ENTRY_KEYS)}", hint="run `toolbox lock` to write it again")
+        raise LockError(f"{where} must have exactly {', '.join(ENTRY_KEYS)}",
+                        hint="run `toolbox lock` to write it again")
     platforms = table["platforms"]
     strings = [table[key] for key in ENTRY_KEYS if key != "platforms"]
     if not all(isinstance(value, str) and value for value in strings) or not isinstance(platforms, dict) or not platforms \
@@ -299,7 +308,8 @@ def _check_consistent(entry, where):
 
     bad = [d for d in [entry.digest, *entry.platforms.values()] if not DIGEST.match(d)]
     if bad:
-        raise LockError(f"{where}: {bad[0]!r} is not a sha256 digest", hint="run `toolbox lock` to write it again")
+        raise LockError(f"{where}: {bad[0]!r} is not a sha256 digest",
+                        hint="run `toolbox lock` to write it again")
     try:
         for key in entry.platforms:
             Platform.parse(key)
@@ -307,11 +317,14 @@ def _check_consistent(entry, where):
     except ToolboxError as err:
         raise LockError(f"{where}: {err.message}", hint="run `toolbox lock` to write it again") from None
     if entry.is_lone_manifest and len(entry.platforms) != 1:
-        raise LockError(f"{where}: digest {entry.digest} is one platform's manifest, but the entry maps {len(entry.platforms)} platforms",
-                        hint="the lock was edited or damaged: run `toolbox lock --upgrade` and review the change")
+        raise LockError(f"{where}: digest {entry.digest} is one platform's manifest, but the entry maps "
+                        f"{len(entry.platforms)} platforms",
+                        hint="the lock was edited or damaged: run `toolbox lock --upgrade` and review the "
+                             "change")
     if len(set(entry.platforms.values())) != len(entry.platforms):
         raise LockError(f"{where}: two platforms are mapped to the same manifest",
-                        hint="the lock was edited or damaged: run `toolbox lock --upgrade` and review the change")
+                        hint="the lock was edited or damaged: run `toolbox lock --upgrade` and review the "
+                             "change")
 
 
 def render(entries, broken=None):
@@ -354,7 +367,8 @@ def disagreements(pins, catalog, lock):
         elif recipe is None:
             reasons.append((tool, f"{tool}: no recipe"))
         elif not entry.matches(recipe, version):
-            reasons.append((tool, f"{tool}: pinned {version} ({recipe.reference_for(version)}), locked {entry.version} ({entry.reference})"))
+            reasons.append((tool, f"{tool}: pinned {version} ({recipe.reference_for(version)}), locked "
+                                  f"{entry.version} ({entry.reference})"))
     locked = set(lock.entries) | set(lock.broken)
     reasons += [(tool, f"{tool} is locked but no longer pinned") for tool in sorted(locked - set(pins.versions))]
     return reasons

@@ -21,12 +21,16 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from toolbox.errors import ConfigError
+from toolbox.errors import ConfigError, ForeignFile, RecipeError
 from toolbox.fsutil import read_input
-from toolbox.errors import ForeignFile
-from toolbox.project.recipes import NAME_PATTERN, VERSION_PATTERN, BrokenRecipe, parse_recipe, parse_toml_bytes
-from toolbox.errors import RecipeError
 from toolbox.hot.plans import SAFE_ENV, find_project_file
+from toolbox.project.recipes import (
+    NAME_PATTERN,
+    VERSION_PATTERN,
+    BrokenRecipe,
+    parse_recipe,
+    parse_toml_bytes,
+)
 
 LOCK_FILE = "toolbox.lock"
 PROJECT_KEYS = {"tools", "recipes"}
@@ -58,7 +62,8 @@ def load_project(path, safe_directories=(), environ=os.environ):
     doc = parse_toml_bytes(found.data, path, ConfigError)
     unknown = sorted(set(doc) - PROJECT_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r}", hint="allowed: [tools] and [recipes.NAME]")
+        raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r}",
+                          hint="allowed: [tools] and [recipes.NAME]")
     recipes_table = doc.get("recipes", {})
     if not isinstance(recipes_table, dict):
         raise ConfigError(f"{path}: 'recipes' must hold [recipes.NAME] tables")
@@ -68,8 +73,8 @@ def load_project(path, safe_directories=(), environ=os.environ):
             recipes[name] = parse_recipe(name, table, "project", path)
         except RecipeError as err:
             broken[name] = BrokenRecipe(name, "project", path, err)
-    return Pins(path, os.path.join(os.path.dirname(path), LOCK_FILE), parse_pins(doc.get("tools", {}), path), recipes, found.stamp,
-                broken_recipes=broken)
+    return Pins(path, os.path.join(os.path.dirname(path), LOCK_FILE), parse_pins(doc.get("tools", {}), path),
+                recipes, found.stamp, broken_recipes=broken)
 
 
 def check_owner(found, safe_directories=(), environ=os.environ):
@@ -83,8 +88,10 @@ def check_owner(found, safe_directories=(), environ=os.environ):
     if "*" in allowed or os.path.realpath(directory) in {os.path.realpath(entry) for entry in allowed}:
         return
     raise ForeignFile(
-        f"{found.path} belongs to {_user_name(found.owner)}, not to you: toolbox does not follow another user's project files",
-        hint=f"if you trust that user's file, allow its directory: add \"{directory}\" to safe_directories in your "
+        f"{found.path} belongs to {_user_name(found.owner)}, not to you: toolbox does not follow another "
+        "user's project files",
+        hint=f"if you trust that user's file, allow its directory: add \"{directory}\" to safe_directories "
+             "in your "
              f"config.toml, or set {SAFE_ENV}={directory}; else work in a directory of your own",
     )
 
@@ -103,7 +110,8 @@ def parse_pins(table, path):
         raise ConfigError(f"{path}: [tools] must be a table of name = \"version\"")
     for name, version in table.items():
         if not NAME_PATTERN.match(name):
-            raise ConfigError(f"{path}: [tools] {name!r} is not a tool name (lowercase letters, digits, '.', '_', '-')")
+            raise ConfigError(f"{path}: [tools] {name!r} is not a tool name (lowercase letters, digits, '.', "
+                              "'_', '-')")
         if not isinstance(version, str) or not VERSION_PATTERN.match(version):
             raise ConfigError(f"{path}: [tools] {name} = {version!r}: a version is a string like \"1.7.1\"")
     return dict(table)
@@ -120,8 +128,8 @@ def current_pins(layout, cwd, user_config, environ=os.environ):
 
 def global_pins(layout, user_config):
     """The [tools] of the user's config.toml, locked in the config directory's toolbox.lock."""
-    return Pins(user_config.path or layout.config_file, os.path.join(layout.config_dir, LOCK_FILE), dict(user_config.tools),
-                stamp=user_config.stamp, is_project=False)
+    return Pins(user_config.path or layout.config_file, os.path.join(layout.config_dir, LOCK_FILE),
+                dict(user_config.tools), stamp=user_config.stamp, is_project=False)
 
 
 # -- editing toolbox.toml, keeping the user's comments and layout -------------------------------------
@@ -159,7 +167,8 @@ def edit_pins(path, set_versions=None, remove=(), new_file_mode=0o644):
     except tomllib.TOMLDecodeError:
         result = None
     if result != intended:
-        raise ConfigError(f"cannot edit {path}: its pins are not one `name = \"version\"` line each under a [tools] table",
+        raise ConfigError(f"cannot edit {path}: its pins are not one `name = \"version\"` line each under a "
+                          "[tools] table",
                           hint="edit the file by hand, or write the pins that way")
     from toolbox.fsutil import atomic_write
 
@@ -190,7 +199,8 @@ def _edited_text(text, set_versions, remove):
             line = f'{_toml_key(key)} = "{set_versions.pop(key)}"{"  " + comment if comment else ""}{newline}'
         kept.append(line)
         if index == last and set_versions:
-            kept += [f'{_toml_key(name)} = "{version}"{newline}' for name, version in sorted(set_versions.items())]
+            kept += [f'{_toml_key(name)} = "{version}"{newline}' for name,
+                     version in sorted(set_versions.items())]
             set_versions = {}
     kept += [f'{_toml_key(name)} = "{version}"{newline}' for name, version in sorted(set_versions.items())]
     return "".join(kept)

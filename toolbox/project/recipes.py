@@ -50,7 +50,8 @@ PASS_ENV = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?\Z")
 NETWORKS = ("host", "none")
 NOT_GRANTED_NETWORKS = ("none",)  # a restriction, not access: never listed nor recorded as a grant
 SOURCES = ("project", "user", "builtin")  # precedence, highest first
-KEYS = {"description", "image", "tag", "default_version", "command", "default_command", "env", "pass_env", "mounts", "network", "tty", "aliases"}
+KEYS = {"description", "image", "tag", "default_version", "command", "default_command", "env", "pass_env",
+        "mounts", "network", "tty", "aliases"}
 ALIAS_KEYS = {"version", "command"}
 MOUNT_KEYS = {"source", "target", "read_only"}
 
@@ -146,7 +147,8 @@ def sorted_grants(items):
     return sorted(items, key=lambda item: (_GRANT_ORDER.index(item[0]) if item[0] in _GRANT_ORDER else len(_GRANT_ORDER), item))
 
 
-_DESCRIPTIONS = {"image": "image {0}", "pass_env": "host variable {0}", "env": "variable {0}={1}", "network": "network {0}"}
+_DESCRIPTIONS = {"image": "image {0}", "pass_env": "host variable {0}", "env": "variable {0}={1}",
+                 "network": "network {0}"}
 
 
 def describe_grant(item):
@@ -182,19 +184,23 @@ def parse_recipe(name, table, source, origin):
     """A Recipe from a TOML table, or RecipeError naming `origin`, the key and what is allowed."""
     where = f"{origin}: recipe {name!r}"
     if not NAME_PATTERN.match(name):
-        raise RecipeError(f"{where}: the name must be lowercase letters, digits, '.', '_' or '-'", hint="rename the file or table")
+        raise RecipeError(f"{where}: the name must be lowercase letters, digits, '.', '_' or '-'",
+                          hint="rename the file or table")
     if not isinstance(table, dict):
         raise RecipeError(f"{where} must be a table")
     unknown = sorted(set(table) - KEYS)
     if unknown:
-        raise RecipeError(f"{where}: unknown key {unknown[0]!r}", hint=f"allowed keys: {', '.join(sorted(KEYS))}")
+        raise RecipeError(f"{where}: unknown key {unknown[0]!r}",
+                          hint=f"allowed keys: {', '.join(sorted(KEYS))}")
     image = _string(table, "image", where, required=True)
     if ":" in image.rpartition("/")[2] or "@" in image:
-        raise RecipeError(f"{where}: 'image' is a repository without tag or digest, e.g. ghcr.io/jqlang/jq", hint="put the tag scheme in 'tag'")
+        raise RecipeError(f"{where}: 'image' is a repository without tag or digest, e.g. ghcr.io/jqlang/jq",
+                          hint="put the tag scheme in 'tag'")
     from toolbox.oci.reference import ImageRef  # the same rules as `toolbox pull`
 
     tag = _string(table, "tag", where, default="{version}")
-    default_version = _version(_string(table, "default_version", where, required=True), f"{where}: 'default_version'")
+    default_version = _version(_string(table, "default_version", where, required=True),
+                               f"{where}: 'default_version'")
     try:
         ImageRef.parse(f"{image}:{tag.replace('{version}', default_version)}")
     except ToolboxError as err:
@@ -217,7 +223,8 @@ def parse_recipe(name, table, source, origin):
         default_command=_command(table.get("default_command"), f"{where}: 'default_command'"),
         env=_env(table.get("env", {}), where),
         pass_env=_pass_env(table.get("pass_env", []), where),
-        mounts=tuple(_mount(m, f"{where}: 'mounts'") for m in _list(table.get("mounts", []), f"{where}: 'mounts'")),
+        mounts=tuple(_mount(m, f"{where}: 'mounts'") for m in _list(table.get("mounts", []),
+                                                                    f"{where}: 'mounts'")),
         network=network,
         tty=tty,
         aliases=_aliases(table.get("aliases", {}), where),
@@ -267,22 +274,26 @@ def _env(value, where):
 def _pass_env(value, where):
     for pattern in _list(value, f"{where}: 'pass_env'"):
         if not isinstance(pattern, str) or not PASS_ENV.match(pattern) or pattern == "*":
-            raise RecipeError(f"{where}: 'pass_env' entry {pattern!r} must be a variable name or a PREFIX* pattern")
+            raise RecipeError(f"{where}: 'pass_env' entry {pattern!r} must be a variable name or a PREFIX* "
+                              "pattern")
     return tuple(value)
 
 
 def _mount(value, where):
     if not isinstance(value, dict):
-        raise RecipeError(f"{where}: each mount is a table {{ source = \"~/.aws\", target = \"~/.aws\", read_only = true }}")
+        raise RecipeError(f"{where}: each mount is a table {{ source = \"~/.aws\", target = \"~/.aws\", "
+                          f"read_only = true }}")
     unknown = sorted(set(value) - MOUNT_KEYS)
     if unknown:
-        raise RecipeError(f"{where}: unknown mount key {unknown[0]!r}", hint=f"allowed: {', '.join(sorted(MOUNT_KEYS))}")
+        raise RecipeError(f"{where}: unknown mount key {unknown[0]!r}",
+                          hint=f"allowed: {', '.join(sorted(MOUNT_KEYS))}")
     source, target = value.get("source"), value.get("target")
     for key, path in (("source", source), ("target", target)):
         if not isinstance(path, str) or not (path.startswith("/") or path == "~" or path.startswith("~/")):
             raise RecipeError(f"{where}: mount {key} {path!r} must be an absolute path or start with ~/")
         if "/../" in path + "/" or path in ("/", "~"):
-            raise RecipeError(f"{where}: mount {key} {path!r} must name a directory or file below / or ~, without '..'")
+            raise RecipeError(f"{where}: mount {key} {path!r} must name a directory or file below / or ~, "
+                              "without '..'")
     read_only = value.get("read_only", False)
     if not isinstance(read_only, bool):
         raise RecipeError(f"{where}: mount 'read_only' must be true or false")
@@ -291,7 +302,8 @@ def _mount(value, where):
 
 def _aliases(value, where):
     if not isinstance(value, dict):
-        raise RecipeError(f"{where}: 'aliases' must be a table of NAME = {{ version = \"...\", command = [...] }}")
+        raise RecipeError(f"{where}: 'aliases' must be a table of NAME = {{ version = \"...\", command = "
+                          f"[...] }}")
     aliases = {}
     for name, table in value.items():
         alias_where = f"{where}: alias {name!r}"
@@ -422,7 +434,8 @@ class Catalog:
     def suggestion(self, name):
         import difflib
 
-        close = difflib.get_close_matches(name, list(self.recipes) + list(self.aliases) + list(self.broken), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(name, list(self.recipes) + list(self.aliases) + list(self.broken),
+                                          n=3, cutoff=0.6)
         if close:
             return f"did you mean {' or '.join(close)}? (`toolbox recipes list` shows them all)"
         return "`toolbox recipes search WORD` finds recipes; an image reference needs a registry or tag, e.g. docker.io/library/NAME:TAG"

@@ -20,8 +20,8 @@ import json
 import os
 
 from toolbox.errors import NotTrusted, ToolboxError
-from toolbox.project.recipes import NOT_GRANTED_NETWORKS, describe_grant, sorted_grants
 from toolbox.hot.plans import TRUST_ENV
+from toolbox.project.recipes import NOT_GRANTED_NETWORKS, describe_grant, sorted_grants
 
 TRUST_VERSION = 2
 
@@ -43,7 +43,8 @@ class TrustStore:
         self.environ = environ
 
     def record_path(self, project_file):
-        return os.path.join(self.directory, hashlib.sha256(os.fsencode(os.path.abspath(project_file))).hexdigest() + ".json")
+        return os.path.join(self.directory,
+                            hashlib.sha256(os.fsencode(os.path.abspath(project_file))).hexdigest() + ".json")
 
     def read(self, project_file):
         """The TrustRecord for `project_file` (empty when none, damaged, or of an older kind:
@@ -84,8 +85,10 @@ class TrustStore:
         trusted = dict(keep.recipes) if keep is not None else {}
         trusted.update({recipe.name: recipe.grant_items() for recipe in recipes})
         doc = {"version": TRUST_VERSION, "project": os.path.abspath(project_file),
-               "recipes": {name: [list(item) for item in sorted_grants(items)] for name, items in sorted(trusted.items())}}
-        atomic_write(self.record_path(project_file), json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", 0o600)
+               "recipes": {name: [list(item) for item in sorted_grants(items)] for name,
+                           items in sorted(trusted.items())}}
+        atomic_write(self.record_path(project_file),
+                     json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", 0o600)
         return trusted
 
     def untrust(self, project_file):

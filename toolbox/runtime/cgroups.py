@@ -7,6 +7,7 @@ Standard library only: this runs on the launch path when a limit is asked for.
 """
 
 import os
+
 from toolbox.errors import LimitError
 
 CONTROLLER_OF = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
@@ -103,7 +104,8 @@ def enter_limited_cgroup(limits: dict[str, int | str]) -> None:
         # while the parent holds no process itself, as in a scope made for this run.
         with open(os.path.join(parent, "cgroup.subtree_control"), "w") as file:
             file.write(controllers)
-        files = {"memory": ("memory.max", str(limits.get("memory"))), "cpus": ("cpu.max", limits.get("cpus")), "pids": ("pids.max", str(limits.get("pids")))}
+        files = {"memory": ("memory.max", str(limits.get("memory"))), "cpus": ("cpu.max", limits.get("cpus")),
+                 "pids": ("pids.max", str(limits.get("pids")))}
         for key in limits:
             name, value = files[key]
             with open(os.path.join(child, name), "w") as file:

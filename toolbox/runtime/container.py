@@ -19,13 +19,13 @@ the root are tables walked in mounts.py.
 import os
 from _collections_abc import Callable  # collections.abc's own, loaded with os (collections.abc costs ~1.5 ms)
 
+from toolbox.errors import CommandNotExecutable, CommandNotFound, RuntimeStepError
 from toolbox.runtime import rootfs
 from toolbox.runtime import syscalls as sc
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, FileTooBig, NotRegularFile, read_regular
 from toolbox.runtime.mounts import bind, mount_system, mountpoint, resolve_inside
 from toolbox.runtime.signals import restore_caller_signals
 from toolbox.runtime.spec import ASSEMBLE, ID_MAPS, PRIVATE, UNSHARE, RunSpec
-from toolbox.errors import CommandNotExecutable, CommandNotFound, RuntimeStepError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -61,16 +61,19 @@ def exec_container(spec: RunSpec) -> None:
     except OSError as err:
         raise RuntimeStepError(ASSEMBLE, err) from None
     if not root.writable:
-        _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root, spec.home)
+        _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root,
+              spec.home)
     _step("mount /proc, /sys and /dev", mount_system, root.path)
     _step("add the user to /etc/passwd", add_user, root, spec)
     for mount in spec.binds:
         _step(f"bind {mount.host} to {mount.inside}", bind, root.path, mount)
     for inside in spec.tmpfs:
-        _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", mountpoint(root.path, inside, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
+        _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", mountpoint(root.path, inside, directory=True),
+              "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
     _step(f"create the working directory {spec.cwd}", make_working_directory, root, spec.cwd)
     if spec.read_only or not root.writable:
-        _step("make the root read-only", sc.mount, None, root.path, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+        _step("make the root read-only", sc.mount, None, root.path, None,
+              sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
     _step("pivot_root", pivot_into, root.path)
     _step(f"chdir {spec.cwd}", os.chdir, spec.cwd)
     _step("set no_new_privs", sc.set_no_new_privs)
@@ -155,7 +158,8 @@ def add_user(root: rootfs.Root, spec: RunSpec) -> None:
             line = "\n" + line
         if root.writable:
             os.makedirs(etc, exist_ok=True)
-            _write_file(path, line.encode("utf-8", "surrogateescape"), os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
+            _write_file(path, line.encode("utf-8", "surrogateescape"),
+                        os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK)
         else:
             copy = os.path.join(os.path.dirname(root.path), name)
             _write_file(copy, (content + line).encode("utf-8", "surrogateescape"))

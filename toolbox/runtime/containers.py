@@ -29,7 +29,8 @@ _FIELDS = ("image", "reference", "layers", "created")
 def check_name(name: str, what: str = "container") -> str:
     """Names that are safe as one path component and readable in listings (docker's rule)."""
     if not name or not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name) or len(name) > 128:
-        raise ToolboxError(f"invalid {what} name {name!r}", hint="use letters, digits, '_', '.' and '-', starting with a letter or digit")
+        raise ToolboxError(f"invalid {what} name {name!r}",
+                           hint="use letters, digits, '_', '.' and '-', starting with a letter or digit")
     return name
 
 
@@ -53,10 +54,12 @@ def claim(layout: Layout, name: str, image_text: str, plan: dict) -> Container:
     try:
         lock_fd = locks.acquire(os.path.join(path, "lock"), blocking=False, inheritable=True)
     except locks.Busy:
-        raise ToolboxError(f"container {name!r} is running", hint="wait for it to exit, or use another --name") from None
+        raise ToolboxError(f"container {name!r} is running",
+                           hint="wait for it to exit, or use another --name") from None
     record = read_record(path)
     if record is None:
-        record = {"image": image_text, "reference": plan["reference"], "layers": ":".join(plan["layers"]), "created": str(int(time.time()))}
+        record = {"image": image_text, "reference": plan["reference"], "layers": ":".join(plan["layers"]),
+                  "created": str(int(time.time()))}
         for directory in ("upper", "work"):
             os.makedirs(os.path.join(path, directory), exist_ok=True)
         _write_record(path, record)
@@ -126,7 +129,8 @@ def describe(layout: Layout, name: str) -> dict[str, object]:
     path = os.path.join(layout.containers_dir, check_name(name))
     record = read_record(path)
     if record is None:
-        raise ToolboxError(f"no container named {name!r}", hint="`toolbox ps` lists them; `toolbox run --name NAME IMAGE` makes one")
+        raise ToolboxError(f"no container named {name!r}",
+                           hint="`toolbox ps` lists them; `toolbox run --name NAME IMAGE` makes one")
     return {
         "name": name,
         "image": record["image"],

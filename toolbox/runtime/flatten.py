@@ -168,7 +168,8 @@ def _copy_file(source_dir, name, dest_dir):
         try:
             for offset, size in _data_segments_of(source, st.st_size):
                 for position in range(offset, offset + size, COPY_CHUNK):
-                    _pwrite_all(target, os.pread(source, min(COPY_CHUNK, offset + size - position), position), position)
+                    _pwrite_all(target, os.pread(source, min(COPY_CHUNK, offset + size - position), position),
+                                position)
             os.ftruncate(target, st.st_size)
             for attribute, value in _user_xattrs(source).items():
                 try:

@@ -91,7 +91,8 @@ def _wait_for_mount(target, device_before, pid, log_path, timeout):
         if time.monotonic() > deadline:
             os.kill(pid, _signal.SIGKILL)
             os.waitpid(pid, 0)
-            raise OSError(errno.ETIMEDOUT, f"{PROGRAM} did not mount within {timeout:g} s: {_log_tail(log_path)}")
+            raise OSError(errno.ETIMEDOUT,
+                          f"{PROGRAM} did not mount within {timeout:g} s: {_log_tail(log_path)}")
         time.sleep(delay)
         delay = min(delay * 2, 0.01)
 

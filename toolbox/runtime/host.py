@@ -115,7 +115,8 @@ def userns_fix(sysctls: dict[str, int], err_no: int | None = None, host: Host | 
         if sysctls.get(name) == blocking:
             return _sysctl_fix(name, wanted)
     if err_no == errno.ENOSPC:
-        return _sysctl_fix("user.max_user_namespaces", max(15000, 2 * sysctls.get("user.max_user_namespaces", 0)))
+        return _sysctl_fix("user.max_user_namespaces",
+                           max(15000, 2 * sysctls.get("user.max_user_namespaces", 0)))
     if not os.path.exists(os.path.join((host or Host()).proc, "self", "ns", "user")):
         return "this kernel is built without user namespaces (CONFIG_USER_NS): use your distribution's standard kernel"
     return ("no sysctl here forbids them, so a seccomp filter or a security module does: inside a container, "
@@ -130,7 +131,8 @@ def probe_runtime(workdir: str | None = None, timeout: float = PROBE_TIMEOUT, mo
     fuse-overlayfs it started, with its parent-death signal)."""
     try:
         # Loaded before the fork, so a broken cffi module is a line here, not a crash in the child.
-        from toolbox.runtime import rootfs, container as runtime, syscalls
+        from toolbox.runtime import container as runtime
+        from toolbox.runtime import rootfs, syscalls
 
         if workdir is not None:
             os.makedirs(os.path.join(workdir, "lower"))
@@ -138,7 +140,8 @@ def probe_runtime(workdir: str | None = None, timeout: float = PROBE_TIMEOUT, mo
             with open(os.path.join(workdir, "lower", "probe"), "w"):
                 pass
     except Exception as err:
-        return Probe(UNSHARE if workdir is None else ASSEMBLE, getattr(err, "errno", None), f"cannot prepare the probe: {err}")
+        return Probe(UNSHARE if workdir is None else ASSEMBLE, getattr(err, "errno", None),
+                     f"cannot prepare the probe: {err}")
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report, then leave without running any of the parent's cleanup
@@ -180,8 +183,8 @@ def _probe_in_child(runtime, rootfs, sc, workdir, mode):
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         if workdir is not None:
             step = f"{ASSEMBLE} ({mode})"
-            spec = RunSpec(layers_dir=workdir, layers=["lower"], scratch_dir=os.path.join(workdir, "scratch"), argv=[], env={}, cwd="/",
-                           rootfs=(mode,))
+            spec = RunSpec(layers_dir=workdir, layers=["lower"], scratch_dir=os.path.join(workdir, "scratch"),
+                           argv=[], env={}, cwd="/", rootfs=(mode,))
             root = rootfs.assemble(spec).path
             if not os.path.exists(os.path.join(root, "probe")):
                 raise OSError(errno.ENOENT, f"the lower layer's file is not visible through {mode}")
@@ -297,7 +300,8 @@ def user_name_of(uid: int) -> str:
 
 
 # -- hints for `toolbox run` -------------------------------------------------------------------
-def hint_for_run_failure(step: str, err_no: int | None, layout: Layout | None = None, host: Host | None = None) -> str:
+def hint_for_run_failure(step: str, err_no: int | None, layout: Layout | None = None,
+                         host: Host | None = None) -> str:
     """The one fix for a failed runtime step (RuntimeStepError's step and errno). A failure
     path, so it may probe: for the overlay mount it runs the runtime probe."""
     host = host or Host()
@@ -317,7 +321,8 @@ def hint_for_run_failure(step: str, err_no: int | None, layout: Layout | None = 
                     return DOCTOR_HINT
                 probe = probe_runtime(os.path.join(workdir, "overlay"))
             return overlay_fix(probe, host.kernel_release()) or (
-                "overlayfs works here in a probe, so this image's layers are the cause: too many for one mount, "
+                "overlayfs works here in a probe, so this image's layers are the cause: too many for one "
+                "mount, "
                 "or a damaged layer tree (`toolbox rmi IMAGE`, then pull it again)")
     except Exception:
         pass  # the hint is a courtesy on a failure path: the general one will do

@@ -54,7 +54,8 @@ class FileTooBig(OSError):
     def __init__(self, path: str, size: int | None, limit: int) -> None:
         self.size = size
         self.limit = limit
-        super().__init__(errno.EFBIG, f"{self.describe()}, more than the {_size(limit)} toolbox reads of it", path)
+        super().__init__(errno.EFBIG, f"{self.describe()}, more than the {_size(limit)} toolbox reads of it",
+                         path)
 
     def describe(self) -> str:
         return f"more than {_size(self.limit)}" if self.size is None else f"{self.size} bytes"

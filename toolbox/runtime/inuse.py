@@ -24,7 +24,8 @@ def claim(layout: Layout, layers: list[str]) -> int:
     try:
         missing = [layer for layer in layers if not os.path.isdir(os.path.join(layout.layers_dir, layer))]
         if missing:
-            raise ImageNotStored(f"{len(missing)} of the image's layers were removed from the store", hint="pull the image again")
+            raise ImageNotStored(f"{len(missing)} of the image's layers were removed from the store",
+                                 hint="pull the image again")
         fd = locks.acquire(os.path.join(directory, str(os.getpid())), inheritable=True)
         os.ftruncate(fd, 0)
         os.write(fd, ("\n".join(layers) + "\n").encode())

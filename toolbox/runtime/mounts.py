@@ -38,8 +38,8 @@ class Mount:
 
     __slots__ = ("kind", "source", "target", "flags", "data", "restrict", "when")
 
-    def __init__(self, kind: str, source: str, target: str, flags: int = 0, data: str | None = None, restrict: int = 0,
-                 when: tuple[Callable[[str], bool], str] | None = None) -> None:
+    def __init__(self, kind: str, source: str, target: str, flags: int = 0, data: str | None = None,
+                 restrict: int = 0, when: tuple[Callable[[str], bool], str] | None = None) -> None:
         self.kind = kind
         self.source = source
         self.target = target
@@ -55,7 +55,8 @@ SYSTEM_MOUNTS = (
     # /proc: a new procfs needs a new pid namespace, which would need a resident parent; the
     # host's /proc is bound instead, as Charliecloud does.
     Mount(BIND_DIR, "/proc", "proc", sc.MS_REC),
-    Mount(BIND_DIR, "/sys", "sys", sc.MS_REC, restrict=sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC),
+    Mount(BIND_DIR, "/sys", "sys", sc.MS_REC,
+          restrict=sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC),
     Mount(TMPFS, "toolbox-dev", "dev", sc.MS_NOSUID | sc.MS_NOEXEC, "mode=0755"),
     *(Mount(DEVICE, f"/dev/{name}", f"dev/{name}") for name in DEVICE_NODES),
     Mount(BIND_DIR, "/dev/pts", "dev/pts", sc.MS_REC, when=(os.path.isdir, "/dev/pts")),
@@ -167,7 +168,8 @@ def mountpoint(root: str, relative: str, directory: bool) -> str:
         os.makedirs(path, exist_ok=True)
     elif not os.path.exists(path):
         os.makedirs(parent, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                         0o644))
     return path
 
 
@@ -208,7 +210,8 @@ def cover(path: str, kind: str) -> None:
         raise OSError(errno.EPERM, f"{path} became a symlink since it was checked")
     if kind == "hidden":
         if stat_module.S_ISDIR(st.st_mode):
-            sc.mount("toolbox-hidden", path, "tmpfs", sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=0755,size=4k")
+            sc.mount("toolbox-hidden", path, "tmpfs",
+                     sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC, "mode=0755,size=4k")
             return
         sc.mount("/dev/null", path, None, sc.MS_BIND)
     else:

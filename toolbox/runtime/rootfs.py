@@ -45,7 +45,8 @@ def parse_modes(text: str | None) -> tuple[str, ...]:
     modes = tuple(part.strip() for part in text.split(","))
     for mode in modes:
         if mode not in MODES:
-            raise ValueError(f"{mode!r} is not a root filesystem mode (use {AUTO} or some of {', '.join(MODES)})")
+            raise ValueError(f"{mode!r} is not a root filesystem mode (use {AUTO} or some of "
+                             f"{', '.join(MODES)})")
     return modes
 
 
@@ -148,7 +149,8 @@ def _fuse_overlayfs(spec: RunSpec, layers: _LayerDirs, root: str) -> Root:
 
 def _read_only(spec: RunSpec, _layers: _LayerDirs, root: str) -> Root:
     if spec.upper:
-        raise OSError(errno.EOPNOTSUPP, "--name needs a writable layer, and neither overlayfs nor fuse-overlayfs can be mounted here")
+        raise OSError(errno.EOPNOTSUPP, "--name needs a writable layer, and neither overlayfs nor "
+                                        "fuse-overlayfs can be mounted here")
     sc.mount(flattened_tree(spec), root, None, sc.MS_BIND | sc.MS_REC)
     return Root(root, "read-only", False)
 
@@ -197,7 +199,8 @@ def flattened_tree(spec: RunSpec) -> str:
         _remove_quietly(staging)
     try:
         os.makedirs(os.path.join(staging, "tree"))
-        merge_layers([os.path.join(spec.layers_dir, layer) for layer in reversed(spec.layers)], os.path.join(staging, "tree"))
+        merge_layers([os.path.join(spec.layers_dir, layer) for layer in reversed(spec.layers)],
+                     os.path.join(staging, "tree"))
         with open(os.path.join(staging, LAYERS_FILE), "w") as file:
             file.write("\n".join(spec.layers) + "\n")
         try:
@@ -228,4 +231,5 @@ def _remove_quietly(path: str) -> None:
 def mount_scratch_space(root: Root, home: str) -> None:
     """In read-only mode: WRITABLE_IN_READ_ONLY, then an empty home directory."""
     mount_table(root.path, WRITABLE_IN_READ_ONLY)
-    sc.mount("toolbox-home", mountpoint(root.path, home, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=0700")
+    sc.mount("toolbox-home", mountpoint(root.path, home, directory=True), "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
+             "mode=0700")

@@ -41,10 +41,9 @@ LOST = (_signal.SIGPIPE, _signal.SIGXFSZ)
 # SIGPIPE and SIGXFSZ dispositions. POSIX shells must (XCU 2.12: "traps ignored by the shell
 # shall be set to be ignored by the utility"); bash, dash, zsh, busybox sh, make, xargs, find, timeout,
 # flock, time, setsid and perl were seen to, under `trap '' PIPE` (tests/test_signals.py runs some).
-PASSES_ON = frozenset({
-    "sh", "dash", "bash", "rbash", "zsh", "ksh", "mksh", "pdksh", "oksh", "loksh", "yash", "posh", "ash", "busybox",
-    "make", "gmake", "xargs", "find", "timeout", "flock", "time", "setsid", "perl",
-})
+PASSES_ON = frozenset({"sh", "dash", "bash", "rbash", "zsh", "ksh", "mksh", "pdksh", "oksh", "loksh", "yash",
+                       "posh", "ash", "busybox", "make", "gmake", "xargs", "find", "timeout", "flock", "time",
+                       "setsid", "perl",})
 
 
 def _bit(signum):

@@ -35,8 +35,8 @@ class Bind:
 
     __slots__ = ("host", "inside", "read_only", "identity", "masks")
 
-    def __init__(self, host: str, inside: str, read_only: bool = False, identity: tuple[int, int] | None = None,
-                 masks: tuple[Mask, ...] = ()) -> None:
+    def __init__(self, host: str, inside: str, read_only: bool = False,
+                 identity: tuple[int, int] | None = None, masks: tuple[Mask, ...] = ()) -> None:
         self.host = host
         self.inside = inside
         self.read_only = read_only
@@ -55,14 +55,17 @@ class Bind:
 class RunSpec:
     """What to run and how."""
 
-    __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network", "user_name", "home", "read_only",
-                 "uid", "gid", "upper", "work", "rootfs", "flat_root", "subid_maps")
+    __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network",
+                 "user_name", "home", "read_only", "uid", "gid", "upper", "work", "rootfs", "flat_root",
+                 "subid_maps")
 
-    def __init__(self, layers_dir: str, layers: list[str], scratch_dir: str, argv: list[str], env: dict[str, str], cwd: str,
-                 binds: list[Bind] | tuple[Bind, ...] = (), tmpfs: list[str] | tuple[str, ...] = (), network: str = "host",
-                 user_name: str = "user", home: str = "/home/user", read_only: bool = False, uid: int | None = None,
-                 gid: int | None = None, upper: str | None = None, work: str | None = None, rootfs: tuple[str, ...] | None = None,
-                 flat_root: str | None = None, subid_maps: IdRanges | None = None) -> None:
+    def __init__(self, layers_dir: str, layers: list[str], scratch_dir: str, argv: list[str],
+                 env: dict[str, str], cwd: str, binds: list[Bind] | tuple[Bind, ...] = (),
+                 tmpfs: list[str] | tuple[str, ...] = (), network: str = "host", user_name: str = "user",
+                 home: str = "/home/user", read_only: bool = False, uid: int | None = None,
+                 gid: int | None = None, upper: str | None = None, work: str | None = None,
+                 rootfs: tuple[str, ...] | None = None, flat_root: str | None = None,
+                 subid_maps: IdRanges | None = None) -> None:
         self.layers_dir = layers_dir  # the directory that holds the layer trees
         self.layers = layers  # layer tree names relative to layers_dir, topmost first
         self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on

@@ -43,12 +43,14 @@ def subordinate_range(path: str, user_name: str, user_id: int) -> tuple[int, int
     return None
 
 
-def free_range(entry_lists: list[list[tuple[str, int, int]]], size: int = RANGE_SIZE, floor: int = RANGE_FLOOR) -> int:
+def free_range(entry_lists: list[list[tuple[str, int, int]]], size: int = RANGE_SIZE,
+               floor: int = RANGE_FLOOR) -> int:
     """The first id of the lowest `size` ids from `floor` up that no entry of any list holds
     (read_subids of /etc/subuid and /etc/subgid): a range usermod can hand out to you without
     overlapping another user's."""
     start = floor
-    for first, end in sorted((first, first + count) for entries in entry_lists for _owner, first, count in entries):
+    for first, end in sorted((first, first + count) for entries in entry_lists for _owner, first,
+                             count in entries):
         if end <= start:
             continue
         if first >= start + size:
@@ -57,7 +59,8 @@ def free_range(entry_lists: list[list[tuple[str, int, int]]], size: int = RANGE_
     return start
 
 
-def setup_hint(user_name: str, need_uids: bool, need_gids: bool, need_helpers: bool, files: tuple[str, str] = SUBID_FILES) -> str:
+def setup_hint(user_name: str, need_uids: bool, need_gids: bool, need_helpers: bool,
+               files: tuple[str, str] = SUBID_FILES) -> str:
     """The commands that give `user_name` what is missing: a range free in both files as they
     are now (another user's range is never proposed), and the helpers' package."""
     entries = []
@@ -68,7 +71,8 @@ def setup_hint(user_name: str, need_uids: bool, need_gids: bool, need_helpers: b
             continue
     start = free_range(entries)
     ids = f"{start}-{start + RANGE_SIZE - 1}"
-    options = [option for option, needed in ((f"--add-subuids {ids}", need_uids), (f"--add-subgids {ids}", need_gids)) if needed]
+    options = [option for option,
+               needed in ((f"--add-subuids {ids}", need_uids), (f"--add-subgids {ids}", need_gids)) if needed]
     commands = [f"sudo usermod {' '.join(options)} {user_name}"] if options else []
     commands += ["sudo apt install uidmap"] if need_helpers else []
     return "give yourself subordinate ids and the helpers that map them: " + "; ".join(commands)
@@ -98,8 +102,9 @@ def plan_maps(user_name: str, inner_uid: int, inner_gid: int, files: tuple[str, 
     uid_range = subordinate_range(files[0], user_name, os.getuid())
     gid_range = subordinate_range(files[1], user_name, os.getuid())
     programs = (find_program("newuidmap"), find_program("newgidmap"))
-    missing = [what for what, found in ((f"an {files[0]} entry", uid_range), (f"an {files[1]} entry", gid_range),
-                                        ("newuidmap", programs[0]), ("newgidmap", programs[1])) if not found]
+    missing = [what for what, found in ((f"an {files[0]} entry", uid_range),
+                                        (f"an {files[1]} entry", gid_range), ("newuidmap", programs[0]),
+                                        ("newgidmap", programs[1])) if not found]
     if missing:
         hint = setup_hint(user_name, uid_range is None, gid_range is None, None in programs, files)
         raise ToolboxError(f"--subids needs {', '.join(missing)} for {user_name}", hint=hint)
@@ -113,7 +118,8 @@ class IdMapper:
 
     __slots__ = ("pid", "go_fd")
 
-    def __init__(self, programs: tuple[str, str], uid_map: list[tuple[int, int, int]], gid_map: list[tuple[int, int, int]]) -> None:
+    def __init__(self, programs: tuple[str, str], uid_map: list[tuple[int, int, int]],
+                 gid_map: list[tuple[int, int, int]]) -> None:
         read_fd, self.go_fd = os.pipe()
         parent = os.getpid()
         self.pid = os.fork()

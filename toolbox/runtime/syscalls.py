@@ -53,7 +53,8 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, d
     if data is not None and len(os.fsencode(data)) >= PAGE_SIZE:
         # mount(2) copies one page of options and silently cuts the rest (fs/namespace.c): the
         # filesystem would be mounted with other options than these (rootfs._LayerDirs).
-        raise OSError(errno.E2BIG, f"{what}: {len(os.fsencode(data))} bytes of options, and mount(2) reads one page ({PAGE_SIZE})")
+        raise OSError(errno.E2BIG, f"{what}: {len(os.fsencode(data))} bytes of options, and mount(2) reads "
+                                   f"one page ({PAGE_SIZE})")
     _check(_libc.mount(_c(source), _c(target), _c(fstype), flags, _c(data)), what)
 
 
@@ -88,7 +89,8 @@ def keep_capabilities_across_exec() -> None:
     _check(_libc.capset(header, data), "capset")
     for capability in range(64):
         if data[1 + 3 * (capability // 32)] >> (capability % 32) & 1:
-            _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, capability, 0, 0), f"prctl(PR_CAP_AMBIENT_RAISE, {capability})")
+            _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, capability, 0, 0),
+                   f"prctl(PR_CAP_AMBIENT_RAISE, {capability})")
 
 
 # -- a seccomp filter against terminal injection ----------------------------------------------------
@@ -126,7 +128,8 @@ def _terminal_filter() -> list[tuple[int, int, int, int]]:
         labels[label] = len(program)
         program += block
     labels[check_request] = len(program)
-    program += [(_LD_W_ABS, 0, 0, _ARG1_OFFSET), (_JEQ_K, deny, 0, TIOCSTI), (_JEQ_K, deny, 0, TIOCLINUX), (_RET_K, 0, 0, _SECCOMP_RET_ALLOW)]
+    program += [(_LD_W_ABS, 0, 0, _ARG1_OFFSET), (_JEQ_K, deny, 0, TIOCSTI), (_JEQ_K, deny, 0, TIOCLINUX),
+                (_RET_K, 0, 0, _SECCOMP_RET_ALLOW)]
     labels[deny] = len(program)
     program.append((_RET_K, 0, 0, _SECCOMP_RET_ERRNO | 1))  # EPERM
     resolved = []
@@ -142,10 +145,13 @@ def block_terminal_injection() -> None:
     """Install the filter (needs no_new_privs first). Kept by the tool across execve and by
     every process it starts."""
     order = sys.byteorder
-    code = b"".join(c.to_bytes(2, order) + bytes((jt, jf)) + k.to_bytes(4, order) for c, jt, jf, k in _terminal_filter())
+    code = b"".join(c.to_bytes(2, order) + bytes((jt, jf)) + k.to_bytes(4, order) for c, jt, jf,
+                    k in _terminal_filter())
     instructions = ffi.new("unsigned char[]", code)
     pointer = int(ffi.cast("uintptr_t", instructions))
     # struct sock_fprog { unsigned short len; struct sock_filter *filter; }: the pointer aligned.
     size = ffi.sizeof("void *")
-    fprog = ffi.new("unsigned char[]", (len(code) // 8).to_bytes(2, order) + bytes(size - 2) + pointer.to_bytes(size, order))
-    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, int(ffi.cast("uintptr_t", fprog)), 0, 0), "prctl(PR_SET_SECCOMP)")
+    fprog = ffi.new("unsigned char[]",
+                    (len(code) // 8).to_bytes(2, order) + bytes(size - 2) + pointer.to_bytes(size, order))
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, int(ffi.cast("uintptr_t", fprog)), 0, 0),
+           "prctl(PR_SET_SECCOMP)")

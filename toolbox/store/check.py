@@ -31,8 +31,9 @@ class CheckReport:
         return not self.removed and not self.incomplete_images
 
     def to_json(self) -> dict[str, object]:
-        return {"clean": self.clean, "blobs_checked": self.blobs_checked, "layers_checked": self.layers_checked,
-                "images_checked": self.images_checked, "removed": self.removed, "incomplete_images": self.incomplete_images,
+        return {"clean": self.clean, "blobs_checked": self.blobs_checked,
+                "layers_checked": self.layers_checked, "images_checked": self.images_checked,
+                "removed": self.removed, "incomplete_images": self.incomplete_images,
                 "temp_removed": self.temp_removed}
 
 

@@ -58,8 +58,7 @@ class GarbageCollection:
     def _layers_in_use(self):
         """Named containers keep their layers (their writable layer only makes sense on them),
         and so do the tools running now."""
-        from toolbox.runtime import containers
-        from toolbox.runtime import inuse
+        from toolbox.runtime import containers, inuse
 
         for relative in containers.used_layers(self.layout) | inuse.layers_in_use(self.layout):
             algorithm, hex_digest, _ = (relative.split("/") + ["", ""])[:3]

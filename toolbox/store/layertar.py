@@ -22,7 +22,8 @@ COPY_CHUNK = 1024 * 1024
 MAX_EXTENDED_HEADER = 1024 * 1024
 # Real sparse files (databases, lastlog, VM images) have hundreds of data segments, not millions.
 MAX_SPARSE_ENTRIES = 1 << 16
-_EXTENDED_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+_EXTENDED_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                          tarfile.GNUTYPE_LONGLINK)
 # What tarfile raises on hostile headers: its own errors, and ValueError from e.g. a GNU sparse map
 # that is not numbers.
 TAR_ERRORS = (tarfile.TarError, EOFError, ValueError, OverflowError)
@@ -70,7 +71,8 @@ class _StrictTarInfo(tarfile.TarInfo):
 
     def _proc_member(self, tarfile_):
         if self.type in _EXTENDED_HEADER_TYPES and self.size > MAX_EXTENDED_HEADER:
-            raise LayerError(f"the layer has an extended tar header of {self.size} bytes; refusing to read it into memory")
+            raise LayerError(f"the layer has an extended tar header of {self.size} bytes; refusing to read "
+                             "it into memory")
         return super()._proc_member(tarfile_)
 
     # A sparse member's map is read whole into a list before this module sees the member: in
@@ -119,20 +121,23 @@ class _StrictTarInfo(tarfile.TarInfo):
             try:
                 numbers.append(int(number))
             except ValueError:
-                raise LayerError(f"layer member {next_.name!r}: its sparse map holds {number[:20]!r}, not a number") from None
+                raise LayerError(f"layer member {next_.name!r}: its sparse map holds {number[:20]!r}, not a "
+                                 "number") from None
         next_.offset_data = tarfile_.fileobj.tell()
         next_.sparse = list(zip(numbers[::2], numbers[1::2]))
 
 
 def _check_sparse_entries(name, count):
     if count > MAX_SPARSE_ENTRIES or count < 0:
-        raise LayerError(f"layer member {name!r} claims a sparse map of {count} or more entries; toolbox reads at most {MAX_SPARSE_ENTRIES}")
+        raise LayerError(f"layer member {name!r} claims a sparse map of {count} or more entries; toolbox "
+                         f"reads at most {MAX_SPARSE_ENTRIES}")
 
 
 def open_tar(stream: ByteStream) -> tarfile.TarFile:
     try:
         # "r|": a forward-only stream, never decompressed here (compression.py did that).
-        return tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo, encoding="utf-8", errors="surrogateescape")
+        return tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo, encoding="utf-8",
+                            errors="surrogateescape")
     except TAR_ERRORS as err:
         raise LayerError(f"the layer is not a valid tar archive: {err}") from None
 
@@ -196,11 +201,13 @@ def data_segments(tar: tarfile.TarFile, member: tarfile.TarInfo) -> list[tuple[i
         if size == 0:
             continue
         if offset < end or size < 0 or offset + size > member.size:
-            raise LayerError(f"layer member {member.name!r} has a sparse map that is out of order or reaches past the file's size")
+            raise LayerError(f"layer member {member.name!r} has a sparse map that is out of order or reaches "
+                             "past the file's size")
         segments.append((offset, size))
         end = offset + size
     if sum(size for _offset, size in segments) > tar.offset - member.offset_data:
-        raise LayerError(f"the sparse map of layer member {member.name!r} lists more data than the archive holds for it")
+        raise LayerError(f"the sparse map of layer member {member.name!r} lists more data than the archive "
+                         "holds for it")
     return segments
 
 
@@ -212,7 +219,8 @@ def path_parts(name: str, member_name: str) -> list[bytes]:
         raise LayerError(f"layer member {member_name!r} has a NUL byte in a name")
     parts = [part for part in raw.split(b"/") if part not in (b"", b".")]
     if b".." in parts:
-        raise LayerError(f"layer member {member_name!r} contains '..': refusing a layer that writes outside its tree")
+        raise LayerError(f"layer member {member_name!r} contains '..': refusing a layer that writes outside "
+                         "its tree")
     return parts
 
 
@@ -221,10 +229,12 @@ def check_name(parts: list[bytes], name: str, limits: UnpackLimits) -> None:
     size = len(b"/".join(parts))
     if size >= limits.max_path_bytes:
         raise LayerError(
-            f"layer member name of {size} bytes is too long: paths must be shorter than {limits.max_path_bytes} bytes ({_abbreviated(name)!r})")
+            f"layer member name of {size} bytes is too long: paths must be shorter than "
+            f"{limits.max_path_bytes} bytes ({_abbreviated(name)!r})")
     if len(parts) > limits.max_depth:
         raise LayerError(
-            f"layer member {_abbreviated(name)!r} is {len(parts)} levels deep, more than the limit of {limits.max_depth}",
+            f"layer member {_abbreviated(name)!r} is {len(parts)} levels deep, more than the limit of "
+            f"{limits.max_depth}",
             hint="no real image nests so deep: the layer is broken or hostile; nothing of it was kept",
         )
 
@@ -235,6 +245,7 @@ def _abbreviated(name):
 
 def too_big(what: str, limits: UnpackLimits) -> LayerError:
     return LayerError(
-        f"{what}: more than the limit of {limits.max_total_bytes} bytes per layer (a guard against decompression bombs)",
+        f"{what}: more than the limit of {limits.max_total_bytes} bytes per layer (a guard against "
+        "decompression bombs)",
         hint="if the image is genuine, raise the limit with TOOLBOX_MAX_LAYER_BYTES (a number of bytes)",
     )

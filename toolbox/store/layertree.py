@@ -70,9 +70,11 @@ class LayerTree:
                 raise
         existing = lstat_at(part, fd)
         if existing is not None and stat.S_ISLNK(existing.st_mode):
-            raise LayerError(f"layer member {member_name!r} would be written through the symlink {_show(walked)!r}")
+            raise LayerError(f"layer member {member_name!r} would be written through the symlink "
+                             f"{_show(walked)!r}")
         if existing is None or not is_whiteout(existing):
-            raise LayerError(f"layer member {member_name!r} needs {_show(walked)!r} to be a directory, but it is a file")
+            raise LayerError(f"layer member {member_name!r} needs {_show(walked)!r} to be a directory, but "
+                             "it is a file")
         # Deleted and re-created in this layer: a fresh directory that hides the lower one.
         os.unlink(part, dir_fd=fd)
         os.mkdir(part, 0o700, dir_fd=fd)
@@ -157,7 +159,8 @@ def make_whiteout(parent: int, name: bytes, member_name: str) -> None:
         os.mknod(name, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=parent)
     except PermissionError:
         raise StoreError(
-            f"cannot record whiteout {member_name!r}: this kernel does not let unprivileged users create overlay whiteouts",
+            f"cannot record whiteout {member_name!r}: this kernel does not let unprivileged users create "
+            "overlay whiteouts",
             hint="Linux 5.8 or later is needed",
         ) from None
 
@@ -169,7 +172,8 @@ def set_opaque(fd: int, member_name: str) -> None:
         if err.errno not in (errno.ENOTSUP, errno.EPERM):
             raise
         raise StoreError(
-            f"cannot mark the directory of {member_name!r} opaque: the store's filesystem refuses user extended attributes",
+            f"cannot mark the directory of {member_name!r} opaque: the store's filesystem refuses user "
+            "extended attributes",
             hint="put the store (TOOLBOX_CACHE_DIR) on ext4, xfs, btrfs or tmpfs (Linux 6.6 or later)",
         ) from None
 

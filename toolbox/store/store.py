@@ -82,7 +82,8 @@ class SpaceReserve:
         except ValueError:
             min_free = -1
         if min_free < 0:
-            raise ConfigError(f"{MIN_FREE_ENV}={value!r} is not a number of bytes", hint="0 turns the reserve off")
+            raise ConfigError(f"{MIN_FREE_ENV}={value!r} is not a number of bytes",
+                              hint="0 turns the reserve off")
         return cls(min_free)
 
     def bytes_on(self, statvfs: os.statvfs_result) -> int:
@@ -97,7 +98,8 @@ def now_utc() -> str:
 
 
 class Store(GarbageCollection):
-    def __init__(self, layout: Layout, layer_limits: UnpackLimits | None = None, reserve: SpaceReserve | None = None) -> None:
+    def __init__(self, layout: Layout, layer_limits: UnpackLimits | None = None,
+                 reserve: SpaceReserve | None = None) -> None:
         self.layout = layout
         # What one layer may unpack to here (an UnpackLimits; None: the defaults), and the free
         # space pulls leave. Set from TOOLBOX_MAX_LAYER_BYTES and TOOLBOX_MIN_FREE_BYTES by
@@ -106,7 +108,8 @@ class Store(GarbageCollection):
         self.reserve = reserve or SpaceReserve()
 
     def prepare(self) -> None:
-        for path in (self.layout.blobs_dir, self.layout.layers_dir, self.layout.images_dir, self.layout.tmp_dir, self.layout.locks_dir):
+        for path in (self.layout.blobs_dir, self.layout.layers_dir, self.layout.images_dir,
+                     self.layout.tmp_dir, self.layout.locks_dir):
             fsutil.ensure_dir(path)
 
     # -- locks -----------------------------------------------------------------------------------
@@ -118,7 +121,8 @@ class Store(GarbageCollection):
         return fsutil.locked(self.layout.store_lock, shared=False)
 
     def layer_lock(self, diff_id: Digest) -> AbstractContextManager[int]:
-        return fsutil.locked(os.path.join(self.layout.locks_dir, f"layer-{diff_id.algorithm}-{diff_id.hex}.lock"))
+        return fsutil.locked(os.path.join(self.layout.locks_dir,
+                                          f"layer-{diff_id.algorithm}-{diff_id.hex}.lock"))
 
     # -- staging ---------------------------------------------------------------------------------
     @contextmanager
@@ -180,9 +184,11 @@ class Store(GarbageCollection):
             return
         needs = f"; it needs about {_size(needed)}" if needed else ""
         raise StoreError(
-            f"not enough free space to {action}: {_size(free)} free on the filesystem of the store ({self.layout.store_dir}){needs}, "
+            f"not enough free space to {action}: {_size(free)} free on the filesystem of the store "
+            f"({self.layout.store_dir}){needs}, "
             f"and toolbox leaves {_size(reserve)} free there",
-            hint=f"free some space (`toolbox prune` removes what no image needs), or lower the reserve with {MIN_FREE_ENV}=BYTES "
+            hint="free some space (`toolbox prune` removes what no image needs), or lower the reserve with "
+                 f"{MIN_FREE_ENV}=BYTES "
                  f"(now {reserve}; 0 turns it off); nothing partial was kept",
         )
 
@@ -223,7 +229,8 @@ class Store(GarbageCollection):
             with open(self.layout.blob_path(digest), "rb") as file:
                 return file.read()
         except FileNotFoundError:
-            raise ImageNotStored(f"blob {digest} is missing from the store", hint="pull the image again, or run `toolbox prune`") from None
+            raise ImageNotStored(f"blob {digest} is missing from the store",
+                                 hint="pull the image again, or run `toolbox prune`") from None
 
     # -- layers ----------------------------------------------------------------------------------
     def has_layer(self, diff_id: Digest) -> bool:
@@ -241,7 +248,8 @@ class Store(GarbageCollection):
         """Move a finished layer (staging_dir/tree) into place. If another process committed the
         same layer meanwhile, ours is dropped: both are the same content."""
         allocated, names, content = fsutil.tree_summary(os.path.join(staging_dir, "tree"))
-        info = dict(info, diff_id=str(diff_id), disk_bytes=allocated, tree_names=names, tree_content_bytes=content, unpacked_at=now_utc())
+        info = dict(info, diff_id=str(diff_id), disk_bytes=allocated, tree_names=names,
+                    tree_content_bytes=content, unpacked_at=now_utc())
         with open(os.path.join(staging_dir, LAYER_INFO), "w") as file:
             json.dump(info, file, indent=1, sort_keys=True)
         final = self.layout.layer_dir(diff_id)
@@ -302,7 +310,8 @@ class Store(GarbageCollection):
         """Every record `text` names; at least one."""
         matches = self.find(text)
         if not matches:
-            raise ImageNotStored(f"image {text!r} is not in the store", hint=f"pull it first: toolbox pull {text}")
+            raise ImageNotStored(f"image {text!r} is not in the store",
+                                 hint=f"pull it first: toolbox pull {text}")
         return matches
 
     def get(self, text: str) -> ImageRecord:

@@ -46,8 +46,18 @@ from dataclasses import dataclass
 
 from toolbox.errors import LayerError
 from toolbox.store.layertar import (
-    COPY_CHUNK, TAR_ERRORS, ByteStream, UnpackLimits, check_data_span, check_name, data_segments, discard_data, members,
-    open_tar, path_parts, too_big,
+    COPY_CHUNK,
+    TAR_ERRORS,
+    ByteStream,
+    UnpackLimits,
+    check_data_span,
+    check_name,
+    data_segments,
+    discard_data,
+    members,
+    open_tar,
+    path_parts,
+    too_big,
 )
 from toolbox.store.layertree import DIR_FLAGS, LayerTree, is_whiteout, lstat_at, make_whiteout, set_opaque
 
@@ -120,7 +130,8 @@ class _Unpacker:
     def stats(self) -> LayerStats:
         skipped = list(self._skipped)
         if self._skipped_count > len(skipped):
-            skipped.append(("...", f"and {self._skipped_count - len(skipped)} more members skipped or changed"))
+            skipped.append(("...",
+                            f"and {self._skipped_count - len(skipped)} more members skipped or changed"))
         return LayerStats(skipped=tuple(skipped), **self._counts)
 
     def _skip(self, member_name, reason):
@@ -231,7 +242,8 @@ class _Unpacker:
         """The limit bounds the data a layer writes (a sparse file's holes are not written), and
         also what one file may claim to be, holes included."""
         if member.sparse is not None and member.size > self._limits.max_total_bytes:
-            raise too_big(f"layer member {member.name!r} is {member.size} bytes long (holes included)", self._limits)
+            raise too_big(f"layer member {member.name!r} is {member.size} bytes long (holes included)",
+                          self._limits)
         self._counts["bytes"] += member.size
         self._data_bytes += data_bytes
         if self._data_bytes > self._limits.max_total_bytes:
@@ -282,7 +294,8 @@ class _Unpacker:
         if not target:
             raise LayerError(outside)
         if target[: len(parts)] == parts and target != parts:
-            raise LayerError(f"hard link {member.name!r} would replace the directory holding its target {member.linkname!r}")
+            raise LayerError(f"hard link {member.name!r} would replace the directory holding its target "
+                             f"{member.linkname!r}")
         target_parent = self._tree.open_existing_dir(target[:-1])
         if target_parent is None:
             raise LayerError(outside)
@@ -294,14 +307,16 @@ class _Unpacker:
             if target != parts:
                 parent = self._tree.parent_fd(parts, member.name)
                 self._tree.remove(parent, parts[-1], parts)
-                os.link(target[-1], parts[-1], src_dir_fd=target_parent, dst_dir_fd=parent, follow_symlinks=False)
+                os.link(target[-1], parts[-1], src_dir_fd=target_parent, dst_dir_fd=parent,
+                        follow_symlinks=False)
         finally:
             os.close(target_parent)
         self._counts["hardlinks"] += 1
 
     def _whiteout(self, dir_parts, name, member_name):
         if name in (b"", b".", b".."):
-            raise LayerError(f"whiteout {member_name!r} names {os.fsdecode(name)!r}: refusing a layer that deletes outside its tree")
+            raise LayerError(f"whiteout {member_name!r} names {os.fsdecode(name)!r}: refusing a layer that "
+                             "deletes outside its tree")
         parts = dir_parts + [name]
         parent = self._tree.parent_fd(parts, member_name)
         existing = lstat_at(name, parent)
@@ -341,7 +356,8 @@ class _Unpacker:
             try:
                 os.setxattr(fd, attribute, value.encode("utf-8", "surrogateescape"))
             except (OSError, ValueError) as err:
-                self._skip(member.name, f"xattr {attribute} not kept: {getattr(err, 'strerror', None) or err}")
+                self._skip(member.name,
+                           f"xattr {attribute} not kept: {getattr(err, 'strerror', None) or err}")
 
 
 def _pwrite_all(fd, data, offset):

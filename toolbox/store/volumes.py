@@ -39,7 +39,8 @@ def list_volumes(layout: Layout) -> list[VolumeInfo]:
 
 def inspect_volume(layout: Layout, name: str) -> VolumeInfo:
     if not os.path.isdir(layout.volume_data(name)):
-        raise ToolboxError(f"no volume named {name!r}", hint="`toolbox volume ls` lists them; `toolbox run -v NAME:/path` creates one")
+        raise ToolboxError(f"no volume named {name!r}",
+                           hint="`toolbox volume ls` lists them; `toolbox run -v NAME:/path` creates one")
     return _info(layout, name)
 
 
