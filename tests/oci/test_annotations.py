@@ -20,7 +20,8 @@ def _public_functions(tree):
         elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
             for member in node.body:
                 if isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)) and _is_public(member.name):
-                    is_static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in member.decorator_list)
+                    is_static = any(isinstance(d, ast.Name) and d.id == "staticmethod"
+                                    for d in member.decorator_list)
                     yield f"{node.name}.{member.name}", member, not is_static
 
 
@@ -30,7 +31,8 @@ def _missing_annotations(function, is_method):
     if is_method:
         positional = positional[1:]  # self or cls
     missing = [arg.arg for arg in positional + args.kwonlyargs if arg.annotation is None]
-    missing += [f"*{arg.arg}" for arg in (args.vararg, args.kwarg) if arg is not None and arg.annotation is None]
+    missing += [f"*{arg.arg}" for arg in (args.vararg, args.kwarg)
+                if arg is not None and arg.annotation is None]
     if function.returns is None:
         missing.append("return")
     return missing

@@ -15,7 +15,8 @@ from toolbox.oci.auth import Credentials, CredentialStore, parse_www_authenticat
     "header, expected",
     [
         (
-            'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/jq:pull"',
+            ('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+             'scope="repository:library/jq:pull"'),
             [("bearer", {"realm": "https://auth.docker.io/token", "service": "registry.docker.io",
                          "scope": "repository:library/jq:pull"})],
         ),
@@ -84,7 +85,8 @@ def test_lookup_order_across_files(tmp_path, env):
     write_json(runtime_auth, {"auths": {"https://reg.example/v1/": auth_entry("runtime", "3")}})
     assert store.lookup("reg.example").username == "runtime"
     write_json(explicit, {"auths": {"reg.example": auth_entry("explicit", "4")}})
-    assert CredentialStore(dict(env, REGISTRY_AUTH_FILE=str(explicit))).lookup("reg.example").username == "explicit"
+    assert (CredentialStore(dict(env, REGISTRY_AUTH_FILE=str(explicit))).lookup("reg.example").username
+            == "explicit")
     assert store.lookup("other.example") is None
 
 

@@ -76,7 +76,8 @@ def test_debug_output_never_shows_signed_urls_or_tokens(toolbox, token_registry,
     """A registry redirects blob downloads to storage URLs signed in their query string."""
     image = token_pushed_images["public"]["busybox"]
     secrets = ("SIGNATURE-1f0e", "SIG-77aa", "TOKEN-c3d2")
-    query = f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={secrets[0]}&sig={secrets[1]}&token={secrets[2]}"
+    query = (f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={secrets[0]}"
+             f"&sig={secrets[1]}&token={secrets[2]}")
     with FaultProxy(token_registry.url) as proxy:
         toolbox.trust(proxy)
         proxy.add(rf"/blobs/{image.built.layers[0]['digest']}$", "redirect", query=query)
@@ -95,7 +96,8 @@ def test_credentials_never_follow_a_redirect_to_another_host(toolbox, token_regi
     the registry's token (127.0.0.2 is another host on the loopback)."""
     private = token_pushed_images["private"]["busybox"]
     layer = private.built.layers[0]["digest"]
-    assert pushed_images["busybox"].built.layers[0]["digest"] == layer  # the same bytes on the anonymous registry
+    # the same bytes on the anonymous registry
+    assert pushed_images["busybox"].built.layers[0]["digest"] == layer
     with FaultProxy(token_registry.url) as front, FaultProxy(registry.url, bind="127.0.0.2") as storage:
         toolbox.trust(front, storage)
         login = toolbox.cli("login", front.host, "-u", "bob", "--password-stdin",
@@ -179,7 +181,8 @@ def test_a_registry_nothing_listens_on_fails_fast_with_one_readable_line(toolbox
             config.write(f'[registries."{host}"]\ninsecure = true\n')
         start = time.monotonic()
         result = toolbox.cli("pull", f"{host}/x:1")
-        assert result.returncode == 125 and time.monotonic() - start < 5 and "connection refused" in result.stderr
+        assert (result.returncode == 125 and time.monotonic() - start < 5
+                and "connection refused" in result.stderr)
     # A server that accepts, then drops the connection without answering: retried, with backoff.
     toolbox.trust(proxy)
     toolbox.env["TOOLBOX_RETRY_BACKOFF"] = "0.2"
@@ -203,6 +206,7 @@ def test_a_registry_name_that_does_not_resolve_fails_fast(toolbox):
     took = time.monotonic() - start
     assert result.returncode == 125
     error, hint = result.stderr.splitlines()
-    assert re.fullmatch(rf"toolbox: error: cannot reach {name}: name lookup failed \([^)]+\)", error), result.stderr
+    assert re.fullmatch(rf"toolbox: error: cannot reach {name}: name lookup failed \([^)]+\)",
+                        error), result.stderr
     assert hint.startswith("toolbox: hint: ") and "DNS" in hint
     assert took < 5 + 2 * lookup, (took, lookup)  # one retry at most, whatever this host's resolver costs

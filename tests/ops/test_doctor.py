@@ -83,7 +83,8 @@ def test_verdicts_match_what_the_host_lets_an_ordinary_user_do(tmp_path):
     assert (checks["overlay"].status == OK) == userns_overlay_works(), checks["overlay"]
     assert (checks["fuse"].status == OK) == fuse_usable(), checks["fuse"]
     if fuse_usable():  # probed for real where the namespaces work, and said not to be where they fail
-        assert ("mounts in a user namespace" if userns_available() else "(not probed)") in checks["fuse"].detail, checks["fuse"]
+        assert (("mounts in a user namespace" if userns_available() else "(not probed)")
+                in checks["fuse"].detail), checks["fuse"]
     if os.path.exists("/dev/fuse") and not os.access("/dev/fuse", os.R_OK | os.W_OK):
         assert checks["fuse"].status == WARN and "chmod 0666 /dev/fuse" in checks["fuse"].fix
     major, minor = (int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
@@ -104,7 +105,8 @@ def test_cgroup_verdict_matches_the_hierarchy_this_process_is_in(tmp_path):
         return
     directory = os.path.join(mount, group.lstrip("/"))
     controllers = open(os.path.join(directory, "cgroup.controllers")).read().split()
-    delegated = {"cpu", "memory", "pids"} <= set(controllers) and os.access(os.path.join(directory, "cgroup.procs"), os.W_OK)
+    delegated = ({"cpu", "memory", "pids"} <= set(controllers)
+                 and os.access(os.path.join(directory, "cgroup.procs"), os.W_OK))
     assert check.status == (OK if delegated else WARN), check
     assert f"controllers: {' '.join(sorted(controllers)) or 'none'}" in check.detail
     if not delegated:
@@ -126,7 +128,8 @@ def test_subordinate_id_verdict_matches_etc_subuid_and_the_helpers(tmp_path):
         return path is not None and os.stat(path).st_mode & stat.S_ISUID and os.stat(path).st_uid == 0
 
     # (a helper with file capabilities instead of setuid would be ok too; Debian's are setuid)
-    expected = has_entry("/etc/subuid") and has_entry("/etc/subgid") and privileged("newuidmap") and privileged("newgidmap")
+    expected = (has_entry("/etc/subuid") and has_entry("/etc/subgid")
+                and privileged("newuidmap") and privileged("newgidmap"))
     assert check.status == (OK if expected else WARN), check
     assert check.detail.startswith(f"{user}: ")
 
@@ -138,7 +141,8 @@ def test_missing_subordinate_ids_get_a_usermod_fix_with_a_free_range(tmp_path):
     check = doctor.subids_check(Host(etc=etc), {"PATH": os.environ["PATH"]})
     user = host.user_name_of(os.getuid())
     assert check.status == WARN
-    assert f"no uids for {user} in {etc}/subuid" in check.detail and f"no gids for {user} in {etc}/subgid" in check.detail
+    assert (f"no uids for {user} in {etc}/subuid" in check.detail
+            and f"no gids for {user} in {etc}/subgid" in check.detail)
     assert f"sudo usermod --add-subuids 231072-296607 --add-subgids 231072-296607 {user}" in check.fix
 
 
@@ -225,7 +229,8 @@ def test_overlay_failure_names_the_fallback_fuse_would_give(tmp_path):
     without_fuse = doctor.overlay_check(mount_refused, no_fuse, "workdir", None, "6.1.0").detail
     assert "read-only root" in without_fuse and "fuse-overlayfs" not in without_fuse
     missing = doctor.fuse_check(no_fuse)
-    assert missing.status == WARN and missing.fix == "sudo apt install fuse-overlayfs && sudo modprobe fuse (and install your distribution's fuse3 package)"
+    assert missing.status == WARN and missing.fix == ("sudo apt install fuse-overlayfs && sudo modprobe fuse "
+                                                      "(and install your distribution's fuse3 package)")
 
 
 @pytest.mark.not_as_root

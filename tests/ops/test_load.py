@@ -180,7 +180,9 @@ DAMAGED = {
     "index.json without manifests": (lambda t: oci_layout(t, rewrite_index({"schemaVersion": 2})),
                                      "no 'manifests' list"),
     "index.json digest not a string": (
-        lambda t: oci_layout(t, rewrite_index({"schemaVersion": 2, "manifests": [{"digest": 12, "size": 3}]})), "no digest"),
+        lambda t: oci_layout(t, rewrite_index({"schemaVersion": 2,
+                                               "manifests": [{"digest": 12, "size": 3}]})),
+        "no digest"),
     "manifest blob missing": (lambda t: oci_layout(t, remove_manifest_blob), "has no blobs/sha256/"),
     "layer blob missing": (lambda t: oci_layout(t, remove_layer_blob), "has no blobs/sha256/"),
     "manifest.json entry not an object": (lambda t: docker_save(t, lambda e: ["saved.tar"]),
@@ -189,7 +191,8 @@ DAMAGED = {
                                      "'Config' must be"),
     "manifest.json Config a number": (lambda t: docker_save(t, lambda e: [dict(e[0], Config=7)]),
                                       "'Config' must be"),
-    "manifest.json Layers a string": (lambda t: docker_save(t, lambda e: [dict(e[0], Layers="layer0/layer.tar")]), "'Layers' must be"),
+    "manifest.json Layers a string": (
+        lambda t: docker_save(t, lambda e: [dict(e[0], Layers="layer0/layer.tar")]), "'Layers' must be"),
     "manifest.json Layers with a NUL": (lambda t: docker_save(t, lambda e: [dict(e[0], Layers=["layer0\0"])],
                                                               extract=True),
                                         "'Layers' must be"),

@@ -36,7 +36,8 @@ def test_the_newest_version_keeps_the_pins_precision_and_skips_pre_releases_unle
     assert newest("3", tags).text == "3"
     assert newest("3.14-rc1", tags + ["3.14-rc2"]).text == "3.14-rc2"
     assert newest("3.14-rc1", tags + ["3.14-rc2", "3.14"]).text == "3.14"
-    assert newest("4.1.1", tags).text == "3.13.1" and not is_newer(newest("4.1.1", tags), "4.1.1")  # the newest there is older
+    # the newest there is older
+    assert newest("4.1.1", tags).text == "3.13.1" and not is_newer(newest("4.1.1", tags), "4.1.1")
     assert newest("latest", tags) is None and newest("1.2.3.4", tags) is None  # nothing to compare with
     assert versions_in("{version}-slim",
                        ["3.13-slim", "3.13-slim-bookworm", "latest", "3.14-rc1-slim", "slim"]) == \
@@ -119,7 +120,8 @@ def test_outdated_says_what_is_locked_what_is_newer_and_which_tag_moved(toolbox,
         "python": ("3.12", locked["python"], "3.13", True, locked["python"], False),
         "yq": ("4.44.3", yq, "4.44.3", False, yq, False)}
     assert all(r["problem"] is None and r["note"] is None for r in rows.values())
-    assert rows["python"]["tag"] == "3.12-slim" and rows["python"]["pinned_by"] == str(project / "toolbox.toml")
+    assert (rows["python"]["tag"] == "3.12-slim"
+            and rows["python"]["pinned_by"] == str(project / "toolbox.toml"))
     table = cli(toolbox, "outdated", cwd=project)
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["TOOL", "PINNED", "LOCKED", "NEWEST", "TAG", "UPSTREAM"]
@@ -128,14 +130,17 @@ def test_outdated_says_what_is_locked_what_is_newer_and_which_tag_moved(toolbox,
     assert lines[2].split() == ["python", "3.12", locked["python"][7:19], "3.13", "(newer)", "unchanged"]
     assert lines[3].split() == ["yq", "4.44.3", yq[7:19], "4.44.3", "unchanged"]
     assert "jq: 1.7.2 is out: `toolbox add jq@1.7.2` pins it" in lines
-    assert "jq: the tag 1.7.1 moved upstream: `toolbox lock --upgrade jq` takes it (review the change)" in lines
+    assert ("jq: the tag 1.7.1 moved upstream: `toolbox lock --upgrade jq` takes it (review the change)"
+            in lines)
     assert (project / "toolbox.lock").read_bytes() == lock_before  # nothing written
     only = json.loads(cli(toolbox, "outdated", "python", "--json", cwd=project).stdout)
     assert [row["tool"] for row in only] == ["python"]
     # A pin changed since the lock: said, and still compared.
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\npython = "3.11"\nyq = "4.44.3"\n')
-    python = [r for r in json.loads(cli(toolbox, "outdated", "--json", cwd=project).stdout) if r["tool"] == "python"][0]
-    assert python["locked_digest"] is None and python["newest"] == "3.13" and "locked for 3.12, pinned 3.11" in python["note"]
+    python = [r for r in json.loads(cli(toolbox, "outdated", "--json", cwd=project).stdout)
+              if r["tool"] == "python"][0]
+    assert (python["locked_digest"] is None and python["newest"] == "3.13"
+            and "locked for 3.12, pinned 3.11" in python["note"])
 
 
 def test_outdated_without_a_registry_says_so_for_each_tool_and_reports_the_others(toolbox, upstream,
@@ -153,7 +158,8 @@ def test_outdated_without_a_registry_says_so_for_each_tool_and_reports_the_other
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["gone", "1.0", "not", "locked", "?", "?"]
     assert lines[2].split()[:4] == ["jq", "1.7.1", "not", "locked"] and lines[2].split()[4] == "1.7.1"
-    assert "toolbox: warning: gone: cannot list the tags of 127.0.0.1:1/gone/tool: cannot reach 127.0.0.1:1: connection refused" in result.stderr
+    assert ("toolbox: warning: gone: cannot list the tags of 127.0.0.1:1/gone/tool: "
+            "cannot reach 127.0.0.1:1: connection refused" in result.stderr)
     assert "toolbox: error: could not check gone (1 of 2 pinned tools)" in result.stderr
     rows = json.loads(cli(toolbox, "outdated", "--json", cwd=project).stdout)
     assert [r["tool"] for r in rows if r["problem"]] == ["gone"] and rows[1]["newest"] == "1.7.1"

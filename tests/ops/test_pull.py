@@ -45,7 +45,8 @@ def test_a_shared_base_layer_is_stored_once(toolbox, registry, pushed_images, re
     assert b.built.diff_ids[0] == base
     # The second pull found the base stored and downloaded only its own layer.
     assert [str(d) for d in recorder.downloaded] == [b.built.diff_ids[1]]
-    assert sorted(toolbox.layer_dirs()) == sorted({d.split(":")[1] for d in a.built.diff_ids + b.built.diff_ids})
+    assert (sorted(toolbox.layer_dirs())
+            == sorted({d.split(":")[1] for d in a.built.diff_ids + b.built.diff_ids}))
 
 
 def test_whiteouts_become_overlay_whiteouts(toolbox, registry, pushed_images):
@@ -170,7 +171,8 @@ def test_max_layer_bytes_from_the_environment_limits_a_pull(toolbox, registry, p
     assert toolbox.store.records() == [] and toolbox.layer_dirs() == [] and toolbox.leftovers() == []
     toolbox.env["TOOLBOX_MAX_LAYER_BYTES"] = "1G"
     result = toolbox.cli("pull", image.reference)
-    assert result.returncode == 125 and "TOOLBOX_MAX_LAYER_BYTES='1G' is not a number of bytes" in result.stderr
+    assert (result.returncode == 125
+            and "TOOLBOX_MAX_LAYER_BYTES='1G' is not a number of bytes" in result.stderr)
     toolbox.env["TOOLBOX_MAX_LAYER_BYTES"] = str(10 * 1024 * 1024)
     assert toolbox.cli("pull", image.reference).returncode == 0
 
@@ -183,13 +185,15 @@ def test_min_free_bytes_from_the_environment_refuses_a_pull_before_it_writes(too
     toolbox.env["TOOLBOX_MIN_FREE_BYTES"] = str(statvfs.f_bavail * statvfs.f_frsize + 1024**3)
     result = toolbox.cli("pull", image.reference)
     assert result.returncode == 125 and "Traceback" not in result.stderr, result.stderr
-    refused = r"not enough free space to store blob [0-9a-f]{12}: [0-9.]+ (GiB|MiB|bytes) free on the filesystem of the store"
+    refused = (r"not enough free space to store blob [0-9a-f]{12}: [0-9.]+ (GiB|MiB|bytes) free "
+               "on the filesystem of the store")
     assert re.search(refused, result.stderr), result.stderr
     assert "lower the reserve with TOOLBOX_MIN_FREE_BYTES=BYTES" in result.stderr
     assert toolbox.store.records() == [] and toolbox.layer_dirs() == [] and toolbox.leftovers() == []
     toolbox.env["TOOLBOX_MIN_FREE_BYTES"] = "1G"
     result = toolbox.cli("pull", image.reference)
-    assert result.returncode == 125 and "TOOLBOX_MIN_FREE_BYTES='1G' is not a number of bytes" in result.stderr
+    assert (result.returncode == 125
+            and "TOOLBOX_MIN_FREE_BYTES='1G' is not a number of bytes" in result.stderr)
     toolbox.env["TOOLBOX_MIN_FREE_BYTES"] = "0"
     assert toolbox.cli("pull", image.reference).returncode == 0
 
@@ -287,9 +291,11 @@ def test_mirror_is_tried_first_and_falls_back(toolbox, registry, registry_factor
     config = Path(toolbox.layout.config_file)
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(
-        f'[registries."docker.io"]\nmirrors = ["http://{dead_port_mirror}", "{mirror.host}"]\n' + mirror.toolbox_config_toml()
+        f'[registries."docker.io"]\nmirrors = ["http://{dead_port_mirror}", "{mirror.host}"]\n'
+        + mirror.toolbox_config_toml()
     )
-    for name in ("TOOLBOX_RETRIES", "TOOLBOX_RETRY_BACKOFF"):  # a user's settings: a dead mirror costs no backoff
+    # a user's settings: a dead mirror costs no backoff
+    for name in ("TOOLBOX_RETRIES", "TOOLBOX_RETRY_BACKOFF"):
         toolbox.env.pop(name)
     start = time.monotonic()
     record = toolbox.pull("docker.io/library/mirrored:1")
@@ -366,7 +372,8 @@ def test_pulling_a_stored_image_again_shows_no_empty_progress(toolbox, registry,
         assert text.splitlines()[1] == f"  {said or 'all 2 layers are already stored'}", text
         plain = io.StringIO()
         toolbox.pull(image.reference, progress=PlainProgress(plain))
-        assert plain.getvalue().splitlines()[1] == f"{said or 'all 2 layers are already stored'}: nothing to download"
+        assert (plain.getvalue().splitlines()[1]
+                == f"{said or 'all 2 layers are already stored'}: nothing to download")
 
 
 def test_pull_names_each_digest_once(toolbox, registry, pushed_images):
@@ -379,7 +386,8 @@ def test_pull_names_each_digest_once(toolbox, registry, pushed_images):
 
     toolbox.trust(registry)
     single, index = pushed_images["busybox"], pushed_images["multiarch"]
-    chosen = next(child.manifest_digest for child in index.built.children if child.platform.get("architecture") == "amd64")
+    chosen = next(child.manifest_digest for child in index.built.children
+                  if child.platform.get("architecture") == "amd64")
 
     def log(*args):
         done = subprocess.run([sys.executable, "-m", "toolbox", *args], env=toolbox.env,
@@ -391,7 +399,8 @@ def test_pull_names_each_digest_once(toolbox, registry, pushed_images):
         text = log("pull", reference)
         assert text.count(digest) == 1 and text.endswith(f"@{digest}\n"), text  # in the result only
     text = log("pull", single.by_digest)
-    assert text.startswith(f"Pulling {single.by_digest} (linux/amd64)\n") and text.endswith(f"\n{single.by_digest}\n"), text
+    assert (text.startswith(f"Pulling {single.by_digest} (linux/amd64)\n")
+            and text.endswith(f"\n{single.by_digest}\n")), text
     text = log("pull", index.by_digest)
     assert text.startswith(f"Pulling {index.by_digest} (linux/amd64), manifest {chosen}\n"), text
     assert text.count(chosen) == 1 and text.endswith(f"\n{index.by_digest}\n"), text

@@ -23,7 +23,8 @@ def big_image(registry_factory):
     """Eight layers of incompressible data (~24 MB): slow enough to interrupt mid-pull."""
     rng = random.Random(7)
     layers = tuple(
-        images.Layer((images.file(f"data/{i}.bin", rng.randbytes(3 * 1024 * 1024)),), "gzip") for i in range(8)
+        images.Layer((images.file(f"data/{i}.bin", rng.randbytes(3 * 1024 * 1024)),), "gzip")
+        for i in range(8)
     )
     built = images.build_image(images.busybox_spec(layers=(images.busybox_layer(),) + layers))
     server = registry_factory("plain")
@@ -241,7 +242,8 @@ def test_a_full_disk_is_a_clear_error_and_the_store_recovers(toolbox, big_image)
     assert "no space left" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     first_check = json.loads(Path(cache, "..", "check.json").read_text())
-    assert first_check["clean"] and first_check["images_checked"] == 0, first_check  # nothing half-done was visible
+    # nothing half-done was visible
+    assert first_check["clean"] and first_check["images_checked"] == 0, first_check
     after = json.loads(Path(cache, "..", "check-after.json").read_text())
     assert after["clean"] and after["layers_checked"] == len(built.diff_ids), after
 

@@ -25,7 +25,8 @@ def test_shell_init_is_its_template_filled_in_without_template_comments(tmp_path
     assert "_toolbox_shims_first" in text
     assert "command -" not in text  # the launcher's line is optional: left out without a launcher
     with_launcher = shimgen.render(f"init.{shell}.in", SHIMS="/s", LAUNCHER_DIR="/opt/bin")
-    assert with_launcher.splitlines()[-1].startswith("command -") and with_launcher.rstrip().endswith("/opt/bin")
+    assert (with_launcher.splitlines()[-1].startswith("command -")
+            and with_launcher.rstrip().endswith("/opt/bin"))
 
 
 def test_a_placeholder_left_without_a_value_is_an_error():
@@ -36,7 +37,8 @@ def test_a_placeholder_left_without_a_value_is_an_error():
 def test_a_shim_is_python_that_is_shims_recognise(tmp_path):
     text = shimgen.shim_text("python3.11")
     compile(text, "shim", "exec")
-    assert MARKER in text[:200] and "main('python3.11')" in text and text.startswith("#!") and " -IS\n" in text
+    assert (MARKER in text[:200] and "main('python3.11')" in text and text.startswith("#!")
+            and " -IS\n" in text)
     path = tmp_path / "python3.11"
     path.write_text(text)
     assert is_shim(str(path))

@@ -38,7 +38,8 @@ def test_the_readme_ci_recipe_in_a_fresh_home_without_a_terminal(tmp_path, regis
     def fresh_ci_machine(name):
         machine = ToolboxUnderTest(tmp_path / name)
         os.makedirs(machine.layout.config_dir, exist_ok=True)
-        shutil.copy(lead.layout.config_file, machine.layout.config_file)  # the registry's address, as a CI secret would give it
+        # the registry's address, as a CI secret would give it
+        shutil.copy(lead.layout.config_file, machine.layout.config_file)
         return machine
 
     # The recipe, step by step: trust the checkout explicitly, sync frozen, run the tools.
@@ -158,7 +159,8 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         assert code == 0, err
         code, out, err = teammate.toolbox("shim", "install", "--pinned", cwd=clone)
         assert code == 0 and "jq" in out and "lint" in out, err
-        listed = {r["tool"]: r["digest"] for r in json.loads(teammate.toolbox("list", "--json", cwd=clone)[1])}
+        listed = {r["tool"]: r["digest"]
+                  for r in json.loads(teammate.toolbox("list", "--json", cwd=clone)[1])}
         assert listed == lead_digests  # the same digests as the lead's
         code, out, err = teammate.run("jq", "x", cwd=clone)  # the shim, found on PATH
         assert (code, out) == (0, "jq-1.6 tool:x\n"), err
@@ -171,7 +173,8 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         transcript.append(("ci", "CI=true TOOLBOX_TRUSTED_PROJECTS=$PWD toolbox sync --frozen",
                            synced.stdout + synced.stderr))
         assert synced.returncode == 0, synced.stderr
-        assert {r["tool"]: r["digest"] for r in json.loads(ci(runner, "list", "--json", cwd=work).stdout)} == lead_digests
+        assert {r["tool"]: r["digest"]
+                for r in json.loads(ci(runner, "list", "--json", cwd=work).stdout)} == lead_digests
 
         # The lead sees jq 1.7.1 is out, upgrades it and pins redis-cli: lock says only what changed.
         outdated = subprocess.run([sys.executable, "-m", "toolbox", "outdated"], env=lead.env, cwd=work,
@@ -182,7 +185,8 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         relocked = subprocess.run([sys.executable, "-m", "toolbox", "lock"], env=lead.env, cwd=work,
                                   capture_output=True, text=True)
         transcript.append(("lead", "toolbox lock", relocked.stdout + relocked.stderr))
-        assert relocked.returncode == 0 and "jq 1.6 → 1.7" in relocked.stdout and "redis-cli added" in relocked.stdout
+        assert (relocked.returncode == 0 and "jq 1.6 → 1.7" in relocked.stdout
+                and "redis-cli added" in relocked.stdout)
         assert "lint" not in relocked.stdout  # unchanged: not printed
         git("commit", "-q", "-am", "jq 1.7, redis-cli", cwd=work)
         git("push", "-q", "origin", "HEAD:main", cwd=work, env=lead_env)
@@ -194,7 +198,8 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         assert out == "redis-7.4 redis-cli:ping\n", err
         code, out, err = teammate.run("jq", cwd=clone)
         transcript.append(("teammate", "jq", out + err))
-        assert out == "jq-1.7 tool:\n" and "jq is now 1.7 (was 1.6)" in err, err  # a teammate's upgrade is no surprise
+        # a teammate's upgrade is no surprise
+        assert out == "jq-1.7 tool:\n" and "jq is now 1.7 (was 1.6)" in err, err
 
         # A branch with the old pin: checking it out switches the shim at once.
         git("checkout", "-q", "-b", "old", "HEAD~1", cwd=work)
@@ -204,7 +209,8 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         code, out, err = teammate.run("jq", cwd=clone)
         assert out == "jq-1.6 tool:\n", err
         transcript.append(("teammate", "git checkout old && jq", out + err))
-        code, out, err = teammate.run("redis-cli", "ping", cwd=clone)  # not pinned on this branch: said, not silent
+        # not pinned on this branch: said, not silent
+        code, out, err = teammate.run("redis-cli", "ping", cwd=clone)
         transcript.append(("teammate", "redis-cli ping", out + err))
         assert code == 127 and "redis-cli is not pinned here" in err, err
 
@@ -219,7 +225,8 @@ def test_a_team_lead_teammate_and_ci_share_pins_without_surprises(tmp_path, regi
         assert teammate.run("git", "pull", "-q", cwd=clone)[0] == 0
         code, out, err = teammate.run("lint", cwd=clone)
         transcript.append(("teammate", "git pull && lint", out + err))
-        assert code == 125 and "    + mount ~/.ssh at ~/.ssh read-write" in err and "changed since you trusted it" in err, err
+        assert (code == 125 and "    + mount ~/.ssh at ~/.ssh read-write" in err
+                and "changed since you trusted it" in err), err
         for who, command, output in transcript:  # for the record (pytest -s shows it)
             print(f"--- {who}: {command}\n{output.rstrip()}")
     finally:

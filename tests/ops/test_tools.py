@@ -35,7 +35,8 @@ def test_every_builtin_recipe_loads_and_points_at_its_upstream_image():
     recipes = load_directory(builtin_dir(), "builtin")
     assert set(REQUIRED) <= set(recipes)
     assert recipes["jq"].image == "ghcr.io/jqlang/jq" and recipes["yq"].image == "docker.io/mikefarah/yq"
-    assert recipes["psql"].image == "docker.io/library/postgres" and recipes["psql"].command == ("psql",) and "PG*" in recipes["psql"].pass_env
+    assert (recipes["psql"].image == "docker.io/library/postgres" and recipes["psql"].command == ("psql",)
+            and "PG*" in recipes["psql"].pass_env)
     assert recipes["aws"].image == "docker.io/amazon/aws-cli" and recipes["aws"].mounts[0].read_only
     assert recipes["node"].tty and recipes["python"].command == ("python",)
     assert {f"python3.{minor}" for minor in (10, 11, 12, 13)} <= set(recipes["python"].aliases)
@@ -68,14 +69,16 @@ def test_every_builtin_recipe_loads_and_points_at_its_upstream_image():
 def test_a_broken_recipe_names_the_file_the_key_and_what_is_allowed(table, complaint):
     with pytest.raises(RecipeError) as caught:
         parse_recipe("mytool", table, "user", "/cfg/recipes/mytool.toml")
-    assert "/cfg/recipes/mytool.toml: recipe 'mytool'" in caught.value.message and complaint in caught.value.message
+    assert ("/cfg/recipes/mytool.toml: recipe 'mytool'" in caught.value.message
+            and complaint in caught.value.message)
 
 
 def test_user_recipes_override_builtins_and_projects_override_both(tmp_path):
     layout = Layout.under(tmp_path / "tb")
     os.makedirs(layout.user_recipes_dir)
     Path(layout.user_recipes_dir, "jq.toml").write_text('image = "ghcr.io/me/jq"\ndefault_version = "9"\n')
-    Path(layout.user_recipes_dir, "mine.toml").write_text('image = "ghcr.io/me/mine"\ndefault_version = "1"\n')
+    Path(layout.user_recipes_dir, "mine.toml").write_text('image = "ghcr.io/me/mine"\n'
+                                                          'default_version = "1"\n')
     catalog = Catalog.load(layout)
     assert catalog.find("jq")[0].image == "ghcr.io/me/jq" and catalog.find("jq")[0].source == "user"
     assert catalog.shadowed("jq").source == "builtin"
@@ -99,12 +102,15 @@ def test_recipes_commands_and_unknown_tools(toolbox, tmp_path):
     listed = json.loads(cli(toolbox, "recipes", "list", "--json", cwd=tmp_path).stdout)
     assert set(REQUIRED) <= {r["name"] for r in listed}
     shown = cli(toolbox, "recipes", "show", "python3.11", cwd=tmp_path)
-    assert "alias of python, version 3.11" in shown.stdout and "docker.io/library/python:{version}-slim" in shown.stdout
+    assert ("alias of python, version 3.11" in shown.stdout
+            and "docker.io/library/python:{version}-slim" in shown.stdout)
     assert "psql" in cli(toolbox, "recipes", "search", "sql", cwd=tmp_path).stdout
     shell = cli(toolbox, "recipes", "show", "ubuntu", cwd=tmp_path).stdout
-    assert "command:  bash without arguments, else ARGUMENTS..." in shell and "without arguments, command bash" in shell
+    assert ("command:  bash without arguments, else ARGUMENTS..." in shell
+            and "without arguments, command bash" in shell)
     unknown = run(toolbox, "jqq", ".", cwd=tmp_path)
-    assert unknown.returncode == 125 and "no recipe for 'jqq'" in unknown.stderr and "did you mean jq" in unknown.stderr
+    assert (unknown.returncode == 125 and "no recipe for 'jqq'" in unknown.stderr
+            and "did you mean jq" in unknown.stderr)
 
 
 def test_a_pin_without_a_recipe_is_named_with_the_file_that_pins_it(toolbox, tmp_path):
@@ -126,7 +132,8 @@ def test_a_pin_without_a_recipe_is_named_with_the_file_that_pins_it(toolbox, tmp
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text('[tools]\njqq = "1.7.1"\n')
     result = cli(toolbox, "lock", cwd=tmp_path)
-    assert f"no recipe for 'jqq', which {config} pins" in result.stderr and "`toolbox remove --global jqq`" in result.stderr
+    assert (f"no recipe for 'jqq', which {config} pins" in result.stderr
+            and "`toolbox remove --global jqq`" in result.stderr)
 
 
 # -- pins and the lock -----------------------------------------------------------------------------
@@ -150,7 +157,8 @@ def test_add_keeps_comments_and_lock_is_deterministic_until_upgrade(toolbox, ups
                      tool_image("python-3.11", "/usr/local/bin/python"))
     project = tmp_path / "project"
     project.mkdir()
-    original = '# our tools\n[tools]\n# JSON\njq = "1.6"   # old\n\n[recipes.other]  # ours\nimage = "ghcr.io/x/y"\ndefault_version = "1"\n'
+    original = ('# our tools\n[tools]\n# JSON\njq = "1.6"   # old\n\n[recipes.other]  # ours\n'
+                'image = "ghcr.io/x/y"\ndefault_version = "1"\n')
     (project / "toolbox.toml").write_text(original)
     added = cli(toolbox, "add", "jq@1.7.1", "python3.11", cwd=project)
     assert added.returncode == 0, added.stderr
@@ -168,12 +176,15 @@ def test_add_keeps_comments_and_lock_is_deterministic_until_upgrade(toolbox, ups
     assert cli(toolbox, "lock", cwd=project).returncode == 0
     assert (project / "toolbox.lock").read_bytes() == lock_bytes  # twice: the same bytes
     os.unlink(project / "toolbox.lock")
-    assert cli(toolbox, "lock", cwd=project).returncode == 0 and (project / "toolbox.lock").read_bytes() == lock_bytes
+    assert (cli(toolbox, "lock", cwd=project).returncode == 0
+            and (project / "toolbox.lock").read_bytes() == lock_bytes)
     # The tag moves upstream: nothing changes until --upgrade.
     moved = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1-b"))
-    assert cli(toolbox, "lock", cwd=project).returncode == 0 and (project / "toolbox.lock").read_bytes() == lock_bytes
+    assert (cli(toolbox, "lock", cwd=project).returncode == 0
+            and (project / "toolbox.lock").read_bytes() == lock_bytes)
     listed = json.loads(cli(toolbox, "list", "--json", cwd=project).stdout)
-    assert [(r["tool"], r["version"], r["digest"]) for r in listed] == [("jq", "1.7.1", first), ("python", "3.11", lock["tools"]["python"]["digest"])]
+    assert [(r["tool"], r["version"], r["digest"]) for r in listed] == [
+        ("jq", "1.7.1", first), ("python", "3.11", lock["tools"]["python"]["digest"])]
     assert listed[0]["pinned_by"] == str(project / "toolbox.toml")
     upgraded = cli(toolbox, "lock", "--upgrade", "jq", cwd=project)
     assert upgraded.returncode == 0, upgraded.stderr
@@ -189,25 +200,29 @@ def test_bad_pins_fail_cleanly_and_leave_the_files_as_they_were(toolbox, upstrea
     project.mkdir()
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
     assert cli(toolbox, "lock", cwd=project).returncode == 0
-    toml_before, lock_before = (project / "toolbox.toml").read_bytes(), (project / "toolbox.lock").read_bytes()
+    toml_before, lock_before = ((project / "toolbox.toml").read_bytes(),
+                                (project / "toolbox.lock").read_bytes())
     unknown_version = cli(toolbox, "add", "jq@9.9.9", cwd=project)
     assert unknown_version.returncode == 125 and "jq 9.9.9" in unknown_version.stderr, unknown_version.stderr
     unknown_tool = cli(toolbox, "add", "jqq", cwd=project)
     assert unknown_tool.returncode == 125 and "did you mean jq" in unknown_tool.stderr
-    assert (project / "toolbox.toml").read_bytes() == toml_before and (project / "toolbox.lock").read_bytes() == lock_before
+    assert ((project / "toolbox.toml").read_bytes() == toml_before
+            and (project / "toolbox.lock").read_bytes() == lock_before)
     assert sorted(os.listdir(project)) == ["toolbox.lock", "toolbox.toml"]  # no temp files left
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\nnosuch = "1"\n')
     no_recipe = cli(toolbox, "lock", cwd=project)
     assert no_recipe.returncode == 125 and "no recipe for 'nosuch'" in no_recipe.stderr
     (project / "toolbox.toml").write_text('[tools]\njq = 1.7\n')
     malformed = cli(toolbox, "list", cwd=project)
-    assert malformed.returncode == 125 and "toolbox.toml" in malformed.stderr and "a version is a string" in malformed.stderr
+    assert (malformed.returncode == 125 and "toolbox.toml" in malformed.stderr
+            and "a version is a string" in malformed.stderr)
     (project / "toolbox.toml").write_text('[tools\n')
     assert "not valid TOML" in cli(toolbox, "list", cwd=project).stderr
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\n')
     (project / "toolbox.lock").write_text('lock_version = 1\n[tools.jq]\nrecipe = "jq"\n')
     broken_lock = cli(toolbox, "lock", "--frozen", cwd=project)
-    assert broken_lock.returncode == 125 and "toolbox.lock" in broken_lock.stderr and "toolbox lock" in broken_lock.stderr
+    assert (broken_lock.returncode == 125 and "toolbox.lock" in broken_lock.stderr
+            and "toolbox lock" in broken_lock.stderr)
 
 
 def test_frozen_and_ci_refuse_to_resolve(toolbox, upstream, tmp_path):
@@ -218,7 +233,8 @@ def test_frozen_and_ci_refuse_to_resolve(toolbox, upstream, tmp_path):
     frozen = cli(toolbox, "lock", "--frozen", cwd=project)
     assert frozen.returncode == 125 and "jq is pinned but not locked" in frozen.stderr
     in_ci = cli(toolbox, "sync", cwd=project, env={"CI": "true"})
-    assert in_ci.returncode == 125 and "does not match" in in_ci.stderr and not (project / "toolbox.lock").exists()
+    assert (in_ci.returncode == 125 and "does not match" in in_ci.stderr
+            and not (project / "toolbox.lock").exists())
     synced = cli(toolbox, "sync", cwd=project)
     assert synced.returncode == 0, synced.stderr
     assert cli(toolbox, "sync", cwd=project, env={"CI": "true"}).returncode == 0  # matching now
@@ -263,7 +279,8 @@ def test_a_pin_that_does_not_resolve_stops_only_its_own_tool(toolbox, upstream, 
     import tomllib
 
     assert set(tomllib.loads((tmp_path / "toolbox.lock").read_text())["tools"]) == {"jq"}
-    assert run(toolbox, "jq", cwd=tmp_path, env={"CI": "true"}).returncode == 0  # jq's entry matches: nothing to resolve
+    # jq's entry matches: nothing to resolve
+    assert run(toolbox, "jq", cwd=tmp_path, env={"CI": "true"}).returncode == 0
     node = run(toolbox, "node", cwd=tmp_path)
     assert node.returncode == 125 and "node 99" in node.stderr
     assert cli(toolbox, "lock", cwd=tmp_path).returncode == 125  # `toolbox lock` wants every pin
@@ -278,7 +295,8 @@ def test_a_locked_run_stays_on_its_digest_when_the_tag_moves(toolbox, upstream, 
     assert run(toolbox, "jq", cwd=tmp_path).stdout == "first tool:\n"
     upstream.publish("ghcr.io/jqlang/jq", "1.7.1", tool_image("second"))
     assert run(toolbox, "jq", cwd=tmp_path).stdout == "first tool:\n"
-    assert run(toolbox, "--pull", "always", "jq", cwd=tmp_path).stdout == "first tool:\n"  # by digest, even then
+    # by digest, even then
+    assert run(toolbox, "--pull", "always", "jq", cwd=tmp_path).stdout == "first tool:\n"
     assert cli(toolbox, "lock", "--upgrade", cwd=tmp_path).returncode == 0
     assert run(toolbox, "jq", cwd=tmp_path).stdout == "second tool:\n"
 
@@ -289,8 +307,10 @@ def test_aliases_commands_env_and_mounts_from_the_recipe(toolbox, upstream, tmp_
                      tool_image("python-3.11", "/usr/local/bin/python", names=("/usr/local/bin/pip",),
                                 entrypoint=False))
     upstream.publish("docker.io/amazon/aws-cli", "2.17.0", tool_image("aws", "/usr/local/bin/aws"))
-    assert run(toolbox, "python3.11", "-c", "print(1)", cwd=tmp_path).stdout == "python-3.11 python:-c print(1)\n"
-    assert run(toolbox, "pip", "install", "x", env={}, cwd=tmp_path).returncode == 125  # pip is python's default version, 3.12: not published
+    assert (run(toolbox, "python3.11", "-c", "print(1)", cwd=tmp_path).stdout
+            == "python-3.11 python:-c print(1)\n")
+    # pip is python's default version, 3.12: not published
+    assert run(toolbox, "pip", "install", "x", env={}, cwd=tmp_path).returncode == 125
     (tmp_path / "toolbox.toml").write_text('[tools]\npython = "3.11"\n')
     assert run(toolbox, "pip", "install", "x", cwd=tmp_path).stdout == "python-3.11 pip:install x\n"
     aws_dir = Path(toolbox.home) / ".aws"
@@ -319,7 +339,8 @@ def _stand_in(recipe):
     """An image standing in for the recipe's upstream one: the programs it and its aliases
     name, at /usr/local/bin, printing the recipe's label and their arguments; where the recipe
     names no command, the image's entrypoint runs (as upstream images have it)."""
-    programs = [_what_runs(recipe, None)[0]] + [_what_runs(recipe, alias)[0] for alias in recipe.aliases.values()]
+    programs = ([_what_runs(recipe, None)[0]]
+                + [_what_runs(recipe, alias)[0] for alias in recipe.aliases.values()])
     programs = list(dict.fromkeys(programs))
     return tool_image(f"{recipe.name}-standin", f"/usr/local/bin/{programs[0]}",
                       names=[f"/usr/local/bin/{p}" for p in programs[1:]],
@@ -335,7 +356,8 @@ def test_every_builtin_recipe_and_alias_with_and_without_arguments(toolbox, upst
         image = _stand_in(recipe)
         for version in {recipe.default_version} | {a.version for a in recipe.aliases.values() if a.version}:
             upstream.publish(recipe.image, recipe.tag_for(version), image)
-    names = [(recipe, None) for recipe in recipes.values()] + [(r, a) for r in recipes.values() for a in r.aliases.values()]
+    names = ([(recipe, None) for recipe in recipes.values()]
+             + [(r, a) for r in recipes.values() for a in r.aliases.values()])
     for recipe, alias in names:
         name, label = alias.name if alias else recipe.name, f"{recipe.name}-standin"
         program, is_shell = _what_runs(recipe, alias)
@@ -360,8 +382,10 @@ def test_trust_is_asked_for_project_recipes_and_asked_again_after_an_edit(toolbo
                                            '"~/.ssh" }]\n')
     refused = run(toolbox, "jq", cwd=tmp_path)
     assert refused.returncode == 125 and "not trusted yet" in refused.stderr
-    assert "+ mount ~/.ssh at ~/.ssh read-write" in refused.stderr and "+ host variable SECRET_*" in refused.stderr
-    assert "- image ghcr.io/jqlang/jq (tag {version})" not in refused.stderr  # same image as the built-in: not in the diff
+    assert ("+ mount ~/.ssh at ~/.ssh read-write" in refused.stderr
+            and "+ host variable SECRET_*" in refused.stderr)
+    # same image as the built-in: not in the diff
+    assert "- image ghcr.io/jqlang/jq (tag {version})" not in refused.stderr
     assert "replaces the builtin recipe" in refused.stderr and "toolbox trust" in refused.stderr
     trusted = cli(toolbox, "trust", cwd=tmp_path)
     assert trusted.returncode == 0 and "+ host variable SECRET_*" in trusted.stdout
@@ -371,10 +395,12 @@ def test_trust_is_asked_for_project_recipes_and_asked_again_after_an_edit(toolbo
                                                                                            "AWS_*"))
     again = run(toolbox, "jq", cwd=tmp_path)
     assert again.returncode == 125 and "+ host variable AWS_*" in again.stderr
-    assert cli(toolbox, "trust", cwd=tmp_path).returncode == 0 and cli(toolbox, "untrust", cwd=tmp_path).returncode == 0
+    assert (cli(toolbox, "trust", cwd=tmp_path).returncode == 0
+            and cli(toolbox, "untrust", cwd=tmp_path).returncode == 0)
     assert run(toolbox, "jq", cwd=tmp_path).returncode == 125
     # Built-in recipes need no trust, even in an untrusted project.
-    (tmp_path / "toolbox.toml").write_text('[recipes.mine]\nimage = "ghcr.io/x/mine"\ndefault_version = "1"\n')
+    (tmp_path / "toolbox.toml").write_text('[recipes.mine]\nimage = "ghcr.io/x/mine"\n'
+                                           'default_version = "1"\n')
     assert "not trusted" not in run(toolbox, "jq@2", cwd=tmp_path).stderr
 
 
@@ -382,7 +408,8 @@ def test_global_pins_outside_a_project_and_the_config_file_stays_private(toolbox
     upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
     os.unlink(toolbox.layout.config_file)  # as on a fresh machine: add --global creates it
     added = cli(toolbox, "add", "--global", "jq@1.6", cwd=tmp_path)
-    assert added.returncode == 125 and "cannot reach ghcr.io" in added.stderr  # no mirror config yet: offline here
+    # no mirror config yet: offline here
+    assert added.returncode == 125 and "cannot reach ghcr.io" in added.stderr
     assert not os.path.exists(toolbox.layout.config_file)  # and the file it made is gone again
     upstream = Upstream(toolbox, upstream.registry)  # config.toml written anew, then pinned globally
     upstream.publish("ghcr.io/jqlang/jq", "1.6", tool_image("jq-1.6"))
@@ -449,11 +476,13 @@ def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(too
     assert cli(toolbox, "lock", "--check", cwd=project).returncode == 0
     # The platform map edited to run 3.10's manifest for 3.12: refused, online or not, stored or not.
     edited = json.loads(json.dumps(good))
-    edited["tools"]["python"]["platforms"]["linux/amd64"] = other["tools"]["python"]["platforms"]["linux/amd64"]
+    edited["tools"]["python"]["platforms"]["linux/amd64"] = (
+        other["tools"]["python"]["platforms"]["linux/amd64"])
     _write_lock_doc(lock_path, edited)
     for args in (["run", "python"], ["lock", "--frozen"], ["sync"], ["lock", "--check"]):
         result = cli(toolbox, *args, cwd=project, env={"CI": "true"})
-        assert result.returncode == 125 and "does not match the index" in result.stderr + result.stdout, (args, result.stderr)
+        assert (result.returncode == 125
+                and "does not match the index" in result.stderr + result.stdout), (args, result.stderr)
         assert "py-3.10" not in result.stdout
     listed = cli(toolbox, "list", cwd=project)
     assert "LOCK DAMAGED" in listed.stdout and "does not match the index" in listed.stderr
@@ -469,7 +498,8 @@ def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(too
                                       platforms=other["tools"]["python"]["platforms"])
     _write_lock_doc(lock_path, swapped)
     checked = cli(toolbox, "lock", "--check", cwd=project)
-    assert checked.returncode == 125 and "the tag 3.12-slim now names" in checked.stdout and "or the lock was edited" in checked.stdout
+    assert (checked.returncode == 125 and "the tag 3.12-slim now names" in checked.stdout
+            and "or the lock was edited" in checked.stdout)
     # A lone manifest cannot lock more than itself; a map sending two platforms to one manifest is refused.
     lone = json.loads(json.dumps(good))
     lone["tools"]["python"]["digest"] = lone["tools"]["python"]["platforms"]["linux/amd64"]
@@ -477,9 +507,11 @@ def test_a_lock_cannot_point_a_version_at_another_manifest_of_the_repository(too
     frozen = cli(toolbox, "lock", "--frozen", cwd=project)
     assert frozen.returncode == 125 and "is one platform's manifest" in frozen.stderr
     same = json.loads(json.dumps(good))
-    same["tools"]["python"]["platforms"]["linux/arm64/v8"] = same["tools"]["python"]["platforms"]["linux/amd64"]
+    same["tools"]["python"]["platforms"]["linux/arm64/v8"] = (
+        same["tools"]["python"]["platforms"]["linux/amd64"])
     _write_lock_doc(lock_path, same)
-    assert "two platforms are mapped to the same manifest" in cli(toolbox, "lock", "--frozen", cwd=project).stderr
+    assert ("two platforms are mapped to the same manifest"
+            in cli(toolbox, "lock", "--frozen", cwd=project).stderr)
     _write_lock_doc(lock_path, good)
     assert run(toolbox, "python", "-V", cwd=project).stdout == "py-3.12 python:-V\n"
 
@@ -507,7 +539,8 @@ def test_a_tool_name_works_wherever_an_image_name_does(toolbox, upstream, tmp_pa
     assert inspected.returncode == 0 and f"Index:       {locked}" in inspected.stdout, inspected.stderr
     assert "ghcr.io/jqlang/jq:1.6" in cli(toolbox, "inspect", "jq@1.6", cwd=project).stdout
     explicit = cli(toolbox, "inspect", "docker.io/library/jq", cwd=project)
-    assert explicit.returncode == 125 and "docker.io/library/jq" in explicit.stderr  # the image, explicitly: not stored
+    # the image, explicitly: not stored
+    assert explicit.returncode == 125 and "docker.io/library/jq" in explicit.stderr
     removed = cli(toolbox, "rmi", "jq", cwd=project)
     assert removed.returncode == 0 and f"Removed ghcr.io/jqlang/jq@{locked}" in removed.stdout, removed.stderr
     assert f"{project / 'toolbox.toml'} pins jq to an image removed" in removed.stderr
@@ -543,10 +576,12 @@ def test_prune_unused_keeps_what_the_locks_toolbox_has_seen_use(toolbox, upstrea
     shutil.rmtree(home / "c")  # a project deleted: its lock uses nothing any more
     listed = {i["reference"]: i for i in json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)}
     assert {ref: i["tool"] for ref, i in listed.items()} == {
-        f"ghcr.io/jqlang/jq@{jq}": "jq 1.7.1 (projects ~/a, ~/b)", f"docker.io/library/python@{python}": "python 3.13 (project ~/a)",
+        f"ghcr.io/jqlang/jq@{jq}": "jq 1.7.1 (projects ~/a, ~/b)",
+        f"docker.io/library/python@{python}": "python 3.13 (project ~/a)",
         f"docker.io/mikefarah/yq@{yq}": "yq 4.44.3 (global pins)", "ghcr.io/jqlang/jq:1.6": "jq 1.6",
         f"ghcr.io/jqlang/jq@{listed['ghcr.io/jqlang/jq:1.6']['digest']}": "jq", by_hand: None}
-    assert {u["pins"] for u in listed[f"ghcr.io/jqlang/jq@{jq}"]["used_by"]} == {str(home / "a" / "toolbox.toml"), str(home / "b" / "toolbox.toml")}
+    assert {u["pins"] for u in listed[f"ghcr.io/jqlang/jq@{jq}"]["used_by"]} == {
+        str(home / "a" / "toolbox.toml"), str(home / "b" / "toolbox.toml")}
     df = cli(toolbox, "df", cwd=home)
     assert "python 3.13 (project ~/a)" in df.stdout and "yq 4.44.3 (global pins)" in df.stdout, df.stdout
     assert "Images no lock toolbox knows uses: 3; removing them would free" in df.stdout, df.stdout
@@ -556,19 +591,27 @@ def test_prune_unused_keeps_what_the_locks_toolbox_has_seen_use(toolbox, upstrea
     dry = cli(toolbox, "prune", "--unused", "--dry-run", cwd=home)
     assert dry.returncode == 0, dry.stderr
     would = [line.split()[0] for line in dry.stdout.splitlines() if line.startswith("  ")]
-    assert sorted(would) == sorted([by_hand, "ghcr.io/jqlang/jq:1.6", f"ghcr.io/jqlang/jq@{listed['ghcr.io/jqlang/jq:1.6']['digest'][:19]}"]), dry.stdout
-    assert "Would free " in dry.stdout and "project ~/a (" in dry.stdout and "project ~/b" in dry.stdout and "global pins" in dry.stdout
-    assert len(json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)) == 6  # a dry run removes nothing
-    offered = cli(toolbox, "prune", cwd=home)  # the default keeps every image, and says what --unused would do
-    assert offered.returncode == 0 and "3 images no lock toolbox knows uses" in offered.stdout and "toolbox prune --unused" in offered.stdout, offered.stdout
+    assert sorted(would) == sorted(
+        [by_hand, "ghcr.io/jqlang/jq:1.6",
+         f"ghcr.io/jqlang/jq@{listed['ghcr.io/jqlang/jq:1.6']['digest'][:19]}"]), dry.stdout
+    assert ("Would free " in dry.stdout and "project ~/a (" in dry.stdout and "project ~/b" in dry.stdout
+            and "global pins" in dry.stdout)
+    # a dry run removes nothing
+    assert len(json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)) == 6
+    # the default keeps every image, and says what --unused would do
+    offered = cli(toolbox, "prune", cwd=home)
+    assert (offered.returncode == 0 and "3 images no lock toolbox knows uses" in offered.stdout
+            and "toolbox prune --unused" in offered.stdout), offered.stdout
     assert len(json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)) == 6
     pruned = cli(toolbox, "prune", "--unused", cwd=home)
     assert pruned.returncode == 0 and "Removed 3 images" in pruned.stdout, pruned.stdout + pruned.stderr
-    assert set(json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)[i]["reference"] for i in range(3)) == {
+    assert set(json.loads(cli(toolbox, "images", "--json", cwd=home).stdout)[i]["reference"]
+               for i in range(3)) == {
         f"ghcr.io/jqlang/jq@{jq}", f"docker.io/library/python@{python}", f"docker.io/mikefarah/yq@{yq}"}
     from toolbox.ops.usage import remembered_projects
 
-    assert str(home / "c" / "toolbox.toml") not in remembered_projects(toolbox.layout)  # the deleted project is forgotten
+    # the deleted project is forgotten
+    assert str(home / "c" / "toolbox.toml") not in remembered_projects(toolbox.layout)
     lock_a.write_text(lock_a.read_text().split("\n", 1)[1].rsplit("=======", 1)[0])
     for name in ("a", "b"):  # nothing a lock uses was removed: nothing to pull
         synced = cli(toolbox, "sync", "--frozen", cwd=home / name)
@@ -587,7 +630,8 @@ def test_rmi_of_a_tool_warns_for_every_project_whose_lock_runs_it(toolbox, upstr
     removed = cli(toolbox, "rmi", "jq", cwd=toolbox.home / "a")
     assert removed.returncode == 0 and f"Removed ghcr.io/jqlang/jq@{locked}" in removed.stdout, removed.stderr
     for name in ("a", "b"):
-        assert f"warning: {toolbox.home / name / 'toolbox.toml'} pins jq to an image removed" in removed.stderr, removed.stderr
+        assert (f"warning: {toolbox.home / name / 'toolbox.toml'} pins jq to an image removed"
+                in removed.stderr), removed.stderr
     # Projects run before toolbox remembered them are known by their tool plans.
     import shutil
 
@@ -604,7 +648,8 @@ def test_rmi_of_a_tool_warns_for_every_project_whose_lock_runs_it(toolbox, upstr
     missing = cli(toolbox, "rmi", "yq", cwd=toolbox.home)
     assert missing.returncode == 125, missing.stderr
     assert "'yq' (docker.io/mikefarah/yq:4.44.3 here) is not in the store" in missing.stderr, missing.stderr
-    assert "pull it first" not in missing.stderr and "hint: `toolbox images` lists the stored images" in missing.stderr
+    assert ("pull it first" not in missing.stderr
+            and "hint: `toolbox images` lists the stored images" in missing.stderr)
 
 
 # -- what changed ----------------------------------------------------------------------------------
@@ -630,22 +675,27 @@ def test_lock_sync_and_upgrade_print_only_what_changed(toolbox, upstream, tmp_pa
                                                    f"({_short(py12)})\n"), first.stderr
     assert cli(toolbox, "lock", cwd=project).stdout == "toolbox.lock is up to date\n"
     synced = cli(toolbox, "sync", cwd=project)
-    assert synced.stdout == f"pulled jq 1.7.1 ({_short(jq_a)})\npulled python 3.12 ({_short(py12)})\n", synced.stderr
-    assert cli(toolbox, "sync", cwd=project).stdout == "toolbox.lock is up to date, and every image it names is stored\n"
+    assert synced.stdout == (f"pulled jq 1.7.1 ({_short(jq_a)})\n"
+                             f"pulled python 3.12 ({_short(py12)})\n"), synced.stderr
+    assert (cli(toolbox, "sync", cwd=project).stdout
+            == "toolbox.lock is up to date, and every image it names is stored\n")
     # A pin bump: the dry run says what would change and writes nothing; sync does it.
     pins.write_text('[tools]\njq = "1.7.1"\npython = "3.13"\n')
     lock_before = (project / "toolbox.lock").read_bytes()
     dry = cli(toolbox, "lock", "--dry-run", cwd=project)
-    assert dry.stdout == f"python 3.12 → 3.13 ({_short(py12)} → {_short(py13)})\ndry run: toolbox.lock not written\n", dry.stderr
+    assert dry.stdout == (f"python 3.12 → 3.13 ({_short(py12)} → {_short(py13)})\n"
+                          "dry run: toolbox.lock not written\n"), dry.stderr
     assert (project / "toolbox.lock").read_bytes() == lock_before
     synced = cli(toolbox, "sync", cwd=project)
-    assert synced.stdout == f"python 3.12 → 3.13 ({_short(py12)} → {_short(py13)})\npulled python 3.13 ({_short(py13)})\n", synced.stderr
+    assert synced.stdout == (f"python 3.12 → 3.13 ({_short(py12)} → {_short(py13)})\n"
+                             f"pulled python 3.13 ({_short(py13)})\n"), synced.stderr
     # The tag moves upstream: only --upgrade takes it, and says so.
     jq_b = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-b"))
     lock_before = (project / "toolbox.lock").read_bytes()
     assert cli(toolbox, "lock", cwd=project).stdout == "toolbox.lock is up to date\n"
     dry = cli(toolbox, "lock", "--upgrade", "jq", "--dry-run", cwd=project)
-    assert dry.stdout == f"jq: tag 1.7.1 moved ({_short(jq_a)} → {_short(jq_b)})\ndry run: toolbox.lock not written\n", dry.stderr
+    assert dry.stdout == (f"jq: tag 1.7.1 moved ({_short(jq_a)} → {_short(jq_b)})\n"
+                          "dry run: toolbox.lock not written\n"), dry.stderr
     assert (project / "toolbox.lock").read_bytes() == lock_before
     upgraded = cli(toolbox, "lock", "--upgrade", "jq", cwd=project)
     assert upgraded.stdout == f"jq: tag 1.7.1 moved ({_short(jq_a)} → {_short(jq_b)})\n", upgraded.stderr
@@ -653,7 +703,8 @@ def test_lock_sync_and_upgrade_print_only_what_changed(toolbox, upstream, tmp_pa
     # A pin added and one removed.
     pins.write_text('[tools]\njq = "1.7.1"\nnode = "22"\n')
     changed = cli(toolbox, "lock", cwd=project)
-    assert changed.stdout == f"node added: 22 ({_short(node)})\npython removed (was 3.13, {_short(py13)})\n", changed.stderr
+    assert changed.stdout == (f"node added: 22 ({_short(node)})\n"
+                              f"python removed (was 3.13, {_short(py13)})\n"), changed.stderr
     # From another directory of the project the lock is named in full.
     (project / "src").mkdir()
     assert cli(toolbox, "lock", cwd=project / "src").stdout == f"{project / 'toolbox.lock'} is up to date\n"
@@ -684,7 +735,8 @@ def test_the_first_call_after_a_lock_change_says_so_once(toolbox, upstream, tmp_
     (project / "toolbox.lock").write_bytes((teammate / "toolbox.lock").read_bytes())
     changed = run(toolbox, "jq", cwd=project)
     assert changed.stdout == "jq-1.7.2 tool:\n"
-    assert said(changed) == [f"toolbox: warning: jq is now 1.7.2 (was 1.7.1), from {project / 'toolbox.lock'}"], changed.stderr
+    assert said(changed) == ["toolbox: warning: jq is now 1.7.2 (was 1.7.1), "
+                             f"from {project / 'toolbox.lock'}"], changed.stderr
     assert run(toolbox, "jq", cwd=project).stderr == ""
     assert said(run(toolbox, "jq", cwd=teammate)) == []  # another pins file: its own first call
     # The same version by another digest (the tag moved, and someone ran `lock --upgrade`).
@@ -733,7 +785,8 @@ def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_wh
             pins.write_text(toml)
             locked = cli(toolbox, "lock", *lock_args, cwd=repo)
             assert locked.returncode == 0, locked.stderr
-            assert _git("add", "-A", cwd=repo).returncode == 0 and _git("commit", "-qm", message, cwd=repo).returncode == 0
+            assert (_git("add", "-A", cwd=repo).returncode == 0
+                    and _git("commit", "-qm", message, cwd=repo).returncode == 0)
 
         commit('[tools]\njq = "1.7.1"\npython = "3.12"\nyq = "4.44.3"\n', "pins")
         assert _git("checkout", "-qb", "lead", cwd=repo).returncode == 0
@@ -742,21 +795,25 @@ def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_wh
                "--upgrade", "jq")
         lead_lock = _lock_doc(repo / "toolbox.lock")
         assert _git("checkout", "-qb", "mate", "main", cwd=repo).returncode == 0
-        jq_c = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-c"))  # it moves again; the teammate upgrades
+        # it moves again; the teammate upgrades
+        jq_c = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-c"))
         commit('[tools]\njq = "1.7.1"\npython = "3.11"\nyq = "4.44.3"\n', "python 3.11", "--upgrade", "jq")
         assert _git("checkout", "-q", "lead", cwd=repo).returncode == 0
         merged = _git("-c", f"merge.conflictStyle={style}", "merge", "mate", cwd=repo)
-        assert merged.returncode != 0 and "CONFLICT (content): Merge conflict in toolbox.lock" in merged.stdout, merged.stdout
+        assert (merged.returncode != 0
+                and "CONFLICT (content): Merge conflict in toolbox.lock" in merged.stdout), merged.stdout
         text = (repo / "toolbox.lock").read_text()
         assert "<<<<<<< " in text and "=======\n" in text and ("||||||| " in text) == (style == "diff3")
-        pins.write_text('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n')  # the person resolves toolbox.toml
+        # the person resolves toolbox.toml
+        pins.write_text('[tools]\njq = "1.7.1"\nnode = "22"\npython = "3.13"\nyq = "4.44.3"\n')
         # Everything but `toolbox lock` refuses, with what to do.
         for args, env in ((("run", "jq"), None), (("sync", "--frozen"), None), (("list",), None),
                           (("sync",), {"CI": "true"}), (("lock", "--frozen"), None)):
             refused = cli(toolbox, *args, cwd=repo, env=env)
             assert refused.returncode == 125, (args, refused.stderr)
             error, hint = refused.stderr.splitlines()
-            assert error == f"toolbox: error: {repo / 'toolbox.lock'} has merge conflicts (git's <<<<<<< markers)", (args, refused.stderr)
+            assert error == (f"toolbox: error: {repo / 'toolbox.lock'} has merge conflicts "
+                             "(git's <<<<<<< markers)"), (args, refused.stderr)
             assert "run `toolbox lock`" in hint and "keeping every entry that still matches its pin" in hint
         assert (repo / "toolbox.lock").read_text() == text
         # `toolbox lock` resolves: only jq asks the registry.
@@ -774,7 +831,8 @@ def test_a_conflicted_lock_is_refused_with_the_way_out_and_lock_resolves_only_wh
                  _action in proxy.log if "/manifests/" in path or "/blobs/" in path]
         assert asked and all("/ghcr/jqlang/jq/manifests/1.7.1" in path for path in asked), asked
         lock = _lock_doc(repo / "toolbox.lock")
-        assert {tool: lock["tools"][tool] for tool in ("node", "python", "yq")} == {t: lead_lock["tools"][t] for t in ("node", "python", "yq")}
+        assert ({tool: lock["tools"][tool] for tool in ("node", "python", "yq")}
+                == {t: lead_lock["tools"][t] for t in ("node", "python", "yq")})
         assert lock["tools"]["jq"]["digest"] == jq_c
         assert cli(toolbox, "lock", "--frozen", cwd=repo).stdout == "toolbox.lock is up to date\n"
         assert "<<<<<<<" not in (repo / "toolbox.lock").read_text()
@@ -790,11 +848,14 @@ def test_conflict_sides_and_what_each_side_still_says():
     text = ("lock_version = 1\n\n" + entry + "\n<<<<<<< HEAD\n[tools.node]\nrecipe = \"node\"\n||||||| "
                                              "base\n=======\n"
             "[tools.node]\nrecipe = 3\n>>>>>>> mate\n[tools.yq]\nimage = [\n")
-    assert has_conflict_markers(text.encode()) and not has_conflict_markers(entry.encode() + b'x = "======="\n')
+    assert (has_conflict_markers(text.encode())
+            and not has_conflict_markers(entry.encode() + b'x = "======="\n'))
     ours, theirs = conflict_sides(text)
-    assert "recipe = \"node\"" in ours and "recipe = 3" not in ours and "recipe = 3" in theirs and "base" not in ours + theirs
+    assert ("recipe = \"node\"" in ours and "recipe = 3" not in ours and "recipe = 3" in theirs
+            and "base" not in ours + theirs)
     # Neither side is valid TOML (yq's table is cut), yet jq's entry is read from each; node's is incomplete.
-    assert set(side_entries(ours, "/p/toolbox.lock")) == set(side_entries(theirs, "/p/toolbox.lock")) == {"jq"}
+    assert (set(side_entries(ours, "/p/toolbox.lock")) == set(side_entries(theirs, "/p/toolbox.lock"))
+            == {"jq"})
     assert side_entries(ours, "/p/toolbox.lock")["jq"].digest == digest
 
 
@@ -818,7 +879,8 @@ def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
                                           '"1"\n')
     upstream.publish("ghcr.io/example/fmt", "1", tool_image("fmt-1"))
     ran = run(toolbox, "jq", "x", cwd=project)
-    assert (ran.returncode, ran.stdout) == (0, "jq-1.7.1 tool:x\n") and "toolbox:" not in ran.stderr, ran.stderr
+    assert ((ran.returncode, ran.stdout) == (0, "jq-1.7.1 tool:x\n")
+            and "toolbox:" not in ran.stderr), ran.stderr
     assert run(toolbox, "jq", "y", cwd=project).stdout == "jq-1.7.1 tool:y\n"  # from its tool plan
     assert run(toolbox, "jq@1.7.1", cwd=tmp_path).stdout == "jq-1.7.1 tool:\n"  # and outside the project
     yq = run(toolbox, "yq", cwd=project)
@@ -828,13 +890,17 @@ def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
         "image, mounts, network, "
         "pass_env, tag, tty"], yq.stderr
     lint = run(toolbox, "lint", cwd=project)
-    assert lint.returncode == 125 and f"{project / 'toolbox.toml'}: recipe 'lint': 'network' must be one of host, none" in lint.stderr
+    assert (lint.returncode == 125
+            and f"{project / 'toolbox.toml'}: recipe 'lint': 'network' must be one of host, none"
+            in lint.stderr)
     listed = cli(toolbox, "recipes", "list", cwd=project)
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
-    assert "BROKEN" in rows["yq"] and "user" in rows["yq"] and "BROKEN" in rows["lint"] and "BROKEN" not in rows["jq"]
+    assert ("BROKEN" in rows["yq"] and "user" in rows["yq"] and "BROKEN" in rows["lint"]
+            and "BROKEN" not in rows["jq"])
     assert "unknown key 'colour'" in listed.stderr and "'network' must be one of" in listed.stderr
-    as_json = {r["name"]: r for r in json.loads(cli(toolbox, "recipes", "list", "--json", cwd=project).stdout)}
+    as_json = {r["name"]: r
+               for r in json.loads(cli(toolbox, "recipes", "list", "--json", cwd=project).stdout)}
     assert as_json["yq"]["error"].endswith("unknown key 'colour'") and as_json["jq"]["error"] is None
     # The project's other recipe is trusted and runs as before.
     assert run(toolbox, "fmt", cwd=project).returncode == 125  # not trusted yet
@@ -842,7 +908,8 @@ def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
     assert trusted.returncode == 0 and "fmt" in trusted.stdout, trusted.stderr
     assert run(toolbox, "fmt", "a", cwd=project).stdout == "fmt-1 tool:a\n"
     locked = cli(toolbox, "lock", cwd=project)  # `lock` wants every pin: the first broken one says why
-    assert locked.returncode == 125 and "recipe 'lint': 'network' must be one of" in locked.stderr, locked.stderr
+    assert (locked.returncode == 125
+            and "recipe 'lint': 'network' must be one of" in locked.stderr), locked.stderr
     (recipes / "yq.toml").write_text('image = "docker.io/mikefarah/yq"\ndefault_version = "4"\n')
     upstream.publish("docker.io/mikefarah/yq", "4", tool_image("yq-4"))
     assert run(toolbox, "yq", cwd=project).stdout == "yq-4 tool:\n"  # fixed, it runs

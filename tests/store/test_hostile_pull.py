@@ -58,7 +58,8 @@ NEUTRALISED = {
     "duplicate members: the last wins": ((Layer((file("d", "first\n"), file("d", "second\n"))),),
                                          {"d": b"second\n"}),
     "symlink to /etc in one layer, a file below it in the next": (
-        (Layer((symlink("etc", "/etc"),)), Layer((directory("etc"), file("etc/inside", "x\n")))), {"etc/inside": b"x\n"}),
+        (Layer((symlink("etc", "/etc"),)), Layer((directory("etc"), file("etc/inside", "x\n")))),
+        {"etc/inside": b"x\n"}),
     "setuid root file": ((Layer((file("su", "#!/bin/sh\n", 0o4755, uid=0),)),), {"su": b"#!/bin/sh\n"}),
     "non-UTF-8 name": ((Layer((Entry("raw", raw_name=b"\xff\xfe.bin", data=b"bytes\n"),)),),
                        {os.fsdecode(b"\xff\xfe.bin"): b"bytes\n"}),
@@ -152,7 +153,8 @@ def test_neutralised_layers_run_alike_in_every_root_mode(toolbox, registry, cana
     toolbox.trust(registry)
     reference, _built = publish(registry, (images.busybox_layer(),) + layers, name)
     toolbox.pull(reference)
-    look = 'if [ -e "$1" ] || [ -L "$1" ]; then [ ! -L "$1" ] && stat -c %a "$1" && cat "$1"; else echo absent; fi'
+    look = ('if [ -e "$1" ] || [ -L "$1" ]; then [ ! -L "$1" ] && stat -c %a "$1" && cat "$1"; '
+            'else echo absent; fi')
     for path, content in expected.items():
         seen = run(toolbox, mode, reference, "sh", "-c", look, "sh", "/" + path)
         assert seen.returncode == 0, (path, seen.stderr)

@@ -88,7 +88,8 @@ def test_a_tiny_blob_describing_a_huge_sparse_file_stays_tiny_on_disk(tmp_path, 
     unpacked = dest / "sparse"
     st_ = unpacked.stat()
     assert st_.st_size == size and stats.bytes == size
-    assert st_.st_blocks * 512 <= 64 * 1024, f"{st_.st_blocks} blocks allocated for a file of {size} bytes with 13 bytes of data"
+    assert st_.st_blocks * 512 <= 64 * 1024, (f"{st_.st_blocks} blocks allocated for a file of {size} bytes "
+                                              "with 13 bytes of data")
     assert sum(written) <= 3 * 4096  # only the data segments were written (GNU tar stores whole blocks)
     assert data_segments(unpacked) == data_segments(source)
     with open(unpacked, "rb") as file:
@@ -122,7 +123,8 @@ def test_the_layer_limit_counts_the_data_written_and_bounds_what_a_file_claims(s
     ("0,1,0,1", 100, "out of order"),  # overlapping
     ("0,1,99,2", 100, "past the file's size"),
     ("0,1,-5,1", 100, "out of order"),
-    ("0,600,1000,1", 2000, "lists more data than the archive holds"),  # would read the next member's header as data
+    # would read the next member's header as data
+    ("0,600,1000,1", 2000, "lists more data than the archive holds"),
 ])
 def test_hostile_sparse_maps_are_refused(sandbox, sparse_map, size, complaint):
     dest, _ = sandbox
@@ -151,7 +153,8 @@ def _old_gnu_sparse_header(name, realsize, extension_blocks, stored=0):
         block = bytearray(512)
         for entry in range(21):
             offset = (index * 21 + entry) * 2 + 1
-            block[entry * 24:entry * 24 + 24] = tarfile.itn(offset, 12, tarfile.GNU_FORMAT) + tarfile.itn(1, 12, tarfile.GNU_FORMAT)
+            block[entry * 24:entry * 24 + 24] = (tarfile.itn(offset, 12, tarfile.GNU_FORMAT)
+                                                 + tarfile.itn(1, 12, tarfile.GNU_FORMAT))
         block[504] = 1 if index < extension_blocks - 1 else 0
         blocks.append(bytes(block))
     return bytes(header) + b"".join(blocks)

@@ -76,7 +76,9 @@ def test_an_image_of_many_layers_runs_whole_in_every_root_mode(toolbox, registry
         lines = result.stdout.decode().split("\n")
         assert lines[:4] == [str(count - 1), "bottom", "top", "deleted"], (options, lines)
         shown = sorted(name for name in lines[4:] if name not in ("", ".", ".."))
-        assert [name for name in shown if name not in expected_root + made + [tmp_path.parts[1]]] == [], (options, shown)  # no tree/, no layer.json
+        # no tree/, no layer.json
+        assert [name for name in shown
+                if name not in expected_root + made + [tmp_path.parts[1]]] == [], (options, shown)
         assert set(expected_root) <= set(shown), (options, shown)
 
 

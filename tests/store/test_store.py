@@ -194,7 +194,8 @@ def test_a_blob_that_would_eat_into_the_reserve_is_refused_before_it_is_written(
     store = Store(Layout.under(tmp_path), reserve=SpaceReserve(free_bytes(tmp_path) + 1024**3))
     store.prepare()
     digest = Digest.of_bytes(b"config")
-    refused = "not enough free space to store blob [0-9a-f]{12}: [0-9.]+ (GiB|MiB|bytes) free on the filesystem of the store"
+    refused = ("not enough free space to store blob [0-9a-f]{12}: [0-9.]+ (GiB|MiB|bytes) free "
+               "on the filesystem of the store")
     with pytest.raises(StoreError, match=refused) as info:
         store.put_blob(digest, b"config")
     assert "TOOLBOX_MIN_FREE_BYTES" in info.value.hint and "0 turns it off" in info.value.hint

@@ -153,7 +153,8 @@ def test_symlink_loops_are_just_symlinks(sandbox):
     dest, _ = sandbox
     unpack(dest, member("a", "symlink", target="b"), member("b", "symlink", target="a"),
            member("c", "symlink", target="c"))
-    assert os.readlink(dest / "a") == "b" and os.readlink(dest / "b") == "a" and os.readlink(dest / "c") == "c"
+    assert (os.readlink(dest / "a") == "b" and os.readlink(dest / "b") == "a"
+            and os.readlink(dest / "c") == "c")
 
 
 @settings(max_examples=60 if settings.default.max_examples < 1000 else 2000, deadline=None,

@@ -76,7 +76,8 @@ def imports_of(module, path, known):
             if node.level:
                 anchor = module.split(".")[: len(module.split(".")) - node.level + is_package]
                 base = ".".join(anchor + ([node.module] if node.module else []))
-            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+            names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                     for alias in node.names]
         else:
             continue
         for name in names:

@@ -145,7 +145,9 @@ class FaultProxy:
             if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
                 handler.send_header(key, value)
         declared = len(body) + (rule.extra if rule is not None and rule.action == "wrong_length" else 0)
-        handler.send_header("Content-Length", upstream.headers.get("Content-Length", str(len(body))) if handler.command == "HEAD" else str(declared))
+        handler.send_header("Content-Length",
+                            (upstream.headers.get("Content-Length", str(len(body)))
+                             if handler.command == "HEAD" else str(declared)))
         handler.end_headers()
         if rule is None:
             handler.wfile.write(body)

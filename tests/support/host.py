@@ -51,7 +51,8 @@ def userns_overlay_works():
     with tempfile.TemporaryDirectory(prefix="toolbox-probe-") as tmp:
         names = ("l", "u", "w", "m")
         lower, upper, work, merged = (f"{tmp}/{name}" for name in names)
-        probe = f"mkdir {lower} {upper} {work} {merged} && mount -t overlay overlay -o userxattr,lowerdir={lower},upperdir={upper},workdir={work} {merged}"
+        probe = (f"mkdir {lower} {upper} {work} {merged} && mount -t overlay overlay "
+                 f"-o userxattr,lowerdir={lower},upperdir={upper},workdir={work} {merged}")
         return subprocess.run(["unshare", "-Urm", "sh", "-c", probe], capture_output=True).returncode == 0
 
 

@@ -24,7 +24,8 @@ FORBIDDEN = frozenset({
     "platformdirs", "tomli", "tomli_w", "cffi", "pycparser", "zstandard",
     # Standard modules the launch path does without (json, dataclasses and tomllib ~13-30 ms each,
     # hashlib ~3 ms).
-    "tomllib", "json", "dataclasses", "hashlib", "tarfile", "gzip", "shutil", "tempfile", "subprocess", "logging",
+    "tomllib", "json", "dataclasses", "hashlib", "tarfile", "gzip", "shutil", "tempfile", "subprocess",
+    "logging",
     "pathlib", "typing", "threading", "concurrent", "socket", "ssl", "http", "email", "urllib", "datetime",
     "secrets", "random", "uuid", "base64", "argparse", "inspect", "ast", "dis", "traceback", "textwrap",
     "enum", "re", "importlib",
@@ -32,10 +33,12 @@ FORBIDDEN = frozenset({
 
 LIGHT = frozenset({
     # What the interpreter loads before any code runs (`python -IS -c pass`).
-    "__main__", "builtins", "sys", "_frozen_importlib", "_frozen_importlib_external", "_imp", "_io", "io", "abc", "_abc",
-    "codecs", "_codecs", "encodings", "_signal", "_thread", "_warnings", "_weakref", "marshal", "posix", "time", "zipimport",
+    "__main__", "builtins", "sys", "_frozen_importlib", "_frozen_importlib_external", "_imp", "_io", "io",
+    "abc", "_abc", "codecs", "_codecs", "encodings", "_signal", "_thread", "_warnings", "_weakref", "marshal",
+    "posix", "time", "zipimport",
     # Light standard modules, most of them built in.
-    "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "errno", "fcntl", "pwd", "gc", "zlib",
+    "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "errno", "fcntl", "pwd", "gc",
+    "zlib",
     "runpy",  # `python -m toolbox` starts through it
     # toolbox itself, and the backend of its generated (out-of-line) cffi module.
     "toolbox", "_cffi_backend",
@@ -55,7 +58,8 @@ def cold_modules(loaded):
     """toolbox's modules in `loaded` that the launch path must not load: those of the cold tier's
     layers (cli, ops, oci, store, project: architecture.py), reached only when a plan is missing
     or stale."""
-    return sorted(name for name in loaded if top_level(name) == "toolbox" and layer_of(name) not in LAUNCH_LAYERS)
+    return sorted(name for name in loaded
+                  if top_level(name) == "toolbox" and layer_of(name) not in LAUNCH_LAYERS)
 
 
 def interpreter_baseline(interpreter, env):

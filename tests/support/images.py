@@ -143,7 +143,8 @@ def _tarinfo(entry):
 def layer_tar(entries, format=tarfile.PAX_FORMAT):
     """Uncompressed tar bytes for `entries`, in the order given."""
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=format, encoding="utf-8", errors="surrogateescape") as tar:
+    with tarfile.open(fileobj=out, mode="w", format=format, encoding="utf-8",
+                      errors="surrogateescape") as tar:
         for entry in entries:
             info = _tarinfo(entry)
             tar.addfile(info, io.BytesIO(entry.data) if entry.kind == "file" else None)
@@ -202,7 +203,8 @@ class ImageSpec:
     variant: str | None = None
     docker_schema2: bool = False
     annotations: dict | None = field(default=None, hash=False)  # manifest annotations (OCI only)
-    extra_config: dict | None = field(default=None, hash=False)  # more of the config's "config" (Volumes, ExposedPorts...)
+    # more of the config's "config" (Volumes, ExposedPorts...)
+    extra_config: dict | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

@@ -151,7 +151,8 @@ def get_manifest(registry, repository, reference, *, creds=None, accept=None):
     """(bytes, content type, Docker-Content-Digest) of a manifest as the registry serves it."""
     with RegistrySession(registry, repository, creds, actions=("pull",)) as session:
         response = session.get_manifest(reference, accept)
-        return response.content, response.headers.get("Content-Type"), response.headers.get("Docker-Content-Digest")
+        return (response.content, response.headers.get("Content-Type"),
+                response.headers.get("Docker-Content-Digest"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,7 +30,8 @@ def member(name, kind="file", data=b"", mode=0o644, target="", pax=None, mtime=M
 
 def tar_bytes(*members, format=tarfile.PAX_FORMAT):
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=format, encoding="utf-8", errors="surrogateescape") as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=format, encoding="utf-8",
+                      errors="surrogateescape") as tar:
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
     return buffer.getvalue()

@@ -33,7 +33,8 @@ LINT = '[recipes.lint]\nimage = "ghcr.io/example/lint"\ndefault_version = "1"\nc
 
 ECHO_SCRIPT = '#!/bin/sh\necho "$(cat /label) $(basename $0):$*"\n'
 # Prints the label, then each argument followed by a NUL (exact bytes); `--exit=N` first exits N.
-EXACT_SCRIPT = '#!/bin/sh\ncat /label\nfor a in "$@"; do printf "%s\\0" "$a"; done\ncase "$1" in --exit=*) exit "${1#--exit=}";; esac\n'
+EXACT_SCRIPT = ('#!/bin/sh\ncat /label\nfor a in "$@"; do printf "%s\\0" "$a"; done\n'
+                'case "$1" in --exit=*) exit "${1#--exit=}";; esac\n')
 
 
 def tool_image(label, program="/usr/bin/tool", names=(), architecture="amd64", variant=None, entrypoint=True,
