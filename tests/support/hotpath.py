@@ -25,8 +25,8 @@ FORBIDDEN = frozenset({
     # Standard modules the launch path does without (json, dataclasses and tomllib ~13-30 ms each,
     # hashlib ~3 ms).
     "tomllib", "json", "dataclasses", "hashlib", "tarfile", "gzip", "shutil", "tempfile", "subprocess",
-    "logging",
-    "pathlib", "typing", "threading", "concurrent", "socket", "ssl", "http", "email", "urllib", "datetime",
+    "logging", "pathlib", "typing", "threading", "concurrent", "socket", "ssl", "http", "email", "urllib",
+    "datetime",
     "secrets", "random", "uuid", "base64", "argparse", "inspect", "ast", "dis", "traceback", "textwrap",
     "enum", "re", "importlib",
 })
@@ -37,8 +37,7 @@ LIGHT = frozenset({
     "abc", "_abc", "codecs", "_codecs", "encodings", "_signal", "_thread", "_warnings", "_weakref", "marshal",
     "posix", "time", "zipimport",
     # Light standard modules, most of them built in.
-    "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "errno", "fcntl", "pwd", "gc",
-    "zlib",
+    "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "errno", "fcntl", "pwd", "gc", "zlib",
     "runpy",  # `python -m toolbox` starts through it
     # toolbox itself, and the backend of its generated (out-of-line) cffi module.
     "toolbox", "_cffi_backend",
