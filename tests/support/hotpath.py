@@ -37,7 +37,8 @@ LIGHT = frozenset({
     "abc", "_abc", "codecs", "_codecs", "encodings", "_signal", "_thread", "_warnings", "_weakref", "marshal",
     "posix", "time", "zipimport",
     # Light standard modules, most of them built in.
-    "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "errno", "fcntl", "pwd", "gc", "zlib",
+    "os", "posixpath", "genericpath", "stat", "_stat", "_collections_abc", "errno", "fcntl", "pwd",
+    "gc", "zlib",
     "runpy",  # `python -m toolbox` starts through it
     # toolbox itself, and the backend of its generated (out-of-line) cffi module.
     "toolbox", "_cffi_backend",
