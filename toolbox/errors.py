@@ -225,7 +225,8 @@ def os_error_hint(err, path, layout=None, environ=None):
     environ = os.environ if environ is None else environ
     code = err.errno
     if code == errno.ENOSPC or code == errno.EDQUOT:
-        return "free some space (`toolbox prune` removes what no image needs), or move the store with TOOLBOX_CACHE_DIR"
+        return ("free some space (`toolbox prune` removes what no image needs), or move the store with "
+                "TOOLBOX_CACHE_DIR")
     if path is None:
         return "check the permissions and free space of toolbox's directories (`toolbox doctor` lists them)"
     own = _own_directory(path, layout)
@@ -236,14 +237,16 @@ def os_error_hint(err, path, layout=None, environ=None):
         if blocker is not None:
             named_by = [name for name in variables if _same_path(environ.get(name), blocker)]
             if named_by:
-                return f"{named_by[0]}={blocker} names a file, not a directory: point it at a directory (or unset it)"
+                return (f"{named_by[0]}={blocker} names a file, not a directory: point it at a directory "
+                        "(or unset it)")
             return f"{blocker} is a file where toolbox needs a directory: move it away"
     if code in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT):
         # A variable naming a place that does not exist, below one you cannot write (HOME=/nonexistent).
         for name in variables:
             value = environ.get(name) or ""
             if value.startswith("/") and _inside(value, path) and not os.path.isdir(value):
-                return f"{name}={value} does not exist and toolbox cannot create it: point {name} at a directory of yours"
+                return (f"{name}={value} does not exist and toolbox cannot create it: "
+                        f"point {name} at a directory of yours")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         directory = _deepest_existing(os.path.dirname(path) if code != errno.EROFS else path)
         if own is not None:
@@ -252,7 +255,8 @@ def os_error_hint(err, path, layout=None, environ=None):
                     f"(ls -ld {directory}), or set {own[1]} to another directory")
         return f"check the permissions of {directory} (ls -ld {directory}): you need to read and write there"
     if own is not None:
-        return f"toolbox's {own[0]} is at {_layout_root(path, layout)}; `toolbox doctor` checks it, {own[1]} moves it"
+        return (f"toolbox's {own[0]} is at {_layout_root(path, layout)}; `toolbox doctor` checks it, "
+                f"{own[1]} moves it")
     return f"check {path} and the directories above it"
 
 

@@ -51,10 +51,12 @@ class Layout:
         raise AttributeError("Layout is immutable")
 
     def __repr__(self):
-        return f"Layout(cache_dir={self.cache_dir!r}, data_dir={self.data_dir!r}, config_dir={self.config_dir!r})"
+        return (f"Layout(cache_dir={self.cache_dir!r}, data_dir={self.data_dir!r}, "
+                f"config_dir={self.config_dir!r})")
 
     def __eq__(self, other):
-        return isinstance(other, Layout) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
+        return (isinstance(other, Layout)
+                and all(getattr(self, s) == getattr(other, s) for s in self.__slots__))
 
     def __hash__(self):
         return hash(tuple(getattr(self, s) for s in self.__slots__))

@@ -64,7 +64,8 @@ EXIT_INTERRUPTED = 130
 # Work in progress lives in locked temp directories, removed on the way out (or by the next
 # toolbox run if this one was killed outright), so an interrupt never leaves half an image.
 INTERRUPTED_MESSAGE = "toolbox: interrupted; nothing partial was kept"
-BUG_HINT = "this is a bug in toolbox: run the command again with --debug (before the command) to see where, and report it"
+BUG_HINT = ("this is a bug in toolbox: run the command again with --debug (before the command) to see where, "
+            "and report it")
 
 
 def main(argv=None):
@@ -109,7 +110,8 @@ def _invoke(argv):
         if isinstance(err.__context__, KeyboardInterrupt):
             raise KeyboardInterrupt from None
         raise ToolboxError("a question got no answer (end of input)",
-                           hint="answer it on a terminal, or give the value as an option (see --help)") from None
+                           hint="answer it on a terminal, or give the value as an option "
+                                "(see --help)") from None
     except click.exceptions.ClickException as err:
         raise ToolboxError(err.format_message(),
                            hint="`toolbox --help` lists the commands; COMMAND --help shows one") from None

@@ -40,7 +40,8 @@ def ps(as_json: bool = common.JSON_OPTION):
 
     def row(c):
         created = datetime.datetime.fromtimestamp(c["created"], datetime.timezone.utc).isoformat()
-        return c["name"], c["reference"], "running" if c["running"] else "stopped", human_bytes(c["size"]), created
+        return (c["name"], c["reference"], "running" if c["running"] else "stopped", human_bytes(c["size"]),
+                created)
 
     print_listing(found, as_json, ("NAME", "IMAGE", "STATUS", "SIZE", "CREATED"), row, to_json=dict)
 
@@ -71,7 +72,8 @@ _NOT_A_DAEMON = {
              "Ctrl-C in its terminal, or kill its process (it is toolbox's own pid; `toolbox ps` lists named "
              "containers)"),
     "start": ("toolbox has no stopped containers to start: each run is a new process",
-              "a named container keeps its writable layer: toolbox run --name NAME IMAGE CMD runs in it again"),
+              "a named container keeps its writable layer: toolbox run --name NAME IMAGE CMD runs in it "
+              "again"),
 }
 
 

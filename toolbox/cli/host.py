@@ -75,10 +75,12 @@ def self_uninstall(
         print("Removed toolbox" + (f"; kept {tilde(config.path)} (remove it by hand, or run this again with "
                                    "--yes)" if keep_config else ""))
     if lines:
-        print("Remove the line that runs `toolbox shell-init` from your shell's startup file:" if len(lines) == 1 else
+        print("Remove the line that runs `toolbox shell-init` from your shell's startup file:"
+              if len(lines) == 1 else
               "Remove the lines that run `toolbox shell-init` from your shells' startup files:")
         for name, number, text in lines:
-            quiet = " (it does nothing once toolbox is gone)" if ("[ -x " in text or "test -x " in text) else ""
+            quiet = (" (it does nothing once toolbox is gone)" if ("[ -x " in text or "test -x " in text)
+                     else "")
             print(f"  {name}:{number}: {text.strip()}{quiet}")
     else:
         print("If you added a line that runs `toolbox shell-init` to your shell's startup file, remove it "

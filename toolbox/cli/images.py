@@ -19,7 +19,9 @@ def register(app):
 
 def pull(
     reference: str = typer.Argument(..., metavar="REFERENCE", autocompletion=complete.tools_or_images,
-                                    help="A tool (jq, python@3.11: the image it runs here) or an image reference (ghcr.io/jqlang/jq:1.7.1, docker.io/library/jq, name@sha256:…)."),
+                                    help="A tool (jq, python@3.11: the image it runs here) or an image "
+                                         "reference (ghcr.io/jqlang/jq:1.7.1, docker.io/library/jq, "
+                                         "name@sha256:…)."),
     platform: str = common.PLATFORM_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the reference and digest."),
 ):
@@ -37,7 +39,8 @@ def pull(
                             progress=progress_for(quiet, digest_in_result=True))
     finally:
         client.close()
-    print(f"{record.reference}@{record.index_digest or record.digest}" if not record.reference.count("@") else record.reference)
+    print(f"{record.reference}@{record.index_digest or record.digest}"
+          if not record.reference.count("@") else record.reference)
 
 
 def images(as_json: bool = common.JSON_OPTION):
@@ -51,7 +54,8 @@ def images(as_json: bool = common.JSON_OPTION):
 
     def row(s):
         size = human_bytes(s.size) + ("" if s.complete else " (incomplete)")
-        return _label(use, records.get(s.reference)), _short_reference(s.reference), s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at[:16]
+        return (_label(use, records.get(s.reference)), _short_reference(s.reference),
+                s.digest.split(":", 1)[1][:12], s.platform, size, s.pulled_at[:16])
 
     print_listing(summaries, as_json, ("TOOL", "REFERENCE", "DIGEST", "PLATFORM", "SIZE", "PULLED"), row,
                   lambda s: dict(s.to_json(), **_use_json(use, records.get(s.reference))))
@@ -68,7 +72,8 @@ def _store_use(services):
         context = Context(services)
         recipes = list(context.catalog.recipes.values())
         current = (context.pins.path,) if context.pins.is_project else ()
-    except (ToolboxError, OSError):  # no project to read here (a broken one, a current directory deleted): the other locks still count
+    except (ToolboxError, OSError):
+        # no project to read here (a broken one, a current directory deleted): the other locks still count
         pass
     return StoreUse(known_locks(services.layout, current), recipes, services.environ.get("HOME"))
 
@@ -80,7 +85,8 @@ def _label(use, record):
 def _use_json(use, record):
     users = use.users(record) if record is not None else []
     return {"tool": (use.label(record) or None) if record is not None else None,
-            "used_by": [{"tool": tool, "version": version, "pins": lock.pins_path, "lock": lock.lock_path} for tool, version, lock in users]}
+            "used_by": [{"tool": tool, "version": version, "pins": lock.pins_path, "lock": lock.lock_path}
+                        for tool, version, lock in users]}
 
 
 def _image_word(text, resolve=False):
@@ -129,7 +135,9 @@ def inspect(
               f"{human_bytes(layer['unpacked_bytes']):>9} on disk")
 
 
-def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="Stored images to remove, or tools (node@20) whose images to remove.",
+def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE",
+                                               help="Stored images to remove, or tools (node@20) whose "
+                                                    "images to remove.",
                                                autocompletion=complete.image_references)):
     """Remove images, and the layers no other image uses."""
     from toolbox.ops.images import remove_images
@@ -140,7 +148,8 @@ def rmi(references: list[str] = typer.Argument(..., metavar="REFERENCE", help="S
     removed, report = remove_images(services.store, [_image_word(reference) for reference in references],
                                     typed=references)
     for record in removed:
-        print(f"Removed {record.reference}", flush=True)  # before what follows on stderr, in a shared pipe too
+        # before what follows on stderr, in a shared pipe too
+        print(f"Removed {record.reference}", flush=True)
     for pins, tool in use.orphaned(removed, services.store.records()):
         print(f"toolbox: warning: {pins} pins {tool} to an image removed: its next run pulls it again",
               file=sys.stderr)
@@ -209,7 +218,8 @@ def _print_unused(use, result, verb):
         print("Every stored image is used by a lock toolbox knows (or by a named container)")
         return
     print(f"{verb} these images, which no lock toolbox knows uses:")
-    print_table([(f"  {_short_reference(record.reference)}", _label(use, record), human_bytes(size)) for record, size in result.images])
+    print_table([(f"  {_short_reference(record.reference)}", _label(use, record), human_bytes(size))
+                 for record, size in result.images])
 
 
 def _print_kept(use):

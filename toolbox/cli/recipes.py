@@ -31,10 +31,12 @@ def recipes_list(as_json: bool = common.JSON_OPTION):
         recipe = catalog.recipes.get(name)
         if recipe is None:
             return name, "-", catalog.broken[name].source, "BROKEN: does not validate (below)", ""
-        return recipe.name, recipe.default_version, recipe.source, recipe.image, " ".join(sorted(recipe.aliases))
+        return (recipe.name, recipe.default_version, recipe.source, recipe.image,
+                " ".join(sorted(recipe.aliases)))
 
     def to_json(name):
-        return _recipe_json(catalog.recipes[name]) if name in catalog.recipes else _broken_json(catalog.broken[name])
+        return (_recipe_json(catalog.recipes[name]) if name in catalog.recipes
+                else _broken_json(catalog.broken[name]))
 
     print_listing(names, as_json, ("NAME", "DEFAULT", "SOURCE", "IMAGE", "ALIASES"), row, to_json)
     if as_json:
@@ -57,7 +59,8 @@ def _recipe_json(recipe):
             "default_command": list(recipe.default_command) if recipe.default_command else None,
             "aliases": sorted(recipe.aliases), "description": recipe.description, "tty": recipe.tty,
             "network": recipe.network, "env": recipe.env, "pass_env": list(recipe.pass_env),
-            "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only} for m in recipe.mounts]}
+            "mounts": [{"source": m.source, "target": m.target, "read_only": m.read_only}
+                       for m in recipe.mounts]}
 
 
 @recipes_app.command("show", cls=HelpCommand)
@@ -74,7 +77,8 @@ def recipes_show(name: str = typer.Argument(..., metavar="TOOL", help="A tool na
     if recipe.description:
         print(f"about:    {recipe.description}")
     print(f"image:    {recipe.image}:{recipe.tag}")
-    print(f"version:  default {recipe.default_version}" + (f", pinned {pinned} by {owner.pins.path}" if pinned else ""))
+    print(f"version:  default {recipe.default_version}"
+          + (f", pinned {pinned} by {owner.pins.path}" if pinned else ""))
     print(f"command:  {recipe.describe_command()}")
     print(f"tty:      {'yes (interactive)' if recipe.tty else 'no'}")
     if recipe.aliases:

@@ -78,7 +78,8 @@ def _run_words(args, incomplete):
     from toolbox.hot import runargs
 
     if incomplete.startswith("-"):
-        return sorted(name for name in list(runargs.FLAGS) + list(runargs.WITH_VALUE) if name.startswith(incomplete))
+        return sorted(name for name in list(runargs.FLAGS) + list(runargs.WITH_VALUE)
+                      if name.startswith(incomplete))
     previous = args[-1] if args else None
     if previous == "--name":
         return container_names(incomplete)
@@ -229,7 +230,8 @@ def command_words(ctx, incomplete):
         group = ctx.find_root().command
         for word in ctx.params.get("names") or ():
             group = getattr(group, "commands", {}).get(word)
-        return [name for name, command in (getattr(group, "commands", None) or {}).items() if not getattr(command, "hidden", False)]
+        return [name for name, command in (getattr(group, "commands", None) or {}).items()
+                if not getattr(command, "hidden", False)]
     return _matching(_guarded(words), incomplete)
 
 

@@ -33,7 +33,8 @@ def add(
     edit = add_tools(PinRequest(tuple(tools), global_, confirm=confirm_on_terminal, warn=warn))
     for name, version in sorted(edit.pinned.items()):
         print(f"Pinned {name} {version}")
-    refresh_shims([text.partition("@")[0] for text in tools])  # after saying what is pinned: it stands if this fails
+    # after saying what is pinned: it stands if this fails
+    refresh_shims([text.partition("@")[0] for text in tools])
 
 
 def remove(tools: list[str] = typer.Argument(..., metavar="TOOL", help="Pinned tool names.",

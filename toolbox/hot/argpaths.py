@@ -130,7 +130,8 @@ def argument_binds(args, cwd, home, visible, relative_ok=True, places=(), notes=
         binds.append(Bind(target, target, read_only, identity, masks))
     if notes is not None:
         shown = list(visible) + [bind.inside for bind in binds]
-        notes += [unseen_output_note(path, home) for path in named if not _is_below_any(path, shown) and unseen_output_note(path, home)]
+        notes += [unseen_output_note(path, home) for path in named
+                  if not _is_below_any(path, shown) and unseen_output_note(path, home)]
     return binds
 
 
@@ -151,7 +152,8 @@ def unseen_output_note(path, home):
     remedy = "create it first (touch, or mkdir -p for a directory) so that it is mounted"
     if not (home and (existing == os.path.normpath(home) or _is_below(os.path.normpath(home), existing))):
         remedy += f", or mount the directory with -v {existing}:{existing}"
-    return f"{path} does not exist yet, and {existing} is not mounted whole: what the tool writes there stays in the container; {remedy}"
+    return (f"{path} does not exist yet, and {existing} is not mounted whole: what the tool writes there "
+            f"stays in the container; {remedy}")
 
 
 def current_directory(cwd, home, places):
@@ -230,7 +232,8 @@ def _is_system(path):
 
 
 def _is_broad(directory, home):
-    return directory == "/" or directory.count("/") == 1 or directory in SHARED_BELOW_SYSTEM or directory == home
+    return (directory == "/" or directory.count("/") == 1 or directory in SHARED_BELOW_SYSTEM
+            or directory == home)
 
 
 def _is_below(path, directory):

@@ -87,7 +87,8 @@ def user_inside(requested, image_lookup):
     if uid >= 2**32 - 1 or gid >= 2**32 - 1:
         raise UsageError(f"--user {requested}: ids must be below 4294967295")
     name = entry[0] if entry is not None else ("root" if uid == 0 else own_name)
-    home = entry[5] if entry is not None and entry[5].startswith("/") else ("/root" if uid == 0 else f"/home/{name}")
+    home = (entry[5] if entry is not None and entry[5].startswith("/")
+            else ("/root" if uid == 0 else f"/home/{name}"))
     return User(uid, gid, name, home)
 
 

@@ -73,7 +73,8 @@ def find_project_file(start):
 
 def is_shared_scratch(st):
     """A directory anyone may create files in, the sticky bit keeping them apart (/tmp)."""
-    return st.st_mode & (stat_module.S_ISVTX | stat_module.S_IWOTH) == (stat_module.S_ISVTX | stat_module.S_IWOTH)
+    return (st.st_mode & (stat_module.S_ISVTX | stat_module.S_IWOTH)
+            == (stat_module.S_ISVTX | stat_module.S_IWOTH))
 
 
 def pins_file(layout, cwd):

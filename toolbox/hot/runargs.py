@@ -81,7 +81,8 @@ FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None
          "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only",
          "--subids": "subids", "--frozen": "frozen"}
 # Docker's options for a daemon's containers: what toolbox does instead (UsageError's text).
-_DETACH = "toolbox runs the tool in the foreground, as an installed program: to put it in the background, end the command with & as for any program"
+_DETACH = ("toolbox runs the tool in the foreground, as an installed program: to put it in the background, "
+           "end the command with & as for any program")
 _PUBLISH = ("the tool uses the host's network: a port it listens on is already reachable on the host, under "
             "the same number "
             "(make the tool listen on the one you want); with --network none nothing is")

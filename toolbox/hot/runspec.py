@@ -31,7 +31,8 @@ def make_spec(layout, plan, options, container=None, notes=None):
     host_cwd = os.getcwd()
     home = os.environ.get("HOME") or os.path.expanduser("~")
     places = protected_places(layout, home)
-    cwd_bind, cwd_inside = current_directory_bind(layout, host_cwd, home, places, notes) if options.mount_cwd else (None, None)
+    cwd_bind, cwd_inside = (current_directory_bind(layout, host_cwd, home, places, notes)
+                            if options.mount_cwd else (None, None))
     cwd_mounted = cwd_bind is not None
     if cwd_mounted:
         binds.append(cwd_bind)
@@ -144,7 +145,8 @@ def command_line(plan, options):
         entrypoint = [options.entrypoint] if options.entrypoint else []
         cmd = options.command
     elif options.tool_command or options.tool_default_command:
-        entrypoint, cmd = list(options.tool_command or []), options.command or list(options.tool_default_command or [])
+        entrypoint, cmd = (list(options.tool_command or []),
+                           options.command or list(options.tool_default_command or []))
     else:
         entrypoint = plan["entrypoint"] or []
         cmd = options.command or (plan["cmd"] or [])

@@ -39,7 +39,8 @@ def main(tool, argv=None):
     except Exception as err:  # a broken toolbox.toml, an unreachable registry, a bug: one line (report)
         return report(err, layout)
     if settings is None or not settings["pinned"]:
-        return fall_through(tool, argv, layout.shims_dir, lambda: announce_unpinned(layout, tool)) or EXIT_NOT_FOUND
+        return (fall_through(tool, argv, layout.shims_dir, lambda: announce_unpinned(layout, tool))
+                or EXIT_NOT_FOUND)
     try:
         return launch(["--", tool] + list(argv), layout, settings)
     except Exception as err:  # a bug: still one line, and toolbox's status

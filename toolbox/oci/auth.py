@@ -174,7 +174,9 @@ class CredentialStore:
         program = f"docker-credential-{name}"
         found = shutil.which(program, path=self._env.get("PATH", os.defpath))
         if not found:
-            raise AuthError(f"{program} not found on PATH", hint=f"install it, or remove '{name}' from credsStore/credHelpers in {self.docker_config_path()}")
+            raise AuthError(f"{program} not found on PATH",
+                            hint=f"install it, or remove '{name}' from credsStore/credHelpers in "
+                                 f"{self.docker_config_path()}")
         return found
 
     def _run_helper(self, name, verb, stdin):
@@ -195,7 +197,8 @@ class CredentialStore:
             answer = json.loads(result.stdout)
             username, secret = answer.get("Username", ""), answer.get("Secret", "")
         except (ValueError, AttributeError):
-            raise AuthError(f"docker-credential-{name} gave an answer that is not the expected JSON") from None
+            raise AuthError(f"docker-credential-{name} gave an answer "
+                            "that is not the expected JSON") from None
         if not secret:
             return None
         if username == TOKEN_USERNAME:
@@ -239,7 +242,8 @@ class CredentialStore:
             if keys:
                 _write_private_json(path, doc)
                 removed = True
-            helper = (doc.get("credHelpers") or {}).get(registry) or (doc.get("credsStore") if path == self.docker_config_path() else None)
+            helper = ((doc.get("credHelpers") or {}).get(registry)
+                      or (doc.get("credsStore") if path == self.docker_config_path() else None))
             if helper:
                 result = self._run_helper(helper, "erase", credential_server_url(registry).encode())
                 removed = removed or result.returncode == 0

@@ -78,7 +78,8 @@ class Descriptor:
             digest=digest,
             size=size,
             platform=Platform.from_descriptor(platform) if isinstance(platform, dict) else None,
-            annotations=tuple(sorted((str(k), str(v)) for k, v in annotations.items())) if isinstance(annotations, dict) else (),
+            annotations=(tuple(sorted((str(k), str(v)) for k, v in annotations.items()))
+                         if isinstance(annotations, dict) else ()),
         )
 
     def annotation(self, key: str) -> str | None:

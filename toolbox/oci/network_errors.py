@@ -39,7 +39,8 @@ def connect_failure(err: BaseException, connect_timeout: float) -> ConnectFailur
     chain = _exception_chain(err)
     proxy = isinstance(err, requests.exceptions.ProxyError)
     via = "the proxy: " if proxy else ""
-    network_hint = "check the network connection" + (" and the proxy settings (HTTPS_PROXY, HTTP_PROXY)" if proxy else "")
+    network_hint = "check the network connection" + (" and the proxy settings (HTTPS_PROXY, HTTP_PROXY)"
+                                                     if proxy else "")
     for cause in chain:
         if isinstance(cause, socket.gaierror):
             return ConnectFailure(f"{via}name lookup failed ({cause.strerror or cause})",
@@ -48,7 +49,8 @@ def connect_failure(err: BaseException, connect_timeout: float) -> ConnectFailur
     for cause in chain:
         if isinstance(cause, ConnectionRefusedError):
             return ConnectFailure(f"{via}connection refused",
-                                  "nothing accepts connections at the proxy: check HTTPS_PROXY and HTTP_PROXY" if proxy else
+                                  "nothing accepts connections at the proxy: check HTTPS_PROXY and HTTP_PROXY"
+                                  if proxy else
                                   "nothing accepts connections there: check the host name and port, and that "
                                   "the registry is running")
         if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH,
@@ -91,7 +93,8 @@ def short_reason(err: BaseException, limit: int = 200) -> str:
     a system error's own text where there is one, within `limit` characters cut at a word."""
     chain = _exception_chain(err)
     system = [c for c in chain if isinstance(c, OSError) and c.strerror]
-    reason = system[-1].strerror if system else _POOL_PREFIX.sub("", str(chain[-1])) or type(chain[-1]).__name__
+    reason = (system[-1].strerror if system
+              else _POOL_PREFIX.sub("", str(chain[-1])) or type(chain[-1]).__name__)
     # Messages quote the URL (a redirect to file://, "Max retries exceeded with url: ...").
     reason = redact_query_values(reason)
     if len(reason) > limit:

@@ -102,7 +102,8 @@ class ImageRef:
             try:
                 digest = Digest.parse(digest_text)
             except InvalidReference as err:
-                raise InvalidReference(f"invalid image reference {original!r}: {err}", hint=err.hint) from None
+                raise InvalidReference(f"invalid image reference {original!r}: {err}",
+                                       hint=err.hint) from None
 
         tag = None
         slash = text.rfind("/")

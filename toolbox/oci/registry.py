@@ -69,7 +69,8 @@ class RegistryClient:
     def _get_manifest(self, endpoint: Endpoint, ref: ImageRef, reference: str) -> FetchedManifest:
         response = self._transport.request(endpoint, "GET", f"manifests/{reference}",
                                            headers={"Accept": ACCEPT_MANIFESTS}, stream=True)
-        what = f"manifest {reference}" if reference.startswith(("sha256:", "sha512:")) else f"tag {reference!r}"
+        what = (f"manifest {reference}" if reference.startswith(("sha256:", "sha512:"))
+                else f"tag {reference!r}")
         with response:
             self._transport.raise_for_status(response, endpoint, what)
             declared = response.headers.get("Content-Length")
@@ -94,11 +95,14 @@ class RegistryClient:
         return b"".join(chunks)
 
     @staticmethod
-    def _verify_manifest_digest(data: bytes, reference: str, response: requests.Response, endpoint: Endpoint) -> Digest:
+    def _verify_manifest_digest(data: bytes, reference: str, response: requests.Response,
+                                endpoint: Endpoint) -> Digest:
         if reference.startswith(("sha256:", "sha512:")):
             wanted = Digest.parse(reference)
             if not wanted.matches(data):
-                raise IntegrityError(f"manifest from {endpoint.describe()} does not match its digest {wanted}", hint="the registry or something between us and it altered the content")
+                raise IntegrityError(f"manifest from {endpoint.describe()} "
+                                     f"does not match its digest {wanted}",
+                                     hint="the registry or something between us and it altered the content")
             return wanted
         digest = Digest.of_bytes(data)
         announced = response.headers.get("Docker-Content-Digest")
@@ -142,7 +146,8 @@ class RegistryClient:
             data = stream.read_all(limit or descriptor.size)
         return data
 
-    def open_blob(self, ref: ImageRef, descriptor: Descriptor, endpoint: Endpoint | None = None) -> BlobStream:
+    def open_blob(self, ref: ImageRef, descriptor: Descriptor,
+                  endpoint: Endpoint | None = None) -> BlobStream:
         """A verifying, resuming stream over a blob. `endpoint` (where the manifest came from) is
         tried first, then the others."""
         candidates = self.endpoints(ref)
@@ -275,7 +280,9 @@ class BlobStream:
         while True:
             self._resumes += 1
             if self._resumes > self.MAX_RESUMES:
-                raise RegistryError(f"download of blob {self._descriptor.digest.short} from {self._endpoint.host} failed: {why}", hint="the connection keeps breaking; try again later")
+                raise RegistryError(f"download of blob {self._descriptor.digest.short} from "
+                                    f"{self._endpoint.host} failed: {why}",
+                                    hint="the connection keeps breaking; try again later")
             log.info("blob %s: %s at byte %d; resuming", self._descriptor.digest.short, why, self._offset)
             response = self._client._open_blob_response(self._endpoint, self._descriptor.digest, self._offset)
             try:
@@ -313,7 +320,8 @@ def _tags_of_page(data: bytes, endpoint: Endpoint) -> list[str]:
     try:
         doc = json.loads(data)
     except ValueError:
-        raise RegistryError(f"{endpoint.describe()} answered its list of tags with something that is not JSON") from None
+        raise RegistryError(f"{endpoint.describe()} answered its list of tags "
+                            "with something that is not JSON") from None
     tags = doc.get("tags") if isinstance(doc, dict) else None
     if tags is None and isinstance(doc, dict):
         return []

@@ -30,7 +30,8 @@ class RegistryAuthenticator:
     same challenge at once both fetch a token, and the later one is kept.
     """
 
-    def __init__(self, session: requests.Session, credentials: CredentialStore, timeout: tuple[float, float]) -> None:
+    def __init__(self, session: requests.Session, credentials: CredentialStore,
+                 timeout: tuple[float, float]) -> None:
         self._session = session
         self._credentials = credentials
         self._timeout = timeout  # (connect, read), for the token server
@@ -55,7 +56,8 @@ class RegistryAuthenticator:
         `credentials_override` or else the credentials stored for `registry_key` (default: the
         registry the endpoint's host serves)."""
         challenges = parse_www_authenticate(challenge_header)
-        credentials = credentials_override or self._credentials.lookup(registry_key or _credentials_key(endpoint), endpoint.repository or None)
+        credentials = credentials_override or self._credentials.lookup(
+            registry_key or _credentials_key(endpoint), endpoint.repository or None)
         for challenge in challenges:
             if challenge.scheme == "bearer" and challenge.param("realm"):
                 header, expires = self._fetch_token(endpoint, challenge, credentials)
@@ -72,9 +74,11 @@ class RegistryAuthenticator:
         with self._lock:
             self._headers[(endpoint.host, endpoint.repository)] = (header, expires)
 
-    def _fetch_token(self, endpoint: Endpoint, challenge: Challenge, credentials: Credentials | None) -> tuple[str, float]:
+    def _fetch_token(self, endpoint: Endpoint, challenge: Challenge,
+                     credentials: Credentials | None) -> tuple[str, float]:
         realm = challenge.param("realm")
-        scope = challenge.param("scope") or (f"repository:{endpoint.repository}:pull" if endpoint.repository else None)
+        scope = challenge.param("scope") or (f"repository:{endpoint.repository}:pull"
+                                             if endpoint.repository else None)
         params = {"service": challenge.param("service")} if challenge.param("service") else {}
         if scope:
             params["scope"] = scope
@@ -105,11 +109,14 @@ class RegistryAuthenticator:
                 response = self._session.get(realm, params=params, headers=headers, verify=verify,
                                              timeout=timeout)
         except requests.RequestException as err:
-            raise RegistryError(f"cannot reach the token server of {endpoint.host}: {short_reason(err)}") from None
+            raise RegistryError(f"cannot reach the token server of {endpoint.host}: "
+                                f"{short_reason(err)}") from None
         with response:
             if response.status_code in (401, 403):
                 if credentials is None:
-                    raise AuthError(f"{endpoint.host} requires credentials for {endpoint.repository or 'this registry'}", hint=f"run `toolbox login {endpoint.host}`")
+                    raise AuthError(f"{endpoint.host} requires credentials for "
+                                    f"{endpoint.repository or 'this registry'}",
+                                    hint=f"run `toolbox login {endpoint.host}`")
                 raise AuthError(f"{endpoint.host} rejected the credentials of {credentials.username!r}",
                                 hint=f"log in again with `toolbox login {endpoint.host}`")
             if response.status_code != 200:
@@ -122,7 +129,8 @@ class RegistryAuthenticator:
         if not isinstance(token, str) or not token:
             raise RegistryError(f"the token server of {endpoint.host} answered without a token")
         expires_in = body.get("expires_in")
-        seconds = expires_in if isinstance(expires_in, (int, float)) and expires_in > 0 else DEFAULT_TOKEN_SECONDS
+        seconds = (expires_in if isinstance(expires_in, (int, float)) and expires_in > 0
+                   else DEFAULT_TOKEN_SECONDS)
         # Renew a little early so a token never expires between our check and the registry's.
         return f"Bearer {token}", time.monotonic() + max(seconds - 5, 1)
 

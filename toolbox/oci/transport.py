@@ -101,7 +101,8 @@ class RegistryTransport:
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.headers["User-Agent"] = f"toolbox/{__version__}"
-        self._authenticator = RegistryAuthenticator(self._session, credentials, (self._settings.connect_timeout, self._settings.read_timeout))
+        self._authenticator = RegistryAuthenticator(
+            self._session, credentials, (self._settings.connect_timeout, self._settings.read_timeout))
         self._working_scheme = {}  # host -> the scheme that answered, for insecure registries
         _redact_http_logs()
 
@@ -161,7 +162,9 @@ class RegistryTransport:
             except requests.exceptions.SSLError as err:
                 raise RegistryError(
                     f"TLS verification failed for {endpoint.host}: {short_reason(err)}",
-                    hint=f'install the registry\'s CA in the system store, or set ca_file under [registries."{endpoint.host}"] in the config file; insecure = true there allows plain HTTP',
+                    hint='install the registry\'s CA in the system store, or set ca_file under '
+                         f'[registries."{endpoint.host}"] in the config file; '
+                         'insecure = true there allows plain HTTP',
                 ) from None
             except (requests.ConnectionError, requests.Timeout) as err:
                 attempt += 1
@@ -179,12 +182,15 @@ class RegistryTransport:
                     continue
                 # Connected, then the connection broke or stalled: transient, retried with backoff.
                 if attempt > settings.retries:
-                    raise RegistryError(f"cannot reach {endpoint.host}: {short_reason(err)}", hint="check the network, the registry name and any proxy settings") from None
+                    raise RegistryError(f"cannot reach {endpoint.host}: {short_reason(err)}",
+                                        hint="check the network, the registry name "
+                                             "and any proxy settings") from None
                 self._sleep_before_retry(attempt, None, f"{endpoint.host}: {short_reason(err)}")
                 continue
             except requests.RequestException as err:  # redirect loops, redirects to file://, ...
                 raise RegistryError(f"{endpoint.host}: {type(err).__name__}: {short_reason(err)}") from None
-            if response.status_code == 401 and not authenticated_after_401 and _host_of(response.url) == endpoint.host.lower():
+            if (response.status_code == 401 and not authenticated_after_401
+                and _host_of(response.url) == endpoint.host.lower()):
                 # Only the registry's own challenge is answered: a 401 from a storage host it
                 # redirected us to must never receive the registry's credentials.
                 authenticated_after_401 = True
@@ -202,7 +208,8 @@ class RegistryTransport:
                 continue
             return response
 
-    def _send(self, endpoint: Endpoint, method: str, url_path: str, headers: dict[str, str], stream: bool) -> requests.Response:
+    def _send(self, endpoint: Endpoint, method: str, url_path: str, headers: dict[str, str],
+              stream: bool) -> requests.Response:
         schemes = self._ordered_schemes(endpoint)
         last = None
         for scheme in schemes:
@@ -218,7 +225,8 @@ class RegistryTransport:
                 if len(schemes) > 1:
                     self._working_scheme[endpoint.host] = scheme
                 return response
-            except requests.ConnectionError as err:  # SSLError included: insecure registries may be plain HTTP
+            except requests.ConnectionError as err:
+                # SSLError included: insecure registries may be plain HTTP
                 last = err
         raise last
 

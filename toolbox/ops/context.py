@@ -102,7 +102,8 @@ class Context:
         nothing pins it."""
         version = self.pins.versions.get(recipe.name)
         outer = self.global_context() if version is None and recipe.source != "project" else None
-        if outer is not None and outer.catalog.recipes.get(recipe.name) == recipe and recipe.name in outer.pins.versions:
+        if (outer is not None and outer.catalog.recipes.get(recipe.name) == recipe
+            and recipe.name in outer.pins.versions):
             return outer.pins.versions[recipe.name], outer
         return version, self
 
@@ -145,7 +146,8 @@ class Context:
         version = version or (alias.version if alias else None)
         pinned, owner = self.pinned(recipe)
         command = alias.command if alias and alias.command else recipe.command
-        default_command = None if alias and alias.command else recipe.default_command  # an alias's command is all of it
+        # an alias's command is all of it
+        default_command = None if alias and alias.command else recipe.default_command
         if pinned is None and version is None:  # the version would come from a pin: is one misspelt?
             self.check_misspelt_pin(recipe.name)
         if version is None or version == pinned:
@@ -174,7 +176,8 @@ class Context:
         """{path: stamp} for a tool plan: the stamp of what was read, for the files read."""
         from toolbox.stamps import stamp
 
-        return {path: self.read_stamps[path] if path in self.read_stamps else stamp(path) for path in self.plan_inputs()}
+        return {path: self.read_stamps[path] if path in self.read_stamps else stamp(path)
+                for path in self.plan_inputs()}
 
     def check_trusted(self, recipes):
         """Refuse (NotTrusted) to use project recipes whose grants are not trusted, after
@@ -202,7 +205,8 @@ class Context:
         `tool`: running the host's jq, or the recipe's default version, would be a silent surprise."""
         import difflib
 
-        unknown = [name for name in self.pins.versions if name not in self.catalog.recipes and name not in self.catalog.aliases]
+        unknown = [name for name in self.pins.versions
+                   if name not in self.catalog.recipes and name not in self.catalog.aliases]
         close = difflib.get_close_matches(tool, unknown, n=1, cutoff=0.75)
         if close:
             raise ToolboxError(f"{self.pins.path} pins {close[0]!r}, which no recipe knows: is it {tool}?",
@@ -297,5 +301,6 @@ def plan_making_sources():
 
     project_dir = os.path.dirname(toolbox.project.__file__)
     files = [importlib.import_module(name).__file__ for name in PLAN_MAKERS]
-    files += sorted(os.path.join(project_dir, name) for name in os.listdir(project_dir) if name.endswith(".py"))
+    files += sorted(os.path.join(project_dir, name) for name in os.listdir(project_dir)
+                    if name.endswith(".py"))
     return files

@@ -141,7 +141,9 @@ def userns_check(sysctls, probe, host=None):
     blocking = [name for name, value, _wanted in USERNS_SYSCTLS if sysctls.get(name) == value]
     if probe.namespaces_work:
         if blocking:
-            return Check("user namespaces", WARN, f"work for this process, but {blocking[0]}={sysctls[blocking[0]]} refuses ordinary users ({settings})", userns_fix(sysctls))
+            return Check("user namespaces", WARN,
+                         f"work for this process, but {blocking[0]}={sysctls[blocking[0]]} "
+                         f"refuses ordinary users ({settings})", userns_fix(sysctls))
         return Check("user namespaces", OK, f"unshare, id maps and private mounts work ({settings})")
     return Check("user namespaces", FAIL, f"{probe.describe()} ({settings})",
                  userns_fix(sysctls, probe.errno, host))
@@ -160,9 +162,11 @@ def overlay_check(probe, fuse, workdir, no_workdir, release, fuse_probe=None):
     if probe.failed_step is None:
         return Check("overlay", OK, "native overlayfs (userxattr) in a user namespace: toolbox run uses it")
     if fuse.usable and (fuse_probe is None or fuse_probe.failed_step is None):
-        fallback = "toolbox run falls back to fuse-overlayfs (a writable layer, --name works; file access is slower)"
+        fallback = ("toolbox run falls back to fuse-overlayfs (a writable layer, --name works; "
+                    "file access is slower)")
     else:
-        fallback = "toolbox run falls back to a read-only root (tmpfs on /tmp, /var/tmp, /run and home; --name refused)"
+        fallback = ("toolbox run falls back to a read-only root (tmpfs on /tmp, /var/tmp, /run and home; "
+                    "--name refused)")
     return Check("overlay", WARN, f"native overlayfs fails ({probe.describe()}); {fallback}",
                  overlay_fix(probe, release))
 
@@ -374,7 +378,9 @@ def shell_check(layout, environ, launcher=None):
     shims = layout.shims_dir
     fix = f"{rc_advice(environ, launcher)} (and run it in shells already open)"
     names = installed(layout)
-    what = f"{len(names)} shim{'' if len(names) == 1 else 's'} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else "no shims yet"
+    what = (f"{len(names)} shim{'' if len(names) == 1 else 's'} "
+            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+            if names else "no shims yet")
     entries = environ.get("PATH", "").split(os.pathsep)
     own = os.path.realpath(shims)
     where = [i for i, entry in enumerate(entries) if entry and os.path.realpath(entry) == own]
@@ -385,6 +391,6 @@ def shell_check(layout, environ, launcher=None):
     if where[0] > 0:
         before = entries[0] or "the current directory (an empty PATH entry)"
         return Check("shell", WARN, f"{shims} is on PATH after {before} ({what}): programs there run instead "
-                                    "of the pinned "
-                                    "tools of the same name, from scripts and commands this shell starts", fix)
+                                    "of the pinned tools of the same name, from scripts and commands "
+                                    "this shell starts", fix)
     return Check("shell", OK, f"{shims} is first on PATH ({what})")

@@ -199,5 +199,6 @@ def disk_usage(store):
         layers_count=len(stored_layers),
         blobs_bytes=sum(blob_sizes.values()),
         blobs_count=len(stored_blobs),
-        reclaimable=sum(s for d, s in layer_sizes.items() if d not in referenced_layers) + sum(s for d, s in blob_sizes.items() if d not in referenced_blobs),
+        reclaimable=(sum(s for d, s in layer_sizes.items() if d not in referenced_layers)
+                     + sum(s for d, s in blob_sizes.items() if d not in referenced_blobs)),
     )

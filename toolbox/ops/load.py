@@ -72,7 +72,8 @@ class TarSource:
         self._path = path
         try:
             with tarfile.open(path, "r:") as tar:  # uncompressed only: members must be seekable
-                self._members = {os.path.normpath(m.name.lstrip("/")): m for m in tar.getmembers() if m.isfile() and not m.issparse()}
+                self._members = {os.path.normpath(m.name.lstrip("/")): m for m in tar.getmembers()
+                                 if m.isfile() and not m.issparse()}
         except (tarfile.TarError, OSError) as err:
             raise _unreadable_archive(path, err) from None
 
@@ -329,7 +330,8 @@ def _docker_entry(entry, what):
     """(config name, layer names, tags) of one image in a `docker save` manifest.json."""
     if not isinstance(entry, dict):
         raise UnsupportedImage(f"{what} is not a JSON object")
-    config_name, layer_names, tags = entry.get("Config"), entry.get("Layers") or [], entry.get("RepoTags") or []
+    config_name, layer_names, tags = (entry.get("Config"), entry.get("Layers") or [],
+                                      entry.get("RepoTags") or [])
     if not _is_name(config_name):
         raise UnsupportedImage(f"{what}: 'Config' must be the name of the image's config file")
     for key, value in (("Layers", layer_names), ("RepoTags", tags)):

@@ -55,7 +55,8 @@ def update_lock(context, upgrade=(), frozen=False, upgrade_all=False, only=None,
                reason in disagreements(context.pins, context.catalog, lock) if only in (None, tool)]
     if frozen and reasons:
         raise OutOfDate(f"{context.pins.lock_path} does not match {context.pins.path}: {'; '.join(reasons)}",
-                        hint="run `toolbox lock` and commit toolbox.lock (--frozen and CI=true never resolve)")
+                        hint="run `toolbox lock` and commit toolbox.lock "
+                             "(--frozen and CI=true never resolve)")
     wanted, resolved = {}, []
     for tool, version in sorted(context.pins.versions.items()):
         entry = lock.entries.get(tool)
@@ -116,7 +117,8 @@ def _save_lock(context, entries, broken, may_skip):
     except OSError as err:
         message = f"cannot write {context.pins.lock_path}: {err.strerror}"
         if not may_skip or err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            where = "or work in a copy of the project" if context.pins.is_project else "(your global pins' lock, beside config.toml)"
+            where = ("or work in a copy of the project" if context.pins.is_project
+                     else "(your global pins' lock, beside config.toml)")
             raise ToolboxError(message, hint=f"make its directory writable for you, {where}") from None
         context.warnings.append(f"{message}; running by the digests resolved now, the lock is not saved")
         return
@@ -147,7 +149,8 @@ def resolve(context, tool, recipe, version):
         digest, platforms = resolve_tag(context.client(), ref, context.services.store)
     except NotFound as err:
         raise NotFound(f"{tool} {version}: {recipe.reference_for(version)} does not exist ({err.message})",
-                       hint=f"check the version; the recipe makes tags as {recipe.tag!r} from {recipe.image}") from None
+                       hint=f"check the version; the recipe makes tags as {recipe.tag!r} "
+                            f"from {recipe.image}") from None
     return LockEntry(tool, recipe.name, recipe.source, version, recipe.image, ref.tag, digest, platforms)
 
 
@@ -184,7 +187,8 @@ def check_with_registry(context):
                               "either the tag moved upstream "
                               f"since the lock was written (`toolbox lock --upgrade {tool}` takes the new "
                               "one) or the lock was edited")
-    return [(tool, problems.get(tool)) for tool in sorted(set(lock.entries) | set(lock.broken) | set(context.pins.versions))]
+    return [(tool, problems.get(tool))
+            for tool in sorted(set(lock.entries) | set(lock.broken) | set(context.pins.versions))]
 
 
 def check_against_index(entry, document, lock_path):
@@ -194,11 +198,13 @@ def check_against_index(entry, document, lock_path):
     from toolbox.oci.manifest import Index
 
     where = f"{lock_path}: [tools.{entry.tool}]"
-    hint = f"the lock was edited or damaged: `toolbox lock --upgrade {entry.tool}` writes the entry again from the registry; review who changed it"
+    hint = (f"the lock was edited or damaged: `toolbox lock --upgrade {entry.tool}` writes the entry "
+            "again from the registry; review who changed it")
     if isinstance(document, Index):
         listed = index_platforms(document)
         if entry.is_lone_manifest or listed != entry.platforms:
-            wrong = sorted(key for key in set(listed) | set(entry.platforms) if listed.get(key) != entry.platforms.get(key))
+            wrong = sorted(key for key in set(listed) | set(entry.platforms)
+                           if listed.get(key) != entry.platforms.get(key))
             raise LockError(f"{where} does not match the index {entry.digest} names: for {', '.join(wrong)} "
                             "the lock says "
                             f"{', '.join(str(entry.platforms.get(k)) for k in wrong)}, the index "

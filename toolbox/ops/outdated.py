@@ -59,7 +59,8 @@ def outdated(context, tools=None):
         lock, lock_problem = locks[owner.pins.path]
         entry = lock.entries.get(tool) if lock is not None else None
         if entry is not None and not entry.matches(recipe, version):
-            entry, note = None, f"locked for {lock.entries[tool].version}, pinned {version}: `toolbox lock` brings the lock up to date"
+            entry, note = None, (f"locked for {lock.entries[tool].version}, pinned {version}: "
+                                 "`toolbox lock` brings the lock up to date")
         elif entry is None:
             note = lock_problem or (lock.broken[tool][1] if tool in lock.broken else "not locked: `toolbox "
                                                                                      "lock` locks it")
@@ -67,7 +68,8 @@ def outdated(context, tools=None):
             note = None
         base["locked_digest"] = entry.digest if entry else None
         try:
-            owner.check_trusted([recipe])  # a project's recipe chooses the registry asked: not before it is trusted
+            # a project's recipe chooses the registry asked: not before it is trusted
+            owner.check_trusted([recipe])
         except NotTrusted:
             rows.append(_row(base, note=note, problem=f"{owner.pins.path} defines this recipe, and you have "
                                                       "not trusted it: "
@@ -93,7 +95,8 @@ def _checked(context, recipe, version, entry, base, note, tags_of):
     client = context.client()
     if recipe.image not in tags_of:  # once per repository, and a failure once too
         try:
-            tags_of[recipe.image] = (client.list_tags(ImageRef.parse(f"{recipe.image}:{recipe.tag_for(version)}")), None)
+            tags_of[recipe.image] = (
+                client.list_tags(ImageRef.parse(f"{recipe.image}:{recipe.tag_for(version)}")), None)
         except ToolboxError as err:
             tags_of[recipe.image] = (None, err)
     tags, failure = tags_of[recipe.image]
@@ -101,9 +104,11 @@ def _checked(context, recipe, version, entry, base, note, tags_of):
         return _row(base, note=note, problem=f"cannot list the tags of {recipe.image}: {failure.message}")
     found = newest(version, versions_in(recipe.tag, tags))
     if found is None:
-        why = (f"the recipe's tags ({recipe.tag}) do not depend on the version" if "{version}" not in recipe.tag
-               else f"{version} is not a numbered version: nothing to compare it with" if not _numbered(version)
-               else f"no tag of {recipe.image} has the shape of {version}")
+        why = (f"the recipe's tags ({recipe.tag}) do not depend on the version"
+               if "{version}" not in recipe.tag else
+               f"{version} is not a numbered version: nothing to compare it with"
+               if not _numbered(version) else
+               f"no tag of {recipe.image} has the shape of {version}")
         note = f"{note}; {why}" if note else why
     try:
         tag_digest = str(client.get_manifest(ImageRef.parse(recipe.reference_for(version))).digest)

@@ -120,7 +120,8 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
         if run.entry is not None:
             from toolbox.oci.platform import Platform, host_platform
 
-            run.entry.manifest_for(Platform.parse(platform) if platform else host_platform())  # the lock's own word first
+            # the lock's own word first
+            run.entry.manifest_for(Platform.parse(platform) if platform else host_platform())
             if pull != "never":
                 ensure_plan(services.layout, run.image, "missing", platform)
                 check_stored(context, run.entry)
@@ -154,7 +155,8 @@ def lock_change_notice(layout, run):
     version, digest = before
     if version != entry.version:
         return f"{run.recipe.name} is now {entry.version} (was {version}), from {run.lock_path}"
-    return f"{run.recipe.name} {entry.version} is now {short_digest(entry.digest)} (was {short_digest(digest)}), from {run.lock_path}"
+    return (f"{run.recipe.name} {entry.version} is now {short_digest(entry.digest)} "
+            f"(was {short_digest(digest)}), from {run.lock_path}")
 
 
 def _ensure_pinned_shims(context, tell):

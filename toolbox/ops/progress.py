@@ -50,7 +50,8 @@ class PlainProgress(NullProgress):
             self._say(f"{_all_stored(layers)}: nothing to download")
 
     def layer_done(self, layer, stats):
-        note = "already stored by another pull" if stats is None else f"{stats.files} files, {human_bytes(stats.bytes)}"
+        note = ("already stored by another pull" if stats is None
+                else f"{stats.files} files, {human_bytes(stats.bytes)}")
         self._say(f"layer {layer.descriptor.digest.short}: done ({note})")
 
 
@@ -113,7 +114,8 @@ class TerminalProgress(NullProgress):
 
 
 def _all_stored(layers):
-    return "its one layer is already stored" if len(layers) == 1 else f"all {len(layers)} layers are already stored"
+    return ("its one layer is already stored" if len(layers) == 1
+            else f"all {len(layers)} layers are already stored")
 
 
 def _bar(done, total, width=20):

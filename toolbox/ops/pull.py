@@ -188,7 +188,8 @@ def fetch_layers(plans, store, open_blob, options, progress, image_name):
     cancelled = threading.Event()
     executor = ThreadPoolExecutor(max_workers=max(1, min(options.max_parallel, len(plans))),
                                   thread_name_prefix="layer")
-    futures = [executor.submit(fetch_layer, plan, store, open_blob, options, progress, cancelled, image_name) for plan in plans]
+    futures = [executor.submit(fetch_layer, plan, store, open_blob, options, progress, cancelled, image_name)
+               for plan in plans]
     try:
         done, _pending = wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in futures if f.done() and f.exception() is not None]
@@ -263,5 +264,7 @@ def _raise_integrity_error_first(blob):
 
 def store_write_error(err, what):
     if is_disk_full(err):
-        return StoreError(f"no space left while unpacking {what}", hint="free some space (e.g. `toolbox prune`) and pull again; nothing partial was kept")
+        return StoreError(f"no space left while unpacking {what}",
+                          hint="free some space (e.g. `toolbox prune`) and pull again; "
+                               "nothing partial was kept")
     return StoreError(f"cannot write {what} into the store: {err.strerror or err}")

@@ -38,7 +38,8 @@ def ensure(layout, names):
     if not os.path.isdir(layout.shims_dir):
         return []
     present = set(installed(layout))
-    missing = sorted(name for name in set(names) - present if not os.path.lexists(os.path.join(layout.shims_dir, name)))
+    missing = sorted(name for name in set(names) - present
+                     if not os.path.lexists(os.path.join(layout.shims_dir, name)))
     install(layout, missing)
     return missing
 

@@ -14,7 +14,8 @@ from toolbox.ops.context import context_here
 class ShimsInstalled:
     names: tuple  # the shims written
     directory: str  # where: the shims directory
-    elsewhere: dict  # {name: (project files)}: names no recipe here knows, run by a trusted project's recipe there
+    # {name: (project files)}: names no recipe here knows, run by a trusted project's recipe there
+    elsewhere: dict
 
 
 @dataclass(frozen=True)

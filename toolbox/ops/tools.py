@@ -121,7 +121,8 @@ class PinnedTool:
     locked: bool  # the lock has a current entry for the pin, and it checks out
     digest: str | None  # the locked digest (when locked)
     manifest: str | None  # this platform's manifest in it
-    problem: str | None  # why the lock entry cannot be used (a damaged lock, an entry that does not check out)
+    # why the lock entry cannot be used (a damaged lock, an entry that does not check out)
+    problem: str | None
     image: str | None  # what runs: the locked reference, else the pinned version's tag
     source: str | None  # the recipe's source (project, user, builtin); None: no recipe
 
@@ -160,7 +161,8 @@ def list_pins():
                 problem, current = err.message, False
         tools.append(PinnedTool(tool=tool, version=version, pinned_by=owner.pins.path, locked=current,
                                 digest=entry.digest if current else None, manifest=manifest, problem=problem,
-                                image=entry.reference if current else (recipe.reference_for(version) if recipe else None),
+                                image=(entry.reference if current
+                                       else (recipe.reference_for(version) if recipe else None)),
                                 source=recipe.source if recipe else None))
     return PinList(context.pins.path, tools)
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from toolbox.errors import ToolboxError
 from toolbox.fsutil import remove_tree
 
-REMOVAL_ORDER = ("shims", "store", "data", "config", "virtualenv", "launcher")  # the code running this goes last
+# the code running this goes last
+REMOVAL_ORDER = ("shims", "store", "data", "config", "virtualenv", "launcher")
 LAUNCHER_TAIL = ("import sys", "from toolbox.entry import main", "sys.exit(main())")
 # Files a shell reads at start where scripts/install's line may have been put.
 RC_CANDIDATES = ("~/.bashrc", "~/.bash_profile", "~/.profile", "~/.zshrc", "~/.zprofile",
@@ -50,7 +51,8 @@ def install_launcher_venv(path):
     venv = os.path.dirname(os.path.dirname(interpreter))
     if os.path.basename(venv) != "venv" or os.path.basename(os.path.dirname(venv)) != "toolbox":
         return None
-    if not all(line in lines for line in LAUNCHER_TAIL) or not any(line.startswith("sys.path[:0] = [") for line in lines):
+    if (not all(line in lines for line in LAUNCHER_TAIL)
+        or not any(line.startswith("sys.path[:0] = [") for line in lines)):
         return None
     return venv
 
@@ -71,7 +73,8 @@ def parts(layout, environ=None):
             found.append(Part("launcher", launcher, _size(launcher)))
             venvs.append(venv)
     xdg_data = environ.get("XDG_DATA_HOME", "").strip()
-    default_venv = os.path.join(xdg_data if os.path.isabs(xdg_data) else os.path.join(home, ".local", "share"), "toolbox", "venv")
+    default_venv = os.path.join(
+        xdg_data if os.path.isabs(xdg_data) else os.path.join(home, ".local", "share"), "toolbox", "venv")
     venvs.append(default_venv)  # where scripts/install puts it, also when its launcher is gone
     for venv in dict.fromkeys(venvs):
         if os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
@@ -95,7 +98,8 @@ def _data_detail(layout):
     counts = []
     for name, what in (("volumes", "volume"), ("containers", "kept container")):
         try:
-            count = len([entry for entry in os.listdir(os.path.join(layout.data_dir, name)) if not entry.startswith(".")])
+            count = len([entry for entry in os.listdir(os.path.join(layout.data_dir, name))
+                         if not entry.startswith(".")])
         except OSError:
             count = 0
         if count:
@@ -105,7 +109,8 @@ def _data_detail(layout):
 
 def _without_nested(part, found):
     """`part` with the size of the other parts inside it taken out, so that no byte counts twice."""
-    inside = sum(other.size for other in found if other is not part and other.path.startswith(part.path.rstrip("/") + "/"))
+    inside = sum(other.size for other in found
+                 if other is not part and other.path.startswith(part.path.rstrip("/") + "/"))
     return Part(part.what, part.path, max(part.size - inside, 0), part.detail)
 
 
@@ -114,7 +119,9 @@ def _check_removable(path, home):
     anything above it (a TOOLBOX_DATA_DIR=$HOME, say)."""
     real, real_home = os.path.realpath(path), os.path.realpath(home)
     if real == "/" or real_home == real or real_home.startswith(real.rstrip("/") + "/"):
-        raise ToolboxError(f"will not remove {path}: it is {'your home' if real == real_home else 'above your home'}, not a directory of toolbox's own",
+        raise ToolboxError(f"will not remove {path}: "
+                           f"it is {'your home' if real == real_home else 'above your home'}, "
+                           "not a directory of toolbox's own",
                            hint="check TOOLBOX_HOME, TOOLBOX_CACHE_DIR, TOOLBOX_DATA_DIR and "
                                 "TOOLBOX_CONFIG_DIR, then remove toolbox's files by hand")
 

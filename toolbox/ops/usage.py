@@ -118,7 +118,8 @@ class KnownLock:
     problem: str | None = None  # why its entries could not be read (its digests come from its text then)
 
     def names(self, record):
-        return str(record.digest) in self.digests or (record.index_digest is not None and str(record.index_digest) in self.digests)
+        return (str(record.digest) in self.digests
+                or (record.index_digest is not None and str(record.index_digest) in self.digests))
 
     def tools_for(self, record):
         """[(tool, version)] of the entries that run `record`."""
@@ -215,7 +216,8 @@ class StoreUse:
                              locks in wheres.items())
         naming = [lock for lock in self.locks if lock.names(record)]
         if naming:  # by a lock, or an entry of one, that does not parse (conflict markers)
-            return f"{self._recipe_label(record.reference) or '?'} ({_where(naming, self.home)}: a lock entry that cannot be read)"
+            return (f"{self._recipe_label(record.reference) or '?'} ({_where(naming, self.home)}: "
+                    "a lock entry that cannot be read)")
         return self._recipe_label(record.reference)
 
     def _recipe_label(self, reference):

@@ -80,7 +80,8 @@ class UserConfig:
 
 def _safe_directories(doc, path):
     value = doc.get("safe_directories", [])
-    if not isinstance(value, list) or not all(isinstance(d, str) and (d == "*" or d.startswith("/")) for d in value):
+    if (not isinstance(value, list)
+        or not all(isinstance(d, str) and (d == "*" or d.startswith("/")) for d in value)):
         raise ConfigError(f"{path}: 'safe_directories' must be a list of absolute directory paths (or \"*\")")
     return tuple(value)
 

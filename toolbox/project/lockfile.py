@@ -257,7 +257,8 @@ class LockChange:
         """One line for people: `jq 1.7.1 → 1.7.2 (4de8791a2b3c → f1905e6d1a2b)`."""
         tool, before, after = self.tool, self.before, self.after
         if after is None:
-            return f"{tool} removed (was {before.version}, {short_digest(before.digest)})" if before else f"{tool} removed (a damaged entry)"
+            return (f"{tool} removed (was {before.version}, {short_digest(before.digest)})" if before
+                    else f"{tool} removed (a damaged entry)")
         if before is None:
             if self.was_damaged:
                 return f"{tool} {after.version}: a damaged entry written again ({short_digest(after.digest)})"
@@ -270,8 +271,10 @@ class LockChange:
         if before.digest != after.digest:
             return f"{tool}: tag {after.tag} moved {digests}"
         if (before.recipe, before.source) != (after.recipe, after.source):
-            return f"{tool} {after.version}: now from the {after.source} recipe {after.recipe} (was the {before.source} recipe {before.recipe})"
-        return f"{tool} {after.version}: platforms {', '.join(sorted(before.platforms))} → {', '.join(sorted(after.platforms))}"
+            return (f"{tool} {after.version}: now from the {after.source} recipe {after.recipe} "
+                    f"(was the {before.source} recipe {before.recipe})")
+        return (f"{tool} {after.version}: platforms {', '.join(sorted(before.platforms))} → "
+                f"{', '.join(sorted(after.platforms))}")
 
 
 def lock_changes(before, after, damaged=()):
@@ -292,8 +295,9 @@ def _entry(tool, table, path):
                         hint="run `toolbox lock` to write it again")
     platforms = table["platforms"]
     strings = [table[key] for key in ENTRY_KEYS if key != "platforms"]
-    if not all(isinstance(value, str) and value for value in strings) or not isinstance(platforms, dict) or not platforms \
-            or not all(isinstance(d, str) for d in platforms.values()):
+    if (not all(isinstance(value, str) and value for value in strings)
+        or not isinstance(platforms, dict) or not platforms
+        or not all(isinstance(d, str) for d in platforms.values())):
         raise LockError(f"{where} has a value of the wrong kind", hint="run `toolbox lock` to write it again")
     entry = LockEntry(tool, *strings, platforms=dict(platforms))
     _check_consistent(entry, where)
@@ -370,5 +374,6 @@ def disagreements(pins, catalog, lock):
             reasons.append((tool, f"{tool}: pinned {version} ({recipe.reference_for(version)}), locked "
                                   f"{entry.version} ({entry.reference})"))
     locked = set(lock.entries) | set(lock.broken)
-    reasons += [(tool, f"{tool} is locked but no longer pinned") for tool in sorted(locked - set(pins.versions))]
+    reasons += [(tool, f"{tool} is locked but no longer pinned")
+                for tool in sorted(locked - set(pins.versions))]
     return reasons

@@ -12,7 +12,8 @@
 Which file applies is decided by plans.find_project_file (the walk up and where it stops).
 The file is read once, bounded in size, and refused when it belongs to another user (not you,
 not root) unless its directory is allowed (safe_directories in config.toml, or
-TOOLBOX_SAFE_DIRECTORIES), as git refuses a repository someone else owns. Outside any project, the [tools] table of the user's config.toml pins versions the same way.
+TOOLBOX_SAFE_DIRECTORIES), as git refuses a repository someone else owns. Outside any project,
+the [tools] table of the user's config.toml pins versions the same way.
 toolbox.lock beside the file records what the pins resolved to (lockfile.py). `add` and
 `remove` edit the file line by line, so the user's comments and layout stay as they were.
 """
@@ -84,7 +85,8 @@ def check_owner(found, safe_directories=(), environ=os.environ):
     if found.owner in (os.getuid(), 0):
         return
     directory = os.path.dirname(os.path.abspath(found.path))
-    allowed = list(safe_directories) + [entry for entry in environ.get(SAFE_ENV, "").split(os.pathsep) if entry]
+    allowed = (list(safe_directories)
+               + [entry for entry in environ.get(SAFE_ENV, "").split(os.pathsep) if entry])
     if "*" in allowed or os.path.realpath(directory) in {os.path.realpath(entry) for entry in allowed}:
         return
     raise ForeignFile(
@@ -158,7 +160,8 @@ def edit_pins(path, set_versions=None, remove=(), new_file_mode=0o644):
     text = found.data.decode("utf-8") if found is not None else ""
     before = tomllib.loads(text)  # the caller loaded it: it parses
     intended = dict(before)
-    intended["tools"] = {k: v for k, v in dict(before.get("tools", {}), **(set_versions or {})).items() if k not in remove}
+    intended["tools"] = {k: v for k, v in dict(before.get("tools", {}), **(set_versions or {})).items()
+                         if k not in remove}
     if not intended["tools"] and "tools" not in before:
         del intended["tools"]
     edited = _edited_text(text, dict(set_versions or {}), remove)

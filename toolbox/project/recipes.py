@@ -21,11 +21,10 @@ project, user, built-in. The schema, with every key:
     "jq1.6" = { version = "1.6" }         # a version of it
     jq-raw = { command = ["jq", "-r"] }   # another command in the same image
 
-What runs: `command` (if any), then the arguments given, or `default_command` when there are
-none; as Docker's Entrypoint and Cmd, so `toolbox run ubuntu` starts bash and `toolbox run
-ubuntu ls /` runs ls. With either key the image's own entrypoint and cmd are not used; with
-neither, they are (Docker's rules). An alias with a command runs that command and no
-default_command.
+What runs: `command` (if any), then the arguments given, or `default_command` when there are none;
+as Docker's Entrypoint and Cmd, so `toolbox run ubuntu` starts bash and `toolbox run ubuntu ls /`
+runs ls. With either key the image's own entrypoint and cmd are not used; with neither, they are
+(Docker's rules). An alias with a command runs that command and no default_command.
 
 Mount sources are host paths (`~` is your home); targets are paths inside (`~` is the home
 inside). A source that does not exist is skipped. Cold tier: tomllib and dataclasses are fine.
@@ -121,7 +120,8 @@ class Recipe:
         for alias in self.aliases.values():
             if alias.command:
                 items.add(("alias", alias.name, *alias.command))
-        items.update(("mount", _normal_path(m.source), _normal_path(m.target), "ro" if m.read_only else "rw") for m in self.mounts)
+        items.update(("mount", _normal_path(m.source), _normal_path(m.target), "ro" if m.read_only else "rw")
+                     for m in self.mounts)
         items.update(("pass_env", pattern) for pattern in self.pass_env)
         items.update(("env", key, value) for key, value in self.env.items())
         return frozenset(items)
@@ -144,7 +144,8 @@ _GRANT_ORDER = ("image", "tag", "command", "default_command", "alias", "mount", 
 
 
 def sorted_grants(items):
-    return sorted(items, key=lambda item: (_GRANT_ORDER.index(item[0]) if item[0] in _GRANT_ORDER else len(_GRANT_ORDER), item))
+    return sorted(items, key=lambda item: (
+        _GRANT_ORDER.index(item[0]) if item[0] in _GRANT_ORDER else len(_GRANT_ORDER), item))
 
 
 _DESCRIPTIONS = {"image": "image {0}", "pass_env": "host variable {0}", "env": "variable {0}={1}",
@@ -163,7 +164,8 @@ def describe_grant(item):
         return f"mount {values[0]} at {values[1]} {'read-only' if values[2] == 'ro' else 'read-write'}"
     if kind == "tag":  # the scheme, with the placeholder as a word people read: "tags VERSION-slim"
         scheme = values[0]
-        return f"tags {scheme.replace('{version}', 'VERSION')}" if "{version}" in scheme else f"tag {scheme} for every version"
+        return (f"tags {scheme.replace('{version}', 'VERSION')}" if "{version}" in scheme
+                else f"tag {scheme} for every version")
     return _DESCRIPTIONS[kind].format(*values) if kind in _DESCRIPTIONS else " ".join(item)
 
 
@@ -353,8 +355,8 @@ def load_directory(path, source, stamps=None, broken=None):
         except RecipeError as err:
             if broken is None:
                 raise
-            if stamps is not None and origin not in stamps:  # refused unread (too big, not a file): its stamp still counts
-                stamps[origin] = stamp(origin)
+            if stamps is not None and origin not in stamps:
+                stamps[origin] = stamp(origin)  # refused unread (too big, not a file): its stamp still counts
             broken[name] = BrokenRecipe(name, source, origin, err)
     return recipes
 
@@ -373,7 +375,8 @@ def parse_toml_bytes(data, path, error=RecipeError):
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise error(f"{path}: not valid TOML: not UTF-8 at byte {err.start}", hint="fix the encoding") from None
+        raise error(f"{path}: not valid TOML: not UTF-8 at byte {err.start}",
+                    hint="fix the encoding") from None
     except tomllib.TOMLDecodeError as err:
         raise error(f"{path}: not valid TOML: {err}", hint="fix the syntax") from None
 
@@ -438,9 +441,10 @@ class Catalog:
                                           n=3, cutoff=0.6)
         if close:
             return f"did you mean {' or '.join(close)}? (`toolbox recipes list` shows them all)"
-        return "`toolbox recipes search WORD` finds recipes; an image reference needs a registry or tag, e.g. docker.io/library/NAME:TAG"
+        return ("`toolbox recipes search WORD` finds recipes; an image reference needs a registry or tag, "
+                "e.g. docker.io/library/NAME:TAG")
 
     def search(self, word):
         word = word.lower()
-        return [r for r in sorted(self.recipes.values(), key=lambda r: r.name)
-                if word in r.name or word in r.description.lower() or word in r.image or any(word in a for a in r.aliases)]
+        return [r for r in sorted(self.recipes.values(), key=lambda r: r.name) if word in r.name
+                or word in r.description.lower() or word in r.image or any(word in a for a in r.aliases)]

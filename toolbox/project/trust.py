@@ -134,7 +134,8 @@ class TrustStore:
 def _grants(items):
     """A recorded recipe's grants. Records written before `network none` stopped counting as a
     grant still list it: dropped here, so that they match what the same recipe grants now."""
-    return frozenset(tuple(item) for item in items) - {("network", network) for network in NOT_GRANTED_NETWORKS}
+    return (frozenset(tuple(item) for item in items)
+            - {("network", network) for network in NOT_GRANTED_NETWORKS})
 
 
 def grant_diff(recipe, record, catalog):
@@ -177,4 +178,5 @@ def refusal(pins, recipes, record, catalog, elsewhere=()):
     if elsewhere:
         hint += f" (the same grants are trusted for {elsewhere[0]}: another checkout?)"
     hint += f"; in CI, {TRUST_ENV}={pins.directory}"
-    return NotTrusted(f"{pins.path} defines recipes {what}; using them would grant:\n" + "\n".join(describe(recipes, record, catalog)), hint=hint)
+    return NotTrusted(f"{pins.path} defines recipes {what}; using them would grant:\n"
+                      + "\n".join(describe(recipes, record, catalog)), hint=hint)

@@ -82,7 +82,8 @@ def delegation_problem(wanted: list[str] | dict[str, object]) -> str | None:
     missing = sorted(CONTROLLER_OF[w] for w in wanted if CONTROLLER_OF[w] not in available)
     if missing:
         hybrid = " (a hybrid host: the v1 hierarchies own them)" if mount != "/sys/fs/cgroup" else ""
-        return f"the cgroup v2 hierarchy at {mount} has no {', '.join(missing)} controller{'s' if len(missing) > 1 else ''}{hybrid}"
+        return (f"the cgroup v2 hierarchy at {mount} has no {', '.join(missing)} "
+                f"controller{'s' if len(missing) > 1 else ''}{hybrid}")
     if not os.access(directory, os.W_OK) or not os.access(os.path.join(directory, "cgroup.procs"), os.W_OK):
         return f"the cgroup {path} is not delegated to this user (it is not writable)"
     return None
@@ -93,7 +94,9 @@ def enter_limited_cgroup(limits: dict[str, int | str]) -> None:
     "pids": n}) and move this process into it, before the namespaces are made."""
     problem = delegation_problem(limits)
     if problem:
-        raise LimitError(f"cannot apply {', '.join('--' + ('pids-limit' if k == 'pids' else k) for k in sorted(limits))}: {problem}", hint=ENABLE_HINT)
+        raise LimitError(
+            f"cannot apply {', '.join('--' + ('pids-limit' if k == 'pids' else k) for k in sorted(limits))}: "
+            f"{problem}", hint=ENABLE_HINT)
     (mount, path), _ = own_cgroup_v2()
     parent = os.path.join(mount, path.lstrip("/"))
     controllers = " ".join(f"+{CONTROLLER_OF[k]}" for k in sorted(limits))

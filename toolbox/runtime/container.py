@@ -211,7 +211,8 @@ def execute(argv: list[str], env: dict[str, str]) -> None:
     if "/" in command:
         candidates = [command]
     else:
-        candidates = [os.path.join(directory or ".", command) for directory in env.get("PATH", DEFAULT_PATH).split(":")]
+        candidates = [os.path.join(directory or ".", command)
+                      for directory in env.get("PATH", DEFAULT_PATH).split(":")]
     refused = None
     for path in candidates:
         try:

@@ -28,7 +28,8 @@ _FIELDS = ("image", "reference", "layers", "created")
 
 def check_name(name: str, what: str = "container") -> str:
     """Names that are safe as one path component and readable in listings (docker's rule)."""
-    if not name or not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name) or len(name) > 128:
+    if (not name or not name[0].isalnum() or not all(c.isalnum() or c in "_.-" for c in name)
+        or len(name) > 128):
         raise ToolboxError(f"invalid {what} name {name!r}",
                            hint="use letters, digits, '_', '.' and '-', starting with a letter or digit")
     return name
@@ -108,7 +109,8 @@ def names(layout: Layout) -> list[str]:
     except FileNotFoundError:
         return []
     # A directory without a record is a first run killed half-way: `toolbox rm` still takes it.
-    return [entry for entry in entries if not entry.startswith(".") and os.path.isfile(os.path.join(layout.containers_dir, entry, RECORD))]
+    return [entry for entry in entries if not entry.startswith(".")
+            and os.path.isfile(os.path.join(layout.containers_dir, entry, RECORD))]
 
 
 def is_running(path: str) -> bool:
@@ -152,7 +154,8 @@ def remove(layout: Layout, name: str) -> None:
     try:
         lock_fd = locks.acquire(os.path.join(path, "lock"), blocking=False)
     except locks.Busy:
-        raise ToolboxError(f"container {name!r} is running", hint="stop the tool first, then remove it") from None
+        raise ToolboxError(f"container {name!r} is running",
+                           hint="stop the tool first, then remove it") from None
     try:
         # Renamed while locked, so a run starting now makes a fresh container instead of
         # finding a half-removed one.

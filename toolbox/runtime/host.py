@@ -106,7 +106,8 @@ def read_sysctls(host: Host) -> dict[str, int]:
 
 
 def _sysctl_fix(name, value):
-    return f"sudo sysctl -w {name}={value} (and add `{name} = {value}` to /etc/sysctl.d/toolbox.conf to keep it)"
+    return (f"sudo sysctl -w {name}={value} (and add `{name} = {value}` to /etc/sysctl.d/toolbox.conf "
+            "to keep it)")
 
 
 def userns_fix(sysctls: dict[str, int], err_no: int | None = None, host: Host | None = None) -> str:
@@ -118,7 +119,8 @@ def userns_fix(sysctls: dict[str, int], err_no: int | None = None, host: Host | 
         return _sysctl_fix("user.max_user_namespaces",
                            max(15000, 2 * sysctls.get("user.max_user_namespaces", 0)))
     if not os.path.exists(os.path.join((host or Host()).proc, "self", "ns", "user")):
-        return "this kernel is built without user namespaces (CONFIG_USER_NS): use your distribution's standard kernel"
+        return ("this kernel is built without user namespaces (CONFIG_USER_NS): "
+                "use your distribution's standard kernel")
     return ("no sysctl here forbids them, so a seccomp filter or a security module does: inside a container, "
             "start it with --security-opt seccomp=unconfined (or run toolbox on the host)")
 
@@ -147,7 +149,8 @@ def probe_runtime(workdir: str | None = None, timeout: float = PROBE_TIMEOUT, mo
     if pid == 0:  # the child: report, then leave without running any of the parent's cleanup
         try:
             os.close(read_fd)
-            os.write(write_fd, _probe_in_child(runtime, rootfs, syscalls, workdir, mode).encode("utf-8", "replace")[:4000])
+            os.write(write_fd, _probe_in_child(runtime, rootfs, syscalls, workdir, mode)
+                               .encode("utf-8", "replace")[:4000])
         finally:
             os._exit(0)
     os.close(write_fd)
@@ -273,9 +276,11 @@ def fuse_problems(fuse: Fuse) -> tuple[str, list[str]]:
     if fuse.binary is None:
         fixes.append("sudo apt install fuse-overlayfs")
     if isinstance(fuse.device_error, FileNotFoundError):
-        device, fix = f"{fuse.device} is missing", "sudo modprobe fuse (and install your distribution's fuse3 package)"
+        device, fix = (f"{fuse.device} is missing",
+                       "sudo modprobe fuse (and install your distribution's fuse3 package)")
     elif fuse.device_error is not None:
-        device = f"{fuse.device} does not open read-write ({_mode_and_owner(fuse.device)}: {fuse.device_error.strerror})"
+        device = (f"{fuse.device} does not open read-write "
+                  f"({_mode_and_owner(fuse.device)}: {fuse.device_error.strerror})")
         fix = f"sudo chmod 0666 {fuse.device} (what your distribution's fuse3 package sets)"
     else:
         device, fix = f"{fuse.device} opens read-write", None

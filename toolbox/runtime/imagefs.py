@@ -83,7 +83,8 @@ def read_image_file(layer_roots: list[str], path: str, limit: int, image: str) -
             raise FileTooBig(path, st.st_size, limit)
         return _read_below(layer_root, names, limit)
     except NotRegularFile as err:
-        raise ImageFileError(f"{path} in {image} is {err.kind}, not a regular file: toolbox does not read it") from None
+        raise ImageFileError(f"{path} in {image} is {err.kind}, not a regular file: "
+                             "toolbox does not read it") from None
     except FileTooBig as err:
         raise ImageFileError(f"{path} in {image} is {err.strerror}") from None
     except OSError as err:

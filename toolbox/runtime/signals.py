@@ -80,7 +80,8 @@ def passes_on(name: str, ignored: int, blocked: int) -> bool:
     it; glibc's, musl's and perl's do), and the shell it started got its other dispositions:
     Python's os.system passes on the SIGPIPE Python ignores. That shell is the parent unless it
     exec'd the command in its own place (bash -c does; dash does not)."""
-    in_system = ignored & _bit(_signal.SIGINT) and ignored & _bit(_signal.SIGQUIT) and blocked & _bit(_signal.SIGCHLD)
+    in_system = (ignored & _bit(_signal.SIGINT) and ignored & _bit(_signal.SIGQUIT)
+                 and blocked & _bit(_signal.SIGCHLD))
     return name in PASSES_ON or bool(in_system)
 
 

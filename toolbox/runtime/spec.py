@@ -85,6 +85,7 @@ class RunSpec:
         # scratch layer in a tmpfs that vanishes with the run.
         self.upper = upper
         self.work = work
-        self.rootfs = rootfs  # the root filesystem modes to try, in order (rootfs.parse_modes); None: all of them
+        # the root filesystem modes to try, in order (rootfs.parse_modes); None: all of them
+        self.rootfs = rootfs
         self.flat_root = flat_root  # where read-only mode keeps flattened images
         self.subid_maps = subid_maps  # subids.plan_maps(): full id ranges through newuidmap, or None

@@ -26,7 +26,8 @@ def read_subids(path: str) -> list[tuple[str, int, int]]:
     with open(path) as file:
         for line in file:
             fields = line.strip().split(":")
-            if len(fields) == 3 and not fields[0].startswith("#") and fields[1].isdigit() and fields[2].isdigit():
+            if (len(fields) == 3 and not fields[0].startswith("#") and fields[1].isdigit()
+                and fields[2].isdigit()):
                 entries.append((fields[0], int(fields[1]), int(fields[2])))
     return entries
 
@@ -96,7 +97,8 @@ def find_program(name: str) -> str | None:
     return programs.find_program(name, ("/usr/bin", "/bin", "/usr/sbin"))
 
 
-def plan_maps(user_name: str, inner_uid: int, inner_gid: int, files: tuple[str, str] = SUBID_FILES) -> IdRanges:
+def plan_maps(user_name: str, inner_uid: int, inner_gid: int,
+              files: tuple[str, str] = SUBID_FILES) -> IdRanges:
     """(newuidmap argv tail, newgidmap argv tail, programs) or a ToolboxError saying what is
     missing and how to set it up."""
     uid_range = subordinate_range(files[0], user_name, os.getuid())

@@ -48,7 +48,8 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
-def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
+          data: str | None = None) -> None:
     what = f"mount {fstype or ''} {source or ''} on {target}".replace("  ", " ")
     if data is not None and len(os.fsencode(data)) >= PAGE_SIZE:
         # mount(2) copies one page of options and silently cuts the rest (fs/namespace.c): the
@@ -120,7 +121,9 @@ def _terminal_filter() -> list[tuple[int, int, int, int]]:
     for arch, numbers in _IOCTL_SYSCALLS:
         label = f"arch-{arch:x}"
         program.append((_JEQ_K, label, 0, arch))
-        block = [(_LD_W_ABS, 0, 0, _NR_OFFSET)] + [(_JEQ_K, check_request, 0, number) for number in numbers] + [(_RET_K, 0, 0, _SECCOMP_RET_ALLOW)]
+        block = ([(_LD_W_ABS, 0, 0, _NR_OFFSET)]
+                 + [(_JEQ_K, check_request, 0, number) for number in numbers]
+                 + [(_RET_K, 0, 0, _SECCOMP_RET_ALLOW)])
         arch_blocks.append((label, block))
     program.append((_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
     labels = {}

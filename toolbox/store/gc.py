@@ -113,7 +113,8 @@ class GarbageCollection:
                 layers = None  # a staging directory: its maker died, or it is being made now
                 if _maker_is_alive(entry):
                     continue
-            if layers is None or not all(os.path.isdir(os.path.join(self.layout.layers_dir, layer)) for layer in layers):
+            if (layers is None
+                or not all(os.path.isdir(os.path.join(self.layout.layers_dir, layer)) for layer in layers)):
                 freed += fsutil.disk_usage(path)
                 fsutil.remove_tree(path)
         return freed

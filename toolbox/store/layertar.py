@@ -89,7 +89,8 @@ class _StrictTarInfo(tarfile.TarInfo):
                 raise LayerError(f"layer member {self.name!r}: its sparse map is cut off")
             for position in range(0, 21 * 24, 24):
                 try:
-                    offset, numbytes = tarfile.nti(block[position:position + 12]), tarfile.nti(block[position + 12:position + 24])
+                    offset, numbytes = (tarfile.nti(block[position:position + 12]),
+                                        tarfile.nti(block[position + 12:position + 24]))
                 except ValueError:
                     break
                 if offset and numbytes:
@@ -108,7 +109,8 @@ class _StrictTarInfo(tarfile.TarInfo):
         try:
             entries = int(count)
         except ValueError:
-            raise LayerError(f"layer member {next_.name!r}: its sparse map does not start with a count") from None
+            raise LayerError(f"layer member {next_.name!r}: "
+                             "its sparse map does not start with a count") from None
         _check_sparse_entries(next_.name, entries)
         numbers = []
         while len(numbers) < entries * 2:
@@ -170,7 +172,8 @@ def discard_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
     """Read the data of a member that is not kept, so a layer cut off inside it is still noticed
     (tarfile would skip it without checking). Not sparse members: their holes would be read as
     zeros, as many as the header claims."""
-    if member.size > 0 and member.sparse is None and (member.isreg() or member.type not in tarfile.SUPPORTED_TYPES):
+    if (member.size > 0 and member.sparse is None
+        and (member.isreg() or member.type not in tarfile.SUPPORTED_TYPES)):
         for _ in read_chunks(tar, member):
             pass
 

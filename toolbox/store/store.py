@@ -258,7 +258,8 @@ class Store(GarbageCollection):
             os.rename(staging_dir, final)
         except OSError as err:
             if not self.has_layer(diff_id):  # else another process won the race: same content
-                raise StoreError(f"cannot move layer {diff_id.short} into the store: {err.strerror}") from None
+                raise StoreError(f"cannot move layer {diff_id.short} into the store: "
+                                 f"{err.strerror}") from None
 
     # -- images ----------------------------------------------------------------------------------
     def _record_path(self, reference):
@@ -300,7 +301,8 @@ class Store(GarbageCollection):
             if exact:
                 return exact
             if ref.digest:  # name@digest finds name:tag records of that digest too
-                return [r for r in records if r.digest == ref.digest and ImageRef.parse(r.reference).name == ref.name]
+                return [r for r in records
+                        if r.digest == ref.digest and ImageRef.parse(r.reference).name == ref.name]
         prefix = text.removeprefix("sha256:").lower()
         if len(prefix) >= 4 and all(c in "0123456789abcdef" for c in prefix):
             return [r for r in records if r.digest.hex.startswith(prefix)]
