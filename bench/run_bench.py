@@ -146,14 +146,18 @@ def main():
                           file=sys.stderr)
             if shutil.which("podman"):
                 # runc: crun 1.8 refuses hybrid v1/v2 cgroup hosts such as this one.
-                runtime = ["--runtime", "runc", "--cgroup-manager", "cgroupfs"] if shutil.which("runc") else []
+                runtime = (["--runtime", "runc", "--cgroup-manager", "cgroupfs"] if shutil.which("runc")
+                           else [])
                 podman = ["podman", "--root", str(workdir / "podman"), "--runroot",
                           str(workdir / "podman-run"), "--storage-driver", "overlay", *runtime]
                 try:
                     subprocess.run(podman + ["pull", "-q", "--tls-verify=false", reference], check=True,
                                    capture_output=True)
                     # No cgroups: a hybrid v1/v2 host without systemd (like the CI machine) has none to offer.
-                    results["podman run --rm"] = median_ms(podman + ["run", "--rm", *(["--cgroups=disabled"] if not runtime else []), "--network", "host", reference, "--version"], max(5, args.runs // 3))
+                    results["podman run --rm"] = median_ms(
+                        podman + ["run", "--rm", *(["--cgroups=disabled"] if not runtime else []),
+                                  "--network", "host", reference, "--version"],
+                        max(5, args.runs // 3))
                 except subprocess.CalledProcessError as err:
                     print(f"podman failed: {err.stderr.decode(errors='replace')[:300]}", file=sys.stderr)
                 finally:
@@ -162,10 +166,13 @@ def main():
         ours = results["toolbox run"]
         print(f"jq --version, median of {args.runs} warm runs each")
         for name, value in results.items():
-            relation = "" if name == "toolbox run" else f"   toolbox is {value / ours:.2f}x its time" if value > ours else f"   {ours / value:.1f}x faster than toolbox"
+            relation = ("" if name == "toolbox run"
+                        else f"   toolbox is {value / ours:.2f}x its time" if value > ours
+                        else f"   {ours / value:.1f}x faster than toolbox")
             print(f"{name:22s} {value:8.1f} ms{relation}")
         if "podman run --rm" in results:
-            print(f"shim jq vs podman run --rm: {results['podman run --rm'] / results['shim jq']:.1f}x faster")
+            print("shim jq vs podman run --rm: "
+                  f"{results['podman run --rm'] / results['shim jq']:.1f}x faster")
     finally:
         subprocess.run(["chmod", "-R", "u+w", str(workdir)], capture_output=True)
         shutil.rmtree(workdir, ignore_errors=True)

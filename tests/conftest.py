@@ -29,9 +29,11 @@ def _fail_skip_under_ci(report, excinfo):
         return
     if excinfo is not None and excinfo.errisinstance(HostFeatureMissing):
         return
-    reason = report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple) else report.longrepr
+    reason = (report.longrepr[2].removeprefix("Skipped: ") if isinstance(report.longrepr, tuple)
+              else report.longrepr)
     report.outcome = "failed"
-    report.longrepr = f"skipped under CI=true, where only a host feature CI may lack may skip (tests/support/host.py): {reason}"
+    report.longrepr = ("skipped under CI=true, where only a host feature CI may lack may skip "
+                       f"(tests/support/host.py): {reason}")
 
 
 @pytest.hookimpl(wrapper=True)

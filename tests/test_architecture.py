@@ -38,7 +38,8 @@ def test_the_rule_is_checked_on_lazy_imports_too():
     back = Import("toolbox.hot.launch", "toolbox.ops.tools", 2, True)
     assert len(violations([upward, back])) == 2
     assert violations([Import(*LAZY_EDGE, 3, True)]) == []
-    assert len(violations([Import(*LAZY_EDGE, 3, False)])) == 1  # at the top, it would load the cold tier every launch
+    # at the top, it would load the cold tier every launch
+    assert len(violations([Import(*LAZY_EDGE, 3, False)])) == 1
 
 
 def test_no_import_cycles():

@@ -51,21 +51,23 @@ def test_a_toolbox_error_is_its_message_and_hint_with_its_status():
 
 
 def test_the_containers_failures_keep_env1s_statuses():
-    assert reported(CommandNotFound("jqq")) == (EXIT_NOT_FOUND, "toolbox: error: command not found in the "
-                                                                "image: jqq\n"
-                                                "toolbox: hint: check the command name, or the image's PATH\n")
-    assert reported(CommandNotExecutable("/bin/x: Permission denied")) == (EXIT_CANNOT_RUN, "toolbox: error: cannot execute /bin/x: "
-                                                                           "Permission denied\n")
+    assert reported(CommandNotFound("jqq")) == (
+        EXIT_NOT_FOUND, "toolbox: error: command not found in the image: jqq\n"
+                        "toolbox: hint: check the command name, or the image's PATH\n")
+    assert reported(CommandNotExecutable("/bin/x: Permission denied")) == (
+        EXIT_CANNOT_RUN, "toolbox: error: cannot execute /bin/x: Permission denied\n")
     step = RuntimeStepError("pivot_root /tmp/root", OSError(errno.EINVAL, "Invalid argument"))
     assert (step.step, step.errno) == ("pivot_root /tmp/root", errno.EINVAL)
-    assert reported(step)[1] == "toolbox: error: cannot start the container: pivot_root /tmp/root: Invalid argument\n"
+    assert reported(step)[1] == ("toolbox: error: cannot start the container: pivot_root /tmp/root: "
+                                 "Invalid argument\n")
 
 
 def test_an_os_error_names_the_file_and_a_bug_says_it_is_one(tmp_path):
     layout = Layout.from_env({"TOOLBOX_HOME": str(tmp_path / "home")})
     status, text = reported(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x")),
                             layout=layout)
-    assert status == EXIT_TOOLBOX_FAILED and text.startswith("toolbox: error: ") and str(tmp_path / "x") in text
+    assert (status == EXIT_TOOLBOX_FAILED and text.startswith("toolbox: error: ")
+            and str(tmp_path / "x") in text)
     status, text = reported(KeyError("settings"))
     assert status == EXIT_TOOLBOX_FAILED
     assert text == f"toolbox: error: unexpected KeyError: 'settings'\ntoolbox: hint: {errors.BUG_HINT}\n"

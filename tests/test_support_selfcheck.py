@@ -42,7 +42,8 @@ def test_plain_registry_answers_anonymously(registry):
 
 
 def test_tls_registry_is_trusted_only_through_its_ca(tls_registry):
-    assert requests.get(f"{tls_registry.url}/v2/", verify=str(tls_registry.ca_file), timeout=10).status_code == 200
+    assert requests.get(f"{tls_registry.url}/v2/", verify=str(tls_registry.ca_file),
+                        timeout=10).status_code == 200
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{tls_registry.url}/v2/", timeout=10)
     # The certificate names localhost too.

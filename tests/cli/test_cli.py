@@ -64,7 +64,8 @@ class Installation:
                      ("run", installed.image, "true"), ("add", "--global", "jq"), ("lock",), ("run", "jq"),
                      ("shim", "install", "jq")):
             done = installed.cli(*args)
-            assert done.returncode in ((0, 125) if args[0] == "run" else (0,)), (args, done.stderr)  # 125: no user namespaces
+            # 125: no user namespaces
+            assert done.returncode in ((0, 125) if args[0] == "run" else (0,)), (args, done.stderr)
         return installed
 
     def copy_to(self, root):
@@ -129,7 +130,8 @@ def _hostile(name, install, tmp_path):
         _chmod_tree(layout.store_dir, 0o555)
         undo.append(lambda: _chmod_tree(layout.store_dir, 0o755))
         assert not os.access(layout.store_dir, os.W_OK)
-    elif name == "HOME unset":  # toolbox's directories named by XDG instead: nothing lands in the account's real home
+    elif name == "HOME unset":
+        # toolbox's directories named by XDG instead: nothing lands in the account's real home
         home = env.pop("HOME")
         env.update(XDG_CONFIG_HOME=f"{home}/.config", XDG_DATA_HOME=f"{home}/.local/share",
                    XDG_CACHE_HOME=f"{home}/.cache")
@@ -210,12 +212,14 @@ def test_every_command_fails_with_one_error_line_and_a_hint(installation, regist
     if delete_cwd:  # the commands that need the current directory say so
         for words in (["add", "yq"], ["list"], ["run", "jq", "-n", "1"]):
             result = results[lines.index(words)]
-            assert result.returncode == 125 and "the current directory no longer exists" in result.stderr, (words, result.stderr)
+            assert (result.returncode == 125
+                    and "the current directory no longer exists" in result.stderr), (words, result.stderr)
         shim = results[-1]
         assert shim.returncode == 125 and "the current directory no longer exists" in shim.stderr, shim.stderr
     if hostile == "cwd read-only":  # `add` in a directory you cannot write: the file, and the way out
         result = results[lines.index(["add", "yq"])]
-        assert f"cannot write {installation.project}/toolbox.toml: permission denied" in result.stderr, result.stderr
+        assert (f"cannot write {installation.project}/toolbox.toml: permission denied"
+                in result.stderr), result.stderr
         assert "--global" in result.stderr
 
 
@@ -227,7 +231,8 @@ def cli(toolbox, *args):
 
 def test_help_is_asked_for_with_h_help_or_the_help_command(toolbox):
     full = cli(toolbox, "--help")
-    assert full.returncode == 0 and full.stdout.startswith("Usage: toolbox [OPTIONS] COMMAND") and full.stderr == ""
+    assert (full.returncode == 0 and full.stdout.startswith("Usage: toolbox [OPTIONS] COMMAND")
+            and full.stderr == "")
     for spelling in (["-h"], ["help"], []):
         asked = cli(toolbox, *spelling)
         assert (asked.returncode, asked.stdout, asked.stderr) == (0, full.stdout, ""), spelling
@@ -236,7 +241,8 @@ def test_help_is_asked_for_with_h_help_or_the_help_command(toolbox):
         if words == ("run",):
             continue
         page = cli(toolbox, *words, "--help")
-        assert page.returncode == 0 and page.stdout.startswith(f"Usage: toolbox {' '.join(words)} "), (words, page.stderr)
+        assert (page.returncode == 0
+                and page.stdout.startswith(f"Usage: toolbox {' '.join(words)} ")), (words, page.stderr)
         assert cli(toolbox, *words, "-h").stdout == page.stdout == cli(toolbox, "help", *words).stdout, words
         # The usual notation: NAME, [NAME], NAME..., --option VALUE; not typer's {name} or <type>.
         assert not re.search(r"[{}]|<(str|int|bool|list\[\w+\])>", page.stdout), (words, page.stdout)
@@ -266,7 +272,8 @@ def test_usage_errors_are_one_error_line_with_a_hint(toolbox, args, error, hint)
     result = cli(toolbox, *args)
     assert result.returncode == 125 and result.stdout == ""
     assert result.stderr.splitlines()[0] == f"toolbox: error: {error}", result.stderr
-    assert result.stderr.splitlines()[1].startswith("toolbox: hint: ") and hint in result.stderr.splitlines()[1], result.stderr
+    assert (result.stderr.splitlines()[1].startswith("toolbox: hint: ")
+            and hint in result.stderr.splitlines()[1]), result.stderr
     assert len(result.stderr.splitlines()) == 2
 
 
@@ -287,7 +294,8 @@ end'''
 
 
 @pytest.mark.needs_userns_overlay  # a named container
-@pytest.mark.parametrize("shell", [pytest.param(shell, marks=pytest.mark.needs_program(shell)) for shell in ("bash", "fish")])
+@pytest.mark.parametrize("shell", [pytest.param(shell, marks=pytest.mark.needs_program(shell))
+                                   for shell in ("bash", "fish")])
 def test_completion_offers_tools_images_containers_and_volumes(toolbox, registry, pushed_images, shell):
     toolbox.trust(registry)
     image = pushed_images["busybox"].reference

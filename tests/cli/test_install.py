@@ -19,7 +19,8 @@ import pytest
 from tests.support.host import userns_overlay_works
 from tests.support.installation import REPO
 
-SKEL = Path("/etc/skel")  # a new Debian user's home: ~/.profile reads ~/.bashrc, then adds ~/.local/bin to PATH
+# a new Debian user's home: ~/.profile reads ~/.bashrc, then adds ~/.local/bin to PATH
+SKEL = Path("/etc/skel")
 LOGIN_PATH = "/usr/local/bin:/usr/bin:/bin"  # what login(1) gives a new user: no ~/.local/bin
 
 
@@ -67,14 +68,19 @@ def test_scripts_install_then_the_launcher_and_a_shim_work(tmp_path, toolbox, re
                                        text=True, timeout=60).stdout)
     names = [check["name"] for check in report["checks"]]
     after_version = installed.stdout.partition("toolbox 0.1.0\n")[2].split("\n")
-    assert [line[6:].split("  ")[0].strip() for line in after_version if line[:4] in ("ok  ", "warn", "FAIL")] == names, installed.stdout
-    assert names[-1] == "shell" and "not on PATH" in report["checks"][-1]["detail"]  # not yet: the line is not in ~/.bashrc
+    assert [line[6:].split("  ")[0].strip() for line in after_version
+            if line[:4] in ("ok  ", "warn", "FAIL")] == names, installed.stdout
+    # not yet: the line is not in ~/.bashrc
+    assert names[-1] == "shell" and "not on PATH" in report["checks"][-1]["detail"]
     assert printed_rc_line(installed.stdout) == ("~/.bashrc",
                                                  f'[ -x {launcher} ] && eval "$({launcher} shell-init bash)"')
-    assert f'fix: add this line to ~/.bashrc: [ -x {launcher} ] && eval "$({launcher} shell-init bash)"' in installed.stdout  # doctor's fix: the same line
+    # doctor's fix: the same line
+    assert (f'fix: add this line to ~/.bashrc: [ -x {launcher} ] && eval "$({launcher} shell-init bash)"'
+            in installed.stdout)
     recipes = subprocess.run([str(launcher), "recipes", "list"], env=env, capture_output=True, text=True,
                              timeout=60)
-    assert recipes.returncode == 0 and "ghcr.io/jqlang/jq" in recipes.stdout, recipes.stderr  # packaged recipes
+    # packaged recipes
+    assert recipes.returncode == 0 and "ghcr.io/jqlang/jq" in recipes.stdout, recipes.stderr
     toolbox.trust(registry)
     image = pushed_images["busybox"].reference
     if userns_overlay_works():
@@ -82,7 +88,8 @@ def test_scripts_install_then_the_launcher_and_a_shim_work(tmp_path, toolbox, re
                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert ran.returncode == 0 and ran.stdout == "from-the-image\n", ran.stderr
     # A shim written by the installed toolbox: its interpreter and import path, outside any pin.
-    assert subprocess.run([str(launcher), "shim", "install", "jq"], env=env, capture_output=True, timeout=60).returncode == 0
+    assert subprocess.run([str(launcher), "shim", "install", "jq"], env=env, capture_output=True,
+                          timeout=60).returncode == 0
     host_bin = tmp_path / "host-bin"
     host_bin.mkdir()
     (host_bin / "jq").write_text('#!/bin/sh\necho "host jq $*"\n')
@@ -134,7 +141,8 @@ def test_the_line_scripts_install_prints_works_in_login_and_interactive_shells(t
     assert (SKEL / ".profile").is_file() and (SKEL / ".bashrc").is_file(), "Debian's /etc/skel"
     home = tmp_path / "home"
     shutil.copytree(SKEL, home, symlinks=True)
-    (home / ".zprofile").write_text("emulate sh -c '. ~/.profile'\n")  # a common way to share ~/.profile with zsh
+    # a common way to share ~/.profile with zsh
+    (home / ".zprofile").write_text("emulate sh -c '. ~/.profile'\n")
     (home / ".config" / "fish").mkdir(parents=True)
     launcher = home / ".local" / "bin" / "toolbox"
     user = pwd.getpwuid(os.getuid()).pw_name
@@ -161,7 +169,8 @@ def test_the_line_scripts_install_prints_works_in_login_and_interactive_shells(t
             name = f"{shell}{mode}"
             out, later, done, venv = (tmp_path / f"{name}.{what}" for what in ("out", "later", "done",
                                                                                "venv"))
-            typed = [text.format(out=out, later=later, done=done, venv=venv) for text in PROBES["fish" if shell == "fish" else "sh"]]
+            typed = [text.format(out=out, later=later, done=done, venv=venv)
+                     for text in PROBES["fish" if shell == "fish" else "sh"]]
             screen = tmux_session(Path(short) / name, dict(session_env, SHELL=shutil.which(shell)),
                                   [shell, mode], typed, done)
             assert done.exists(), (name, screen)
@@ -169,10 +178,13 @@ def test_the_line_scripts_install_prints_works_in_login_and_interactive_shells(t
             lines = out.read_text().split("\n")
             assert lines[0].split(":")[0] == str(shims), (name, lines[0])
             assert lines[1] == str(shims / "jq"), (name, lines)
-            assert "function" not in lines[2] and ("shims/jq" in lines[2] or lines[2] == "file"), (name, lines)  # found on PATH
+            # found on PATH
+            assert ("function" not in lines[2]
+                    and ("shims/jq" in lines[2] or lines[2] == "file")), (name, lines)
             report = json.loads("\n".join(lines[3:]))
             shell_check = next(check for check in report["checks"] if check["name"] == "shell")
-            assert shell_check["status"] == "ok" and "first on PATH (1 shim (jq))" in shell_check["detail"], (name, shell_check)
+            assert (shell_check["status"] == "ok"
+                    and "first on PATH (1 shim (jq))" in shell_check["detail"]), (name, shell_check)
             assert later.read_text().split(":")[0] == str(venv), (name, "a later prompt moved the shims "
                                                                         "first again")
 
@@ -222,7 +234,8 @@ def test_self_uninstall_removes_what_install_made_and_the_rc_line_stays_quiet(tm
         return subprocess.run([str(launcher), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=120)
 
-    for args in (("shim", "install", "jq"), ("volume", "create", "notes"), ("prune",)):  # shims, a volume, the store
+    # shims, a volume, the store
+    for args in (("shim", "install", "jq"), ("volume", "create", "notes"), ("prune",)):
         assert toolbox(*args).returncode == 0, args
     data, cache, config = home / ".local/share/toolbox", home / ".cache/toolbox", home / ".config/toolbox"
     config.mkdir(parents=True)
@@ -233,7 +246,8 @@ def test_self_uninstall_removes_what_install_made_and_the_rc_line_stays_quiet(tm
     dry = toolbox("self", "uninstall", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     parts = ("launcher", "virtualenv", "shims", "store", "data", "config")
-    listed = {line.split()[0]: line.split()[1] for line in dry.stdout.splitlines() if line.split()[:1] and line.split()[0] in parts}
+    listed = {line.split()[0]: line.split()[1] for line in dry.stdout.splitlines()
+              if line.split()[:1] and line.split()[0] in parts}
     assert listed == {"launcher": "~/.local/bin/toolbox", "virtualenv": "~/.local/share/toolbox/venv",
                       "shims": "~/.local/share/toolbox/shims", "store": "~/.cache/toolbox",
                       "data": "~/.local/share/toolbox", "config": "~/.config/toolbox"}, dry.stdout
@@ -242,7 +256,8 @@ def test_self_uninstall_removes_what_install_made_and_the_rc_line_stays_quiet(tm
     done = toolbox("self", "uninstall")
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
     assert not launcher.exists() and not data.exists() and not cache.exists(), done.stdout
-    assert (config / "config.toml").exists() and "(kept: no terminal to ask; --yes removes it)" in done.stdout  # nobody to ask
+    # nobody to ask
+    assert (config / "config.toml").exists() and "(kept: no terminal to ask; --yes removes it)" in done.stdout
     assert "Removed toolbox; kept ~/.config/toolbox" in done.stdout
     for rc, line in (("~/.bashrc", lines["bash"]), ("~/.zshrc", lines["zsh"]),
                      ("~/.config/fish/config.fish", lines["fish"])):
@@ -253,7 +268,8 @@ def test_self_uninstall_removes_what_install_made_and_the_rc_line_stays_quiet(tm
                           env=dict(env, PYTHONPATH=str(REPO)), stdin=subprocess.DEVNULL, capture_output=True,
                           text=True, timeout=120)
     assert rest.returncode == 0 and not config.exists(), rest.stdout + rest.stderr  # --yes: the config too
-    assert Path(sys.executable).exists()  # a toolbox run from another environment leaves that environment alone
+    # a toolbox run from another environment leaves that environment alone
+    assert Path(sys.executable).exists()
     # The lines left in the rc files: silent, in the shells' own startup and on their own.
     for shell, argv in (("bash", ["bash", "--norc", "--noprofile", "-c"]), ("zsh", ["zsh", "-f", "-c"]),
                         ("fish", ["fish", "--no-config", "-c"])):

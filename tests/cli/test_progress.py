@@ -22,7 +22,8 @@ def test_terminal_progress_redraws_layer_lines_in_place():
     progress.layer_advanced(layers[1], 1_000_000)
     progress.layer_done(layers[1], None)
     text = out.getvalue()
-    assert layers[1].descriptor.digest.short in text and layers[0].descriptor.digest.short not in text  # stored: not shown
+    # stored: not shown
+    assert layers[1].descriptor.digest.short in text and layers[0].descriptor.digest.short not in text
     assert "0 B / 2.0 MB" in text and "done" in text and "total" in text
     # Two frames: the first, and the forced one at "done"; the advance in between came within
     # 0.1 s of a frame and was not drawn (at most ten redraws a second).

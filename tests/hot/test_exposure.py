@@ -46,7 +46,8 @@ def test_protected_places_are_judged_by_their_real_paths(toolbox, tmp_path):
     assert protection(str(home / ".ssh" / "sub"), places) is None
     assert protection(str(tmp_path / "keys"), places) is None
     read_only, masks = protection(str(tmp_path), places)
-    assert not read_only and ("keys", HIDDEN) in masks and ("home/.ssh", HIDDEN) in masks and ("home/.netrc", HIDDEN) in masks
+    assert (not read_only and ("keys", HIDDEN) in masks and ("home/.ssh", HIDDEN) in masks
+            and ("home/.netrc", HIDDEN) in masks)
     assert protection(str(tmp_path / "elsewhere"), places) == (False, ())
 
 
@@ -58,7 +59,8 @@ def test_toolbox_directories_never_become_writable_through_an_argument(toolbox, 
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(config.read_text() if config.exists() else "")
     recipes = Path(toolbox.layout.user_recipes_dir)
-    plant = f'mkdir -p {recipes} && echo \'image = "evil/jq"\' > {recipes}/jq.toml; cat {config} >/dev/null && echo read'
+    plant = (f'mkdir -p {recipes} && echo \'image = "evil/jq"\' > {recipes}/jq.toml; '
+             f"cat {config} >/dev/null && echo read")
     work = tmp_path / "work"
     work.mkdir()
     result = run(toolbox, busybox, "sh", "-c", plant, config, cwd=work)
@@ -78,7 +80,8 @@ def test_the_current_directory_never_exposes_credentials_or_toolbox_state(toolbo
               f"{home}/.config/app.conf")
     result = run(toolbox, busybox, "sh", "-c", script, cwd=tmp_path)
     assert result.stdout.split() == ["0", "refused", "setting"], result.stderr
-    assert (tmp_path / "written").read_text() == "ok\n" and not os.path.exists(os.path.join(toolbox.layout.data_dir, "planted"))
+    assert ((tmp_path / "written").read_text() == "ok\n"
+            and not os.path.exists(os.path.join(toolbox.layout.data_dir, "planted")))
     assert (home / ".ssh" / "id_ed25519").read_text() == "PRIVATE KEY\n"  # covered, not touched
     # Working in a credentials directory: it is not mounted, and toolbox says so.
     inside = run(toolbox, busybox, "sh", "-c", f"cat {home}/.ssh/id_ed25519; pwd", cwd=home / ".ssh")
@@ -86,7 +89,8 @@ def test_the_current_directory_never_exposes_credentials_or_toolbox_state(toolbo
     # Arguments naming credentials: not mounted; a file of a broad directory (~/.config) alone.
     named = run(toolbox, busybox, "sh", "-c", f'cat "$1" "$2"; ls {home}/.config', "sh",
                 home / ".ssh" / "id_ed25519", home / ".config" / "app.conf", cwd=tmp_path / "toolbox")
-    assert "PRIVATE KEY" not in named.stdout and "setting" in named.stdout and f"not mounting {home}/.ssh" in named.stderr
+    assert ("PRIVATE KEY" not in named.stdout and "setting" in named.stdout
+            and f"not mounting {home}/.ssh" in named.stderr)
     assert named.stdout.split().count("app.conf") == 1  # ~/.config itself is not listed beyond the file
 
 
@@ -114,7 +118,8 @@ def test_a_current_directory_swapped_for_a_symlink_is_never_mounted(toolbox, bus
                                         env=toolbox.env, pass_fds=(work_fd,),
                                         preexec_fn=lambda: os.fchdir(work_fd), capture_output=True, text=True,
                                         timeout=60)
-                outcomes["secret" if "SECRET" in result.stdout else "workdir" if "WORKDIR" in result.stdout else "refused"] += 1
+                outcomes["secret" if "SECRET" in result.stdout
+                         else "workdir" if "WORKDIR" in result.stdout else "refused"] += 1
         finally:
             swaps = int(other_user.stop(swapper) or 0)
             os.close(work_fd)
@@ -176,7 +181,8 @@ def test_an_image_config_is_never_followed_on_the_host(toolbox, registry, tmp_pa
         assert result.returncode == 125 and "/work/sub/dir" in result.stderr, result.stderr
     else:
         cwd, done = result.stdout.split()
-        assert cwd.endswith("/sub/dir") and done == "done", result.stderr  # through the image's link, inside the image
+        # through the image's link, inside the image
+        assert cwd.endswith("/sub/dir") and done == "done", result.stderr
     # python3 is in the host's /usr/bin, which the image's PATH names through a link: inside,
     # the link leads to the image's own /usr/bin, where there is no python3.
     missing = run(toolbox, reference, "python3", "-c", "print(1)", cwd=tmp_path, env=env)
@@ -193,7 +199,8 @@ def test_a_kept_layer_and_layer_trees_are_walked_without_following_links(toolbox
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "data").write_bytes(b"x" * (4 << 20))
-    script = f"ln -s {precious} /link; ln -s {precious}/data /datalink; mkdir -p /deep/a/b/c && ln -s / /deep/a/b/c/root"
+    script = (f"ln -s {precious} /link; ln -s {precious}/data /datalink; "
+              "mkdir -p /deep/a/b/c && ln -s / /deep/a/b/c/root")
     assert run(toolbox, "--name", "kept", busybox, "sh", "-c", script, cwd=tmp_path).returncode == 0
     listed = __import__("json").loads(toolbox.cli("ps", "--json").stdout)
     assert listed[0]["name"] == "kept" and listed[0]["size"] < (1 << 20)  # the link, not 4 MiB through it
@@ -201,7 +208,8 @@ def test_a_kept_layer_and_layer_trees_are_walked_without_following_links(toolbox
     checked = toolbox.cli("check", "--json")
     assert df.returncode == 0 and checked.returncode == 0, checked.stdout + checked.stderr
     assert toolbox.cli("rm", "kept").returncode == 0
-    assert (precious / "data").stat().st_size == 4 << 20 and sorted(p.name for p in precious.iterdir()) == ["data"]
+    assert ((precious / "data").stat().st_size == 4 << 20
+            and sorted(p.name for p in precious.iterdir()) == ["data"])
 
 
 # -- the current directory in the image's own places; outputs that would not land ----------------------
@@ -211,14 +219,17 @@ def test_the_current_directory_never_replaces_the_images_system_directories(tool
     libraries and configuration vanished. There the tool works in the image's directory of that
     path, and toolbox says so once."""
     env = {"TOOLBOX_ROOTFS": mode}
-    probe = "pwd; test -e debian_version && echo host-etc || echo image-etc; test -x /bin/busybox && echo image-bin"
+    probe = ("pwd; test -e debian_version && echo host-etc || echo image-etc; "
+             "test -x /bin/busybox && echo image-bin")
     first = run(toolbox, busybox, "sh", "-c", probe, cwd="/etc", env=env)
     assert first.stdout.split() == ["/etc", "image-etc", "image-bin"], first.stderr
-    assert "not mounting the current directory: /etc is one of the image's own system directories" in first.stderr
+    assert ("not mounting the current directory: /etc is one of the image's own system directories"
+            in first.stderr)
     again = run(toolbox, busybox, "sh", "-c", probe, cwd="/etc", env=env)
     assert again.stdout == first.stdout and "not mounting" not in again.stderr  # said once
     in_usr = run(toolbox, busybox, "sh", "-c", "pwd; ls /usr", cwd="/usr", env=env)
-    assert in_usr.stdout.split() == ["/usr", "bin"], in_usr.stderr  # the image's /usr: only bin, none of the host's
+    # the image's /usr: only bin, none of the host's
+    assert in_usr.stdout.split() == ["/usr", "bin"], in_usr.stderr
     at_root = run(toolbox, busybox, "sh", "-c", "pwd; test -e /etc/debian_version || echo image", cwd="/",
                   env=env)
     assert at_root.stdout.split() == ["/", "image"], at_root.stderr
@@ -238,10 +249,12 @@ def test_an_output_that_would_stay_inside_the_container_is_announced(toolbox, bu
         out = scratch.parent / (scratch.name + ".txt")  # directly in /tmp, not there yet
         write = 'cat in.txt > "$1"'
         result = run(toolbox, busybox, "sh", "-c", write, "sh", out, cwd=tmp_path)
-        assert f"{out} does not exist yet, and /tmp is not mounted whole" in result.stderr and "create it first" in result.stderr
+        assert (f"{out} does not exist yet, and /tmp is not mounted whole" in result.stderr
+                and "create it first" in result.stderr)
         assert result.returncode == 0 and not out.exists()  # the tool wrote it, inside: said beforehand
         copied = run(toolbox, busybox, "cp", "in.txt", home / "copied.txt", cwd=tmp_path)
-        assert f"{home}/copied.txt does not exist yet" in copied.stderr and " -v " not in copied.stderr  # never: mount your home
+        # never: mount your home
+        assert f"{home}/copied.txt does not exist yet" in copied.stderr and " -v " not in copied.stderr
         nested = run(toolbox, busybox, "sh", "-c", 'mkdir -p "$(dirname "$1")" && echo x > "$1"', "sh",
                      scratch / "new" / "deep" / "f", cwd=tmp_path)
         assert f"{scratch}/new/deep/f does not exist yet, and {scratch} is not mounted whole" in nested.stderr
@@ -249,7 +262,8 @@ def test_an_output_that_would_stay_inside_the_container_is_announced(toolbox, bu
         # The remedy: created first, the file is mounted alone and the output lands.
         out.touch()
         written = run(toolbox, busybox, "sh", "-c", write, "sh", out, cwd=tmp_path)
-        assert written.returncode == 0 and out.read_text() == "b\na\n" and "does not exist" not in written.stderr
+        assert (written.returncode == 0 and out.read_text() == "b\na\n"
+                and "does not exist" not in written.stderr)
         # Nothing to say for what exists, what the image owns, or a directory that is mounted.
         quiet = run(toolbox, busybox, "sh", "-c", "true", "/etc/new.conf", tmp_path / "new-in-cwd",
                     scratch / "new-in-a-mounted-dir", f"{scratch}/", cwd=tmp_path)

@@ -32,7 +32,8 @@ def test_modules_are_judged_by_top_level_package():
     assert heavy_modules({"typer.core", "json.decoder", "toolbox.hot.launch", "os.path", "_cffi_backend",
                           "some_new_package.x"}) == [
         "json.decoder", "some_new_package.x", "typer.core"]
-    assert heavy_modules({"re", "re._parser", "toolbox.hot.launch"}, baseline={"re", "re._parser"}) == []  # the interpreter's own
+    # the interpreter's own
+    assert heavy_modules({"re", "re._parser", "toolbox.hot.launch"}, baseline={"re", "re._parser"}) == []
     assert cold_modules({"toolbox.store.store", "toolbox.oci.registry", "toolbox.ops", "toolbox.hot.launch",
                          "toolbox.runtime.container", "toolbox.errors", "toolbox",
                          "tomllib"}) == ["toolbox.oci.registry", "toolbox.ops", "toolbox.store.store"]
@@ -45,21 +46,24 @@ def test_toolbox_run_loads_no_heavy_module(toolbox, registry, pushed_images, tmp
     image = pushed_images["busybox"].reference
     toolbox.pull(image)
     command = [sys.executable, "-m", "toolbox", "run", image, "true"]
-    first = subprocess.run(command, env=toolbox.env, cwd=toolbox.root, capture_output=True, timeout=60)  # writes the run plan
+    # writes the run plan
+    first = subprocess.run(command, env=toolbox.env, cwd=toolbox.root, capture_output=True, timeout=60)
     assert first.returncode == expected_status(), first.stderr
     report = tmp_path / "modules"
     again = subprocess.run(command, env=dict(toolbox.env, **{REPORT: str(report)}), cwd=toolbox.root,
                            capture_output=True, timeout=60)
     assert again.returncode == expected_status(), again.stderr
     loaded = read_report(report)
-    assert {"toolbox.hot.launch", "toolbox.runtime.container", "toolbox.runtime.syscalls"} <= loaded, sorted(loaded)
+    assert {"toolbox.hot.launch", "toolbox.runtime.container",
+            "toolbox.runtime.syscalls"} <= loaded, sorted(loaded)
     assert heavy_modules(loaded, interpreter_baseline([sys.executable], toolbox.env)) == []
     assert cold_modules(loaded) == []
 
 
 def test_a_shim_loads_no_heavy_module(toolbox, registry, tmp_path):
     projects = Projects(toolbox, registry, tmp_path)
-    assert projects.shim(cwd=projects.a).returncode == expected_status()  # writes the tool plan and the run plan
+    # writes the tool plan and the run plan
+    assert projects.shim(cwd=projects.a).returncode == expected_status()
     report = tmp_path / "modules"
     called = projects.shim(cwd=projects.a, env={REPORT: str(report)})
     assert called.returncode == expected_status(), called.stderr

@@ -62,7 +62,8 @@ SHELL_SCRIPTS = {
 }
 
 
-@pytest.mark.parametrize("shell", [pytest.param(shell, marks=pytest.mark.needs_program(shell)) for shell in SHELL_SCRIPTS])
+@pytest.mark.parametrize("shell", [pytest.param(shell, marks=pytest.mark.needs_program(shell))
+                                   for shell in SHELL_SCRIPTS])
 def test_cd_switches_versions_in_the_shell(projects, shell):
     # A script started from such a shell (no functions there) finds the shim on PATH.
     script = SHELL_SCRIPTS[shell] + "; sh -c 'command -v jq'"
@@ -70,7 +71,8 @@ def test_cd_switches_versions_in_the_shell(projects, shell):
                             capture_output=True, timeout=120)
     lines = result.stdout.split(b"\n")
     assert result.returncode == 0, result.stderr
-    assert b"function" not in lines[0] and lines[1] == os.path.join(projects.shims, "jq").encode(), lines  # a program on PATH
+    # a program on PATH
+    assert b"function" not in lines[0] and lines[1] == os.path.join(projects.shims, "jq").encode(), lines
     assert lines[2:] == [b"jq-1.6", b"x\0jq-1.7.1", b"y\0" + os.path.join(projects.shims, "jq").encode(),
                          b""], (lines, result.stderr)
     assert b"compdef" not in result.stderr and b"not found" not in result.stderr, result.stderr
@@ -97,7 +99,8 @@ def test_shell_init_puts_the_shims_directory_first_once_whatever_its_name(toolbo
     result = subprocess.run([shell, "-c", PATH_SCRIPTS[shell]], env=env, capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    here = "." if shell == "fish" else ""  # the empty entry (the current directory) kept where it was; fish spells it "."
+    # the empty entry (the current directory) kept where it was; fish spells it "."
+    here = "." if shell == "fish" else ""
     expected = f"{shims}:/usr/bin:{venv_bin}:{here}:/bin"
     assert result.stdout.split("\n") == [expected, expected, ""], result.stdout
 
@@ -111,7 +114,8 @@ def test_where_no_pin_applies_the_next_program_runs_or_127(projects, tmp_path):
     result = projects.shim("a b", cwd=projects.elsewhere, env=with_host)
     assert result.stdout == b"host jq a b\n" and result.returncode == 0
     missing = projects.shim(cwd=projects.elsewhere, env={"PATH": f"{projects.shims}:/nonexistent"})
-    assert missing.returncode == 127 and b"not pinned here" in missing.stderr and b"toolbox add jq" in missing.stderr
+    assert (missing.returncode == 127 and b"not pinned here" in missing.stderr
+            and b"toolbox add jq" in missing.stderr)
     # The shims directory twice on PATH, once through a symlink: still 127, not a loop.
     alias = tmp_path / "alias-of-shims"
     alias.symlink_to(projects.shims)
@@ -162,7 +166,8 @@ def test_shim_commands_and_add_installs_shims_once_in_use(projects):
                               tool_image("python-3.11", "/usr/local/bin/python", entrypoint=False))
     added = projects.cli("add", "python3.11", cwd=projects.a)
     assert added.returncode == 0, added.stderr
-    assert sorted(os.listdir(projects.shims)) == ["jq", "python", "python3.11"]  # the name typed, and the tool now pinned
+    # the name typed, and the tool now pinned
+    assert sorted(os.listdir(projects.shims)) == ["jq", "python", "python3.11"]
     ran = subprocess.run(["python3.11", "-V"], env=projects.env, cwd=projects.a, capture_output=True,
                          timeout=120)
     assert ran.stdout == b"python-3.11 python:-V\n", ran.stderr
@@ -176,7 +181,8 @@ def test_shim_commands_and_add_installs_shims_once_in_use(projects):
     assert {"shim", "shell-init"} <= set(words.stdout.split()), words
 
 
-def test_inside_a_toolbox_container_the_hosts_shims_are_not_there(projects, toolbox, pushed_images):  # registry trusted by projects
+# registry trusted by projects
+def test_inside_a_toolbox_container_the_hosts_shims_are_not_there(projects, toolbox, pushed_images):
     """Nested use: the image's PATH is the image's, so a shimmed name inside a container is the
     image's program or the shell's plain "not found" (127), never a half-working shim."""
     busybox = pushed_images["busybox"].reference
@@ -200,11 +206,13 @@ def test_global_pins_apply_in_a_project_for_the_tools_it_does_not_pin(projects, 
     assert "jq" in listed.stdout and projects.toolbox.layout.config_file in listed.stdout, listed.stderr
     assert f"jq 1.6 (pinned by {projects.toolbox.layout.config_file})" in projects.cli("shim", "list",
                                                                                        cwd=other).stdout
-    # The global pin changes: the cached plan in the project follows (config.toml and the global lock are its inputs).
+    # The global pin changes: the cached plan in the project follows (config.toml and the global
+    # lock are its inputs).
     assert projects.cli("add", "--global", "jq@1.7.1", cwd=projects.elsewhere).returncode == 0
     assert projects.shim(cwd=other).stdout == b"jq-1.7.1\n"
     # A project with a jq recipe of its own: the global pin is a version of another recipe.
-    (other / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/jqlang/jq"\ndefault_version = "1.6"\n')
+    (other / "toolbox.toml").write_text('[recipes.jq]\nimage = "ghcr.io/jqlang/jq"\ndefault_version = '
+                                        '"1.6"\n')
     shown = projects.cli("shim", "list", cwd=other)
     assert "not pinned" in shown.stdout, shown.stdout
 
@@ -278,12 +286,14 @@ def test_inside_a_project_a_shim_never_falls_through_silently(projects, tmp_path
     (typo / "toolbox.toml").write_text('[tools]\njqq = "1.7.1"\n')
     misspelt = projects.shim("x", cwd=typo, env=env)
     assert misspelt.returncode == 125 and b"host jq" not in misspelt.stdout
-    assert f"{typo / 'toolbox.toml'} pins 'jqq', which no recipe knows: is it jq?".encode() in misspelt.stderr, misspelt.stderr
+    assert (f"{typo / 'toolbox.toml'} pins 'jqq', which no recipe knows: is it jq?".encode()
+            in misspelt.stderr), misspelt.stderr
     other = tmp_path / "other"
     other.mkdir()
     (other / "toolbox.toml").write_text('[tools]\nyq = "4"\n')
     first = projects.shim("x", cwd=other, env=env)
-    assert first.stdout == b"host jq x\n" and f"jq is not pinned by {other / 'toolbox.toml'}".encode() in first.stderr
+    assert (first.stdout == b"host jq x\n"
+            and f"jq is not pinned by {other / 'toolbox.toml'}".encode() in first.stderr)
     again = projects.shim("y", cwd=other, env=env)
     assert again.stdout == b"host jq y\n" and again.stderr == b""  # said once per project and tool
     outside = projects.shim("z", cwd=projects.elsewhere, env=env)
@@ -306,7 +316,8 @@ def test_shims_follow_the_pins(projects, tmp_path):
     os.unlink(os.path.join(shims, "redis-cli"))
     (projects.a / "toolbox.toml").write_text('[tools]\njq = "1.6"\nredis-cli = "7.4"\n# changed\n')
     called = projects.shim(cwd=projects.a)  # the plan is made again: the missing shim comes back
-    assert called.returncode == 0 and b"installed shims for redis-cli" in called.stderr and os.path.exists(os.path.join(shims, "redis-cli"))
+    assert (called.returncode == 0 and b"installed shims for redis-cli" in called.stderr
+            and os.path.exists(os.path.join(shims, "redis-cli")))
     os.unlink(os.path.join(shims, "redis-cli"))
     pinned = projects.cli("shim", "install", "--pinned", cwd=projects.a)
     assert pinned.returncode == 0 and sorted(os.listdir(shims)) == ["jq", "redis-cli"], pinned.stderr
@@ -319,4 +330,5 @@ def test_shims_follow_the_pins(projects, tmp_path):
     assert unknown.returncode == 125 and "no recipe for 'lint'" in unknown.stderr
     assert projects.cli("trust", cwd=lint).returncode == 0
     known = projects.cli("shim", "install", "lint", cwd=projects.elsewhere)
-    assert known.returncode == 0 and f"lint: a recipe of {lint / 'toolbox.toml'}" in known.stdout, known.stderr
+    assert (known.returncode == 0
+            and f"lint: a recipe of {lint / 'toolbox.toml'}" in known.stdout), known.stderr

@@ -45,7 +45,8 @@ def test_layout_from_env_overrides(tmp_path):
     assert layout.config_file == str(tmp_path / "config" / "config.toml")
     layout = Layout.from_env({"TOOLBOX_HOME": str(tmp_path), "TOOLBOX_CACHE_DIR": "/c",
                               "TOOLBOX_CONFIG": "/x.toml"})
-    assert layout.cache_dir == "/c" and layout.config_file == "/x.toml" and layout.data_dir == str(tmp_path / "data")
+    assert (layout.cache_dir == "/c" and layout.config_file == "/x.toml"
+            and layout.data_dir == str(tmp_path / "data"))
     with pytest.raises(AttributeError):
         layout.cache_dir = "/elsewhere"
 

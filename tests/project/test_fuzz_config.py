@@ -16,7 +16,9 @@ from toolbox.project.project import edit_pins, load_project
 from toolbox.project.recipes import KEYS, parse_recipe
 
 SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=30))
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)),
+VALUES = st.recursive(SCALARS,
+                      lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                              st.dictionaries(st.text(max_size=10), inner, max_size=4)),
                       max_leaves=12)
 TOML_VALUES = st.recursive(st.one_of(st.booleans(), st.integers(-2**63, 2**63 - 1), st.text(max_size=30)),
                            lambda inner: st.one_of(st.lists(inner, max_size=4),
@@ -46,8 +48,10 @@ def test_any_lock_file_loads_or_says_why(tmp_path_factory, doc):
         return
     for _table, reason in lock.broken.values():  # an entry that does not load says why, and where
         assert str(path) in reason
-    written = tomllib.loads(render(lock.entries, lock.broken).decode())  # what loads, writes back: broken entries as they were
-    assert written["lock_version"] == 1 and set(written.get("tools", {})) == set(lock.entries) | set(lock.broken)
+    # what loads, writes back: broken entries as they were
+    written = tomllib.loads(render(lock.entries, lock.broken).decode())
+    assert (written["lock_version"] == 1
+            and set(written.get("tools", {})) == set(lock.entries) | set(lock.broken))
 
 
 @settings(suppress_health_check=list(HealthCheck))

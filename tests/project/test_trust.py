@@ -58,11 +58,13 @@ def test_pins_comments_and_other_recipes_never_touch_trust_and_add_of_a_project_
     (project / "toolbox.toml").write_text(LINT)
     refused = cli(toolbox, "add", "lint", cwd=project)
     assert refused.returncode == 125 and "not trusted yet" in refused.stderr, refused.stderr
-    assert (project / "toolbox.toml").read_text() == LINT and not (project / "toolbox.lock").exists()  # untouched
+    # untouched
+    assert (project / "toolbox.toml").read_text() == LINT and not (project / "toolbox.lock").exists()
     trusted = cli(toolbox, "trust", cwd=project)
     assert trusted.returncode == 0, trusted.stderr
     assert "+ image ghcr.io/example/lint" in trusted.stdout and "+ command lint" in trusted.stdout
-    added = cli(toolbox, "add", "lint", cwd=project)  # round 1 looped here: the edit voided the hash it trusted
+    # round 1 looped here: the edit voided the hash it trusted
+    added = cli(toolbox, "add", "lint", cwd=project)
     assert added.returncode == 0, added.stderr
     assert 'lint = "1"' in (project / "toolbox.toml").read_text() and (project / "toolbox.lock").exists()
     # A teammate bumps the pin, adds a comment and a recipe of their own: lint is still trusted.
@@ -75,7 +77,8 @@ def test_pins_comments_and_other_recipes_never_touch_trust_and_add_of_a_project_
     ran = cli(toolbox, "run", "lint", "x", cwd=project)
     assert (ran.returncode, ran.stdout) == (0, "lint-2 lint:x\n"), ran.stderr
     fmt = cli(toolbox, "run", "fmt", cwd=project)  # the new recipe asks on its own
-    assert fmt.returncode == 125 and "fmt (a recipe of this project's own)" in fmt.stderr and "lint (" not in fmt.stderr
+    assert (fmt.returncode == 125 and "fmt (a recipe of this project's own)" in fmt.stderr
+            and "lint (" not in fmt.stderr)
 
 
 def test_a_changed_recipe_shows_what_is_new_and_what_was_dropped(toolbox, upstream, tmp_path):
@@ -89,7 +92,8 @@ def test_a_changed_recipe_shows_what_is_new_and_what_was_dropped(toolbox, upstre
     lines = refused.stderr.splitlines()
     assert "  lint (changed since you trusted it):" in lines, refused.stderr
     assert "    + mount ~/.ssh at ~/.ssh read-write" in lines
-    assert "    + command sh -c lint" in lines and "    - command lint" in lines and "    - host variable LINT_*" in lines
+    assert ("    + command sh -c lint" in lines and "    - command lint" in lines
+            and "    - host variable LINT_*" in lines)
     assert "      image ghcr.io/example/lint" in lines  # unchanged: no mark
     # What `toolbox trust` prints is what it records.
     shown = cli(toolbox, "trust", cwd=tmp_path)
@@ -119,7 +123,8 @@ def test_grant_lines_show_the_tag_scheme_and_no_network_is_not_a_grant(toolbox, 
     assert cli(toolbox, "trust", cwd=tmp_path).returncode == 0
     (tmp_path / "toolbox.toml").write_text(slim + 'network = "none"\n')
     narrowed = cli(toolbox, "run", "lint", cwd=tmp_path)
-    assert narrowed.returncode == 125 and "    - network host" in narrowed.stderr.splitlines(), narrowed.stderr
+    assert (narrowed.returncode == 125
+            and "    - network host" in narrowed.stderr.splitlines()), narrowed.stderr
     assert "network none" not in narrowed.stderr
     # A record written when `network none` was counted as a grant still matches the same recipe.
     from toolbox.project.trust import TrustStore
@@ -143,7 +148,8 @@ def test_ci_trusts_the_projects_named_in_the_environment(toolbox, upstream, tmp_
     ran = cli(toolbox, "run", "lint", cwd=tmp_path / "a", env=env)
     assert (ran.returncode, ran.stdout) == (0, "lint-1 lint:\n"), ran.stderr
     assert cli(toolbox, "run", "lint", cwd=tmp_path / "b", env=env).returncode == 125  # not listed
-    assert cli(toolbox, "run", "lint", cwd=tmp_path / "a").returncode == 125  # the plan made under it does not outlive it
+    # the plan made under it does not outlive it
+    assert cli(toolbox, "run", "lint", cwd=tmp_path / "a").returncode == 125
     assert not record_of(toolbox, tmp_path / "a" / "toolbox.toml")  # nothing recorded
 
 
@@ -154,7 +160,8 @@ def test_a_second_checkout_asks_on_its_own_and_is_told_where_the_same_grants_are
     assert cli(toolbox, "trust", cwd=tmp_path / "main").returncode == 0
     shutil.copytree(tmp_path / "main", tmp_path / "worktree")
     refused = cli(toolbox, "run", "lint", cwd=tmp_path / "worktree")
-    assert refused.returncode == 125 and f"the same grants are trusted for {tmp_path / 'main' / 'toolbox.toml'}" in refused.stderr
+    assert (refused.returncode == 125
+            and f"the same grants are trusted for {tmp_path / 'main' / 'toolbox.toml'}" in refused.stderr)
 
 
 def test_untrust_and_a_plan_cache_never_outlive_a_trust_decision(toolbox, upstream, tmp_path):
@@ -197,7 +204,8 @@ def test_in_a_terminal_run_offers_to_trust_after_showing_the_grants(toolbox, ups
     (tmp_path / "toolbox.toml").write_text(LINT + 'mounts = [{ source = "~/.ssh", target = "~/.ssh", '
                                                   'read_only = true }]\n')
     status, terminal, out = _run_in_terminal(toolbox, ["run", "lint", "a"], tmp_path, "n")
-    assert status == 125 and "+ mount ~/.ssh at ~/.ssh read-only" in terminal and "[y/N]" in terminal and out == ""
+    assert (status == 125 and "+ mount ~/.ssh at ~/.ssh read-only" in terminal and "[y/N]" in terminal
+            and out == "")
     assert not record_of(toolbox, tmp_path / "toolbox.toml")
     status, terminal, out = _run_in_terminal(toolbox, ["run", "lint", "a"], tmp_path, "y")
     assert (status, out) == (0, "lint-1 lint:a\n"), terminal
@@ -205,7 +213,8 @@ def test_in_a_terminal_run_offers_to_trust_after_showing_the_grants(toolbox, ups
     # Without a terminal nobody is asked: a pipe gets the refusal, and so does CI=true.
     (tmp_path / "toolbox.toml").write_text(LINT)
     piped = cli(toolbox, "run", "lint", cwd=tmp_path, input="y\n")
-    assert piped.returncode == 125 and "[y/N]" not in piped.stderr and "changed since you trusted it" in piped.stderr
+    assert (piped.returncode == 125 and "[y/N]" not in piped.stderr
+            and "changed since you trusted it" in piped.stderr)
     status, terminal, out = _run_in_terminal(toolbox, ["run", "lint"], tmp_path, "y")
     assert status == 0 and "- mount ~/.ssh at ~/.ssh read-only" in terminal  # what goes away is shown too
 
@@ -222,7 +231,8 @@ def test_untrusted_project_recipes_fetch_nothing(toolbox, upstream, tmp_path):
         result = cli(toolbox, *args, cwd=tmp_path)
         assert result.returncode == 125 and "not trusted yet" in result.stderr, (args, result.stderr)
     blobs = Path(toolbox.layout.blobs_dir)
-    assert not blobs.exists() or not any(p.is_file() for p in blobs.rglob("*")), "an untrusted recipe's registry was contacted"
+    assert (not blobs.exists()
+            or not any(p.is_file() for p in blobs.rglob("*"))), "an untrusted recipe's registry was contacted"
 
 
 # -- files owned by someone else, and their size -----------------------------------------------------
@@ -233,12 +243,14 @@ def test_project_files_of_another_user_are_refused_unless_allowed(toolbox, upstr
                       "open(os.path.join(sys.argv[1], 'toolbox.toml'), 'w').write('[tools]\\njq = "
                       "\"1.6\"\\n')", theirs)
     refused = cli(toolbox, "list", cwd=theirs)
-    assert refused.returncode == 125 and "belongs to toolbox-other" in refused.stderr and "TOOLBOX_SAFE_DIRECTORIES" in refused.stderr
+    assert (refused.returncode == 125 and "belongs to toolbox-other" in refused.stderr
+            and "TOOLBOX_SAFE_DIRECTORIES" in refused.stderr)
     assert cli(toolbox, "run", "jq", cwd=theirs).returncode == 125
     allowed = cli(toolbox, "list", "--json", cwd=theirs, env={"TOOLBOX_SAFE_DIRECTORIES": str(theirs)})
     assert allowed.returncode == 0 and json.loads(allowed.stdout)[0]["version"] == "1.6"
     config = Path(toolbox.layout.config_file)
-    config.write_text(f'safe_directories = ["{theirs}"]\n' + config.read_text())  # a top-level key: before the tables
+    # a top-level key: before the tables
+    config.write_text(f'safe_directories = ["{theirs}"]\n' + config.read_text())
     assert cli(toolbox, "list", cwd=theirs).returncode == 0
     # Your own directory below someone else's: the walk up stops at theirs (global pins apply).
     other_user.python("import os, sys; os.chmod(sys.argv[1], 0o777)", theirs)
@@ -279,7 +291,8 @@ def test_every_file_read_is_bounded_in_size(toolbox, tmp_path, where):
     # A recipe file refused stops only its own name (big): ask for that one.
     result = cli(toolbox, *(("recipes", "show", "big") if where == "recipe" else ("lock", "--frozen")),
                  cwd=project)
-    assert result.returncode == 125 and f"{target} is {400 << 20} bytes, more than toolbox reads" in result.stderr, result.stderr
+    assert (result.returncode == 125
+            and f"{target} is {400 << 20} bytes, more than toolbox reads" in result.stderr), result.stderr
     assert time.monotonic() - started < 30  # not a timing test: round 1 read it all (1.8 s, 1.2 GB)
 
 
@@ -308,7 +321,8 @@ def test_a_project_you_cannot_write_still_runs_its_tools(toolbox, upstream, tmp_
         assert (result.returncode, result.stdout) == (0, "jq-1.7.1 tool:x\n"), result.stderr
         assert "cannot write" in result.stderr and "Traceback" not in result.stderr
         locked = cli(toolbox, "lock", cwd=tmp_path)  # writing the lock is its job: an error, in one line
-        assert locked.returncode == 125 and "cannot write" in locked.stderr and "Traceback" not in locked.stderr
+        assert (locked.returncode == 125 and "cannot write" in locked.stderr
+                and "Traceback" not in locked.stderr)
         again = cli(toolbox, "run", "jq", "y", cwd=tmp_path)
         assert (again.returncode, again.stdout) == (0, "jq-1.7.1 tool:y\n"), again.stderr
     finally:
@@ -404,7 +418,8 @@ def test_a_file_swapped_while_toolbox_reads_it_never_runs(toolbox, upstream, oth
     if allowed:
         assert outcomes["benign"] > 0 and outcomes["refused"] > 0, outcomes  # both files were really met
     # Whatever the swapper left, a shim-speed run now agrees with trust.
-    other_user.python("import os, sys; os.link(sys.argv[1], sys.argv[2]); os.rename(sys.argv[2], sys.argv[3])",
+    other_user.python("import os, sys; os.link(sys.argv[1], sys.argv[2]); "
+                      "os.rename(sys.argv[2], sys.argv[3])",
                       shared_dir / ".evil", shared_dir / "evil-now", shared_dir / "toolbox.toml")
     final = cli(toolbox, "run", "lint", cwd=shared_dir, env=env)
     assert final.returncode == 125 and "EVIL" not in final.stdout
@@ -431,7 +446,8 @@ def test_trust_records_exactly_what_it_showed_while_the_file_is_swapped(toolbox,
                 continue  # changed while read, or no file at that instant: nothing recorded wrongly
             shown = {line[6:] for line in capsys.readouterr().out.splitlines() if line.startswith(("    + ",
                                                                                                    "      "))}
-            recorded = {describe_grant(item) for item in record_of(toolbox, shared_dir / "toolbox.toml").get("lint", ())}
+            recorded = {describe_grant(item)
+                        for item in record_of(toolbox, shared_dir / "toolbox.toml").get("lint", ())}
             seen.add("evil" if any("evil" in line for line in shown) else "good")
             mismatches += shown != recorded
     finally:

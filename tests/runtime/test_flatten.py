@@ -30,7 +30,8 @@ def unpack_layers(tmp_path, *layers):
 LOWER = (
     member("a/x", data=b"x"), member("a/y", data=b"y"), member("d/old", data=b"old"), member("d/sub/deep",
                                                                                              data=b"deep"),
-    member("f2d", data=b"file"), member("d2f/child", data=b"c"), member("keep", data=b"k"), member("keep2", "hardlink", target="keep"),
+    member("f2d", data=b"file"), member("d2f/child", data=b"c"), member("keep", data=b"k"),
+    member("keep2", "hardlink", target="keep"),
     member("o2d", data=b"file under an opaque name"), member("m", "dir", mode=0o700, mtime=MTIME - 9,
                                                              pax={"SCHILY.xattr.user.low": "1"}),
     member("m/low", data=b"low"), member("link", "symlink", target="a", mtime=MTIME - 4),
@@ -51,7 +52,8 @@ def test_merge_layers_follows_overlay_rules(tmp_path):
     assert found == ["a", "a/y", "d", "d/new", "d2f", "f2d", "f2d/child", "keep", "keep2", "link", "m",
                      "m/low", "m/up", "o2d", "o2d/in"]
     assert (merged / "d2f").read_bytes() == b"now a file"
-    assert (merged / "keep").stat().st_ino == os.lstat(os.path.join(lower, "keep")).st_ino  # hard-linked, not copied
+    # hard-linked, not copied
+    assert (merged / "keep").stat().st_ino == os.lstat(os.path.join(lower, "keep")).st_ino
     assert (merged / "keep2").stat().st_ino == (merged / "keep").stat().st_ino
     # Directories show the upper-most layer's mode, mtime and xattrs; symlinks keep their mtime.
     assert mode_of(merged / "m") == 0o750 and (merged / "m").stat().st_mtime == MTIME - 8
@@ -76,8 +78,10 @@ def test_merge_copies_across_filesystems(tmp_path):
     try:
         merge_layers([tree], merged)
         copied = os.path.join(merged, "f")
-        assert open(copied, "rb").read() == b"data" and mode_of(copied) == 0o640 and os.getxattr(copied, "user.kept") == b"1"
-        assert os.stat(copied).st_mtime == MTIME and os.stat(copied).st_ino != os.stat(os.path.join(tree, "f")).st_ino
+        assert (open(copied, "rb").read() == b"data" and mode_of(copied) == 0o640
+                and os.getxattr(copied, "user.kept") == b"1")
+        assert (os.stat(copied).st_mtime == MTIME
+                and os.stat(copied).st_ino != os.stat(os.path.join(tree, "f")).st_ino)
         sparse = os.stat(os.path.join(merged, "holes"))
         assert sparse.st_size == size and sparse.st_blocks * 512 <= 64 * 1024  # holes copied as holes
         with open(os.path.join(merged, "holes"), "rb") as file:
@@ -105,7 +109,8 @@ def test_merge_walks_trees_deeper_than_the_recursion_limit(deep_tmp_path):
     for _ in range(deepest_file):  # one level at a time
         fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
         os.close(parent)
-    assert os.stat("f", dir_fd=fd).st_ino == os.stat(os.path.join(lower, *["d"] * deepest_file, "f")).st_ino  # hard-linked
+    # hard-linked
+    assert os.stat("f", dir_fd=fd).st_ino == os.stat(os.path.join(lower, *["d"] * deepest_file, "f")).st_ino
     os.close(fd)
 
 
@@ -138,7 +143,8 @@ def test_merge_layers_shows_what_overlayfs_shows(tmp_path):
     for name in ("mnt", "seen"):
         (tmp_path / name).mkdir()
     lowerdir = ":".join(reversed(trees))  # overlayfs lists the top layer first
-    script = f"mount -t overlay overlay -o userxattr,lowerdir={lowerdir} {tmp_path}/mnt && cp -a {tmp_path}/mnt/. {tmp_path}/seen/"
+    script = (f"mount -t overlay overlay -o userxattr,lowerdir={lowerdir} {tmp_path}/mnt && "
+              f"cp -a {tmp_path}/mnt/. {tmp_path}/seen/")
     subprocess.run(["unshare", "-Urm", "sh", "-c", script], check=True, capture_output=True)
     assert describe(tmp_path / "seen") == describe(merged)
     assert sorted(os.listdir(merged / "x")) == ["mine"] and sorted(os.listdir(merged / "f")) == ["new"]

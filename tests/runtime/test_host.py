@@ -34,7 +34,8 @@ def test_the_probe_answers_as_util_linux_unshare_does(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(no_program))
     missing = host.probe_runtime(str(tmp_path / "fuse-missing"), mode="fuse-overlayfs")
     if userns:
-        assert missing.failed_step == ASSEMBLE + " (fuse-overlayfs)" and "not installed" in missing.message, missing
+        assert (missing.failed_step == ASSEMBLE + " (fuse-overlayfs)"
+                and "not installed" in missing.message), missing
     else:
         assert missing.failed_step in NAMESPACE_STEPS, missing
 

@@ -71,7 +71,8 @@ def test_a_tool_sees_and_signals_the_users_processes_but_cannot_reach_into_them(
     # From the host, as the same user in the same namespace, all of it is there to read.
     assert os.readlink(f"/proc/{pid}/cwd") == str(elsewhere)
     assert b"SECRET_VAR=host-secret" in open(f"/proc/{pid}/environ", "rb").read()
-    assert open(f"/proc/{pid}/root{elsewhere}/secret.txt").read() == open(f"/proc/{pid}/fd/{fd}").read() == "host secret\n"
+    assert (open(f"/proc/{pid}/root{elsewhere}/secret.txt").read() == open(f"/proc/{pid}/fd/{fd}").read()
+            == "host secret\n")
     # From the tool, none of it, as the user or as root inside.
     for what, script in REFUSED.items():
         for options in ((), ("--user", "root")):

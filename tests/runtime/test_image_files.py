@@ -92,7 +92,8 @@ def test_the_topmost_layer_wins_and_whiteouts_and_opaque_directories_hide_lower_
     assert read(roots, "/etc/passwd") == b"top\n"
     assert read(roots, "/etc/group") is None
     assert read(roots, "/a/x") is None and read(roots, "/a/y") == b"y\n"
-    assert read(roots, "/d/old") is None and read(roots, "/d/sub/deep") is None and read(roots, "/d/new") == b"new\n"
+    assert (read(roots, "/d/old") is None and read(roots, "/d/sub/deep") is None
+            and read(roots, "/d/new") == b"new\n")
     assert read(roots, "/etc/shadow") is None
     with pytest.raises(ImageFileError, match="/etc in test/image:1 is a directory"):
         read(roots, "/etc")
@@ -130,7 +131,8 @@ def test_symlinks_resolve_against_the_image_root_never_the_host(tmp_path):
     assert read(roots, "/etc/relative") == b"image's own copy\n"
     assert read(roots, "/etc/to-real") == b"image\n" and read(roots, "/etc/dotdot") == b"image\n"
     assert read(roots, "/etc/dir/dir/dir/real") == b"image\n"
-    assert read(roots, "/l/../c") == b"physical\n"  # `..` after a link is taken from where it led, as the kernel does
+    # `..` after a link is taken from where it led, as the kernel does
+    assert read(roots, "/l/../c") == b"physical\n"
     assert read(roots, "/etc/zero") is None  # the image has no /dev/zero: the host's is never opened
     assert read(roots, "/../../etc/real") == b"image\n"
     with pytest.raises(ImageFileError, match="/etc/self in test/image:1.*symbolic links"):
@@ -284,14 +286,16 @@ def test_user_names_never_come_from_host_files(toolbox, registry, tmp_path):
         file(str(host / "passwd").lstrip("/"), "imageuser:x:4321:4322::/home/imageuser:/bin/sh\n"),
         file(str(host / "group").lstrip("/"), "imagegroup:x:4323:\n"),
         symlink("etc/passwd", str(host / "passwd")),  # absolute: the image's own file at that path
-        symlink("etc/group", climb + str(host / "group").lstrip("/")),  # relative, climbing out of the layer tree on the host
+        # relative, climbing out of the layer tree on the host
+        symlink("etc/group", climb + str(host / "group").lstrip("/")),
     ])
     refused = run(toolbox, "-u", "hostuser", linked, "id", "-u")
     assert refused.returncode == 125 and b"the image has no user named 'hostuser'" in refused.stderr, refused
     no_group = run(toolbox, "-u", "imageuser:hostgroup", linked, "true")
     assert no_group.returncode == 125 and b"no group named 'hostgroup'" in no_group.stderr, no_group
     image_user = run(toolbox, "-u", "imageuser:imagegroup", linked, "sh", "-c", "id -u; id -g; echo $HOME")
-    assert image_user.returncode == 0 and image_user.stdout.split() == [b"4321", b"4323", b"/home/imageuser"], image_user
+    assert (image_user.returncode == 0
+            and image_user.stdout.split() == [b"4321", b"4323", b"/home/imageuser"]), image_user
 
 
 @pytest.mark.needs_userns_overlay
@@ -304,7 +308,8 @@ def test_a_link_to_etc_passwd_never_reads_the_hosts_where_this_user_has_an_accou
     own_name = pwd.getpwuid(os.getuid()).pw_name
     host_account = run(toolbox, "-u", own_name, looped, "id", "-u")
     assert host_account.returncode == 125 and host_account.stdout == b"", host_account
-    assert b"/etc/passwd in " in host_account.stderr and b"symbolic links" in host_account.stderr and b"Traceback" not in host_account.stderr
+    assert (b"/etc/passwd in " in host_account.stderr and b"symbolic links" in host_account.stderr
+            and b"Traceback" not in host_account.stderr)
     assert run(toolbox, "-u", "0", looped, "sh", "-c", UID).stdout == b"0\n"
 
 
@@ -327,7 +332,8 @@ def test_a_passwd_past_the_bound_is_refused_for_a_name_and_left_alone_for_a_numb
     huge = publish(toolbox, registry, busybox_without("etc/passwd") + [file("etc/passwd", passwd)])
     refused = run(toolbox, "-u", "nobody", huge, "true", memory=2 * GIB, timeout=30)
     assert refused.returncode == 125 and b"Traceback" not in refused.stderr, refused
-    assert b"--user nobody: /etc/passwd in " in refused.stderr and b"bytes, more than the 4 MiB toolbox reads of it" in refused.stderr
+    assert (b"--user nobody: /etc/passwd in " in refused.stderr
+            and b"bytes, more than the 4 MiB toolbox reads of it" in refused.stderr)
     numeric = run(toolbox, "-u", "0", huge, "sh", "-c", f"{UID}; wc -c < /etc/passwd", memory=2 * GIB,
                   timeout=30)
     assert numeric.returncode == 0 and numeric.stdout.split()[0] == b"0", numeric
@@ -446,7 +452,8 @@ KERNEL_SIDE = textwrap.dedent("""
         merged = f"{sys.argv[1]}/merged{index}"
         os.mkdir(merged)
         lowerdir = ":".join([*roots, empty])
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"userxattr,lowerdir={lowerdir}", merged], check=True)
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o", f"userxattr,lowerdir={lowerdir}", merged],
+                       check=True)
     results = []
     for index in range(len(images)):
         read_end, write_end = os.pipe()
@@ -501,7 +508,8 @@ def test_the_resolver_sees_what_overlayfs_shows_after_chroot(tmp_path):
     assert not differences, differences[:10]
     # The sample is worth something: files found, symlink loops, and many paths where a plain
     # open() in the topmost layer tree that has the path (what --user did before) is wrong.
-    naive_wrong = sum(1 for roots, seen in zip(made, seen_by_kernel) for path in paths if _naive(roots, path) != seen[path])
+    naive_wrong = sum(1 for roots, seen in zip(made, seen_by_kernel) for path in paths
+                      if _naive(roots, path) != seen[path])
     found = sum(1 for seen in seen_by_kernel for value in seen.values() if isinstance(value, bytes))
     loops = sum(1 for seen in seen_by_kernel for value in seen.values() if value == "errno 40")
     assert naive_wrong > 200 and found > 100 and loops > 50, (naive_wrong, found, loops)

@@ -48,7 +48,8 @@ def test_layers_stack_under_a_rootless_overlay(toolbox, registry, pushed_images,
     )
     subprocess.run(["unshare", "-Urm", "sh", "-c", script], check=True, capture_output=True)
     assert listing(tmp_path / "seen") == listing(expected)
-    assert not os.path.exists(tmp_path / "seen" / "a" / "x") and sorted(os.listdir(tmp_path / "seen" / "d")) == ["new"]
+    assert (not os.path.exists(tmp_path / "seen" / "a" / "x")
+            and sorted(os.listdir(tmp_path / "seen" / "d")) == ["new"])
     # Writes went to the scratch layer; the stored layers are as they were.
     assert (tmp_path / "upper" / "a" / "y").read_text() == "scratch\n"
     assert open(os.path.join(trees[1], "a", "y")).read() == "y\n"

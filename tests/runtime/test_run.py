@@ -45,9 +45,12 @@ def test_exit_codes(toolbox, busybox, tmp_path):
     not_executable = run(toolbox, busybox, "/etc/passwd")
     assert not_executable.returncode == 126, not_executable.stderr
     not_stored = run(toolbox, "--pull", "never", "127.0.0.1:1/not-pulled:1", "true")
-    assert not_stored.returncode == 125 and b"not in the store" in not_stored.stderr and b"toolbox pull" in not_stored.stderr
-    unreachable = run(toolbox, "127.0.0.1:1/not-pulled:1", "true")  # --pull missing tries, and says why it failed
-    assert unreachable.returncode == 125 and b"127.0.0.1:1" in unreachable.stderr and b"Traceback" not in unreachable.stderr
+    assert (not_stored.returncode == 125 and b"not in the store" in not_stored.stderr
+            and b"toolbox pull" in not_stored.stderr)
+    # --pull missing tries, and says why it failed
+    unreachable = run(toolbox, "127.0.0.1:1/not-pulled:1", "true")
+    assert (unreachable.returncode == 125 and b"127.0.0.1:1" in unreachable.stderr
+            and b"Traceback" not in unreachable.stderr)
     bad_option = run(toolbox, "--bogus", busybox)
     assert bad_option.returncode == 125 and b"unknown option --bogus" in bad_option.stderr
     # A command found on PATH but not executable is 126, as in a shell, not 127.
@@ -57,8 +60,10 @@ def test_exit_codes(toolbox, busybox, tmp_path):
     # A working directory the image lacks is created, as docker does; one the user may not enter is an error.
     assert run(toolbox, "--no-cwd", "-w", "/made/for/me", busybox, "pwd").stdout == b"/made/for/me\n"
     assert run(toolbox, "--no-cwd", "--read-only", "-w", "/made/too", busybox, "pwd").stdout == b"/made/too\n"
-    refused = run(toolbox, "--no-cwd", "-w", "/etc/passwd", busybox, "pwd")  # fails after pivot_root, where no hint can load
-    assert refused.returncode == 125 and b"chdir /etc/passwd: Not a directory" in refused.stderr and b"Traceback" not in refused.stderr
+    # fails after pivot_root, where no hint can load
+    refused = run(toolbox, "--no-cwd", "-w", "/etc/passwd", busybox, "pwd")
+    assert (refused.returncode == 125 and b"chdir /etc/passwd: Not a directory" in refused.stderr
+            and b"Traceback" not in refused.stderr)
     # Killed by a signal: the shell that started it sees 128 + the signal, as for any program.
     shell = subprocess.run(
         ["sh", "-c", f'"$0" -m toolbox run {busybox} sh -c "kill -TERM \\$\\$"; echo $?', sys.executable],
@@ -73,7 +78,8 @@ def test_the_console_script_runs_commands_found_on_the_image_path(toolbox, busyb
     # os.execvpe imports after pivot_root, where the host's Python library is gone.
     # On the hot path (the run plan made by an earlier run) nothing else needs it: blocked here.
     assert run(toolbox, busybox, "true").returncode == 0
-    script = "import sys; sys.modules['warnings'] = None; from toolbox.entry import main; sys.exit(main())"  # None: cannot be imported
+    # None: cannot be imported
+    script = "import sys; sys.modules['warnings'] = None; from toolbox.entry import main; sys.exit(main())"
     result = subprocess.run([sys.executable, "-c", script, "run", busybox, "sh", "-c", "echo found"],
                             env=toolbox.env, capture_output=True, cwd=toolbox.root, timeout=60)
     assert (result.returncode, result.stdout) == (0, b"found\n"), result.stderr
@@ -253,7 +259,8 @@ def test_a_terminal_inside_when_run_under_a_pty(toolbox, busybox):
     process = subprocess.Popen(
         [sys.executable, "-m", "toolbox", "run", "-it", busybox, "sh", "-c",
          "test -t 0 && test -t 1 && busybox tty"],
-        stdin=secondary, stdout=secondary, stderr=secondary, env=toolbox.env, cwd=toolbox.root, start_new_session=True,
+        stdin=secondary, stdout=secondary, stderr=secondary, env=toolbox.env, cwd=toolbox.root,
+        start_new_session=True,
     )
     os.close(secondary)
     output = b""
@@ -282,7 +289,8 @@ def test_limits_are_refused_without_delegation_never_dropped(toolbox, busybox, f
     result = run(toolbox, *flags, busybox, "echo", "must not run")
     assert result.returncode == 125
     assert b"must not run" not in result.stdout
-    assert b"cannot apply " + flags[0].encode() in result.stderr and b"hint:" in result.stderr and b"cgroup v2" in result.stderr
+    assert (b"cannot apply " + flags[0].encode() in result.stderr and b"hint:" in result.stderr
+            and b"cgroup v2" in result.stderr)
 
 
 @pytest.mark.needs_userns_overlay
@@ -298,7 +306,8 @@ def test_limit_values_are_checked():
     from toolbox.errors import LimitError
     from toolbox.runtime.cgroups import parse_cpus, parse_memory, parse_pids
 
-    assert parse_memory("512m") == 512 * 1024**2 and parse_memory("2G") == 2 * 1024**3 and parse_memory("1gb") == 1024**3
+    assert (parse_memory("512m") == 512 * 1024**2 and parse_memory("2G") == 2 * 1024**3
+            and parse_memory("1gb") == 1024**3)
     assert parse_cpus("1.5") == "150000 100000" and parse_pids("100") == 100
     for parse, bad in ((parse_memory, "lots"), (parse_memory, "1"), (parse_cpus, "0"), (parse_cpus, "x"),
                        (parse_pids, "-1")):
@@ -382,7 +391,8 @@ def test_which_argument_paths_are_mounted(tmp_path):
     assert mounted(f"--out={tmp_path}/d/f") == [str(tmp_path / "d")]
     assert mounted("https://example.com/a/b", "s3://bucket/key") == []
     assert mounted(str(tmp_path / "d" / "f"), visible=[str(tmp_path)]) == []
-    assert mounted(str(tmp_path / "d"), str(tmp_path / "d" / "f")) == [str(tmp_path / "d")]  # no nested mounts
+    # no nested mounts
+    assert mounted(str(tmp_path / "d"), str(tmp_path / "d" / "f")) == [str(tmp_path / "d")]
     assert mounted("/var/tmp/x-missing-dir/y") == []
     # Symlinks count by where they lead: a link to /, to the home directory or into /etc (say,
     # planted in a shared /tmp) never gets what it points at mounted.
@@ -392,7 +402,8 @@ def test_which_argument_paths_are_mounted(tmp_path):
     for link in ("to-root", "to-home", "to-etc"):
         assert mounted(str(tmp_path / "d" / link / "x"), str(tmp_path / "d" / link)) == [], link
     (tmp_path / "d" / "to-d").symlink_to(tmp_path / "d")
-    assert mounted(str(tmp_path / "d" / "to-d" / "f")) == [str(tmp_path / "d" / "to-d")]  # an ordinary one still works
+    # an ordinary one still works
+    assert mounted(str(tmp_path / "d" / "to-d" / "f")) == [str(tmp_path / "d" / "to-d")]
     # What the runtime mounts must still be the object judged: a link swapped in meanwhile is refused.
     from toolbox.runtime.mounts import bind
 
@@ -428,7 +439,8 @@ def test_a_named_container_keeps_its_writable_layer(toolbox, busybox):
     # Its layers survive a prune even when the image is gone; another image cannot take the name.
     assert toolbox.cli("rmi", busybox).returncode == 0
     assert toolbox.cli("prune").returncode == 0
-    assert run(toolbox, "--pull", "never", "--name", "keep", busybox, "cat", "/etc/state").returncode == 125  # the image itself is gone
+    # the image itself is gone
+    assert run(toolbox, "--pull", "never", "--name", "keep", busybox, "cat", "/etc/state").returncode == 125
     toolbox.pull(busybox)
     assert run(toolbox, "--name", "keep", busybox, "cat", "/etc/state").stdout == b"kept\n"
     assert toolbox.cli("rm", "keep").returncode == 0
@@ -468,7 +480,8 @@ def test_env_file(toolbox, busybox, tmp_path):
     assert missing.returncode == 125 and b"--env-file" in missing.stderr
 
 
-ROOTFS_CHECK = "id -un; echo scratch > /tmp/t && cat /tmp/t; echo home > ~/h && cat ~/h; touch made-here; touch /etc/x 2>&1; exit 0"
+ROOTFS_CHECK = ("id -un; echo scratch > /tmp/t && cat /tmp/t; echo home > ~/h && cat ~/h; "
+                "touch made-here; touch /etc/x 2>&1; exit 0")
 
 
 @pytest.mark.needs_userns_overlay
@@ -528,11 +541,13 @@ def test_a_flattening_that_fails_leaves_nothing_half_made(toolbox, registry, tmp
               f"TOOLBOX_ROOTFS=read-only {toolbox_cmd} run {reference} cat /many/7/f; echo second=$?\n"
               f"ls -A {flat} > {outside}/flat-after.txt\n")
     result = run_on_a_small_store(toolbox, script, "size=64m,nr_inodes=2000")
-    assert "pulled=0" in result.stdout and "first=125" in result.stdout and "7\nsecond=0" in result.stdout, (result.stdout, result.stderr)
+    assert ("pulled=0" in result.stdout and "first=125" in result.stdout
+            and "7\nsecond=0" in result.stdout), (result.stdout, result.stderr)
     assert "assemble the root filesystem (read-only): No space left on device" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert (outside / "flat.txt").read_text() == ""  # no KEY.tmp-PID left behind
-    assert len((outside / "flat-after.txt").read_text().split()) == 1 and ".tmp-" not in (outside / "flat-after.txt").read_text()
+    assert (len((outside / "flat-after.txt").read_text().split()) == 1
+            and ".tmp-" not in (outside / "flat-after.txt").read_text())
 
 
 @pytest.mark.needs_userns_overlay
@@ -551,7 +566,8 @@ def test_prune_never_deletes_the_layers_of_a_running_tool(toolbox, registry, tmp
                             stderr=subprocess.PIPE, cwd=toolbox.root)
     try:
         deadline = time.monotonic() + 30
-        while not (os.path.isdir(toolbox.layout.runs_dir) and os.listdir(toolbox.layout.runs_dir)):  # its in-use record
+        # its in-use record
+        while not (os.path.isdir(toolbox.layout.runs_dir) and os.listdir(toolbox.layout.runs_dir)):
             assert time.monotonic() < deadline and tool.poll() is None, tool.stderr.read()
             time.sleep(0.02)
         time.sleep(0.2)  # exec'd by now
@@ -565,7 +581,8 @@ def test_prune_never_deletes_the_layers_of_a_running_tool(toolbox, registry, tmp
         if tool.poll() is None:
             tool.kill()
     assert toolbox.cli("prune").returncode == 0
-    assert toolbox.layer_dirs() == [] and os.listdir(toolbox.layout.runs_dir) == []  # the finished run's record went too
+    # the finished run's record went too
+    assert toolbox.layer_dirs() == [] and os.listdir(toolbox.layout.runs_dir) == []
 
 
 def _inject_into_own_terminal(filtered):
@@ -602,7 +619,8 @@ def _inject_into_own_terminal(filtered):
 
 
 def test_the_seccomp_filter_refuses_terminal_injection():
-    assert _inject_into_own_terminal(filtered=False) or open("/proc/sys/dev/tty/legacy_tiocsti").read().strip() == "0"
+    assert (_inject_into_own_terminal(filtered=False)
+            or open("/proc/sys/dev/tty/legacy_tiocsti").read().strip() == "0")
     assert not _inject_into_own_terminal(filtered=True)
 
 
@@ -625,7 +643,8 @@ def _fuse_servers(toolbox):
                 argv = file.read().split(b"\0")
         except OSError:
             continue
-        if argv[0] == b"fuse-overlayfs" and any(toolbox.layout.scratch_mountpoint.encode() in arg for arg in argv):
+        if (argv[0] == b"fuse-overlayfs"
+            and any(toolbox.layout.scratch_mountpoint.encode() in arg for arg in argv)):
             found.append(int(pid))
     return found
 
@@ -652,12 +671,14 @@ def _wait_until_gone(toolbox, seconds=15):
 @pytest.mark.needs_fuse
 def test_fuse_overlayfs_root_mode(toolbox, busybox, tmp_path):
     # What a kernel without unprivileged overlayfs gets where /dev/fuse is usable: a writable layer.
-    script = "grep -c ' / / .* - fuse.fuse-overlayfs ' /proc/self/mountinfo; echo written > /etc/x && cat /etc/x; rm /bin/true; touch made-here"
+    script = ("grep -c ' / / .* - fuse.fuse-overlayfs ' /proc/self/mountinfo; "
+              "echo written > /etc/x && cat /etc/x; rm /bin/true; touch made-here")
     result = run(toolbox, busybox, "sh", "-c", script, cwd=tmp_path, env=FUSE)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().splitlines()[:2] == ["1", "written"], result.stdout
     assert (tmp_path / "made-here").stat().st_uid == os.getuid()
-    assert run(toolbox, busybox, "cat", "/etc/x", env=FUSE).returncode == 1  # the scratch layer went with the run
+    # the scratch layer went with the run
+    assert run(toolbox, busybox, "cat", "/etc/x", env=FUSE).returncode == 1
     assert run(toolbox, busybox, "ls", "/bin/true", env=FUSE).returncode == 0
     piped = run(toolbox, busybox, "sh", "-c", "cat; exit 3", input=b"through\n", env=FUSE)
     assert (piped.returncode, piped.stdout) == (3, b"through\n")
@@ -699,7 +720,8 @@ def test_the_fuse_server_is_out_of_the_tools_way(toolbox, busybox, tmp_path):
                             start_new_session=True)
     assert result.stdout.split() == [b"caught", b"readable"], result
     # It holds none of the tool's descriptors: a pipe reader sees the end when the tool ends.
-    fds = r'''for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = fuse-overlayfs ] && grep -qs "^PPid:[[:space:]]*$$\$" $p/status && ls -l $p/fd/0 $p/fd/1; done; true'''
+    fds = (r'''for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = fuse-overlayfs ] && '''
+           r'''grep -qs "^PPid:[[:space:]]*$$\$" $p/status && ls -l $p/fd/0 $p/fd/1; done; true''')
     listed = run(toolbox, "--user", "root", busybox, "sh", "-c", fds, env=FUSE)
     assert listed.stdout.count(b"/dev/null") == 2, listed
     assert _wait_until_gone(toolbox) == []
@@ -729,9 +751,11 @@ def test_rootfs_mode_lists():
 @pytest.mark.needs_userns_overlay
 @pytest.mark.needs_subids
 def test_subids_map_a_full_range_for_tools_that_chown(toolbox, busybox, tmp_path):
-    script = "touch /tmp/x && chown 1234:2345 /tmp/x && stat -c '%u %g' /tmp/x && wc -l < /proc/self/uid_map && touch mine"
+    script = ("touch /tmp/x && chown 1234:2345 /tmp/x && stat -c '%u %g' /tmp/x && "
+              "wc -l < /proc/self/uid_map && touch mine")
     single = run(toolbox, "--user", "root", busybox, "sh", "-c", script, cwd=tmp_path)
-    assert single.returncode != 0 and b"Invalid argument" in single.stderr  # one id mapped: chown to another fails
+    # one id mapped: chown to another fails
+    assert single.returncode != 0 and b"Invalid argument" in single.stderr
     full = run(toolbox, "--user", "root", "--subids", busybox, "sh", "-c", script, cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     owner, lines = full.stdout.decode().split("\n")[:2]
@@ -778,12 +802,15 @@ def test_the_subids_hint_proposes_a_range_no_other_user_holds(tmp_path):
     with pytest.raises(ToolboxError) as refused:
         plan_maps(me, 0, 0, files=(str(subuid), str(subgid)))
     assert f"--subids needs an {subuid} entry, an {subgid} entry" in refused.value.message
-    assert f"sudo usermod --add-subuids 231072-296607 --add-subgids 231072-296607 {me}" in refused.value.hint, refused.value.hint
+    assert (f"sudo usermod --add-subuids 231072-296607 --add-subgids 231072-296607 {me}"
+            in refused.value.hint), refused.value.hint
     assert "100000-165535" not in refused.value.hint
-    subuid.write_text(f"alice:100000:65536\n{me}:165536:65536\ncarol:231072:100000\n")  # uids given; the gap below carol is too small
+    # uids given; the gap below carol is too small
+    subuid.write_text(f"alice:100000:65536\n{me}:165536:65536\ncarol:231072:100000\n")
     with pytest.raises(ToolboxError) as refused:
         plan_maps(me, 0, 0, files=(str(subuid), str(subgid)))
-    assert f"sudo usermod --add-subgids 331072-396607 {me}" in refused.value.hint and "--add-subuids" not in refused.value.hint
+    assert (f"sudo usermod --add-subgids 331072-396607 {me}" in refused.value.hint
+            and "--add-subuids" not in refused.value.hint)
 
 
 @pytest.mark.needs_userns_overlay
@@ -847,7 +874,8 @@ def test_docker_habits_work_or_say_what_toolbox_does_instead(toolbox, busybox, t
                   "/scratch/t && echo tmpfs",
                   cwd=tmp_path)
     assert mounted.stdout == b"bound\nro\ntmpfs\n", mounted.stderr
-    assert run(toolbox, "-v", "kept:/k", busybox, "cat", "/k/f").stdout == b"v\n"  # a named volume, as -v makes it
+    # a named volume, as -v makes it
+    assert run(toolbox, "-v", "kept:/k", busybox, "cat", "/k/f").stdout == b"v\n"
     bad = run(toolbox, "--mount", "type=bind,target=/x", busybox, "true")
     assert bad.returncode == 125 and b"--mount" in bad.stderr
     created = toolbox.cli("volume", "create", "made")
@@ -858,8 +886,10 @@ def test_docker_habits_work_or_say_what_toolbox_does_instead(toolbox, busybox, t
     for option, words in (("-d", b"foreground"), ("--detach", b"foreground"), ("-p", b"host's network"),
                           ("--publish=8080:80", b"host's network")):
         refused = run(toolbox, option, *(["8080:80"] if option == "-p" else []), busybox, "true")
-        assert refused.returncode == 125 and words in refused.stderr and b"unknown option" not in refused.stderr, (option, refused.stderr)
+        assert (refused.returncode == 125 and words in refused.stderr
+                and b"unknown option" not in refused.stderr), (option, refused.stderr)
     for command, words in (("exec", "foreground"), ("logs", "keeps no logs"), ("stop", "Ctrl-C"),
                            ("start", "--name")):
         said = toolbox.cli(command, "some-container", "ls", "-l")
-        assert said.returncode == 125 and words in said.stderr and "No such command" not in said.stderr, (command, said.stderr)
+        assert (said.returncode == 125 and words in said.stderr
+                and "No such command" not in said.stderr), (command, said.stderr)

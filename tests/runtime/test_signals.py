@@ -53,7 +53,8 @@ class Caller:
         """(native status, toolbox status) as /proc/self/status texts, or an AssertionError."""
         result = subprocess.run(self.argv, input=self.stdin, stdin=None if self.stdin else subprocess.DEVNULL,
                                 env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
-        native, _, boxed = result.stdout.replace("\r\n", "\n").partition(SEPARATOR + "\n")  # \r\n: from a terminal
+        # \r\n: from a terminal
+        native, _, boxed = result.stdout.replace("\r\n", "\n").partition(SEPARATOR + "\n")
         assert result.returncode == 0 and "SigIgn" in native and "SigIgn" in boxed, (self.argv, result)
         return native, boxed
 
@@ -67,12 +68,14 @@ def callers(native, boxed):
                          "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGWINCH})\n"
                          f"subprocess.run(shlex.split({native!r}))\nprint({SEPARATOR!r}, flush=True)\n"
                          f"subprocess.run(shlex.split({boxed!r}))\n")
-    python_system = f"import os\nos.system({native!r})\nprint({SEPARATOR!r}, flush=True)\nos.system({boxed!r})\n"
+    python_system = (f"import os\nos.system({native!r})\nprint({SEPARATOR!r}, flush=True)\n"
+                     f"os.system({boxed!r})\n")
     # With `exec`, the shell system(3) started becomes the command: its parent is Python, in system().
     python_system_exec = python_system.replace("os.system('", "os.system('exec ")
     both = f"{native}; echo '{SEPARATOR}'; {boxed}; :"
     # xargs appends the path to the command.
-    by_xargs = f"echo /proc/self/status | xargs {native.rsplit(' ', 1)[0]}; echo '{SEPARATOR}'; echo /proc/self/status | xargs {boxed.rsplit(' ', 1)[0]}; :"
+    by_xargs = (f"echo /proc/self/status | xargs {native.rsplit(' ', 1)[0]}; echo '{SEPARATOR}'; "
+                f"echo /proc/self/status | xargs {boxed.rsplit(' ', 1)[0]}; :")
     return {
         "bash": Caller(["bash", "-c", both]),
         # On a terminal, as a user types it: job control, and the shell ignores SIGQUIT, SIGTERM
@@ -106,7 +109,8 @@ def differences(caller, env, cwd, helper_log=None):
     if helper_log is not None:
         helper_log.unlink(missing_ok=True)
     native, boxed = (signal_fields(status) for status in caller.run(env, cwd))
-    found = [f"the native command does not ignore signal {signum}: the setup does not work" for signum in caller.ignores
+    found = [f"the native command does not ignore signal {signum}: the setup does not work"
+             for signum in caller.ignores
              if not native["SigIgn"] & bit(signum)]
     started = {"toolbox": boxed}
     if helper_log is not None:
@@ -141,7 +145,8 @@ def test_the_tool_starts_with_its_callers_dispositions_and_mask(toolbox, busybox
     if mode == "fuse-overlayfs":
         helper_log = tmp_path / "fuse-overlayfs.status"
         env["PATH"] = fake_fuse_overlayfs(tmp_path / "fake", helper_log) + ":" + env["PATH"]
-    problems = {name: found for name, caller in callers(native, boxed).items() if (found := differences(caller, env, toolbox.root, helper_log))}
+    problems = {name: found for name, caller in callers(native, boxed).items()
+                if (found := differences(caller, env, toolbox.root, helper_log))}
     assert problems == {}
 
 
@@ -152,14 +157,16 @@ def test_a_closed_pipe_ends_the_tool_quietly(toolbox, busybox, mode):
     env = dict(toolbox.env, TOOLBOX_ROOTFS=mode)
     for setup in ("", "trap '' PIPE; "):
         script = (f"{setup}{BUSYBOX} yes | head -1; echo status=${{PIPESTATUS[0]}}\n"
-                  f"{setup}{toolbox_command(busybox)} busybox yes | head -1; echo status=${{PIPESTATUS[0]}}\n")
+                  f"{setup}{toolbox_command(busybox)} busybox yes | head -1; "
+                  "echo status=${PIPESTATUS[0]}\n")
         result = subprocess.run(["bash", "-c", script], env=env, cwd=toolbox.root, capture_output=True,
                                 text=True, timeout=120)
         lines = result.stdout.splitlines()
         assert lines[:2] == ["y", "status=141" if not setup else "status=1"], (setup, result)
         assert lines[2:] == lines[:2], (setup, result.stdout, result.stderr)
         errors = [line for line in result.stderr.splitlines() if line]
-        assert len(errors) == (0 if not setup else 2), (setup, result.stderr)  # yes's own complaint, from each
+        # yes's own complaint, from each
+        assert len(errors) == (0 if not setup else 2), (setup, result.stderr)
 
 
 @pytest.fixture
@@ -176,7 +183,8 @@ def pinned_busybox(toolbox, registry, tmp_path):
                                cwd=project, capture_output=True, text=True, timeout=120)
     assert installed.returncode == 0, installed.stderr
     shim = os.path.join(toolbox.layout.shims_dir, "jq")
-    warm = subprocess.run([shim, "true"], env=toolbox.env, cwd=project, capture_output=True, timeout=120)  # locks and pulls
+    # locks and pulls
+    warm = subprocess.run([shim, "true"], env=toolbox.env, cwd=project, capture_output=True, timeout=120)
     assert warm.returncode == 0, warm.stderr
     return project, shim
 
@@ -218,11 +226,13 @@ def test_which_parents_pass_their_dispositions_on():
                                                         signal.SIGQUIT, signal.SIGCHLD))
     assert passes_on("bash", 0, 0) and passes_on("dash", 0, 0) and passes_on("make", 0, 0)
     # Python, fish and libuv ignore SIGPIPE for themselves and start programs with the default.
-    assert not passes_on("python", pipe | xfsz, 0) and not passes_on("fish", pipe, 0) and not passes_on("node", pipe, 0)
+    assert (not passes_on("python", pipe | xfsz, 0) and not passes_on("fish", pipe, 0)
+            and not passes_on("node", pipe, 0))
     # ... except inside system(3), which passes them on: SIGINT and SIGQUIT ignored, SIGCHLD blocked.
     assert passes_on("python", pipe | xfsz | sigint | quit_, chld)
     assert caller_ignores(("bash", pipe | xfsz | sigint, 0)) == {signal.SIGPIPE, signal.SIGXFSZ}
-    assert caller_ignores(("bash", sigint, 0)) == set()  # SIGINT is not Python's to forget: it is kept as inherited
+    # SIGINT is not Python's to forget: it is kept as inherited
+    assert caller_ignores(("bash", sigint, 0)) == set()
     assert caller_ignores(("python", pipe | xfsz, 0)) == set()
     assert caller_ignores(None) == set()  # a parent that cannot be read: the default
     # The parent's state, read from /proc: a shell ignoring SIGPIPE, by its executable's name.
@@ -255,7 +265,8 @@ def test_ctrl_c_on_the_way_to_the_tool_stops_the_calling_script(toolbox, registr
         toolbox.trust(registry, proxy)
         stall = proxy.add(rf"/blobs/{built.layers[1]['digest']}$", "stall_after", after=1024 * 1024,
                           seconds=10, times=100)
-        script = f"for i in 1 2; do {toolbox_command(f'{proxy.host}/ctrl-c/run:1')} true; echo after $i; done; echo end"
+        script = (f"for i in 1 2; do {toolbox_command(f'{proxy.host}/ctrl-c/run:1')} true; echo after $i; "
+                  "done; echo end")
         # SIGINT at its default, as a terminal's shell starts programs (see test_run.py).
         loop = subprocess.Popen(["env", "--default-signal=INT", "bash", "-c", script], env=toolbox.env,
                                 cwd=toolbox.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
