@@ -251,8 +251,7 @@ def os_error_hint(err, path, layout=None, environ=None):
         directory = _deepest_existing(os.path.dirname(path) if code != errno.EROFS else path)
         if own is not None:
             return (f"toolbox's {own[0]} must be readable and writable by you: fix the permissions of "
-                    f"{directory} "
-                    f"(ls -ld {directory}), or set {own[1]} to another directory")
+                    f"{directory} (ls -ld {directory}), or set {own[1]} to another directory")
         return f"check the permissions of {directory} (ls -ld {directory}): you need to read and write there"
     if own is not None:
         return (f"toolbox's {own[0]} is at {_layout_root(path, layout)}; `toolbox doctor` checks it, "

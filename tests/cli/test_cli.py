@@ -310,8 +310,8 @@ def test_completion_offers_tools_images_containers_and_volumes(toolbox, registry
                                               "python3.13"],
                 "toolbox run --name ": ["dev"], "toolbox run -e A=1 j": ["jq"],
                 "toolbox run 127.0.0.1": [image], "toolbox help vol": ["volume"],
-                "toolbox help volume ": [words[1] for words,
-                                         _command in all_commands() if words[0] == "volume"],
+                "toolbox help volume ": [words[1] for words, _command in all_commands()
+                                         if words[0] == "volume"],
                 "toolbox shell-init ": ["bash", "fish", "zsh"], "toolbox im": ["images"],
                 "toolbox pull j": ["jq"], "toolbox pull 127.0.0.1": [image],}
     if shell == "bash":  # the tool's own arguments: nothing of toolbox's (fish then offers file names)

@@ -108,8 +108,8 @@ def test_outdated_says_what_is_locked_what_is_newer_and_which_tag_moved(toolbox,
     (project / "toolbox.toml").write_text('[tools]\njq = "1.7.1"\npython = "3.12"\nyq = "4.44.3"\n')
     assert cli(toolbox, "lock", cwd=project).returncode == 0
     lock_before = (project / "toolbox.lock").read_bytes()
-    locked = {tool: entry["digest"] for tool,
-              entry in __import__("tomllib").loads(lock_before.decode())["tools"].items()}
+    locked = {tool: entry["digest"]
+              for tool, entry in __import__("tomllib").loads(lock_before.decode())["tools"].items()}
     moved = upstream.publish("ghcr.io/jqlang/jq", "1.7.1", multiarch("jq-1.7.1-rebuilt"))
     result = cli(toolbox, "outdated", "--json", cwd=project)
     assert result.returncode == 0, result.stderr

@@ -15,7 +15,8 @@ import pytest
 
 from toolbox.errors import ConfigError, RecipeError
 from toolbox.layout import Layout
-from toolbox.project.recipes import Catalog, builtin_dir, load_directory, parse_recipe
+from toolbox.project.catalog import Catalog, builtin_dir, load_directory
+from toolbox.project.recipes import parse_recipe
 
 from tests.support import images
 from tests.support.host import userns_overlay_works

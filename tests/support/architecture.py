@@ -67,8 +67,12 @@ def imports_of(module, path, known):
     to a module of `known` (`from toolbox.store import unpack` imports toolbox.store.unpack)."""
     tree = ast.parse(path.read_text(), str(path))
     top_level = set(map(id, tree.body))
+    for_annotations = {id(inner) for node in ast.walk(tree) if _is_type_checking_block(node)
+                       for inner in ast.walk(node)}
     is_package = path.name == "__init__.py"
     for node in ast.walk(tree):
+        if id(node) in for_annotations:
+            continue  # `if TYPE_CHECKING:` never runs: names for annotations, not a dependency
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -85,6 +89,14 @@ def imports_of(module, path, known):
                 name = name.rpartition(".")[0]
             if name in known and name != module:
                 yield Import(module, name, node.lineno, id(node) not in top_level)
+
+
+def _is_type_checking_block(node):
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def all_imports():

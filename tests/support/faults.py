@@ -135,8 +135,8 @@ class FaultProxy:
             handler.end_headers()
             handler.wfile.write(body)
             return
-        headers = {k: v for k,
-                   v in handler.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
+        headers = {k: v for k, v in handler.headers.items()
+                   if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
         upstream = requests.request(handler.command, self.upstream + handler.path, headers=headers,
                                     stream=True, allow_redirects=False)
         body = upstream.raw.read(decode_content=False) if handler.command != "HEAD" else b""

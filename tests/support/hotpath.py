@@ -1,5 +1,5 @@
 """What the hot tier (`toolbox run`, a shim) may import, judged from the module report the launch
-path writes just before the runtime starts (TOOLBOX_REPORT_MODULES, toolbox/launch.py).
+path writes just before the runtime starts (TOOLBOX_REPORT_MODULES, toolbox/hot/launch.py).
 
 Names are judged by top-level package: `typer.core` counts as `typer`, `json.decoder` as `json`.
 A module the launch path adds is wrong when its top-level package is FORBIDDEN (each costs a

@@ -158,7 +158,7 @@ def _layout():
 def tool_names(incomplete):
     """Every recipe name and alias visible here (project, yours, built-in)."""
     def names():
-        from toolbox.project.recipes import Catalog
+        from toolbox.project.catalog import Catalog
 
         catalog = Catalog.load(_layout())
         return list(catalog.recipes) + list(catalog.aliases)
@@ -169,7 +169,7 @@ def tool_specs(incomplete):
     """TOOL, or TOOL@VERSION once the @ is typed: the recipe's default version."""
     if "@" in incomplete:
         def versions():
-            from toolbox.project.recipes import Catalog
+            from toolbox.project.catalog import Catalog
 
             name = incomplete.partition("@")[0]
             recipe, _alias = Catalog.load(_layout()).find(name)

@@ -6,7 +6,7 @@ image record it was made from is unchanged (same format version, same inode and 
 pull of the tag replaces the record).
 
 Tool plans: what `toolbox run TOOL` (and a shim) needs from the recipes, the pins and the
-lock, precomputed by the cold tier (tools.py) so the launch path reads one small marshal file
+lock, precomputed by the cold tier (ops/prepare.py) so the launch path reads one small marshal file
 instead of parsing TOML.
 
 A plan is per pins file (the project's toolbox.toml, or the user's config.toml outside any

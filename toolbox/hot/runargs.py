@@ -84,8 +84,7 @@ FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None
 _DETACH = ("toolbox runs the tool in the foreground, as an installed program: to put it in the background, "
            "end the command with & as for any program")
 _PUBLISH = ("the tool uses the host's network: a port it listens on is already reachable on the host, under "
-            "the same number "
-            "(make the tool listen on the one you want); with --network none nothing is")
+            "the same number (make the tool listen on the one you want); with --network none nothing is")
 _DOCKER_ONLY = {"-d": _DETACH, "--detach": _DETACH, "-p": _PUBLISH, "--publish": _PUBLISH, "-P": _PUBLISH,
                 "--publish-all": _PUBLISH}
 WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir",

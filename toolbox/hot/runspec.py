@@ -24,9 +24,9 @@ def make_spec(layout, plan, options, container=None, notes=None):
     if options.user is None:
         user = own_user()
     else:
-        user = _runoptions().user_inside(options.user, _runoptions().image_lookup_in(layout.layers_dir,
-                                                                                     layers,
-                                                                                     plan["reference"]))
+        options_module = _runoptions()
+        lookup = options_module.image_lookup_in(layout.layers_dir, layers, plan["reference"])
+        user = options_module.user_inside(options.user, lookup)
     binds = []
     host_cwd = os.getcwd()
     home = os.environ.get("HOME") or os.path.expanduser("~")

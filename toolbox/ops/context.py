@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 from toolbox.errors import ToolboxError, UnknownTool
 from toolbox.ops.locking import locked_entry
+from toolbox.project.catalog import Catalog
 from toolbox.project.lockfile import LockEntry, read_lock
 from toolbox.project.project import LOCK_FILE, check_owner, current_pins, global_pins
-from toolbox.project.recipes import Catalog
 
 TOOL_SPEC = re.compile(r"([a-z0-9][a-z0-9._-]*)(?:@([A-Za-z0-9][A-Za-z0-9._+-]*))?\Z")
 
@@ -221,8 +221,7 @@ class Context:
                 if tool not in self.catalog.aliases:  # a pin in a file the user may not have in mind: name it
                     raise UnknownTool(f"no recipe for {tool!r}, which {self.pins.path} pins",
                                       hint=f"{self.catalog.suggestion(tool)}; fix the name there, or unpin "
-                                           "it with "
-                                           "`toolbox remove "
+                                           "it with `toolbox remove "
                                            f"{'--global ' if not self.pins.is_project else ''}{tool}`")
                 raise ToolboxError(f"{self.pins.path}: [tools] {tool!r} is an alias of "
                                    f"{self.catalog.aliases[tool][0].name}",

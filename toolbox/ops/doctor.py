@@ -386,8 +386,7 @@ def shell_check(layout, environ, launcher=None):
     where = [i for i, entry in enumerate(entries) if entry and os.path.realpath(entry) == own]
     if not where:
         return Check("shell", WARN, f"{shims} is not on PATH in this shell ({what}): pinned tools run as the "
-                                    "host's programs, "
-                                    "or are not found", fix)
+                                    "host's programs, or are not found", fix)
     if where[0] > 0:
         before = entries[0] or "the current directory (an empty PATH entry)"
         return Check("shell", WARN, f"{shims} is on PATH after {before} ({what}): programs there run instead "

@@ -315,8 +315,8 @@ def _docker_archive_images(source, name, path):
             raise UnsupportedImage(f"{path}: {len(layer_names)} layers but {len(config.diff_ids)} diff_ids "
                                    "in the config")
         # A docker save layer is the uncompressed tar, so its digest is its diff_id.
-        layers = tuple(Descriptor(UNCOMPRESSED_LAYER, diff_id, source.size(layer)) for diff_id,
-                       layer in zip(config.diff_ids, layer_names))
+        layers = tuple(Descriptor(UNCOMPRESSED_LAYER, diff_id, source.size(layer))
+                       for diff_id, layer in zip(config.diff_ids, layer_names))
         config_descriptor = Descriptor("application/vnd.oci.image.config.v1+json",
                                        Digest.of_bytes(config_bytes), len(config_bytes))
         manifest = Manifest(OCI_MANIFEST, config_descriptor, layers)

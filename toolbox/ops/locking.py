@@ -51,8 +51,8 @@ def update_lock(context, upgrade=(), frozen=False, upgrade_all=False, only=None,
     lock = context.read_lock(conflicts=merge_conflicts and not frozen and only is None)
     if lock.sides is not None:
         return merge_sides(context, lock.sides, upgrade, upgrade_all, dry_run)
-    reasons = [reason for tool,
-               reason in disagreements(context.pins, context.catalog, lock) if only in (None, tool)]
+    reasons = [reason for tool, reason in disagreements(context.pins, context.catalog, lock)
+               if only in (None, tool)]
     if frozen and reasons:
         raise OutOfDate(f"{context.pins.lock_path} does not match {context.pins.path}: {'; '.join(reasons)}",
                         hint="run `toolbox lock` and commit toolbox.lock "
@@ -184,9 +184,8 @@ def check_with_registry(context):
             continue
         if str(now.digest) != entry.digest:
             problems[tool] = (f"{tool}: the tag {entry.tag} now names {now.digest}, the lock {entry.digest}: "
-                              "either the tag moved upstream "
-                              f"since the lock was written (`toolbox lock --upgrade {tool}` takes the new "
-                              "one) or the lock was edited")
+                              "either the tag moved upstream since the lock was written "
+                              f"(`toolbox lock --upgrade {tool}` takes the new one) or the lock was edited")
     return [(tool, problems.get(tool))
             for tool in sorted(set(lock.entries) | set(lock.broken) | set(context.pins.versions))]
 
@@ -206,9 +205,8 @@ def check_against_index(entry, document, lock_path):
             wrong = sorted(key for key in set(listed) | set(entry.platforms)
                            if listed.get(key) != entry.platforms.get(key))
             raise LockError(f"{where} does not match the index {entry.digest} names: for {', '.join(wrong)} "
-                            "the lock says "
-                            f"{', '.join(str(entry.platforms.get(k)) for k in wrong)}, the index "
-                            f"{', '.join(str(listed.get(k)) for k in wrong)}",
+                            f"the lock says {', '.join(str(entry.platforms.get(k)) for k in wrong)}, "
+                            f"the index {', '.join(str(listed.get(k)) for k in wrong)}",
                             hint=hint)
     elif not entry.is_lone_manifest:
         raise LockError(f"{where}: {entry.digest} is an image manifest, yet the entry maps other manifests",

@@ -72,8 +72,7 @@ def outdated(context, tools=None):
             owner.check_trusted([recipe])
         except NotTrusted:
             rows.append(_row(base, note=note, problem=f"{owner.pins.path} defines this recipe, and you have "
-                                                      "not trusted it: "
-                                                      f"read it, then `toolbox trust`"))
+                                                      "not trusted it: read it, then `toolbox trust`"))
             continue
         rows.append(_checked(context, recipe, version, entry, base, note, tags_of))
     return rows

@@ -140,7 +140,6 @@ def _cannot_write(context, path, err):
                             hint=os_error_hint(err, path, context.layout))
     directory = os.path.dirname(path)
     return ToolboxError(f"cannot write {path}: {(err.strerror or str(err)).lower()}",
-                        hint=f"this directory's pins live there: fix the permissions of {directory} (ls -ld "
-                             f"{directory}), or run it in a "
-                             "project of yours; pins of your own for every directory go in your config.toml "
-                             "with --global")
+                        hint=f"this directory's pins live there: fix the permissions of {directory} "
+                             f"(ls -ld {directory}), or run it in a project of yours; pins of your own for "
+                             "every directory go in your config.toml with --global")

@@ -150,8 +150,8 @@ def rc_lines(environ=None):
         except OSError:
             continue
         shown = name if name.startswith("~/") else path
-        found += [(shown, number, line) for number,
-                  line in enumerate(lines, 1) if "toolbox" in line and "shell-init" in line]
+        found += [(shown, number, line) for number, line in enumerate(lines, 1)
+                  if "toolbox" in line and "shell-init" in line]
     return found
 
 

@@ -5,7 +5,7 @@ lock uses).
 
 The locks toolbox knows are
 - the global pins' lock (toolbox.lock beside config.toml);
-- the lock of every project toolbox has read one of here: tools.Context.read_lock calls
+- the lock of every project toolbox has read one of here: context.Context.read_lock calls
   remember_project, which keeps one small file per project in the data directory naming its
   toolbox.toml (one stat when the project is known already; the cold tier only);
 - the projects named by tool plans in the store, which runs made before projects were
@@ -97,8 +97,8 @@ def _planned_projects(layout):
 def forget_missing(layout):
     """Forget the projects whose toolbox.toml is gone (where the data directory can be
     written: forgetting is tidying, never a reason to fail). Returns them."""
-    gone = [project for project,
-            record in remembered_projects(layout).items() if record and not os.path.isfile(project)]
+    gone = [project for project, record in remembered_projects(layout).items()
+            if record and not os.path.isfile(project)]
     for project in gone:
         try:
             os.unlink(_record_path(layout, project))
@@ -198,8 +198,8 @@ class StoreUse:
 
     def users(self, record):
         """[(tool, version, KnownLock)] of the lock entries that run `record`."""
-        return [(tool, version, lock) for lock in self.locks if lock.names(record) for tool,
-                version in lock.tools_for(record)]
+        return [(tool, version, lock) for lock in self.locks if lock.names(record)
+                for tool, version in lock.tools_for(record)]
 
     def used(self, record):
         return any(lock.names(record) for lock in self.locks)

@@ -21,6 +21,8 @@ path prefix (`host/dockerhub` serves `dockerhub/library/jq`). Settings for a mir
 (insecure, ca_file) come from that host's own [registries."host"] table.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 
 from toolbox.errors import ConfigError
@@ -35,7 +37,7 @@ class Mirror:
     scheme: str | None = None  # from an explicit http:// or https:// in the config
 
     @classmethod
-    def parse(cls, text, where):
+    def parse(cls, text: str, where: str) -> Mirror:
         scheme = None
         for prefix in ("https://", "http://"):
             if text.startswith(prefix):
@@ -62,12 +64,12 @@ class UserConfig:
     safe_directories: tuple = ()
     stamp: tuple | None = None  # of the bytes read (stamps.stamp_of); None: no file
 
-    def registry(self, host):
+    def registry(self, host: str) -> RegistrySettings:
         return self.registries.get(host.lower(), RegistrySettings())
 
     @classmethod
-    def load(cls, path):
-        from toolbox.project.recipes import read_toml_input
+    def load(cls, path: str) -> UserConfig:
+        from toolbox.project.tomlinput import read_toml_input
 
         doc, stamp = read_toml_input(path, ConfigError, "config file")
         if doc is None:

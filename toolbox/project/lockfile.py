@@ -15,13 +15,24 @@ sorted keys, stable bytes (tomli-w), the same file for the same resolutions.
 
 A lock with git's conflict markers (a merge of two branches that changed it) is refused before
 it is parsed (LockConflict), except by `toolbox lock`, which reads both sides as far as they parse
-(conflict_sides, side_entries) and keeps what still matches the pins (tools.Context.merge_sides).
+(conflict_sides, side_entries) and keeps what still matches the pins (ops/locking.merge_sides).
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from toolbox.errors import LockConflict, LockError, ToolboxError
+
+if TYPE_CHECKING:  # names for the annotations only
+    from toolbox.fsutil import InputFile
+    from toolbox.oci.platform import Platform
+    from toolbox.project.catalog import Catalog
+    from toolbox.project.project import Pins
+    from toolbox.project.recipes import Recipe
 
 LOCK_VERSION = 1
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
@@ -41,20 +52,20 @@ class LockEntry:
     platforms: dict = field(default_factory=dict)  # "os/arch[/variant]" -> manifest digest
 
     @property
-    def reference(self):
+    def reference(self) -> str:
         return f"{self.image}:{self.tag}"
 
-    def matches(self, recipe, version):
+    def matches(self, recipe: Recipe, version: str) -> bool:
         """Whether this entry is what `recipe` makes of `version` now."""
         return (self.recipe, self.version, self.image, self.tag) == (recipe.name, version, recipe.image,
                                                                      recipe.tag_for(version))
 
-    def manifest_for(self, platform):
+    def manifest_for(self, platform: Platform) -> str:
         """The locked manifest digest to run on `platform` (a Platform)."""
         from toolbox.oci.platform import Platform
 
-        candidates = [(key, digest) for key,
-                      digest in sorted(self.platforms.items()) if platform.matches(Platform.parse(key))]
+        candidates = [(key, digest) for key, digest in sorted(self.platforms.items())
+                      if platform.matches(Platform.parse(key))]
         exact = [c for c in candidates if c[0] == str(platform)]
         if not (exact or candidates):
             raise LockError(
@@ -64,19 +75,19 @@ class LockEntry:
             )
         return (exact or candidates)[0][1]
 
-    def pinned_reference(self):
+    def pinned_reference(self) -> str:
         """What a locked tool runs by: the digest the tag named. For an index, the pull picks
         this platform's manifest from the index itself (verified by that digest), so an edited
         platform map cannot make toolbox run another manifest of the repository; the map is
-        checked against the index too (tools.check_against_index)."""
+        checked against the index too (ops/locking.check_against_index)."""
         return f"{self.image}@{self.digest}"
 
     @property
-    def is_lone_manifest(self):
+    def is_lone_manifest(self) -> bool:
         """The tag named one image manifest, not an index: the map has that one entry."""
         return self.digest in self.platforms.values()
 
-    def to_toml(self):
+    def to_toml(self) -> dict:
         return {"recipe": self.recipe, "source": self.source, "version": self.version, "image": self.image,
                 "tag": self.tag, "digest": self.digest, "platforms": dict(sorted(self.platforms.items()))}
 
@@ -87,30 +98,31 @@ class LockFile:
     with merge conflicts read with `conflicts=True` has no entries but `sides`: the entries of
     ours and of theirs ({tool: LockEntry} each)."""
 
-    def __init__(self, entries=None, broken=None, stamp=None, sides=None):
+    def __init__(self, entries: dict[str, LockEntry] | None = None, broken: dict[str, tuple] | None = None,
+                 stamp: tuple | None = None, sides: tuple[dict, dict] | None = None) -> None:
         self.entries = entries or {}  # tool -> LockEntry
         self.broken = broken or {}  # tool -> (raw table, what is wrong)
         self.stamp = stamp
         self.sides = sides  # (ours, theirs) when the file has merge conflicts
 
 
-def conflicted(path):
+def conflicted(path: str) -> LockConflict:
     """The LockConflict for the lock at `path`: what to do about it."""
     return LockConflict(f"{path} has merge conflicts (git's <<<<<<< markers)",
                         hint="run `toolbox lock`: it resolves them from toolbox.toml, keeping every entry "
-                             "that still matches its "
-                             "pin and resolving only the others; then commit toolbox.lock (--frozen and "
-                             "CI=true never resolve)")
+                             "that still matches its pin and resolving only the others; then commit "
+                             "toolbox.lock (--frozen and CI=true never resolve)")
 
 
-def read_lock(path, check_owner=None, conflicts=False):
+def read_lock(path: str, check_owner: Callable[[InputFile], None] | None = None,
+              conflicts: bool = False) -> LockFile:
     """The LockFile at `path` (empty when the file does not exist). A file that is not valid
     TOML, or of another lock_version, is an error; an entry that does not validate is kept
     apart (LockFile.broken) so that it stops only its own tool. `check_owner` is called with
     the fsutil.InputFile read (project.check_owner). A file with merge conflict markers is a
     LockConflict, or with `conflicts` a LockFile of its two sides."""
     from toolbox.fsutil import read_input
-    from toolbox.project.recipes import parse_toml_bytes
+    from toolbox.project.tomlinput import parse_toml_bytes
 
     found = read_input(path, "lock file", error=LockError)
     if found is None:
@@ -147,11 +159,11 @@ def read_lock(path, check_owner=None, conflicts=False):
 _MARKER = re.compile(rb"^(?:(?:<{7}|\|{7}|>{7})(?: [^\n]*)?|={7})\r?$", re.MULTILINE)
 
 
-def has_conflict_markers(data):
+def has_conflict_markers(data: bytes) -> bool:
     return _MARKER.search(data) is not None
 
 
-def conflict_sides(text):
+def conflict_sides(text: str) -> tuple[str, str]:
     """(ours, theirs): the text of each side of a file with conflict markers, the lines outside
     conflicts in both, the base of a diff3 conflict in neither."""
     ours, theirs = [], []
@@ -175,7 +187,7 @@ def conflict_sides(text):
     return "".join(ours), "".join(theirs)
 
 
-def side_entries(text, path):
+def side_entries(text: str, path: str) -> dict[str, LockEntry]:
     """{tool: LockEntry} of one side of a conflicted lock, as far as it parses: the whole side
     when it is valid TOML of this lock_version, else each tool's tables on their own (a side
     git merged into something TOML refuses, a table twice say); entries that do not validate,
@@ -239,7 +251,7 @@ def _key_path(doc):
 
 
 # -- what changed ------------------------------------------------------------------------------------
-def short_digest(digest):
+def short_digest(digest: str | None) -> str:
     """The first 12 hex digits, as images and `docker images` show a digest."""
     return digest.partition(":")[2][:12] if digest else "?"
 
@@ -253,7 +265,7 @@ class LockChange:
     after: LockEntry | None
     was_damaged: bool = False  # the entry before did not validate
 
-    def describe(self):
+    def describe(self) -> str:
         """One line for people: `jq 1.7.1 → 1.7.2 (4de8791a2b3c → f1905e6d1a2b)`."""
         tool, before, after = self.tool, self.before, self.after
         if after is None:
@@ -277,7 +289,8 @@ class LockChange:
                 f"{', '.join(sorted(after.platforms))}")
 
 
-def lock_changes(before, after, damaged=()):
+def lock_changes(before: dict[str, LockEntry], after: dict[str, LockEntry],
+                 damaged: Iterable[str] = ()) -> list[LockChange]:
     """[LockChange] from the entries `before` to `after` ({tool: LockEntry} each), by tool;
     `damaged` names tools whose entry before did not validate."""
     changes = []
@@ -331,7 +344,7 @@ def _check_consistent(entry, where):
                              "change")
 
 
-def render(entries, broken=None):
+def render(entries: dict[str, LockEntry], broken: dict[str, tuple] | None = None) -> bytes:
     """The lock file's bytes: the same entries give the same bytes. `broken` entries (raw
     tables, LockFile.broken) are written back as they were."""
     import tomli_w
@@ -342,7 +355,7 @@ def render(entries, broken=None):
     return (HEADER + "\n" + tomli_w.dumps(doc)).encode("utf-8")
 
 
-def write_lock(path, entries, broken=None):
+def write_lock(path: str, entries: dict[str, LockEntry], broken: dict[str, tuple] | None = None) -> bool:
     """Atomically, and only when the bytes change (a clean checkout stays clean)."""
     data = render(entries, broken)
     try:
@@ -357,7 +370,7 @@ def write_lock(path, entries, broken=None):
     return True
 
 
-def disagreements(pins, catalog, lock):
+def disagreements(pins: Pins, catalog: Catalog, lock: LockFile) -> list[tuple[str, str]]:
     """Where the lock (a LockFile) does not match the pins: (tool, reason) pairs, empty when
     it does."""
     reasons = []

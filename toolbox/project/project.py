@@ -18,9 +18,13 @@ toolbox.lock beside the file records what the pins resolved to (lockfile.py). `a
 `remove` edit the file line by line, so the user's comments and layout stay as they were.
 """
 
+from __future__ import annotations
+
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from toolbox.errors import ConfigError, ForeignFile, RecipeError
 from toolbox.fsutil import read_input
@@ -30,8 +34,13 @@ from toolbox.project.recipes import (
     VERSION_PATTERN,
     BrokenRecipe,
     parse_recipe,
-    parse_toml_bytes,
 )
+from toolbox.project.tomlinput import parse_toml_bytes
+
+if TYPE_CHECKING:  # names for the annotations only
+    from toolbox.fsutil import InputFile
+    from toolbox.layout import Layout
+    from toolbox.project.config import UserConfig
 
 LOCK_FILE = "toolbox.lock"
 PROJECT_KEYS = {"tools", "recipes"}
@@ -50,11 +59,12 @@ class Pins:
     broken_recipes: dict = field(default_factory=dict)  # name -> BrokenRecipe: only that name fails
 
     @property
-    def directory(self):
+    def directory(self) -> str:
         return os.path.dirname(self.path)
 
 
-def load_project(path, safe_directories=(), environ=os.environ):
+def load_project(path: str, safe_directories: Iterable[str] = (),
+                 environ: Mapping[str, str] = os.environ) -> Pins:
     """The pins and recipes of the toolbox.toml at `path`, from one read of its bytes."""
     found = read_input(path, "project file")
     if found is None:
@@ -78,7 +88,8 @@ def load_project(path, safe_directories=(), environ=os.environ):
                 recipes, found.stamp, broken_recipes=broken)
 
 
-def check_owner(found, safe_directories=(), environ=os.environ):
+def check_owner(found: InputFile, safe_directories: Iterable[str] = (),
+                environ: Mapping[str, str] = os.environ) -> None:
     """A project file read (fsutil.InputFile) must be yours or root's, unless its directory is
     allowed: another user who can write a parent directory, a shared checkout or /tmp must
     not choose the images and pins that run as you."""
@@ -93,8 +104,7 @@ def check_owner(found, safe_directories=(), environ=os.environ):
         f"{found.path} belongs to {_user_name(found.owner)}, not to you: toolbox does not follow another "
         "user's project files",
         hint=f"if you trust that user's file, allow its directory: add \"{directory}\" to safe_directories "
-             "in your "
-             f"config.toml, or set {SAFE_ENV}={directory}; else work in a directory of your own",
+             f"in your config.toml, or set {SAFE_ENV}={directory}; else work in a directory of your own",
     )
 
 
@@ -107,7 +117,7 @@ def _user_name(uid):
         return f"uid {uid}"
 
 
-def parse_pins(table, path):
+def parse_pins(table: object, path: str) -> dict[str, str]:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: [tools] must be a table of name = \"version\"")
     for name, version in table.items():
@@ -119,16 +129,17 @@ def parse_pins(table, path):
     return dict(table)
 
 
-def current_pins(layout, cwd, user_config, environ=os.environ):
+def current_pins(layout: Layout, cwd: str, user_config: UserConfig,
+                 environ: Mapping[str, str] = os.environ) -> Pins:
     """The project's pins when `cwd` is in one, else the user's global pins. (In a project,
-    the global pins still apply to the tools it does not pin: tools.Context.pinned.)"""
+    the global pins still apply to the tools it does not pin: ops/context.Context.pinned.)"""
     path = find_project_file(cwd)
     if path is not None:
         return load_project(path, user_config.safe_directories, environ)
     return global_pins(layout, user_config)
 
 
-def global_pins(layout, user_config):
+def global_pins(layout: Layout, user_config: UserConfig) -> Pins:
     """The [tools] of the user's config.toml, locked in the config directory's toolbox.lock."""
     return Pins(user_config.path or layout.config_file, os.path.join(layout.config_dir, LOCK_FILE),
                 dict(user_config.tools), stamp=user_config.stamp, is_project=False)
@@ -149,7 +160,8 @@ def _key_of(line):
     return (match.group(1) or match.group(2)) if match else None
 
 
-def edit_pins(path, set_versions=None, remove=(), new_file_mode=0o644):
+def edit_pins(path: str, set_versions: dict[str, str] | None = None, remove: Iterable[str] = (),
+              new_file_mode: int = 0o644) -> None:
     """Set `set_versions` ({tool: version}) and drop `remove` in the [tools] table of the file
     at `path` (created when missing), changing only those lines. Written atomically, and only
     when the result reads back as exactly the intended change: pins written another way (dotted
@@ -202,8 +214,8 @@ def _edited_text(text, set_versions, remove):
             line = f'{_toml_key(key)} = "{set_versions.pop(key)}"{"  " + comment if comment else ""}{newline}'
         kept.append(line)
         if index == last and set_versions:
-            kept += [f'{_toml_key(name)} = "{version}"{newline}' for name,
-                     version in sorted(set_versions.items())]
+            kept += [f'{_toml_key(name)} = "{version}"{newline}'
+                     for name, version in sorted(set_versions.items())]
             set_versions = {}
     kept += [f'{_toml_key(name)} = "{version}"{newline}' for name, version in sorted(set_versions.items())]
     return "".join(kept)

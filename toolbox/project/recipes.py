@@ -35,12 +35,13 @@ error, and every other tool works. It still hides a recipe of the same name from
 lower precedence: a project that meant to replace jq never silently runs the built-in one.
 """
 
-import os
+from __future__ import annotations
+
 import re
-import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from toolbox.errors import RecipeError, ToolboxError, UnknownTool
+from toolbox.errors import RecipeError, ToolboxError
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
 VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\Z")
@@ -97,13 +98,13 @@ class Recipe:
     tty: bool = False
     aliases: dict = field(default_factory=dict)  # name -> Alias
 
-    def tag_for(self, version):
+    def tag_for(self, version: str) -> str:
         return self.tag.replace("{version}", version)
 
-    def reference_for(self, version):
+    def reference_for(self, version: str) -> str:
         return f"{self.image}:{self.tag_for(version)}"
 
-    def grant_items(self):
+    def grant_items(self) -> frozenset[tuple]:
         """What the recipe gives the tool of the user's machine, normalized, as a set of
         tuples: what trust records and compares. Pins and versions are not grants (any version
         of a trusted recipe runs the same command with the same access), nor are the
@@ -126,7 +127,7 @@ class Recipe:
         items.update(("env", key, value) for key, value in self.env.items())
         return frozenset(items)
 
-    def describe_command(self):
+    def describe_command(self) -> str:
         """What runs, for people: `bash`, or the arguments when there are some."""
         if not self.command and not self.default_command:
             return "(the image's entrypoint and cmd)"
@@ -135,7 +136,7 @@ class Recipe:
             return head + "ARGUMENTS..."
         return f"{head}{_shell_words(self.default_command)} without arguments, else {head}ARGUMENTS..."
 
-    def grants(self):
+    def grants(self) -> list[str]:
         """The grants as lines, for people: what `toolbox trust` and `recipes show` print."""
         return [describe_grant(item) for item in sorted_grants(self.grant_items())]
 
@@ -143,7 +144,7 @@ class Recipe:
 _GRANT_ORDER = ("image", "tag", "command", "default_command", "alias", "mount", "pass_env", "env", "network")
 
 
-def sorted_grants(items):
+def sorted_grants(items: Iterable[tuple]) -> list[tuple]:
     return sorted(items, key=lambda item: (
         _GRANT_ORDER.index(item[0]) if item[0] in _GRANT_ORDER else len(_GRANT_ORDER), item))
 
@@ -152,7 +153,7 @@ _DESCRIPTIONS = {"image": "image {0}", "pass_env": "host variable {0}", "env": "
                  "network": "network {0}"}
 
 
-def describe_grant(item):
+def describe_grant(item: tuple) -> str:
     kind, *values = item
     if kind == "command":
         return f"command {_shell_words(values)}"
@@ -182,7 +183,7 @@ def _normal_path(path):
 
 
 # -- parsing and validation ---------------------------------------------------------------------
-def parse_recipe(name, table, source, origin):
+def parse_recipe(name: str, table: object, source: str, origin: str) -> Recipe:
     """A Recipe from a TOML table, or RecipeError naming `origin`, the key and what is allowed."""
     where = f"{origin}: recipe {name!r}"
     if not NAME_PATTERN.match(name):
@@ -320,131 +321,3 @@ def _aliases(value, where):
             _version(version, f"{alias_where}: 'version'")
         aliases[name] = Alias(name, version, _command(table.get("command"), f"{alias_where}: 'command'"))
     return aliases
-
-
-# -- the sources ---------------------------------------------------------------------------------
-def builtin_dir():
-    from toolbox.layout import shipped_dir
-
-    return shipped_dir("recipes")
-
-
-def load_directory(path, source, stamps=None, broken=None):
-    """{name: Recipe} from every NAME.toml in `path` (none when it does not exist). `stamps`,
-    when given, receives the stamp of the directory (taken before it is listed: a file added
-    later changes it) and of each file as read. A file that does not make a recipe raises
-    RecipeError, or with `broken` (a dict) is put there as a BrokenRecipe."""
-    from toolbox.fsutil import read_input
-    from toolbox.stamps import stamp
-
-    if stamps is not None:
-        stamps[path] = stamp(path)
-    try:
-        names = sorted(entry for entry in os.listdir(path) if entry.endswith(".toml"))
-    except FileNotFoundError:
-        return {}
-    recipes = {}
-    for entry in names:
-        origin, name = os.path.join(path, entry), entry[:-5]
-        try:
-            found = read_input(origin, "file", error=RecipeError)
-            if stamps is not None:
-                stamps[origin] = found.stamp if found is not None else None
-            if found is not None:
-                recipes[name] = parse_recipe(name, parse_toml_bytes(found.data, origin), source, origin)
-        except RecipeError as err:
-            if broken is None:
-                raise
-            if stamps is not None and origin not in stamps:
-                stamps[origin] = stamp(origin)  # refused unread (too big, not a file): its stamp still counts
-            broken[name] = BrokenRecipe(name, source, origin, err)
-    return recipes
-
-
-def read_toml_input(path, error=RecipeError, what="file"):
-    """(document, stamp of the bytes parsed), or (None, None) when `path` does not exist."""
-    from toolbox.fsutil import read_input
-
-    found = read_input(path, what, error=error)
-    if found is None:
-        return None, None
-    return parse_toml_bytes(found.data, path, error), found.stamp
-
-
-def parse_toml_bytes(data, path, error=RecipeError):
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise error(f"{path}: not valid TOML: not UTF-8 at byte {err.start}",
-                    hint="fix the encoding") from None
-    except tomllib.TOMLDecodeError as err:
-        raise error(f"{path}: not valid TOML: {err}", hint="fix the syntax") from None
-
-
-class Catalog:
-    """Every recipe visible from here, by precedence, with the aliases resolved; the names
-    whose recipe (of the highest source that has one) does not validate are in `broken`."""
-
-    def __init__(self, by_source, stamps=None, broken_by_source=None):
-        self.by_source = by_source  # source -> {name: Recipe}
-        self.stamps = stamps or {}  # every recipe file and directory read: path -> stamp
-        self.recipes = {}
-        self.broken = {}  # name -> BrokenRecipe
-        for source in reversed(SOURCES):  # higher precedence overwrites
-            for name, recipe in by_source.get(source, {}).items():
-                self.recipes[name] = recipe
-                self.broken.pop(name, None)
-            for name, broken in (broken_by_source or {}).get(source, {}).items():
-                self.broken[name] = broken
-                self.recipes.pop(name, None)
-        self.aliases = {}  # alias name -> (recipe, Alias)
-        for recipe in self.recipes.values():
-            for alias in recipe.aliases.values():
-                if alias.name not in self.recipes and alias.name not in self.broken:
-                    self.aliases.setdefault(alias.name, (recipe, alias))
-
-    @classmethod
-    def load(cls, layout, project=None):
-        stamps = {}
-        broken = {"builtin": {}, "user": {}}
-        by_source = {"builtin": load_directory(builtin_dir(), "builtin", stamps, broken["builtin"]),
-                     "user": load_directory(layout.user_recipes_dir, "user", stamps, broken["user"])}
-        if project is not None:
-            by_source["project"] = project.recipes
-            broken["project"] = project.broken_recipes
-        return cls(by_source, stamps, broken)
-
-    def check_usable(self, names):
-        """Raise the error of the first of `names` whose recipe does not validate."""
-        for name in sorted(names):
-            if name in self.broken:
-                raise self.broken[name].error
-
-    def shadowed(self, name):
-        """The recipe of this name a higher source replaces (for the trust diff), or None."""
-        found = [self.by_source[source][name] for source in SOURCES if name in self.by_source.get(source, {})]
-        return found[1] if len(found) > 1 else None
-
-    def find(self, name):
-        """(Recipe, Alias or None) for a tool name or alias; UnknownTool suggests close names."""
-        if name in self.recipes:
-            return self.recipes[name], None
-        if name in self.aliases:
-            return self.aliases[name]
-        self.check_usable([name])
-        raise UnknownTool(f"no recipe for {name!r}", hint=self.suggestion(name))
-
-    def suggestion(self, name):
-        import difflib
-
-        close = difflib.get_close_matches(name, list(self.recipes) + list(self.aliases) + list(self.broken),
-                                          n=3, cutoff=0.6)
-        if close:
-            return f"did you mean {' or '.join(close)}? (`toolbox recipes list` shows them all)"
-        return ("`toolbox recipes search WORD` finds recipes; an image reference needs a registry or tag, "
-                "e.g. docker.io/library/NAME:TAG")
-
-    def search(self, word):
-        word = word.lower()
-        return [r for r in sorted(self.recipes.values(), key=lambda r: r.name) if word in r.name
-                or word in r.description.lower() or word in r.image or any(word in a for a in r.aliases)]

@@ -15,13 +15,23 @@ Records are kept in the data directory, one small JSON file per project (no shar
 rewrite), read once and bounded like every input.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from toolbox.errors import NotTrusted, ToolboxError
 from toolbox.hot.plans import TRUST_ENV
 from toolbox.project.recipes import NOT_GRANTED_NETWORKS, describe_grant, sorted_grants
+
+if TYPE_CHECKING:  # names for the annotations only
+    from toolbox.layout import Layout
+    from toolbox.project.catalog import Catalog
+    from toolbox.project.project import Pins
+    from toolbox.project.recipes import Recipe
 
 TRUST_VERSION = 2
 
@@ -31,22 +41,22 @@ class TrustRecord:
 
     __slots__ = ("path", "recipes", "stamp")
 
-    def __init__(self, path, recipes, stamp):
+    def __init__(self, path: str, recipes: dict[str, frozenset], stamp: tuple | None) -> None:
         self.path = path  # the record file
         self.recipes = recipes
         self.stamp = stamp  # of the bytes read; None when there is no record
 
 
 class TrustStore:
-    def __init__(self, layout, environ=os.environ):
+    def __init__(self, layout: Layout, environ: Mapping[str, str] = os.environ) -> None:
         self.directory = os.path.join(layout.data_dir, "trusted")
         self.environ = environ
 
-    def record_path(self, project_file):
+    def record_path(self, project_file: str) -> str:
         return os.path.join(self.directory,
                             hashlib.sha256(os.fsencode(os.path.abspath(project_file))).hexdigest() + ".json")
 
-    def read(self, project_file):
+    def read(self, project_file: str) -> TrustRecord:
         """The TrustRecord for `project_file` (empty when none, damaged, or of an older kind:
         round 1 trusted the file's hash, which says nothing about grants)."""
         from toolbox.fsutil import read_input
@@ -64,20 +74,20 @@ class TrustStore:
             recipes = {}
         return TrustRecord(path, recipes, found.stamp)
 
-    def trusted_by_environment(self, project_file):
+    def trusted_by_environment(self, project_file: str) -> bool:
         """Whether TOOLBOX_TRUSTED_PROJECTS names the project's directory (CI)."""
         directory = os.path.realpath(os.path.dirname(os.path.abspath(project_file)))
         listed = [entry for entry in self.environ.get(TRUST_ENV, "").split(os.pathsep) if entry]
         return any(os.path.isabs(entry) and os.path.realpath(entry) == directory for entry in listed)
 
-    def untrusted(self, project_file, recipes):
+    def untrusted(self, project_file: str, recipes: list[Recipe]) -> tuple[list[Recipe], TrustRecord]:
         """The recipes (of those given) whose grants are not trusted, and the record read."""
         record = self.read(project_file)
         if self.trusted_by_environment(project_file):
             return [], record
         return [r for r in recipes if record.recipes.get(r.name) != r.grant_items()], record
 
-    def trust(self, project_file, recipes, keep=None):
+    def trust(self, project_file: str, recipes: list[Recipe], keep: TrustRecord | None = None) -> dict:
         """Record `recipes`' grants as trusted for `project_file`; `keep` (a TrustRecord) keeps
         what it trusted of other recipes. Returns what was written, {name: grants}."""
         from toolbox.fsutil import atomic_write
@@ -85,18 +95,18 @@ class TrustStore:
         trusted = dict(keep.recipes) if keep is not None else {}
         trusted.update({recipe.name: recipe.grant_items() for recipe in recipes})
         doc = {"version": TRUST_VERSION, "project": os.path.abspath(project_file),
-               "recipes": {name: [list(item) for item in sorted_grants(items)] for name,
-                           items in sorted(trusted.items())}}
+               "recipes": {name: [list(item) for item in sorted_grants(items)]
+                           for name, items in sorted(trusted.items())}}
         atomic_write(self.record_path(project_file),
                      json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", 0o600)
         return trusted
 
-    def untrust(self, project_file):
+    def untrust(self, project_file: str) -> None:
         from toolbox.fsutil import unlink_quietly
 
         unlink_quietly(self.record_path(project_file))
 
-    def projects_defining(self, name):
+    def projects_defining(self, name: str) -> list[str]:
         """The project files whose trusted recipes include `name`."""
         found = []
         for project, recipes in self._records():
@@ -122,7 +132,7 @@ class TrustStore:
             except (ToolboxError, ValueError, TypeError, KeyError, AttributeError):
                 continue
 
-    def trusted_elsewhere(self, project_file, recipes):
+    def trusted_elsewhere(self, project_file: str, recipes: list[Recipe]) -> list[str]:
         """Other project files for which exactly these recipes' grants are trusted (another
         checkout or worktree of the same project, usually)."""
         wanted = {recipe.name: recipe.grant_items() for recipe in recipes}
@@ -138,7 +148,7 @@ def _grants(items):
             - {("network", network) for network in NOT_GRANTED_NETWORKS})
 
 
-def grant_diff(recipe, record, catalog):
+def grant_diff(recipe: Recipe, record: TrustRecord, catalog: Catalog) -> tuple[str, list[str]]:
     """(what the lines are compared with, lines): each grant of `recipe` as "+ grant" when new,
     "  grant" when unchanged, and "- grant" for what is no longer granted. Compared with what
     was trusted for this recipe, else with the recipe of the same name it replaces (what you
@@ -159,7 +169,7 @@ def grant_diff(recipe, record, catalog):
     return basis, lines
 
 
-def describe(recipes, record, catalog):
+def describe(recipes: list[Recipe], record: TrustRecord, catalog: Catalog) -> list[str]:
     """The grants of `recipes` against what was trusted, as the lines refusals, prompts and
     `toolbox trust` print."""
     lines = []
@@ -170,7 +180,8 @@ def describe(recipes, record, catalog):
     return lines
 
 
-def refusal(pins, recipes, record, catalog, elsewhere=()):
+def refusal(pins: Pins, recipes: list[Recipe], record: TrustRecord, catalog: Catalog,
+            elsewhere: Iterable[str] = ()) -> NotTrusted:
     """The NotTrusted error for using `recipes` (project recipes) whose grants are not trusted."""
     changed = any(recipe.name in record.recipes for recipe in recipes)
     what = "changed since you trusted them" if changed else "not trusted yet"

@@ -327,8 +327,7 @@ def hint_for_run_failure(step: str, err_no: int | None, layout: Layout | None = 
                 probe = probe_runtime(os.path.join(workdir, "overlay"))
             return overlay_fix(probe, host.kernel_release()) or (
                 "overlayfs works here in a probe, so this image's layers are the cause: too many for one "
-                "mount, "
-                "or a damaged layer tree (`toolbox rmi IMAGE`, then pull it again)")
+                "mount, or a damaged layer tree (`toolbox rmi IMAGE`, then pull it again)")
     except Exception:
         pass  # the hint is a courtesy on a failure path: the general one will do
     return DOCTOR_HINT

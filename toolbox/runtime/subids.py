@@ -72,8 +72,8 @@ def setup_hint(user_name: str, need_uids: bool, need_gids: bool, need_helpers: b
             continue
     start = free_range(entries)
     ids = f"{start}-{start + RANGE_SIZE - 1}"
-    options = [option for option,
-               needed in ((f"--add-subuids {ids}", need_uids), (f"--add-subgids {ids}", need_gids)) if needed]
+    wanted = ((f"--add-subuids {ids}", need_uids), (f"--add-subgids {ids}", need_gids))
+    options = [option for option, needed in wanted if needed]
     commands = [f"sudo usermod {' '.join(options)} {user_name}"] if options else []
     commands += ["sudo apt install uidmap"] if need_helpers else []
     return "give yourself subordinate ids and the helpers that map them: " + "; ".join(commands)

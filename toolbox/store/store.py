@@ -188,8 +188,7 @@ class Store(GarbageCollection):
             f"({self.layout.store_dir}){needs}, "
             f"and toolbox leaves {_size(reserve)} free there",
             hint="free some space (`toolbox prune` removes what no image needs), or lower the reserve with "
-                 f"{MIN_FREE_ENV}=BYTES "
-                 f"(now {reserve}; 0 turns it off); nothing partial was kept",
+                 f"{MIN_FREE_ENV}=BYTES (now {reserve}; 0 turns it off); nothing partial was kept",
         )
 
     def free_space_watch(self, action: str) -> Callable[[int], None]:
