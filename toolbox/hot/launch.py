@@ -28,12 +28,11 @@ def tool_settings(layout, text, frozen, pull="missing", platform=None):
     current, else from the cold tier (which writes the plan). In a terminal, the cold tier may
     ask whether to trust a project's recipes."""
     from toolbox.hot.plans import pins_file, read_tool_plan
-    from toolbox.prompt import frozen_requested
 
     settings = read_tool_plan(layout, pins_file(layout, os.getcwd()), text)
     if settings is None:
         from toolbox.ops.prepare import run_settings
-        from toolbox.prompt import confirm_on_terminal, tell, warn
+        from toolbox.prompt import confirm_on_terminal, frozen_requested, tell, warn
 
         settings = run_settings(text, frozen_requested(os.environ, frozen), pull=pull, platform=platform,
                                 confirm=confirm_on_terminal, warn=warn, tell=tell)

@@ -7,9 +7,8 @@ import os
 
 from toolbox.errors import ImageFileError, ToolboxError, UsageError
 from toolbox.hot.runargs import container_path
-from toolbox.hot.users import User, own_user, user_name
 from toolbox.runtime.imagefs import ACCOUNTS_LIMIT, read_image_file
-from toolbox.runtime.spec import Bind
+from toolbox.runtime.spec import Bind, User, own_user, user_name
 
 
 def volume_binds(layout, specs, cwd):

@@ -9,9 +9,8 @@ import os
 
 from toolbox.errors import ToolboxError, UsageError
 from toolbox.hot.runargs import USAGE
-from toolbox.hot.users import own_user
 from toolbox.runtime.container import DEFAULT_PATH
-from toolbox.runtime.spec import Bind, RunSpec
+from toolbox.runtime.spec import Bind, RunSpec, own_user
 
 PASSED_FROM_HOST = ("TERM", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "COLORTERM", "TZ")
 

@@ -1,6 +1,6 @@
 """The run spec: the one contract between planning and the runtime (what to run, on which
-layers, with which mounts, ids and limits). The runtime never sees a recipe or an image
-reference, only these values.
+layers, with which mounts, as which user, with which ids and limits). The runtime never sees a
+recipe or an image reference, only these values.
 
 Built on every launch: plain classes with __slots__, not dataclasses (~30 ms to import), and
 type hints that need no `typing` import (builtin generics, evaluated for free at definition).
@@ -89,3 +89,35 @@ class RunSpec:
         self.rootfs = rootfs
         self.flat_root = flat_root  # where read-only mode keeps flattened images
         self.subid_maps = subid_maps  # subids.plan_maps(): full id ranges through newuidmap, or None
+
+
+class User:
+    """Who the tool runs as inside. Outside it is always the invoking user: the single id map
+    sends `uid`/`gid` to the user's own ids, so files written keep the user's ownership."""
+
+    __slots__ = ("uid", "gid", "name", "home")
+
+    def __init__(self, uid: int, gid: int, name: str, home: str) -> None:
+        self.uid = uid
+        self.gid = gid
+        self.name = name
+        self.home = home
+
+
+def own_user() -> User:
+    """Who runs inside without --user: you, by your own ids and name."""
+    name = user_name()
+    return User(os.getuid(), os.getgid(), name, f"/home/{name}")
+
+
+def user_name() -> str:
+    """Your login name: $USER or $LOGNAME when it is a usable name, else the password database's."""
+    name = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if name and ":" not in name and "\n" not in name:
+        return name
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return "user"
