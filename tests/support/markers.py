@@ -40,8 +40,8 @@ PROBED = {
     "needs_userns_overlay": (userns_overlay_works,
                              "overlayfs in an unprivileged user namespace (userxattr) is not available here"),
     "needs_fuse": (fuse_usable, "fuse-overlayfs is missing or /dev/fuse does not open read-write for this "
-                                "user "
-                                "(scripts/test, run as root, opens it as a desktop's fuse3 package does)"),
+                                "user (scripts/test, run as root, opens it as a desktop's fuse3 package "
+                                "does)"),
     "needs_subids": (subids_usable, "this user has no subordinate ids or newuidmap/newgidmap is missing"),
     "needs_registry": (lambda: find_registry_binary() is not None,
                        "docker-registry is not installed (apt-get install docker-registry)"),

@@ -103,8 +103,9 @@ def _image_word(text, resolve=False):
 
 
 def inspect(
-    reference: str = typer.Argument(..., metavar="REFERENCE", help="A tool (jq, node@20) or a stored image: "
-                                                                   "reference or digest prefix.",
+    reference: str = typer.Argument(..., metavar="REFERENCE",
+                                    help="A tool (jq, node@20) or a stored image: reference or digest "
+                                         "prefix.",
                                     autocompletion=complete.image_references),
     as_json: bool = common.JSON_OPTION,
 ):
@@ -227,8 +228,8 @@ def _print_kept(use):
     wheres = [lock.where(use.home) + (f" (its lock cannot be read: {lock.problem}; every digest written in "
                                       "it is kept)" if lock.problem else "")
               for lock in use.locks]
-    print(f"Kept what these locks use: {', '.join(wheres)}" if wheres else "No lock is known: toolbox has "
-                                                                           "not read one here yet")
+    print(f"Kept what these locks use: {', '.join(wheres)}" if wheres
+          else "No lock is known: toolbox has not read one here yet")
 
 
 def check(as_json: bool = common.JSON_OPTION):

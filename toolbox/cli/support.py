@@ -26,8 +26,8 @@ class HelpCommand(typer.core.TyperCommand):
 
     def format_options(self, ctx, formatter):
         visible = [p for p in self.get_params(ctx) if not getattr(p, "hidden", False)]
-        arguments = [(argument_usage(p), p.help) for p in visible if _is_argument(p) and getattr(p, "help",
-                                                                                                 None)]
+        arguments = [(argument_usage(p), p.help) for p in visible
+                     if _is_argument(p) and getattr(p, "help", None)]
         options = [(option_usage(p), p.help or "") for p in visible if not _is_argument(p)]
         for title, rows in (("Arguments", arguments), ("Options", options)):
             if rows:

@@ -82,8 +82,8 @@ def lock(
     for change in update.changes:
         print(change.describe())
     if dry_run:
-        print(f"dry run: {name} not written" if update.changes or update.merged is not None else f"{name} is "
-                                                                                                 "up to date")
+        print(f"dry run: {name} not written" if update.changes or update.merged is not None
+              else f"{name} is up to date")
     elif not update.changes and update.merged is None:
         print(f"{name} is up to date")
 
@@ -108,8 +108,8 @@ def _lock_check():
           "match the registry")
 
 
-def sync(frozen: bool = typer.Option(False, "--frozen", help="Fail when toolbox.lock does not match "
-                                                             "toolbox.toml (also when CI=true).")):
+def sync(frozen: bool = typer.Option(
+        False, "--frozen", help="Fail when toolbox.lock does not match toolbox.toml (also when CI=true).")):
     """Pull every image toolbox.lock names for this platform (what is stored already is kept)."""
     from toolbox.ops.tools import SyncRequest
     from toolbox.ops.tools import sync as sync_images

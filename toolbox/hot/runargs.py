@@ -160,8 +160,8 @@ def _add_mount(options, text):
     fields = {}
     for part in text.split(","):
         key, has_value, value = part.partition("=")
-        key = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}.get(key.strip(),
-                                                                                                key.strip())
+        key = key.strip()
+        key = {"src": "source", "dst": "target", "destination": "target", "ro": "readonly"}.get(key, key)
         if key not in ("type", "source", "target", "readonly") or (not has_value and key != "readonly"):
             raise UsageError(f"--mount {text!r}: {part!r} is not one of type=, source=, target=, readonly")
         fields[key] = value if has_value else "true"

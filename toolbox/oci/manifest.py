@@ -253,8 +253,8 @@ def parse_config(data: bytes, what: str = "image config") -> ImageConfig:
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())) if isinstance(labels, dict) else (),
         created=doc.get("created") if isinstance(doc.get("created"), str) else None,
         stop_signal=run.get("StopSignal") if isinstance(run.get("StopSignal"), str) else None,
-        exposed_ports=tuple(sorted(run.get("ExposedPorts") or {})) if isinstance(run.get("ExposedPorts"),
-                                                                                 dict) else (),
+        exposed_ports=(tuple(sorted(run.get("ExposedPorts") or {}))
+                       if isinstance(run.get("ExposedPorts"), dict) else ()),
         volumes=tuple(sorted(run.get("Volumes") or {})) if isinstance(run.get("Volumes"), dict) else (),
     )
 

@@ -233,8 +233,9 @@ def subids_check(host, environ):
             found.append(f"{name} {privilege}")
     why = "only needed for full id ranges: toolbox run maps your own id"
     detail = f"{user}: {'; '.join(missing + found)} ({why})"
-    return Check("subordinate ids", WARN, detail, " && ".join(fixes)) if fixes else Check("subordinate ids",
-                                                                                          OK, detail)
+    if fixes:
+        return Check("subordinate ids", WARN, detail, " && ".join(fixes))
+    return Check("subordinate ids", OK, detail)
 
 
 # -- cgroups -----------------------------------------------------------------------------------

@@ -62,8 +62,8 @@ def outdated(context, tools=None):
             entry, note = None, (f"locked for {lock.entries[tool].version}, pinned {version}: "
                                  "`toolbox lock` brings the lock up to date")
         elif entry is None:
-            note = lock_problem or (lock.broken[tool][1] if tool in lock.broken else "not locked: `toolbox "
-                                                                                     "lock` locks it")
+            note = lock_problem or (lock.broken[tool][1] if tool in lock.broken
+                                    else "not locked: `toolbox lock` locks it")
         else:
             note = None
         base["locked_digest"] = entry.digest if entry else None

@@ -56,10 +56,10 @@ def remove_tools(request):
     if request.global_ or context.pins.is_project:
         missing = [t for t in request.tools if t not in context.pins.versions]
         if missing:
-            raise ToolboxError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not pinned in "
-                               f"{path}",
-                               hint="`toolbox list` shows the pins that apply here, and the file that makes "
-                                    "each")
+            verb = "is" if len(missing) == 1 else "are"
+            raise ToolboxError(f"{', '.join(missing)} {verb} not pinned in {path}",
+                               hint="`toolbox list` shows the pins that apply here, and the file that "
+                                    "makes each")
     _edit_and_lock(context, path, {}, tuple(request.tools), request)
     dropped = path != context.layout.config_file and _drop_if_empty(path)
     return PinsEdit(path, unpinned=tuple(request.tools), dropped=dropped)

@@ -57,8 +57,8 @@ class LockEntry:
 
     def matches(self, recipe: Recipe, version: str) -> bool:
         """Whether this entry is what `recipe` makes of `version` now."""
-        return (self.recipe, self.version, self.image, self.tag) == (recipe.name, version, recipe.image,
-                                                                     recipe.tag_for(version))
+        return ((self.recipe, self.version, self.image, self.tag)
+                == (recipe.name, version, recipe.image, recipe.tag_for(version)))
 
     def manifest_for(self, platform: Platform) -> str:
         """The locked manifest digest to run on `platform` (a Platform)."""

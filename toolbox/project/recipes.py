@@ -226,8 +226,8 @@ def parse_recipe(name: str, table: object, source: str, origin: str) -> Recipe:
         default_command=_command(table.get("default_command"), f"{where}: 'default_command'"),
         env=_env(table.get("env", {}), where),
         pass_env=_pass_env(table.get("pass_env", []), where),
-        mounts=tuple(_mount(m, f"{where}: 'mounts'") for m in _list(table.get("mounts", []),
-                                                                    f"{where}: 'mounts'")),
+        mounts=tuple(_mount(m, f"{where}: 'mounts'")
+                     for m in _list(table.get("mounts", []), f"{where}: 'mounts'")),
         network=network,
         tty=tty,
         aliases=_aliases(table.get("aliases", {}), where),
