@@ -3,6 +3,7 @@ layer trees, exec in place."""
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -705,6 +706,30 @@ def test_fuse_overlayfs_shows_whiteouts_and_keeps_named_layers(toolbox, registry
     assert again.stdout.split() == [b"z", b"1"] and b"No such file" in again.stderr, again
     assert toolbox.cli("rm", "fused").returncode == 0
     assert _wait_until_gone(toolbox) == []
+
+
+@pytest.mark.needs_userns_overlay
+@pytest.mark.needs_fuse
+def test_the_fuse_server_ends_with_the_tool_whatever_the_caller_ignores_or_blocks(toolbox, busybox):
+    """The server starts with its caller's signal dispositions and mask (tests/runtime/
+    test_signals.py); the signal that ends it with the tool must get through all the same."""
+    boxed = shlex.join([sys.executable, "-m", "toolbox", "run", busybox, "true"])
+    callers = {
+        "trap '' TERM HUP INT": ["bash", "-c", f"trap '' TERM HUP INT; {boxed}; :"],
+        "TERM blocked": [sys.executable, "-c", "import shlex, signal, subprocess\n"
+                         "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP})\n"
+                         f"raise SystemExit(subprocess.run(shlex.split({boxed!r})).returncode)\n"],
+    }
+    left = {}
+    for name, command in callers.items():
+        ran = subprocess.run(command, env=dict(toolbox.env, **FUSE), cwd=toolbox.root, capture_output=True,
+                             timeout=60)
+        assert ran.returncode == 0, (name, ran.stderr)
+        if (servers := _wait_until_gone(toolbox, seconds=5)):
+            left[name] = servers
+            for pid, _status in servers:
+                os.kill(pid, signal.SIGKILL)  # not left behind for the next test
+    assert left == {}
 
 
 @pytest.mark.needs_userns_overlay

@@ -3,8 +3,12 @@
 Runs inside the new namespaces, before pivot_root. fuse-overlayfs must serve the filesystem for
 as long as the tool runs, so it is the one resident process toolbox starts; it is kept tied to
 the tool and out of its way:
-- a child of this process, which then execs the tool: it gets SIGTERM when the tool exits
-  (PR_SET_PDEATHSIG), and its mount namespace goes with it;
+- a child of this process, which then execs the tool: it gets SIGKILL when the tool exits
+  (PR_SET_PDEATHSIG), and its mount namespace goes with it. SIGKILL, not SIGTERM: the server
+  starts with its caller's signal dispositions and mask, and a caller that ignores or blocks
+  SIGTERM (`trap '' TERM`, a blocked mask) would otherwise leave it serving a mount nobody
+  uses, for ever. It loses nothing SIGTERM would have saved: the tool's files were closed when
+  it exited, and closing a file on FUSE flushes its writes to the server first;
 - in a session of its own: Ctrl-C and Ctrl-Z at the terminal go to the tool's process group,
   and a REPL that survives Ctrl-C keeps its filesystem;
 - stdin and stdout on /dev/null and stderr in a log on the scratch tmpfs: it holds none of the
@@ -59,7 +63,7 @@ def _become_server(program, argv, log_path, parent):
     """In the child: never returns."""
     try:
         os.setsid()
-        sc.set_parent_death_signal(_signal.SIGTERM)
+        sc.set_parent_death_signal(_signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)  # the tool's side died before the signal was armed
         sc.keep_capabilities_across_exec()
