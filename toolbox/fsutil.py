@@ -69,6 +69,23 @@ def read_input(path, what="file", limit=MAX_INPUT_BYTES, error=ConfigError):
     return InputFile(path, b"".join(chunks), stamp_of(after), after.st_uid)
 
 
+def lstat_at(name, dir_fd):
+    """The lstat of `name` in the directory `dir_fd`, None when there is no such entry."""
+    try:
+        return os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+
+
+def pwrite_all(fd, data, offset):
+    """Write all of `data` at `offset` (pwrite may write less than it is given)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 def ensure_dir(path, mode=0o755):
     os.makedirs(path, mode=mode, exist_ok=True)
     return path

@@ -13,7 +13,7 @@ import os
 import stat
 
 from toolbox import fsutil
-from toolbox.runtime.imagefs import OPAQUE_XATTR
+from toolbox.runtime.imagefs import OPAQUE_XATTR, is_whiteout
 
 COPY_CHUNK = 1024 * 1024
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -74,7 +74,7 @@ class _Merge:
             if stat.S_ISDIR(st.st_mode):
                 directories.append(name)
                 continue
-            if _is_whiteout(st) or stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
+            if is_whiteout(st) or stat.S_ISLNK(st.st_mode) or stat.S_ISREG(st.st_mode):
                 fsutil.remove_tree_at(self._dest, name)
             if stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(name, dir_fd=source), name, dir_fd=self._dest)
@@ -88,7 +88,7 @@ class _Merge:
         """Open the layer's directory `name`, and make (or keep) the flat tree's."""
         child = os.open(name, _DIR_FLAGS, dir_fd=source)
         try:
-            existing = _lstat(name, self._dest)
+            existing = fsutil.lstat_at(name, self._dest)
             if existing is not None and (not stat.S_ISDIR(existing.st_mode) or _has_opaque_xattr(child)):
                 fsutil.remove_tree_at(self._dest, name)
                 existing = None
@@ -168,8 +168,8 @@ def _copy_file(source_dir, name, dest_dir):
         try:
             for offset, size in _data_segments_of(source, st.st_size):
                 for position in range(offset, offset + size, COPY_CHUNK):
-                    _pwrite_all(target, os.pread(source, min(COPY_CHUNK, offset + size - position), position),
-                                position)
+                    chunk = os.pread(source, min(COPY_CHUNK, offset + size - position), position)
+                    fsutil.pwrite_all(target, chunk, position)
             os.ftruncate(target, st.st_size)
             for attribute, value in _user_xattrs(source).items():
                 try:
@@ -203,22 +203,3 @@ def _data_segments_of(fd, size):
             end = size
         yield start, end - start
         offset = end
-
-
-def _pwrite_all(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
-def _lstat(name, dir_fd):
-    try:
-        return os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-
-
-def _is_whiteout(st):
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0

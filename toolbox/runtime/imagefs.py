@@ -41,6 +41,12 @@ _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (sta
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
+def is_whiteout(st: os.stat_result) -> bool:
+    """Whether `st` is overlayfs's mark of a deleted name (a 0/0 character device): the one
+    definition, as OPAQUE_XATTR is for an opaque directory."""
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
 class NotRegularFile(OSError):
     def __init__(self, path: str, mode: int) -> None:
         super().__init__(errno.EINVAL, f"{kind_of(mode)}, not a regular file", path)
@@ -148,8 +154,8 @@ def _lookup(layer_roots, candidates, names, name):
             st = os.lstat(entry)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-            break  # a whiteout: this name is gone from here down
+        if is_whiteout(st):
+            break  # this name is gone from here down
         if not stat.S_ISDIR(st.st_mode):
             if shown:
                 break  # a non-directory below a directory is hidden, and hides the layers below it

@@ -18,7 +18,7 @@ import stat
 
 from toolbox import fsutil
 from toolbox.errors import LayerError, StoreError
-from toolbox.runtime.imagefs import OPAQUE_XATTR
+from toolbox.runtime.imagefs import OPAQUE_XATTR, is_whiteout
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FD_CACHE = 64  # with 4 layers unpacking in parallel, far below a 1024-fd limit
@@ -68,7 +68,7 @@ class LayerTree:
         except OSError as err:
             if err.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
-        existing = lstat_at(part, fd)
+        existing = fsutil.lstat_at(part, fd)
         if existing is not None and stat.S_ISLNK(existing.st_mode):
             raise LayerError(f"layer member {member_name!r} would be written through the symlink "
                              f"{_show(walked)!r}")
@@ -101,7 +101,7 @@ class LayerTree:
 
     def remove(self, parent: int, base: bytes, parts: list[bytes]) -> None:
         """Remove what a later member of the same name replaces (tar semantics: last one wins)."""
-        existing = lstat_at(base, parent)
+        existing = fsutil.lstat_at(base, parent)
         if existing is None:
             return
         if stat.S_ISDIR(existing.st_mode):
@@ -178,15 +178,6 @@ def set_opaque(fd: int, member_name: str) -> None:
         ) from None
 
 
-def lstat_at(name: bytes, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.lstat(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-
-
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def _show(parts):

@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from toolbox.errors import LayerError
+from toolbox.fsutil import lstat_at, pwrite_all
+from toolbox.runtime.imagefs import is_whiteout
 from toolbox.store.layertar import (
     COPY_CHUNK,
     TAR_ERRORS,
@@ -59,7 +61,7 @@ from toolbox.store.layertar import (
     path_parts,
     too_big,
 )
-from toolbox.store.layertree import DIR_FLAGS, LayerTree, is_whiteout, lstat_at, make_whiteout, set_opaque
+from toolbox.store.layertree import DIR_FLAGS, LayerTree, make_whiteout, set_opaque
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -269,7 +271,7 @@ class _Unpacker:
                     raise LayerError(f"layer member {member.name!r} is truncated: {err}") from None
                 if not chunk:
                     raise LayerError(f"layer member {member.name!r} is truncated")
-                _pwrite_all(fd, chunk, position)
+                pwrite_all(fd, chunk, position)
                 position += len(chunk)
                 self._on_write(len(chunk))
         if member.sparse is not None:
@@ -359,13 +361,6 @@ class _Unpacker:
                 self._skip(member.name,
                            f"xattr {attribute} not kept: {getattr(err, 'strerror', None) or err}")
 
-
-def _pwrite_all(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 def _ns(mtime):
