@@ -4,8 +4,15 @@ toolbox's own hot modules and the cffi backend, nothing else (tests/support/hotp
 The module report is written just before the runtime starts, so these tests hold on every host:
 where the container cannot start (no user namespaces) the run ends in 125 after the report."""
 
+import os
 import subprocess
 import sys
+
+import _cffi_backend
+import pytest
+
+from toolbox.ops import bundle
+from toolbox.ops.shimgen import launcher_text
 
 from tests.support.host import userns_available
 from tests.support.hotpath import (
@@ -14,8 +21,10 @@ from tests.support.hotpath import (
     cold_modules,
     heavy_modules,
     interpreter_baseline,
+    read_loaders,
     read_report,
 )
+from tests.support.installation import REPO
 from tests.support.projects import Projects
 
 REPORT = "TOOLBOX_REPORT_MODULES"
@@ -41,11 +50,30 @@ def test_modules_are_judged_by_top_level_package():
         "toolbox.cli.app", "toolbox.ops.prepare", "toolbox.project.recipes"]
 
 
-def test_toolbox_run_loads_no_heavy_module(toolbox, registry, pushed_images, tmp_path):
+def launcher(tmp_path):
+    """The `toolbox` command as scripts/install writes it, importing from this checkout."""
+    (tmp_path / "bin").mkdir()
+    path = tmp_path / "bin" / "toolbox"
+    path.write_text(launcher_text(sys.executable, str(REPO), os.path.dirname(_cffi_backend.__file__)))
+    path.chmod(0o755)
+    return [str(path)]
+
+
+def assert_loaded_from_the_bundle(loaders):
+    """Every toolbox module the launch path loaded came from the launch bundle (ops/bundle.py)."""
+    assert bundle.refresh()  # current: the first call's plan miss wrote it
+    imported = sorted(name for name, state in loaders.items()
+                      if name.split(".")[0] == "toolbox" and state != bundle.LOADER_STATE)
+    assert imported == []
+
+
+@pytest.mark.parametrize("how", ["launcher", "python -m"])
+def test_toolbox_run_loads_no_heavy_module(toolbox, registry, pushed_images, tmp_path, how):
     toolbox.trust(registry)
     image = pushed_images["busybox"].reference
     toolbox.pull(image)
-    command = [sys.executable, "-m", "toolbox", "run", image, "true"]
+    command = ((launcher(tmp_path) if how == "launcher" else [sys.executable, "-m", "toolbox"])
+               + ["run", image, "true"])
     # writes the run plan
     first = subprocess.run(command, env=toolbox.env, cwd=toolbox.root, capture_output=True, timeout=60)
     assert first.returncode == expected_status(), first.stderr
@@ -58,6 +86,8 @@ def test_toolbox_run_loads_no_heavy_module(toolbox, registry, pushed_images, tmp
             "toolbox.runtime.syscalls"} <= loaded, sorted(loaded)
     assert heavy_modules(loaded, interpreter_baseline([sys.executable], toolbox.env)) == []
     assert cold_modules(loaded) == []
+    if how == "launcher":
+        assert_loaded_from_the_bundle(read_loaders(report))
 
 
 def test_a_shim_loads_no_heavy_module(toolbox, registry, tmp_path):
@@ -72,3 +102,4 @@ def test_a_shim_loads_no_heavy_module(toolbox, registry, tmp_path):
     # A shim starts the interpreter with -IS (shims/shim.in): nearly nothing is loaded before it.
     assert heavy_modules(loaded, interpreter_baseline([sys.executable, "-IS"], projects.env)) == []
     assert cold_modules(loaded) == []
+    assert_loaded_from_the_bundle(read_loaders(report))

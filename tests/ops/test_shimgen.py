@@ -12,7 +12,7 @@ from toolbox.ops.uninstall import install_launcher_venv
 
 def test_the_templates_are_shipped_data_beside_the_recipes():
     assert sorted(os.listdir(shipped_dir("shims"))) == ["init.bash.in", "init.fish.in", "init.zsh.in",
-                                                        "shim.in", "toolbox.in"]
+                                                        "preload.in", "shim.in", "toolbox.in"]
     assert os.path.isdir(shipped_dir("recipes"))
 
 

@@ -70,5 +70,12 @@ def interpreter_baseline(interpreter, env):
 
 
 def read_report(path):
+    """The names of the modules the launch path had loaded."""
+    return set(read_loaders(path))
+
+
+def read_loaders(path):
+    """{module name: how its loader said it was loaded, or None}."""
     with open(path) as report:
-        return set(report.read().split())
+        lines = report.read().splitlines()
+    return {name: state or None for name, _, state in (line.partition("\t") for line in lines)}

@@ -72,10 +72,16 @@ def load_plan(layout, options):
 
 
 def _report_modules():
+    """One line a module: its name, and how it was loaded when the loader said (the launch
+    bundle does, ops/bundle.py)."""
     path = os.environ.get(MODULES_REPORT_ENV)
     if path:
+        lines = []
+        for name, module in sorted(sys.modules.items()):
+            state = getattr(getattr(module, "__spec__", None), "loader_state", None)
+            lines.append(f"{name}\t{state}" if isinstance(state, str) else name)
         with open(path, "w") as file:
-            file.write("\n".join(sorted(sys.modules)))
+            file.write("\n".join(lines))
 
 
 def main(argv, layout=None, settings=None):

@@ -7,8 +7,12 @@ configs (hot/plans.py):
   unchanged (same inode and mtime: a new pull of the tag replaces the record, so the plan is
   remade).
 - a tool plan (run_settings): what `toolbox run TOOL` runs, from the recipes, the pins, the
-  lock and trust (context.py), valid while the files it was made from are unchanged."""
+  lock and trust (context.py), valid while the files it was made from are unchanged.
 
+A plan miss also checks the launch bundle (ops/bundle.py), rewritten when toolbox's sources
+changed since it was written."""
+
+import functools
 import marshal
 import os
 
@@ -20,8 +24,12 @@ from toolbox.store.store import Store
 def ensure_plan(layout, image_text, pull="missing", platform_text=None):
     """The run plan of `image_text`, pulling first when `pull` asks for it: "always"; "missing"
     when the image (for `platform_text`, if given) is not stored; never with "never"."""
+    import gc
+
     from toolbox.oci.platform import Platform
 
+    gc.enable()  # the launch path turns it off; pulling makes cycles
+    _refresh_launch_bundle()
     platform = Platform.parse(platform_text) if platform_text else None
     if pull == "always" or (pull == "missing" and not _is_stored(layout, image_text, platform)):
         _pull(layout, image_text, platform)
@@ -29,6 +37,13 @@ def ensure_plan(layout, image_text, pull="missing", platform_text=None):
         raise ImageNotStored(f"{image_text} is not stored for {platform}",
                              hint=f"pull it: toolbox pull --platform {platform} {image_text}")
     return make_plan(layout, image_text)
+
+
+@functools.cache
+def _refresh_launch_bundle():
+    from toolbox.ops import bundle
+
+    bundle.refresh()
 
 
 def _is_stored(layout, image_text, platform):
@@ -111,6 +126,7 @@ def run_settings(text, frozen=False, cwd=None, pull="missing", platform=None, co
     from toolbox.ops.wiring import load_services
 
     gc.enable()  # a shim turns it off for the launch path; resolving and pulling make cycles
+    _refresh_launch_bundle()
     cwd = cwd or os.getcwd()
     services = load_services()
     pins_file = plans.pins_file(services.layout, cwd)

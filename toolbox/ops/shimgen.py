@@ -92,22 +92,32 @@ def shim_text(tool):
     costs ~3 ms of a ~15 ms start; the directories toolbox and its dependencies import from are
     named instead. The garbage collector is off: nothing on the way to the exec makes reference
     cycles worth collecting, and collections triggered by the imports cost ~0.3 ms (the cold
-    tier turns it back on)."""
+    tier turns it back on). Its modules come from the launch bundle when that is current
+    (ops/bundle.py)."""
     import _cffi_backend
 
     import toolbox
 
     paths = list(dict.fromkeys([os.path.dirname(os.path.dirname(os.path.abspath(toolbox.__file__))),
                                 os.path.dirname(os.path.abspath(_cffi_backend.__file__))]))
-    text = render("shim.in", PYTHON=sys.executable, PATHS=repr(paths), TOOL=repr(tool))
+    text = render("shim.in", PYTHON=sys.executable, PATHS=repr(paths), TOOL=repr(tool), **_preload_values())
     assert MARKER in text[:200], "is_shim() reads a shim's first 200 bytes"
     return text
 
 
-def launcher_text(python, site_packages):
+def launcher_text(python, *paths):
     """The `toolbox` command scripts/install writes (shims/toolbox.in): like a shim, -IS and the
-    site-packages named, rather than pip's console script, which imports `re` (~5 ms) first."""
-    return render("toolbox.in", PYTHON=python, PATHS=repr([site_packages]))
+    directories to import from named (the venv's site-packages), rather than pip's console
+    script, which imports `re` (~5 ms) first. `toolbox run` loads its modules from the launch
+    bundle, as a shim does."""
+    return render("toolbox.in", PYTHON=python, PATHS=repr(list(paths)), **_preload_values())
+
+
+def _preload_values():
+    """The launch bundle's loader (shims/preload.in) and the bundle of this installation."""
+    from toolbox.ops.bundle import LOADER_STATE, bundle_path
+
+    return {"PRELOAD": render("preload.in", STATE=repr(LOADER_STATE)), "BUNDLE": repr(bundle_path())}
 
 
 # Where each shell reads the line that runs shell-init, in interactive shells (a login shell of

@@ -22,7 +22,7 @@ from toolbox.fsutil import remove_tree
 
 # the code running this goes last
 REMOVAL_ORDER = ("shims", "store", "data", "config", "virtualenv", "launcher")
-LAUNCHER_TAIL = ("import sys", "from toolbox.entry import main", "sys.exit(main())")
+LAUNCHER_TAIL = ("from toolbox.entry import main", "sys.exit(main())")
 # Files a shell reads at start where scripts/install's line may have been put.
 RC_CANDIDATES = ("~/.bashrc", "~/.bash_profile", "~/.profile", "~/.zshrc", "~/.zprofile",
                  "~/.config/fish/config.fish")
