@@ -141,6 +141,15 @@ class CommandNotExecutable(ToolboxError):
         super().__init__(f"cannot execute {what}")
 
 
+class ServiceError(ToolboxError):
+    """A background service that cannot be started, stopped or found as asked. One that failed to
+    start carries the exit status the tool would have had (126, 127, 125), and the runtime step
+    that failed (`step`, `errno`) for the launch's hint."""
+
+    step = None
+    errno = None
+
+
 # -- use cases ------------------------------------------------------------------------------------
 class Cancelled(ToolboxError):
     """The pull was interrupted; nothing partial was kept."""

@@ -202,7 +202,7 @@ def test_a_kept_layer_and_layer_trees_are_walked_without_following_links(toolbox
     script = (f"ln -s {precious} /link; ln -s {precious}/data /datalink; "
               "mkdir -p /deep/a/b/c && ln -s / /deep/a/b/c/root")
     assert run(toolbox, "--name", "kept", busybox, "sh", "-c", script, cwd=tmp_path).returncode == 0
-    listed = __import__("json").loads(toolbox.cli("ps", "--json").stdout)
+    listed = __import__("json").loads(toolbox.cli("ps", "-a", "--json").stdout)
     assert listed[0]["name"] == "kept" and listed[0]["size"] < (1 << 20)  # the link, not 4 MiB through it
     df = toolbox.cli("df", "--json")
     checked = toolbox.cli("check", "--json")

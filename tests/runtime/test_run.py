@@ -420,7 +420,7 @@ def test_a_named_container_keeps_its_writable_layer(toolbox, busybox):
     assert run(toolbox, "--name", "keep", busybox, "sh", "-c", "echo kept > /etc/state").returncode == 0
     assert run(toolbox, "--name", "keep", busybox, "cat", "/etc/state").stdout == b"kept\n"
     assert run(toolbox, busybox, "cat", "/etc/state").returncode == 1  # a plain run starts from the image
-    listed = json.loads(toolbox.cli("ps", "--json").stdout)
+    listed = json.loads(toolbox.cli("ps", "-a", "--json").stdout)
     assert [(c["name"], c["running"]) for c in listed] == [("keep", False)] and listed[0]["size"] > 0
     # One run at a time: a second one is refused while the first runs.
     process = subprocess.Popen([sys.executable, "-m", "toolbox", "run", "--name", "keep", busybox, "sh", "-c",
@@ -445,7 +445,7 @@ def test_a_named_container_keeps_its_writable_layer(toolbox, busybox):
     toolbox.pull(busybox)
     assert run(toolbox, "--name", "keep", busybox, "cat", "/etc/state").stdout == b"kept\n"
     assert toolbox.cli("rm", "keep").returncode == 0
-    assert json.loads(toolbox.cli("ps", "--json").stdout) == []
+    assert json.loads(toolbox.cli("ps", "-a", "--json").stdout) == []
     assert not os.path.exists(os.path.join(toolbox.layout.containers_dir, "keep"))
     assert run(toolbox, "--name", "keep", busybox, "cat", "/etc/state").returncode == 1  # fresh again
     assert toolbox.cli("rm", "keep", "missing").returncode == 125
@@ -908,13 +908,15 @@ def test_docker_habits_work_or_say_what_toolbox_does_instead(toolbox, busybox, t
     assert toolbox.cli("volume", "inspect", "made").returncode == 0
     assert toolbox.cli("volume", "create", "made").stdout == "made (exists already)\n"
     assert toolbox.cli("volume", "create", "../x").returncode == 125
-    for option, words in (("-d", b"foreground"), ("--detach", b"foreground"), ("-p", b"host's network"),
-                          ("--publish=8080:80", b"host's network")):
+    for option, words in (("-p", b"host's network"), ("--publish=8080:80", b"host's network")):
         refused = run(toolbox, option, *(["8080:80"] if option == "-p" else []), busybox, "true")
         assert (refused.returncode == 125 and words in refused.stderr
                 and b"unknown option" not in refused.stderr), (option, refused.stderr)
-    for command, words in (("exec", "foreground"), ("logs", "keeps no logs"), ("stop", "Ctrl-C"),
-                           ("start", "--name")):
-        said = toolbox.cli(command, "some-container", "ls", "-l")
-        assert (said.returncode == 125 and words in said.stderr
-                and "No such command" not in said.stderr), (command, said.stderr)
+    said = toolbox.cli("exec", "some-container", "ls", "-l")
+    assert said.returncode == 125 and "foreground" in said.stderr and "No such command" not in said.stderr
+    # -d, -dit, logs, stop, start: services (tests/runtime/test_services.py)
+    detached = run(toolbox, "-dit", "--rm", busybox, "true")
+    assert detached.returncode == 0 and detached.stdout.startswith(b"busybox-"), detached.stderr
+    for command in ("logs", "stop", "start"):
+        said = toolbox.cli(command, "some-container")
+        assert said.returncode == 125 and "no container named 'some-container'" in said.stderr, said.stderr

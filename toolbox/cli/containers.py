@@ -1,12 +1,14 @@
-"""The commands for what runs: `run` (parsed by the launch path, hot/launch.py), `ps` and `rm`
-for named containers, and the Docker commands toolbox has no use for, which say what it does
-instead."""
+"""The commands for what runs: `run` (parsed by the launch path, hot/launch.py); `ps`, `logs`,
+`stop`, `start`, `restart` and `rm` for services (`run -d`) and named containers (ops/services.py);
+and the Docker commands toolbox has no use for, which say what it does instead."""
+
+import time
 
 import typer
 
 from toolbox.cli import common
 from toolbox.cli import support as complete
-from toolbox.cli.render import print_listing
+from toolbox.cli.render import human_duration, print_listing
 from toolbox.cli.support import RunCommand
 from toolbox.errors import ToolboxError
 
@@ -15,7 +17,7 @@ def register(app):
     common.add_command(app, run, cls=RunCommand, add_help_option=False,
                        context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                          "help_option_names": []})
-    common.add_commands(app, ps, rm)
+    common.add_commands(app, ps, logs, stop, start, restart, rm)
     for name in _NOT_A_DAEMON:
         common.add_command(app, _not_a_daemon(name), name, hidden=True,
                            context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
@@ -28,35 +30,120 @@ def run(ctx: typer.Context):
     raise typer.Exit(launch(list(ctx.args)))
 
 
-def ps(as_json: bool = common.JSON_OPTION):
-    """List named containers: writable layers kept by `toolbox run --name NAME`."""
-    import datetime
+NAMES_ARGUMENT = typer.Argument(..., metavar="NAME", autocompletion=complete.container_names)
 
-    from toolbox.ops.progress import human_bytes
-    from toolbox.runtime import containers
+
+def ps(everything: bool = typer.Option(False, "--all", "-a",
+                                       help="Also the containers that are not running."),
+       as_json: bool = common.JSON_OPTION):
+    """List running services and containers (-a: all of them, kept by `toolbox run -d` or `--name`)."""
+    from toolbox.ops import services
+
+    found = services.listing(common.services().layout, everything)
+    print_listing(found, as_json, ("NAME", "IMAGE", "STATUS", "PID", "VOLUMES"), _ps_row, to_json=_ps_json)
+
+
+def _ps_row(c):
+    """STATUS as docker's ps says it: `running, up 5 minutes`, `exited (0) 3 minutes ago`."""
+    status = c["status"]
+    if c["running"] and c["started"]:
+        status += f", up {human_duration(time.time() - c['started'])}"
+    elif c["finished"]:
+        status += f" {human_duration(time.time() - c['finished'])} ago"
+    return (c["name"], c["image"], status, str(c["pid"] or ""), ", ".join(c["volumes"]))
+
+
+def _ps_json(c):
+    return {key: value for key, value in c.items() if key != "path"}
+
+
+def logs(name: str = typer.Argument(..., metavar="NAME", autocompletion=complete.container_names),
+         follow: bool = typer.Option(False, "--follow", "-f",
+                                     help="Go on printing what it writes, until it stops."),
+         tail: int = typer.Option(None, "--tail", "-n", metavar="N", help="Only the last N lines."),
+         since: str = typer.Option(None, "--since", metavar="WHEN",
+                                   help="Only lines since then: 10m, 1h30m, a Unix time, an RFC 3339 time."),
+         timestamps: bool = typer.Option(False, "--timestamps", "-t", help="Each line's time first.")):
+    """Print what a service wrote to stdout and stderr (each to its own)."""
+    import sys
+
+    from toolbox.ops import services
 
     layout = common.services().layout
-    found = [containers.describe(layout, name) for name in containers.names(layout)]
+    since_text = services.since_timestamp(since) if since else None
+    read = services.follow_log if follow else services.read_log
+    out, err = sys.stdout.buffer, sys.stderr.buffer
 
-    def row(c):
-        created = datetime.datetime.fromtimestamp(c["created"], datetime.timezone.utc).isoformat()
-        return (c["name"], c["reference"], "running" if c["running"] else "stopped", human_bytes(c["size"]),
-                created)
+    def write_to(stream):
+        def write(data):
+            stream.write(data)
+            if follow:
+                stream.flush()
+        return write
 
-    print_listing(found, as_json, ("NAME", "IMAGE", "STATUS", "SIZE", "CREATED"), row, to_json=dict)
+    try:
+        services.write_lines(read(layout, name, since=since_text, tail=tail), write_to(out), write_to(err),
+                             timestamps)
+    except BrokenPipeError:
+        pass  # `toolbox logs NAME | head`
+    except KeyboardInterrupt:
+        pass  # Ctrl-C ends -f
+    finally:
+        try:
+            out.flush()
+        except BrokenPipeError:
+            pass
+
+
+def stop(names: list[str] = NAMES_ARGUMENT,
+         timeout: float = typer.Option(10.0, "--time", "-t", metavar="SECONDS",
+                                       help="How long to wait after the stop signal before SIGKILL.")):
+    """Stop services: their image's stop signal (SIGTERM by default), SIGKILL after the grace time."""
+    from toolbox.ops import services
+
+    layout = common.services().layout
+    for name in names:
+        services.container_path(layout, name)  # all names checked before anything is stopped
+    for name in names:
+        services.stop(layout, name, timeout)
+        print(name)
+
+
+def start(names: list[str] = NAMES_ARGUMENT):
+    """Start stopped services again, with the settings and writable layer they had."""
+    from toolbox.ops import services
+
+    layout = common.services().layout
+    for name in names:
+        services.start(layout, name)
+        print(name)
+
+
+def restart(names: list[str] = NAMES_ARGUMENT,
+            timeout: float = typer.Option(10.0, "--time", "-t", metavar="SECONDS",
+                                          help="How long to wait after the stop signal before SIGKILL.")):
+    """Stop services (if running) and start them again."""
+    from toolbox.ops import services
+
+    layout = common.services().layout
+    for name in names:
+        services.stop(layout, name, timeout)
+        services.start(layout, name)
+        print(name)
 
 
 def rm(names: list[str] = typer.Argument(..., metavar="NAME",
-                                         help="Named containers to remove, with their writable layer.",
-                                         autocompletion=complete.container_names)):
-    """Remove named containers (made by `toolbox run --name`); a running one is refused."""
-    from toolbox.runtime import containers
+                                         help="Containers to remove, with their writable layer.",
+                                         autocompletion=complete.container_names),
+       force: bool = typer.Option(False, "--force", "-f", help="Kill a running service first.")):
+    """Remove containers (services and `toolbox run --name` ones); never a named volume."""
+    from toolbox.ops import services
 
     layout = common.services().layout
     for name in names:
-        containers.describe(layout, name)  # all names checked before anything is removed
+        services.container_path(layout, name)  # all names checked before anything is removed
     for name in names:
-        containers.remove(layout, name)
+        services.remove(layout, name, force)
         print(f"Removed container {name}")
 
 
@@ -66,14 +153,6 @@ _NOT_A_DAEMON = {
              "installed program does",
              "for a shell in a kept container: toolbox run --name NAME IMAGE sh (again later: the same "
              "command)"),
-    "logs": ("toolbox keeps no logs: a tool writes to your terminal, or wherever you redirect it",
-             "redirect it as you would an installed program: toolbox run IMAGE CMD > out.log 2>&1"),
-    "stop": ("toolbox starts no background containers: a tool stops as any program does",
-             "Ctrl-C in its terminal, or kill its process (it is toolbox's own pid; `toolbox ps` lists named "
-             "containers)"),
-    "start": ("toolbox has no stopped containers to start: each run is a new process",
-              "a named container keeps its writable layer: toolbox run --name NAME IMAGE CMD runs in it "
-              "again"),
 }
 
 

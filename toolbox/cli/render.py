@@ -22,3 +22,13 @@ def print_listing(items, as_json, header, row, to_json=None):
         print_json([to_json(item) if to_json else item.to_json() for item in items])
     else:
         print_table([header] + [row(item) for item in items])
+
+
+def human_duration(seconds):
+    """'12 seconds', '5 minutes', '3 hours', '2 days': the largest whole unit, as docker's ps says it."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} second{'' if seconds == 1 else 's'}"

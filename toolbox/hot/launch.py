@@ -89,10 +89,15 @@ def main(argv, layout=None, settings=None):
     try:
         options = parse_args(argv)
         layout = layout or Layout.from_env()
+        requested = options.image
         if settings is not None or is_tool(options.image):
             apply_tool(options, settings or tool_settings(layout, options.image, options.frozen, options.pull,
                                                           options.platform))
         plan = load_plan(layout, options)
+        if options.detach:
+            from toolbox.hot.detach import start_service
+
+            return start_service(layout, options, plan, requested)
         container = None
         if options.name is not None:
             from toolbox.hot.options import claim_container

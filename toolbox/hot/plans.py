@@ -28,7 +28,7 @@ import zlib
 
 from toolbox.stamps import stamp
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the image's stop signal, for services
 TOOL_PLAN_VERSION = 2
 PROJECT_FILE = "toolbox.toml"
 # Project directories whose recipes are trusted as they are, for CI: a list like PATH.

@@ -32,6 +32,9 @@ Options:
   --subids                also map your subordinate ids (newuidmap), for tools that
                           switch users or chown (package managers)
   --name NAME             keep the writable layer between runs (`toolbox rm NAME`)
+  -d, --detach            run it in the background, as a service: prints its name
+                          (generated without --name); `toolbox ps`, `logs`, `stop`, `start`
+  --rm                    with -d: remove the container when the service exits
   --pull missing|always|never
                           pull the image when it is not stored (default), every time, or never
   --platform OS/ARCH      the image's platform (default: this machine's)
@@ -40,8 +43,8 @@ Options:
   --no-cwd                do not mount the current directory
   --no-mount-args         do not mount host paths named in the command's arguments
   --read-only             make the image's root read-only
-  -i, -t, --rm            accepted, for muscle memory: stdin and the terminal are always the tool's
-  -d, -p                  refused, saying what toolbox does instead (foreground; the host's network)
+  -i, -t                  accepted, for muscle memory: stdin and the terminal are always the tool's
+  -p                      refused, saying what toolbox does instead (the host's network)
 """
 
 
@@ -50,7 +53,8 @@ class RunOptions:
 
     __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args",
                  "read_only", "volumes", "tmpfs", "network", "limits", "user", "name", "pull", "platform",
-                 "subids", "frozen", "tool_command", "tool_default_command", "tool_mounts")
+                 "subids", "frozen", "tool_command", "tool_default_command", "tool_mounts", "detach",
+                 "remove")
 
     def __init__(self):
         self.image = None
@@ -64,6 +68,8 @@ class RunOptions:
         self.platform = None
         self.subids = False
         self.frozen = False
+        self.detach = False  # -d: a service, under a monitor (runtime/monitor.py)
+        self.remove = False  # --rm: with -d, the container goes when the service ends
         self.tool_command = None  # a recipe's command: replaces the image's entrypoint and cmd
         self.tool_default_command = None  # a recipe's command when no arguments are given
         self.tool_mounts = []  # a recipe's (host source, target, read only), `~` unexpanded
@@ -77,16 +83,14 @@ class RunOptions:
         self.limits = {}
 
 
-FLAGS = {"-i": None, "-t": None, "-it": None, "-ti": None, "--interactive": None, "--tty": None, "--rm": None,
+FLAGS = {"--interactive": None, "--tty": None, "--rm": "remove", "--detach": "detach",
          "--no-cwd": "mount_cwd", "--no-mount-args": "mount_args", "--read-only": "read_only",
          "--subids": "subids", "--frozen": "frozen"}
+_SET = ("read_only", "subids", "frozen", "detach", "remove")
 # Docker's options for a daemon's containers: what toolbox does instead (UsageError's text).
-_DETACH = ("toolbox runs the tool in the foreground, as an installed program: to put it in the background, "
-           "end the command with & as for any program")
 _PUBLISH = ("the tool uses the host's network: a port it listens on is already reachable on the host, under "
             "the same number (make the tool listen on the one you want); with --network none nothing is")
-_DOCKER_ONLY = {"-d": _DETACH, "--detach": _DETACH, "-p": _PUBLISH, "--publish": _PUBLISH, "-P": _PUBLISH,
-                "--publish-all": _PUBLISH}
+_DOCKER_ONLY = {"-p": _PUBLISH, "--publish": _PUBLISH, "-P": _PUBLISH, "--publish-all": _PUBLISH}
 WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir",
               "--entrypoint": "entrypoint", "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs",
               "--network": "network", "--net": "network", "--memory": "memory", "-m": "memory",
@@ -110,10 +114,13 @@ def parse_args(argv):
             break
         name, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, False, None)
         if name in FLAGS:
-            if FLAGS[name] in ("read_only", "subids", "frozen"):
+            if FLAGS[name] in _SET:
                 setattr(options, FLAGS[name], True)
             elif FLAGS[name]:  # the --no-* flags
                 setattr(options, FLAGS[name], False)
+            continue
+        if len(arg) > 1 and arg[0] == "-" and set(arg[1:]) <= set("dit"):  # -d, -i, -t, -it, -dit...
+            options.detach = options.detach or "d" in arg
             continue
         if name in WITH_VALUE:
             if not has_value:

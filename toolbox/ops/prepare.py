@@ -88,7 +88,7 @@ def make_plan(layout, image_text):
         "record": store.record_path(record),
         "record_id": [record_stat.st_ino, record_stat.st_mtime_ns],
         "layers": _lowerdirs(image.diff_ids),
-        **{key: config[key] for key in ("entrypoint", "cmd", "env", "working_dir", "user")},
+        **{key: config[key] for key in ("entrypoint", "cmd", "env", "working_dir", "user", "stop_signal")},
     }
     data = marshal.dumps(plan)
     for key in {image_text, record.reference}:

@@ -33,8 +33,16 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 def exec_container(spec: RunSpec) -> None:
     """Never returns: execs the tool, or raises."""
     restore_caller_signals()  # before the first fork: newuidmap and fuse-overlayfs start with them too
+    enter_namespaces(spec, sc.CLONE_NEWNS)
+    assemble_and_exec(spec)
+
+
+def enter_namespaces(spec: RunSpec, namespaces: int) -> None:
+    """Unshare a user namespace with `namespaces` (and a network one for --network none), and
+    map the ids. A service's monitor enters the user and pid namespaces this way, and forks the
+    tool, which unshares the mount namespace and goes on with assemble_and_exec."""
     uid, gid = os.getuid(), os.getgid()
-    namespaces = sc.CLONE_NEWUSER | sc.CLONE_NEWNS | (sc.CLONE_NEWNET if spec.network == "none" else 0)
+    namespaces |= sc.CLONE_NEWUSER | (sc.CLONE_NEWNET if spec.network == "none" else 0)
     mapper = None
     if spec.subid_maps:
         from toolbox.runtime.subids import IdMapper
@@ -53,6 +61,10 @@ def exec_container(spec: RunSpec) -> None:
         _step(ID_MAPS, write_id_maps, spec.uid, uid, spec.gid, gid)
     if spec.network == "none":
         _step("bring up the loopback interface", bring_up_loopback)
+
+
+def assemble_and_exec(spec: RunSpec) -> None:
+    """In the namespaces: the root, its mounts, pivot_root, and the exec. Never returns."""
     _step(PRIVATE, sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     try:
         root = rootfs.assemble(spec)
@@ -63,7 +75,7 @@ def exec_container(spec: RunSpec) -> None:
     if not root.writable:
         _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root,
               spec.home)
-    _step("mount /proc, /sys and /dev", mount_system, root.path)
+    _step("mount /proc, /sys and /dev", mount_system, root.path, spec.pid_namespace)
     _step("add the user to /etc/passwd", add_user, root, spec)
     for mount in spec.binds:
         _step(f"bind {mount.host} to {mount.inside}", bind, root.path, mount)

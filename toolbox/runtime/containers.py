@@ -167,6 +167,16 @@ def remove(layout: Layout, name: str) -> None:
     fsutil.remove_tree(doomed)
 
 
+def remove_own(path: str) -> None:
+    """Remove the container at `path` whose lock this process holds: a service's monitor, for
+    --rm, once the tool has exited."""
+    from toolbox import fsutil
+
+    doomed = os.path.join(os.path.dirname(path), f".removing-{os.path.basename(path)}-{os.getpid()}")
+    os.rename(path, doomed)
+    fsutil.remove_tree(doomed)
+
+
 def sweep_removals(layout: Layout) -> int:
     """Remove what a `toolbox rm` killed half-way left (.removing-NAME-PID whose PID is gone).
     Called by the store's garbage collection; returns how many."""

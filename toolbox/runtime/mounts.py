@@ -22,6 +22,7 @@ BIND_DIR = "bind a host directory"
 BIND_FILE = "bind a host file"
 DEVICE = "bind a host device"  # over an empty file; left out where the host has no such device
 TMPFS = "mount a tmpfs"
+PROC = "mount a procfs"  # of the pid namespace the mounting process lives in
 SYMLINK = "make a symlink"
 
 # Targets below dev/ lie in the tmpfs mounted on the root's /dev just before them: our own, empty,
@@ -53,7 +54,7 @@ DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 SYSTEM_MOUNTS = (
     # /proc: a new procfs needs a new pid namespace, which would need a resident parent; the
-    # host's /proc is bound instead, as Charliecloud does.
+    # host's /proc is bound instead, as Charliecloud does (a service has both: OWN_PROC).
     Mount(BIND_DIR, "/proc", "proc", sc.MS_REC),
     Mount(BIND_DIR, "/sys", "sys", sc.MS_REC,
           restrict=sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC),
@@ -71,8 +72,14 @@ SYSTEM_MOUNTS = (
 )
 
 
-def mount_system(root: str) -> None:
-    mount_table(root, SYSTEM_MOUNTS)
+# With a pid namespace of its own, the tool gets a procfs of it; nosuid, nodev and noexec, as the
+# host's /proc has them: the kernel refuses a procfs less restricted than the one visible.
+OWN_PROC = Mount(PROC, "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+SYSTEM_MOUNTS_OWN_PROC = (OWN_PROC,) + SYSTEM_MOUNTS[1:]
+
+
+def mount_system(root: str, own_proc: bool = False) -> None:
+    mount_table(root, SYSTEM_MOUNTS_OWN_PROC if own_proc else SYSTEM_MOUNTS)
 
 
 def mount_table(root: str, table: tuple[Mount, ...]) -> None:
@@ -100,15 +107,17 @@ def _device(root: str, entry: Mount) -> None:
         os.unlink(target)  # the host has no such device
 
 
-def _tmpfs(root: str, entry: Mount) -> None:
-    sc.mount(entry.source, _target(root, entry.target, directory=True), "tmpfs", entry.flags, entry.data)
+def _filesystem(root: str, entry: Mount) -> None:
+    fstype = "tmpfs" if entry.kind == TMPFS else "proc"
+    sc.mount(entry.source, _target(root, entry.target, directory=True), fstype, entry.flags, entry.data)
 
 
 def _symlink(root: str, entry: Mount) -> None:
     os.symlink(entry.source, os.path.join(root, entry.target))
 
 
-_MAKERS = {BIND_DIR: _bind, BIND_FILE: _bind, DEVICE: _device, TMPFS: _tmpfs, SYMLINK: _symlink}
+_MAKERS = {BIND_DIR: _bind, BIND_FILE: _bind, DEVICE: _device, TMPFS: _filesystem, PROC: _filesystem,
+           SYMLINK: _symlink}
 
 
 def _target(root: str, relative: str, directory: bool) -> str:

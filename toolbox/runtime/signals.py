@@ -114,3 +114,16 @@ def die_of_interrupt() -> int:
     _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     os.kill(os.getpid(), _signal.SIGINT)
     return 130
+
+
+def default_signals() -> None:
+    """Every disposition at its default and nothing blocked: what a service starts with, whoever
+    started toolbox (a terminal's shell, nohup, an editor), as a program started by init does."""
+    for signum in range(1, _signal.NSIG):
+        if signum in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            _signal.signal(signum, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # the C library's own (glibc keeps 32 and 33)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())

@@ -57,7 +57,7 @@ class RunSpec:
 
     __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network",
                  "user_name", "home", "read_only", "uid", "gid", "upper", "work", "rootfs", "flat_root",
-                 "subid_maps")
+                 "subid_maps", "pid_namespace")
 
     def __init__(self, layers_dir: str, layers: list[str], scratch_dir: str, argv: list[str],
                  env: dict[str, str], cwd: str, binds: list[Bind] | tuple[Bind, ...] = (),
@@ -65,7 +65,7 @@ class RunSpec:
                  home: str = "/home/user", read_only: bool = False, uid: int | None = None,
                  gid: int | None = None, upper: str | None = None, work: str | None = None,
                  rootfs: tuple[str, ...] | None = None, flat_root: str | None = None,
-                 subid_maps: IdRanges | None = None) -> None:
+                 subid_maps: IdRanges | None = None, pid_namespace: bool = False) -> None:
         self.layers_dir = layers_dir  # the directory that holds the layer trees
         self.layers = layers  # layer tree names relative to layers_dir, topmost first
         self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
@@ -89,6 +89,23 @@ class RunSpec:
         self.rootfs = rootfs
         self.flat_root = flat_root  # where read-only mode keeps flattened images
         self.subid_maps = subid_maps  # subids.plan_maps(): full id ranges through newuidmap, or None
+        # A pid namespace of its own, the tool its pid 1 (with its own /proc): a service's, whose
+        # processes all end with it. Needs a parent outside to fork it (runtime/monitor.py).
+        self.pid_namespace = pid_namespace
+
+
+def spec_to_values(spec: RunSpec) -> dict[str, object]:
+    """The spec as plain values (marshal writes them): what a service is started with again."""
+    values = {name: getattr(spec, name) for name in RunSpec.__slots__}
+    values["binds"] = [tuple(getattr(bind, name) for name in Bind.__slots__) for bind in spec.binds]
+    values["layers"], values["tmpfs"] = list(spec.layers), list(spec.tmpfs)
+    return values
+
+
+def spec_from_values(values: dict[str, object]) -> RunSpec:
+    fields = dict(values)
+    fields["binds"] = [Bind(*bind) for bind in fields["binds"]]
+    return RunSpec(**fields)
 
 
 class User:

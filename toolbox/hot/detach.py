@@ -1,0 +1,50 @@
+"""`toolbox run -d`: the run made a service. The options and the plan give the same RunSpec a
+foreground run would have, on a kept writable layer (a named container, its name generated when
+none is given) and in a pid namespace of its own; a monitor then runs it in the background
+(runtime/monitor.py) and this process prints the name and returns. Loaded only for -d.
+"""
+
+import os
+
+from toolbox.errors import say
+from toolbox.runtime import containers, services
+from toolbox.runtime.spec import spec_to_values
+
+
+def start_service(layout, options, plan, requested):
+    """Start the service `options` describe (`requested`: the image or tool as typed, what
+    `toolbox ps` shows); returns the exit status after printing its name."""
+    from toolbox.hot.runspec import make_spec
+
+    name = options.name or generated_name(layout, requested)
+    container = containers.claim(layout, name, options.image, plan)
+    try:
+        notes = []
+        spec = make_spec(layout, plan, options, container, notes)
+        spec.pid_namespace = True
+        for note in notes:
+            say(note)
+        services.signal_number(plan.get("stop_signal"))  # an image's bad StopSignal: said now, not at stop
+        services.write_service(container.path, {
+            "spec": spec_to_values(spec), "stop_signal": plan.get("stop_signal"), "remove": options.remove,
+            "requested": requested, "reference": plan["reference"]})
+        if options.limits:
+            from toolbox.hot.options import apply_limits
+
+            apply_limits(options.limits)  # the monitor and the tool inherit the cgroup
+        services.start_monitor(container.path, container.lock_fd)
+    finally:
+        os.close(container.lock_fd)
+    print(name, flush=True)
+    return 0
+
+
+def generated_name(layout, requested):
+    """IMAGE-xxxx: the image's or tool's last name and four random hex digits (docker picks two
+    random words; a name that says what runs reads better in `toolbox ps`)."""
+    base = requested.rpartition("/")[2].partition("@")[0].partition(":")[0]
+    base = "".join(c if c.isalnum() or c in "_.-" else "-" for c in base).strip("-._") or "service"
+    while True:
+        name = f"{base[:100]}-{os.urandom(2).hex()}"
+        if not os.path.exists(os.path.join(layout.containers_dir, name)):
+            return name
