@@ -247,3 +247,62 @@ def test_logs_follow_prints_lines_as_they_come(toolbox, busybox):
     assert follower.stdout.readline() == "third\n"
     assert follower.wait(timeout=30) == 0
     assert listed(toolbox, "slow")["status"] == "exited (0)"
+
+
+def test_exec_joins_the_running_service(toolbox, busybox):
+    start_service(toolbox, "--name", "box", "-e", "FROM_RUN=service", "--user", "root", "--no-cwd",
+                  "-w", "/srv", busybox, "sh", "-c",
+                  "echo kept > /tmp/state; while true; do sleep 0.05; done")
+    wait_for(lambda: "kept" in toolbox_command(toolbox, "exec", "box", "cat", "/tmp/state").stdout)
+    seen = toolbox_command(toolbox, "exec", "-e", "EXTRA=1", "box", "sh", "-c",
+                           'echo "$FROM_RUN $EXTRA $(pwd) $(id -u)"; ps -o pid,args')
+    assert seen.returncode == 0, seen.stderr
+    first, *processes = seen.stdout.splitlines()
+    assert first == "service 1 /srv 0"
+    assert any(line.split()[:4] == ["1", "sh", "-c", "echo"] for line in processes[1:])  # the service: pid 1
+    piped = subprocess.run([sys.executable, "-m", "toolbox", "exec", "-i", "box", "sh", "-c", "cat; exit 5"],
+                           input=b"through stdin\n", env=toolbox.env, capture_output=True, cwd=toolbox.root,
+                           timeout=60)
+    assert piped.returncode == 5 and piped.stdout == b"through stdin\n"
+    assert toolbox_command(toolbox, "exec", "-w", "/", "-u", "0:0", "box", "pwd").stdout == "/\n"
+    unmapped = toolbox_command(toolbox, "exec", "-u", "nobody", "box", "true")
+    assert unmapped.returncode == 125 and "not mapped in this service" in unmapped.stderr
+    missing = toolbox_command(toolbox, "exec", "box", "no-such-command")
+    assert missing.returncode == 127 and "command not found" in missing.stderr
+    killed = subprocess.run(f'"{sys.executable}" -m toolbox exec box sh -c "kill -TERM \\$\\$"; echo $?',
+                            shell=True, env=toolbox.env, capture_output=True, text=True, cwd=toolbox.root,
+                            timeout=60)
+    assert killed.stdout.strip() == "143"
+    assert toolbox_command(toolbox, "stop", "-t", "0", "box").returncode == 0
+    stopped = toolbox_command(toolbox, "exec", "box", "true")
+    assert stopped.returncode == 125 and "box is not running" in stopped.stderr
+    unknown = toolbox_command(toolbox, "exec", "nobody-here", "true")
+    assert unknown.returncode == 125 and "no service named" in unknown.stderr
+    assert toolbox_command(toolbox, "exec", "--help").stdout.startswith("usage: toolbox exec")
+
+
+@pytest.mark.needs_subids
+def test_a_service_runs_as_the_image_user_with_subordinate_ids_and_its_files_are_removable(toolbox,
+                                                                                             busybox):
+    """As the official database images do: start as root, chown the data to 999, switch to it."""
+    try:
+        start_service(toolbox, "--name", "db", "-v", "dbdata:/data", busybox, "sh", "-c",
+                      "mkdir -p /data/pg /var/lib/db && chown -R 999:999 /data/pg /var/lib/db && "
+                      "chmod 700 /data/pg /var/lib/db && touch /var/lib/db/f && id -u && "
+                      "while true; do sleep 0.05; done")
+        wait_for(lambda: logged(toolbox, "db").stdout == "0\n", what="the service to run as root")
+        # the current directory it was started in is yours: not 999's to enter
+        refused = toolbox_command(toolbox, "exec", "-u", "999", "db", "id")
+        assert refused.returncode == 125 and "cannot run id in the service: chdir" in refused.stderr
+        as_999 = toolbox_command(toolbox, "exec", "-u", "999", "-w", "/", "db", "id")
+        assert as_999.stdout.startswith("uid=999 gid=999 groups=999"), as_999.stderr
+        outside = os.stat(os.path.join(toolbox.layout.volume_data("dbdata"), "pg"))
+        assert outside.st_uid not in (os.getuid(), 999)  # one of the user's subordinate ids
+        assert toolbox_command(toolbox, "rm", "-f", "db").returncode == 0
+        assert not os.path.exists(os.path.join(toolbox.layout.containers_dir, "db"))
+        removed = toolbox_command(toolbox, "volume", "rm", "dbdata")
+        assert removed.returncode == 0, removed.stderr
+        assert not os.path.exists(os.path.dirname(toolbox.layout.volume_data("dbdata")))
+    finally:  # files of subordinate ids in a failed test's tmp_path: pytest could not remove them
+        toolbox_command(toolbox, "rm", "-f", "db")
+        toolbox_command(toolbox, "volume", "rm", "dbdata")

@@ -1,6 +1,6 @@
-"""The commands for what runs: `run` (parsed by the launch path, hot/launch.py); `ps`, `logs`,
-`stop`, `start`, `restart` and `rm` for services (`run -d`) and named containers (ops/services.py);
-and the Docker commands toolbox has no use for, which say what it does instead."""
+"""The commands for what runs: `run` and `exec` (parsed on the launch path: hot/launch.py,
+hot/join.py); `ps`, `logs`, `stop`, `start`, `restart` and `rm` for services (`run -d`) and named
+containers (ops/services.py)."""
 
 import time
 
@@ -10,17 +10,16 @@ from toolbox.cli import common
 from toolbox.cli import support as complete
 from toolbox.cli.render import human_duration, print_listing
 from toolbox.cli.support import RunCommand
-from toolbox.errors import ToolboxError
 
 
 def register(app):
     common.add_command(app, run, cls=RunCommand, add_help_option=False,
                        context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
                                          "help_option_names": []})
+    common.add_command(app, exec_, "exec", add_help_option=False,
+                       context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                         "help_option_names": []})
     common.add_commands(app, ps, logs, stop, start, restart, rm)
-    for name in _NOT_A_DAEMON:
-        common.add_command(app, _not_a_daemon(name), name, hidden=True,
-                           context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 
 
 def run(ctx: typer.Context):
@@ -28,6 +27,13 @@ def run(ctx: typer.Context):
     from toolbox.hot.launch import main as launch
 
     raise typer.Exit(launch(list(ctx.args)))
+
+
+def exec_(ctx: typer.Context):
+    """Run a command in a running service (see `toolbox exec --help`)."""
+    from toolbox.hot.join import main as exec_in_service
+
+    raise typer.Exit(exec_in_service(list(ctx.args)))
 
 
 NAMES_ARGUMENT = typer.Argument(..., metavar="NAME", autocompletion=complete.container_names)
@@ -145,21 +151,3 @@ def rm(names: list[str] = typer.Argument(..., metavar="NAME",
     for name in names:
         services.remove(layout, name, force)
         print(f"Removed container {name}")
-
-
-# -- what Docker users type first: what toolbox does instead ---------------------------------------
-_NOT_A_DAEMON = {
-    "exec": ("toolbox keeps no container running to exec into: a tool runs in the foreground, as an "
-             "installed program does",
-             "for a shell in a kept container: toolbox run --name NAME IMAGE sh (again later: the same "
-             "command)"),
-}
-
-
-def _not_a_daemon(command):
-    def explain(args: list[str] = typer.Argument(None, hidden=True)):
-        message, hint = _NOT_A_DAEMON[command]
-        raise ToolboxError(f"`{command}`: {message}", hint=hint)
-
-    explain.__doc__ = f"(Docker's `{command}`: says what toolbox does instead.)"
-    return explain

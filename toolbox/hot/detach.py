@@ -17,6 +17,7 @@ def start_service(layout, options, plan, requested):
     from toolbox.hot.runspec import make_spec
 
     name = options.name or generated_name(layout, requested)
+    use_subordinate_ids(options, plan)
     container = containers.claim(layout, name, options.image, plan)
     try:
         notes = []
@@ -37,6 +38,26 @@ def start_service(layout, options, plan, requested):
         os.close(container.lock_fd)
     print(name, flush=True)
     return 0
+
+
+def use_subordinate_ids(options, plan):
+    """Run a service as Docker would, as the image's user (root when it names none), with the
+    user's subordinate ids mapped: the official database images start as root, chown their data
+    to a service user and switch to it. Without subordinate ids, it runs as you, and one line
+    says so (postgres's image, for one, runs as any uid)."""
+    if options.subids or options.user is not None:
+        return
+    from toolbox.errors import ToolboxError
+    from toolbox.runtime.spec import user_name
+    from toolbox.runtime.subids import plan_maps
+
+    try:
+        plan_maps(user_name(), 0, 0)
+    except ToolboxError as err:
+        say(f"note: the service runs as you, not as the image's user ({err.message})", hint=err.hint)
+        return
+    options.subids = True
+    options.user = plan.get("user") or "0"
 
 
 def generated_name(layout, requested):

@@ -109,26 +109,29 @@ def image_lookup_in(layers_dir, layers, image="the image"):
 
     def lookup(database, key):
         data = read_image_file(layer_roots, f"/etc/{database}", ACCOUNTS_LIMIT, image)
-        if data is None:
-            return None
-        minimum_fields = 7 if database == "passwd" else 3
-        for line in data.decode("utf-8", "replace").splitlines():
-            fields = line.split(":")
-            if len(fields) >= minimum_fields and key in (fields[0], fields[2]) and fields[2].isdigit():
-                if database == "passwd" and not fields[3].isdigit():
-                    continue
-                return fields
-        return None
+        return account_entry(data, database, key)
 
     return lookup
+
+
+def account_entry(data, database, key):
+    """The fields of the line for NAME or ID `key` in /etc/passwd or /etc/group (`database`)
+    whose content is `data` (None: no file), or None."""
+    if data is None:
+        return None
+    minimum_fields = 7 if database == "passwd" else 3
+    for line in data.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= minimum_fields and key in (fields[0], fields[2]) and fields[2].isdigit():
+            if database == "passwd" and not fields[3].isdigit():
+                continue
+            return fields
+    return None
 
 
 def subid_maps(options, user):
     if not options.subids:
         return None
-    if options.name:
-        # Files owned by subordinate ids in a kept layer could not be removed by `toolbox rm`.
-        raise UsageError("--subids cannot be combined with --name yet")
     from toolbox.runtime.subids import plan_maps
 
     return plan_maps(user_name(), user.uid, user.gid)

@@ -18,6 +18,7 @@ long syscall(long number, ...);
 int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5);
 int capget(void *header, void *data);
 int capset(void *header, const void *data);
+int setns(int fd, int nstype);
 """
 
 

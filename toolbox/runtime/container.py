@@ -50,22 +50,22 @@ def enter_namespaces(spec: RunSpec, namespaces: int) -> None:
         mapper = IdMapper(*spec.subid_maps)  # forked now: it must stay outside the namespace
     wait_until_single_threaded()
     try:
-        _step(UNSHARE, sc.unshare, namespaces)
+        run_step(UNSHARE, sc.unshare, namespaces)
     except BaseException:
         if mapper:
             mapper.cancel()
         raise
     if mapper:
-        _step("map id ranges with newuidmap and newgidmap", mapper.map_now)
+        run_step("map id ranges with newuidmap and newgidmap", mapper.map_now)
     else:
-        _step(ID_MAPS, write_id_maps, spec.uid, uid, spec.gid, gid)
+        run_step(ID_MAPS, write_id_maps, spec.uid, uid, spec.gid, gid)
     if spec.network == "none":
-        _step("bring up the loopback interface", bring_up_loopback)
+        run_step("bring up the loopback interface", bring_up_loopback)
 
 
 def assemble_and_exec(spec: RunSpec) -> None:
     """In the namespaces: the root, its mounts, pivot_root, and the exec. Never returns."""
-    _step(PRIVATE, sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    run_step(PRIVATE, sc.mount, None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     try:
         root = rootfs.assemble(spec)
     except rootfs.AssembleError as err:
@@ -73,23 +73,24 @@ def assemble_and_exec(spec: RunSpec) -> None:
     except OSError as err:
         raise RuntimeStepError(ASSEMBLE, err) from None
     if not root.writable:
-        _step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root,
-              spec.home)
-    _step("mount /proc, /sys and /dev", mount_system, root.path, spec.pid_namespace)
-    _step("add the user to /etc/passwd", add_user, root, spec)
+        run_step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root,
+                 spec.home)
+    run_step("mount /proc, /sys and /dev", mount_system, root.path, spec.pid_namespace)
+    run_step("add the user to /etc/passwd", add_user, root, spec)
     for mount in spec.binds:
-        _step(f"bind {mount.host} to {mount.inside}", bind, root.path, mount)
+        run_step(f"bind {mount.host} to {mount.inside}", bind, root.path, mount)
     for inside in spec.tmpfs:
-        _step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", mountpoint(root.path, inside, directory=True),
-              "tmpfs", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
-    _step(f"create the working directory {spec.cwd}", make_working_directory, root, spec.cwd)
+        target = mountpoint(root.path, inside, directory=True)
+        run_step(f"mount a tmpfs on {inside}", sc.mount, "tmpfs", target, "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
+                 "mode=1777")
+    run_step(f"create the working directory {spec.cwd}", make_working_directory, root, spec.cwd)
     if spec.read_only or not root.writable:
-        _step("make the root read-only", sc.mount, None, root.path, None,
-              sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
-    _step("pivot_root", pivot_into, root.path)
-    _step(f"chdir {spec.cwd}", os.chdir, spec.cwd)
-    _step("set no_new_privs", sc.set_no_new_privs)
-    _step("refuse terminal injection (seccomp)", sc.block_terminal_injection)
+        run_step("make the root read-only", sc.mount, None, root.path, None,
+                 sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
+    run_step("pivot_root", pivot_into, root.path)
+    run_step(f"chdir {spec.cwd}", os.chdir, spec.cwd)
+    run_step("set no_new_privs", sc.set_no_new_privs)
+    run_step("refuse terminal injection (seccomp)", sc.block_terminal_injection)
     execute(spec.argv, spec.env)
 
 
@@ -109,7 +110,8 @@ def wait_until_single_threaded(timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
-def _step(name: str, function: Callable[..., object], *args: object) -> object:
+def run_step(name: str, function: Callable[..., object], *args: object) -> object:
+    """function(*args), an OSError of it a RuntimeStepError naming the step `name`."""
     try:
         return function(*args)
     except OSError as err:

@@ -146,7 +146,7 @@ def describe(layout: Layout, name: str) -> dict[str, object]:
 
 def remove(layout: Layout, name: str) -> None:
     """Remove a container that is not running, writable layer and all."""
-    from toolbox import fsutil
+    from toolbox.runtime.subids import remove_tree_any_owner
 
     path = os.path.join(layout.containers_dir, check_name(name))
     if not os.path.isdir(path):
@@ -163,8 +163,9 @@ def remove(layout: Layout, name: str) -> None:
         os.rename(path, doomed)
     finally:
         os.close(lock_fd)
-    # remove_tree copes with overlayfs's work/work (mode 000) and read-only directories.
-    fsutil.remove_tree(doomed)
+    # remove_tree copes with overlayfs's work/work (mode 000) and read-only directories; files a
+    # service gave to subordinate ids are removed in a user namespace that maps them.
+    remove_tree_any_owner(doomed)
 
 
 def remove_own(path: str) -> None:
@@ -174,13 +175,14 @@ def remove_own(path: str) -> None:
 
     doomed = os.path.join(os.path.dirname(path), f".removing-{os.path.basename(path)}-{os.getpid()}")
     os.rename(path, doomed)
-    fsutil.remove_tree(doomed)
+    fsutil.remove_tree(doomed)  # the monitor is root of the service's user namespace: all is its own
 
 
 def sweep_removals(layout: Layout) -> int:
     """Remove what a `toolbox rm` killed half-way left (.removing-NAME-PID whose PID is gone).
     Called by the store's garbage collection; returns how many."""
     from toolbox import fsutil
+    from toolbox.runtime.subids import remove_tree_any_owner
 
     try:
         entries = os.listdir(layout.containers_dir)
@@ -189,7 +191,7 @@ def sweep_removals(layout: Layout) -> int:
     swept = 0
     for entry in entries:
         if entry.startswith(".removing-") and not fsutil.process_is_alive(entry.rpartition("-")[2]):
-            fsutil.remove_tree(os.path.join(layout.containers_dir, entry))
+            remove_tree_any_owner(os.path.join(layout.containers_dir, entry))
             swept += 1
     return swept
 

@@ -27,7 +27,7 @@ import time
 from toolbox.errors import EXIT_TOOLBOX_FAILED, ToolboxError
 from toolbox.runtime import containers
 from toolbox.runtime import syscalls as sc
-from toolbox.runtime.container import _step, assemble_and_exec, enter_namespaces
+from toolbox.runtime.container import assemble_and_exec, enter_namespaces, run_step
 from toolbox.runtime.services import EXITED, LOG, RUNNING, read_service, start_time, write_state
 from toolbox.runtime.signals import default_signals
 from toolbox.runtime.spec import spec_from_values
@@ -117,7 +117,7 @@ def _become_the_tool(spec, out_fd: int, err_fd: int, sync_fd: int) -> None:
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         default_signals()
-        _step(UNSHARE_MOUNT, sc.unshare, sc.CLONE_NEWNS)
+        run_step(UNSHARE_MOUNT, sc.unshare, sc.CLONE_NEWNS)
         assemble_and_exec(spec)
     except ToolboxError as err:
         report = _report_of(err)

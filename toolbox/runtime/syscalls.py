@@ -49,6 +49,11 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
+def setns(fd: int, nstype: int = 0) -> None:
+    """Join the namespace `fd` refers to (an open /proc/PID/ns/* file)."""
+    _check(_libc.setns(fd, nstype), "setns")
+
+
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0,
           data: str | None = None) -> None:
     what = f"mount {fstype or ''} {source or ''} on {target}".replace("  ", " ")

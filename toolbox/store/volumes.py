@@ -45,8 +45,10 @@ def inspect_volume(layout: Layout, name: str) -> VolumeInfo:
 
 
 def remove_volume(layout: Layout, name: str) -> VolumeInfo:
+    from toolbox.runtime.subids import remove_tree_any_owner
+
     info = inspect_volume(layout, name)
-    fsutil.remove_tree(os.path.dirname(info.path))
+    remove_tree_any_owner(os.path.dirname(info.path))  # a service may have chowned its files
     return info
 
 
