@@ -25,6 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from isolated import isolated_toolbox  # noqa: E402 - bench/, first on the path of a script run from it
+
 from tests.support import images  # noqa: E402
 from tests.support.push import push_raw  # noqa: E402
 from tests.support.registry import RegistryServer  # noqa: E402
@@ -100,12 +102,7 @@ def main():
         with RegistryServer(workdir / "registry", "plain") as registry:
             push_raw(registry, "bench/jq", "1", built)
             reference = f"{registry.host}/bench/jq:1"
-            home = workdir / "toolbox"
-            (home / "config").mkdir(parents=True)
-            (home / "config" / "config.toml").write_text(registry.toolbox_config_toml())
-            env = dict(os.environ, TOOLBOX_HOME=str(home), PYTHONPATH=str(REPO))
-            toolbox = [shutil.which("toolbox")] if shutil.which("toolbox") else [sys.executable, "-m",
-                                                                                 "toolbox"]
+            toolbox, env, home = isolated_toolbox(workdir, registry)
             subprocess.run(toolbox + ["pull", "-q", reference], env=env, check=True, capture_output=True)
             rootfs = workdir / "rootfs"
             rootfs.mkdir()

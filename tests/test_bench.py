@@ -18,3 +18,11 @@ def test_the_fuzz_run_names_tests_that_exist():
                                cwd=REPO, capture_output=True, text=True, timeout=120)
     assert collected.returncode == 0, collected.stdout[-2000:] + collected.stderr[-2000:]
     assert "no tests collected" not in collected.stdout
+
+
+def test_every_benchmark_starts():
+    """Each bench/ script imports what it needs from where the package and tests are now."""
+    for script in ("run_bench.py", "pull_bench.py", "service_bench.py"):
+        shown = subprocess.run([sys.executable, str(REPO / "bench" / script), "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0 and "usage:" in shown.stdout, (script, shown.stderr[-2000:])

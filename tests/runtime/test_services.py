@@ -306,3 +306,39 @@ def test_a_service_runs_as_the_image_user_with_subordinate_ids_and_its_files_are
     finally:  # files of subordinate ids in a failed test's tmp_path: pytest could not remove them
         toolbox_command(toolbox, "rm", "-f", "db")
         toolbox_command(toolbox, "volume", "rm", "dbdata")
+
+
+def test_published_ports_reach_the_service_in_its_own_network(toolbox, busybox):
+    import socket
+
+    from tests.runtime.test_forward import free_port
+
+    ports = [free_port(), free_port()]
+    for name, port in zip(("echo1", "echo2"), ports):  # both listen on 7000 inside
+        start_service(toolbox, "--name", name, "-p", f"{port}:7000", busybox, "busybox", "nc", "-ll", "-p",
+                      "7000", "-e", "/bin/cat")
+    assert listed(toolbox, "echo1")["ports"] == [f"127.0.0.1:{ports[0]}->7000/tcp"]
+    for port in ports:
+        payload = f"through {port}\n".encode() * 1000
+
+        def connected():
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+                    client.sendall(payload)
+                    client.shutdown(socket.SHUT_WR)
+                    received = b""
+                    while data := client.recv(65536):
+                        received += data
+                    return received == payload
+            except OSError:
+                return False
+
+        wait_for(connected, what=f"an echo through port {port}")
+    taken = toolbox_command(toolbox, "run", "-d", "-p", f"{ports[0]}:7000", busybox, "true")
+    assert taken.returncode == 125 and f"port 127.0.0.1:{ports[0]}/tcp is already in use" in taken.stderr
+    foreground = toolbox_command(toolbox, "run", "-p", "8080:80", busybox, "true")
+    assert foreground.returncode == 125 and "-p publishes the ports of a service (-d)" in foreground.stderr
+    no_way_out = toolbox_command(toolbox, "exec", "echo1", "cat", "/proc/net/dev")
+    assert [line.split(":")[0].strip() for line in no_way_out.stdout.splitlines()[2:]] == ["lo"]
+    for name in ("echo1", "echo2"):
+        assert toolbox_command(toolbox, "rm", "-f", name).returncode == 0

@@ -46,7 +46,8 @@ def ps(everything: bool = typer.Option(False, "--all", "-a",
     from toolbox.ops import services
 
     found = services.listing(common.services().layout, everything)
-    print_listing(found, as_json, ("NAME", "IMAGE", "STATUS", "PID", "VOLUMES"), _ps_row, to_json=_ps_json)
+    print_listing(found, as_json, ("NAME", "IMAGE", "STATUS", "PID", "PORTS", "VOLUMES"), _ps_row,
+                  to_json=_ps_json)
 
 
 def _ps_row(c):
@@ -54,9 +55,12 @@ def _ps_row(c):
     status = c["status"]
     if c["running"] and c["started"]:
         status += f", up {human_duration(time.time() - c['started'])}"
+        if c["monitor"] is False:
+            status += " (monitor gone: no logs or ports until restarted)"
     elif c["finished"]:
         status += f" {human_duration(time.time() - c['finished'])} ago"
-    return (c["name"], c["image"], status, str(c["pid"] or ""), ", ".join(c["volumes"]))
+    return (c["name"], c["image"], status, str(c["pid"] or ""), ", ".join(c["ports"]),
+            ", ".join(c["volumes"]))
 
 
 def _ps_json(c):

@@ -16,6 +16,7 @@ def start_service(layout, options, plan, requested):
     `toolbox ps` shows); returns the exit status after printing its name."""
     from toolbox.hot.runspec import make_spec
 
+    ports = published_ports(options.ports)
     name = options.name or generated_name(layout, requested)
     use_subordinate_ids(options, plan)
     container = containers.claim(layout, name, options.image, plan)
@@ -23,12 +24,17 @@ def start_service(layout, options, plan, requested):
         notes = []
         spec = make_spec(layout, plan, options, container, notes)
         spec.pid_namespace = True
+        if ports:
+            spec.network = "private"
+            notes.append("note: with published ports, the service has a network of its own with no way "
+                         "out (nothing outside but what -p forwards to it)")
         for note in notes:
             say(note)
         services.signal_number(plan.get("stop_signal"))  # an image's bad StopSignal: said now, not at stop
         services.write_service(container.path, {
             "spec": spec_to_values(spec), "stop_signal": plan.get("stop_signal"), "remove": options.remove,
-            "requested": requested, "reference": plan["reference"]})
+            "requested": requested, "reference": plan["reference"],
+            "ports": [port.values() for port in ports]})
         if options.limits:
             from toolbox.hot.options import apply_limits
 
@@ -38,6 +44,22 @@ def start_service(layout, options, plan, requested):
         os.close(container.lock_fd)
     print(name, flush=True)
     return 0
+
+
+def published_ports(texts):
+    """The -p values, each port checked free on the host now, before anything starts."""
+    from toolbox.errors import UsageError
+    from toolbox.runtime.forward import Forwarder, parse_port
+
+    ports = []
+    for text in texts:
+        try:
+            port = parse_port(text)
+        except ValueError as err:
+            raise UsageError(f"-p {text}: {err}") from None
+        ports.append(port)
+    Forwarder(ports).close()  # each one free now, or the error naming it
+    return ports
 
 
 def use_subordinate_ids(options, plan):

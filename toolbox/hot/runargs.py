@@ -44,7 +44,9 @@ Options:
   --no-mount-args         do not mount host paths named in the command's arguments
   --read-only             make the image's root read-only
   -i, -t                  accepted, for muscle memory: stdin and the terminal are always the tool's
-  -p                      refused, saying what toolbox does instead (the host's network)
+  -p, --publish [IP:]HOST:CONTAINER[/tcp|/udp]
+                          with -d: publish a port of the service on the host (IP: 127.0.0.1
+                          unless given); the service then has a network of its own
 """
 
 
@@ -54,7 +56,7 @@ class RunOptions:
     __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args",
                  "read_only", "volumes", "tmpfs", "network", "limits", "user", "name", "pull", "platform",
                  "subids", "frozen", "tool_command", "tool_default_command", "tool_mounts", "detach",
-                 "remove")
+                 "remove", "ports")
 
     def __init__(self):
         self.image = None
@@ -69,6 +71,7 @@ class RunOptions:
         self.subids = False
         self.frozen = False
         self.detach = False  # -d: a service, under a monitor (runtime/monitor.py)
+        self.ports = []  # -p values, for a service
         self.remove = False  # --rm: with -d, the container goes when the service ends
         self.tool_command = None  # a recipe's command: replaces the image's entrypoint and cmd
         self.tool_default_command = None  # a recipe's command when no arguments are given
@@ -88,16 +91,18 @@ FLAGS = {"--interactive": None, "--tty": None, "--rm": "remove", "--detach": "de
          "--subids": "subids", "--frozen": "frozen"}
 _SET = ("read_only", "subids", "frozen", "detach", "remove")
 # Docker's options for a daemon's containers: what toolbox does instead (UsageError's text).
-_PUBLISH = ("the tool uses the host's network: a port it listens on is already reachable on the host, under "
-            "the same number (make the tool listen on the one you want); with --network none nothing is")
-_DOCKER_ONLY = {"-p": _PUBLISH, "--publish": _PUBLISH, "-P": _PUBLISH, "--publish-all": _PUBLISH}
+_PUBLISH = ("a tool run in the foreground uses the host's network: a port it listens on is already reachable "
+            "on the host, under the same number (make the tool listen on the one you want)")
+_PUBLISH_ALL = "name each port to publish: -p HOST:CONTAINER (with -d)"
+_DOCKER_ONLY = {"-P": _PUBLISH_ALL, "--publish-all": _PUBLISH_ALL}
 WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdir",
               "--entrypoint": "entrypoint", "-v": "volumes", "--volume": "volumes", "--tmpfs": "tmpfs",
               "--network": "network", "--net": "network", "--memory": "memory", "-m": "memory",
               "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files", "-u": "user",
-              "--user": "user", "--name": "name", "--pull": "pull", "--platform": "platform"}
+              "--user": "user", "--name": "name", "--pull": "pull", "--platform": "platform", "-p": "ports",
+              "--publish": "ports"}
 _LIMITS = ("memory", "cpus", "pids")
-_LISTS = ("env", "env_files", "volumes", "tmpfs")
+_LISTS = ("env", "env_files", "volumes", "tmpfs", "ports")
 NETWORKS = ("host", "none")
 PULL_POLICIES = ("missing", "always", "never")
 
@@ -154,6 +159,11 @@ def parse_args(argv):
     options.command = args
     if options.network is not None and options.network not in NETWORKS:
         raise UsageError(f"--network {options.network!r}: use one of {', '.join(NETWORKS)}")
+    if options.ports and not options.detach:
+        raise UsageError(f"-p: {_PUBLISH}; -p publishes the ports of a service (-d)")
+    if options.ports and options.network is not None:
+        raise UsageError(f"-p with --network {options.network}: published ports need a network of the "
+                         "service's own")
     if options.pull not in PULL_POLICIES:
         raise UsageError(f"--pull {options.pull!r}: use one of {', '.join(PULL_POLICIES)}")
     for path in options.tmpfs:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from toolbox.errors import ServiceError, ToolboxError
 from toolbox.layout import Layout
 from toolbox.runtime import containers, services
+from toolbox.runtime.forward import Port
 
 
 def container_path(layout: Layout, name: str) -> str:
@@ -40,6 +41,7 @@ def describe(layout: Layout, name: str) -> dict[str, object]:
         status = "created"
     started, finished = _float(state.get("started")), _float(state.get("finished"))
     pid = services.service_pid(state) if running and state.get("status") == services.RUNNING else None
+    monitor = services.monitor_pid(state) if running else None
     spec = settings["spec"] if settings else {}
     return {
         "name": name,
@@ -51,11 +53,13 @@ def describe(layout: Layout, name: str) -> dict[str, object]:
         "exit_code": int(state["exit_code"]) if status.startswith("exited (") and state["exit_code"].isdigit()
         else None,
         "pid": pid,
+        # False: the service runs on without its monitor (killed): no log, no published ports
+        "monitor": monitor is not None if pid is not None else None,
         "started": started,
         "finished": finished if not running else None,
         "created": int(record["created"]) if record["created"].isdigit() else 0,
         "command": list(spec.get("argv", [])),
-        "ports": [],
+        "ports": [str(Port(*values)) for values in settings.get("ports", [])] if settings else [],
         "volumes": _volumes(layout, spec.get("binds", [])),
         "size": fsutil.disk_usage(os.path.join(path, "upper")),
         "path": path,

@@ -38,11 +38,11 @@ def exec_container(spec: RunSpec) -> None:
 
 
 def enter_namespaces(spec: RunSpec, namespaces: int) -> None:
-    """Unshare a user namespace with `namespaces` (and a network one for --network none), and
+    """Unshare a user namespace with `namespaces` (and a network one unless it uses the host's), and
     map the ids. A service's monitor enters the user and pid namespaces this way, and forks the
     tool, which unshares the mount namespace and goes on with assemble_and_exec."""
     uid, gid = os.getuid(), os.getgid()
-    namespaces |= sc.CLONE_NEWUSER | (sc.CLONE_NEWNET if spec.network == "none" else 0)
+    namespaces |= sc.CLONE_NEWUSER | (0 if spec.network == "host" else sc.CLONE_NEWNET)
     mapper = None
     if spec.subid_maps:
         from toolbox.runtime.subids import IdMapper
@@ -59,7 +59,7 @@ def enter_namespaces(spec: RunSpec, namespaces: int) -> None:
         run_step("map id ranges with newuidmap and newgidmap", mapper.map_now)
     else:
         run_step(ID_MAPS, write_id_maps, spec.uid, uid, spec.gid, gid)
-    if spec.network == "none":
+    if spec.network != "host":
         run_step("bring up the loopback interface", bring_up_loopback)
 
 

@@ -73,7 +73,10 @@ class Monitor:
         out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
         sync_read, sync_write = os.pipe()
+        forwarder = None
         try:
+            if self.settings.get("ports"):
+                forwarder = _forwarder(self.settings["ports"])  # bound here, in the host's network
             enter_namespaces(spec, sc.CLONE_NEWPID)
         except ToolboxError as err:
             return self._failed(_report_of(err), None)
@@ -89,7 +92,7 @@ class Monitor:
         write_state(self.path, status=RUNNING, pid=pid, pid_start=start_time(pid), monitor=os.getpid(),
                     monitor_start=start_time(os.getpid()), started=f"{started:.3f}")
         _tell(self.ready_fd, {"pid": pid})
-        pump_output(out_read, err_read, os.path.join(self.path, LOG), _log_max_bytes())
+        pump_output(out_read, err_read, os.path.join(self.path, LOG), _log_max_bytes(), forwarder)
         code = _exit_code(os.waitpid(pid, 0)[1])
         self._finished(started, code)
         return 0
@@ -106,6 +109,12 @@ class Monitor:
                     started=None if started is None else f"{started:.3f}")
         if self.settings.get("remove"):
             containers.remove_own(self.path)
+
+
+def _forwarder(ports: list[tuple]):
+    from toolbox.runtime.forward import Forwarder, Port
+
+    return Forwarder([Port(*values) for values in ports])
 
 
 def _become_the_tool(spec, out_fd: int, err_fd: int, sync_fd: int) -> None:
@@ -153,17 +162,25 @@ def _log_max_bytes() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else LOG_MAX_BYTES
 
 
-def pump_output(out_fd: int, err_fd: int, log_path: str, max_bytes: int) -> None:
+def pump_output(out_fd: int, err_fd: int, log_path: str, max_bytes: int,
+                forwarder: object | None = None) -> None:
     """Copy the tool's stdout and stderr into the log until both are closed: when the tool and
-    everything it started are gone (they all end with it, in its pid namespace)."""
+    everything it started are gone (they all end with it, in its pid namespace). Published
+    ports are forwarded meanwhile, from the same loop (`forwarder`: a forward.Forwarder)."""
     log = Log(log_path, max_bytes)
     pending = {out_fd: b"", err_fd: b""}
     streams = {out_fd: "stdout", err_fd: "stderr"}
     poller = select.poll()
     for fd in pending:
         poller.register(fd, select.POLLIN)
+    if forwarder is not None:
+        forwarder.attach(poller)
     while pending:
-        for fd, _ in poller.poll():
+        for fd, events in poller.poll():
+            if fd not in pending:
+                if forwarder is not None:
+                    forwarder.handle(fd, events)
+                continue
             data = os.read(fd, 65536)
             if not data:
                 if pending[fd]:
@@ -181,6 +198,8 @@ def pump_output(out_fd: int, err_fd: int, log_path: str, max_bytes: int) -> None
                 rest = rest[PARTIAL_AFTER:]
             pending[fd] = rest
     log.close()
+    if forwarder is not None:
+        forwarder.close()
 
 
 class Log:

@@ -76,14 +76,17 @@ def _replace(path: str, data: bytes) -> None:
 
 def start_time(pid: int) -> str | None:
     """When the process `pid` started (clock ticks since boot, /proc/PID/stat's 22nd field): with
-    the pid, it names one process, not whichever reuses the number later."""
+    the pid, it names one process, not whichever reuses the number later. None when it is gone
+    (or a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             stat = file.read()
     except OSError:
         return None
     fields = stat[stat.rfind(b")") + 2:].split()  # the command name may hold spaces and parentheses
-    return fields[19].decode() if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] == b"Z":
+        return None  # a zombie has ended: only its parent has yet to hear of it
+    return fields[19].decode()
 
 
 def service_pid(state: dict[str, str]) -> int | None:
@@ -92,6 +95,14 @@ def service_pid(state: dict[str, str]) -> int | None:
     if not pid.isdigit() or not state.get("pid_start"):
         return None
     return int(pid) if start_time(int(pid)) == state["pid_start"] else None
+
+
+def monitor_pid(state: dict[str, str]) -> int | None:
+    """The monitor's pid from `state`, while that very process is alive."""
+    pid = state.get("monitor", "")
+    if not pid.isdigit() or not state.get("monitor_start"):
+        return None
+    return int(pid) if start_time(int(pid)) == state["monitor_start"] else None
 
 
 def start_monitor(path: str, lock_fd: int) -> int:
@@ -187,10 +198,9 @@ def _signal_service(state: dict[str, str], signum: int) -> None:
             return
     # The tool is gone and its monitor still writing down how it ended: wait for that; a
     # monitor that hangs (it never should) goes with SIGKILL.
-    monitor = state.get("monitor", "")
-    alive = monitor.isdigit() and start_time(int(monitor)) == state.get("monitor_start")
-    if signum == _signal.SIGKILL and alive:
-        os.kill(int(monitor), signum)
+    monitor = monitor_pid(state)
+    if signum == _signal.SIGKILL and monitor is not None:
+        os.kill(monitor, signum)
 
 
 def _wait_until_stopped(path: str, timeout: float) -> bool:

@@ -74,7 +74,9 @@ class RunSpec:
         self.cwd = cwd  # working directory inside
         self.binds = binds
         self.tmpfs = tmpfs  # container paths that get a fresh tmpfs
-        self.network = network  # "host": the host's network; "none": a namespace with only lo
+        # "host": the host's network; "none": a namespace with only lo; "private": the same, for a
+        # service whose monitor forwards its published ports (forward.py)
+        self.network = network
         self.user_name = user_name
         self.home = home
         self.read_only = read_only
