@@ -342,3 +342,40 @@ def test_published_ports_reach_the_service_in_its_own_network(toolbox, busybox):
     assert [line.split(":")[0].strip() for line in no_way_out.stdout.splitlines()[2:]] == ["lo"]
     for name in ("echo1", "echo2"):
         assert toolbox_command(toolbox, "rm", "-f", name).returncode == 0
+
+
+def test_shm_size_and_inspect(toolbox, busybox):
+    start_service(toolbox, "--name", "shm", busybox, "sh", "-c", "while true; do sleep 0.05; done")
+    size = toolbox_command(toolbox, "exec", "shm", "sh", "-c", "df -k /dev/shm | tail -1")
+    assert size.stdout.split()[1] == str(64 * 1024), size.stdout  # Docker's 64 MiB
+    foreground = subprocess.run([sys.executable, "-m", "toolbox", "run", "--shm-size", "1m", busybox, "sh",
+                                 "-c", "df -k /dev/shm | tail -1"], env=toolbox.env, cwd=toolbox.root,
+                                capture_output=True, text=True, timeout=60)
+    assert foreground.stdout.split()[1] == "1024", foreground.stderr
+    bad = toolbox_command(toolbox, "run", "--shm-size", "lots", busybox, "true")
+    assert bad.returncode == 125 and "invalid --shm-size 'lots'" in bad.stderr
+    shown = json.loads(toolbox_command(toolbox, "inspect", "--json", "shm").stdout)
+    assert shown["name"] == "shm" and shown["status"] == "running" and shown["network"] == "host"
+    assert shown["stop_signal"] == "SIGTERM" and shown["log"].endswith("/containers/shm/log")
+    text = toolbox_command(toolbox, "inspect", "shm").stdout
+    assert "Status:      running" in text and "Command:" in text
+    assert toolbox_command(toolbox, "rm", "-f", "shm").returncode == 0
+
+
+def test_a_service_outlives_the_terminal_it_was_started_from(toolbox, busybox):
+    """Started from a shell on a terminal that then hangs up (the terminal window closed)."""
+    import pty
+
+    pid, master = pty.fork()
+    if pid == 0:  # a session leader on the new terminal, as a login shell is
+        os.execve("/bin/sh", ["sh", "-c", f'"{sys.executable}" -m toolbox run -d --name hup {busybox} '
+                                          'sh -c "while true; do sleep 0.05; done"; sleep 30'], toolbox.env)
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(toolbox.layout.containers_dir, "hup", "state"))
+                 and listed(toolbox, "hup")["running"], what="the service to start")
+    finally:
+        os.close(master)  # the hangup: SIGHUP to the terminal's session
+        os.waitpid(pid, 0)
+    time.sleep(0.3)
+    assert listed(toolbox, "hup")["running"]
+    assert toolbox_command(toolbox, "rm", "-f", "hup").returncode == 0

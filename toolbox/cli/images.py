@@ -102,17 +102,42 @@ def _image_word(text, resolve=False):
         context.close()
 
 
+def _print_container(info, as_json):
+    if as_json:
+        print_json(info)
+        return
+    fields = (("Name", info["name"]), ("Kind", info["kind"]),
+              ("Image", f"{info['image']} ({info['reference']})"), ("Status", info["status"]),
+              ("Pid", info["pid"]), ("Command", json.dumps(info["command"])),
+              ("WorkingDir", info["working_dir"]), ("User", info["user"]), ("Network", info["network"]),
+              ("Ports", ", ".join(info["ports"])), ("Volumes", ", ".join(info["volumes"])),
+              ("StopSignal", info["stop_signal"]), ("Log", info["log"]), ("Layer", info["writable_layer"]))
+    for label, value in fields:
+        if value not in (None, ""):
+            print(f"{label + ':':<12} {value}")
+    if info["env"]:
+        print("Env:")
+        for entry in info["env"]:
+            print(f"  {entry}")
+
+
 def inspect(
     reference: str = typer.Argument(..., metavar="REFERENCE",
-                                    help="A tool (jq, node@20) or a stored image: reference or digest "
-                                         "prefix.",
+                                    help="A container, a tool (jq, node@20) or a stored image: "
+                                         "reference or digest prefix.",
                                     autocompletion=complete.image_references),
     as_json: bool = common.JSON_OPTION,
 ):
-    """Show a stored image's configuration and layers."""
+    """Show a container's settings and state, or a stored image's configuration and layers (a
+    container of that name first, as Docker's inspect looks)."""
+    from toolbox.ops import services
     from toolbox.ops.images import inspect_image
     from toolbox.ops.progress import human_bytes
 
+    layout = common.services().layout
+    if services.exists(layout, reference):
+        _print_container(services.inspect(layout, reference), as_json)
+        return
     info = inspect_image(common.services().store, _image_word(reference))
     if as_json:
         print_json(info)

@@ -10,6 +10,8 @@ from toolbox.errors import say
 from toolbox.runtime import containers, services
 from toolbox.runtime.spec import spec_to_values
 
+SERVICE_SHM_SIZE = 64 * 1024 * 1024  # Docker's default /dev/shm: a server sized for it expects no more
+
 
 def start_service(layout, options, plan, requested):
     """Start the service `options` describe (`requested`: the image or tool as typed, what
@@ -24,6 +26,8 @@ def start_service(layout, options, plan, requested):
         notes = []
         spec = make_spec(layout, plan, options, container, notes)
         spec.pid_namespace = True
+        if spec.shm_size is None:
+            spec.shm_size = SERVICE_SHM_SIZE
         if ports:
             spec.network = "private"
             notes.append("note: with published ports, the service has a network of its own with no way "

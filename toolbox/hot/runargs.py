@@ -24,6 +24,7 @@ Options:
   --mount type=bind|volume|tmpfs,source=SRC,target=DEST[,readonly]
                           the same, as Docker writes it
   --tmpfs DEST            a fresh tmpfs at DEST
+  --shm-size SIZE         the size of /dev/shm (64m, 1g; a service's default is 64m)
   --network host|none     the host's network (default), or only a private loopback
   --memory SIZE, --cpus N, --pids-limit N
                           resource limits (need a delegated cgroup v2; refused otherwise)
@@ -56,7 +57,7 @@ class RunOptions:
     __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args",
                  "read_only", "volumes", "tmpfs", "network", "limits", "user", "name", "pull", "platform",
                  "subids", "frozen", "tool_command", "tool_default_command", "tool_mounts", "detach",
-                 "remove", "ports")
+                 "remove", "ports", "shm_size")
 
     def __init__(self):
         self.image = None
@@ -72,6 +73,7 @@ class RunOptions:
         self.frozen = False
         self.detach = False  # -d: a service, under a monitor (runtime/monitor.py)
         self.ports = []  # -p values, for a service
+        self.shm_size = None  # --shm-size, as typed
         self.remove = False  # --rm: with -d, the container goes when the service ends
         self.tool_command = None  # a recipe's command: replaces the image's entrypoint and cmd
         self.tool_default_command = None  # a recipe's command when no arguments are given
@@ -100,7 +102,7 @@ WITH_VALUE = {"-e": "env", "--env": "env", "-w": "workdir", "--workdir": "workdi
               "--network": "network", "--net": "network", "--memory": "memory", "-m": "memory",
               "--cpus": "cpus", "--pids-limit": "pids", "--env-file": "env_files", "-u": "user",
               "--user": "user", "--name": "name", "--pull": "pull", "--platform": "platform", "-p": "ports",
-              "--publish": "ports"}
+              "--publish": "ports", "--shm-size": "shm_size"}
 _LIMITS = ("memory", "cpus", "pids")
 _LISTS = ("env", "env_files", "volumes", "tmpfs", "ports")
 NETWORKS = ("host", "none")

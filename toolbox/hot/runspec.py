@@ -66,7 +66,16 @@ def make_spec(layout, plan, options, container=None, notes=None):
         rootfs=rootfs_modes(),
         flat_root=layout.flat_dir,
         subid_maps=_runoptions().subid_maps(options, user) if options.subids else None,
+        shm_size=shm_bytes(options.shm_size),
     )
+
+
+def shm_bytes(text):
+    if text is None:
+        return None
+    from toolbox.runtime.cgroups import parse_memory
+
+    return parse_memory(text, "--shm-size")
 
 
 def rootfs_modes():

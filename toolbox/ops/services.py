@@ -84,6 +84,35 @@ def _volumes(layout: Layout, binds: list[tuple]) -> list[str]:
     return found
 
 
+def exists(layout: Layout, name: str) -> bool:
+    try:
+        container_path(layout, name)
+    except ToolboxError:
+        return False
+    return True
+
+
+def inspect(layout: Layout, name: str) -> dict[str, object]:
+    """describe() and how it runs: environment, working directory, ids and network inside, the
+    stop signal, where its log and writable layer are."""
+    info = describe(layout, name)
+    path = info.pop("path")
+    settings = services.read_service(path) or {}
+    spec = settings.get("spec", {})
+    info.update({
+        "env": [f"{key}={value}" for key, value in spec.get("env", {}).items()],
+        "working_dir": spec.get("cwd"),
+        "user": f"{spec['uid']}:{spec['gid']}" if spec else None,
+        "subordinate_ids": bool(spec.get("subid_maps")),
+        "network": spec.get("network"),
+        "stop_signal": settings.get("stop_signal") or ("SIGTERM" if settings else None),
+        "remove_on_exit": bool(settings.get("remove")),
+        "log": os.path.join(path, services.LOG) if settings else None,
+        "writable_layer": os.path.join(path, "upper"),
+    })
+    return info
+
+
 def listing(layout: Layout, everything: bool = False) -> list[dict[str, object]]:
     """The containers `toolbox ps` shows: the running ones, or all of them."""
     found = [describe(layout, name) for name in containers.names(layout)]

@@ -18,7 +18,8 @@ ENABLE_HINT = (
 )
 
 
-def parse_memory(text: str) -> int:
+def parse_memory(text: str, option: str = "--memory") -> int:
+    """A size as Docker writes it (512m, 2g, 1gb, 65536): bytes."""
     units = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
     value = text.strip().lower()
     factor = 1
@@ -27,7 +28,7 @@ def parse_memory(text: str) -> int:
     elif value and value[-1] in units:
         factor, value = units[value[-1]], value[:-1]
     if not value.isdigit() or int(value) * factor < 4096:
-        raise LimitError(f"invalid --memory {text!r}: use a size such as 512m or 2g (at least 4k)")
+        raise LimitError(f"invalid {option} {text!r}: use a size such as 512m or 2g (at least 4k)")
     return int(value) * factor
 
 

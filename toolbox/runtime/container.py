@@ -75,7 +75,7 @@ def assemble_and_exec(spec: RunSpec) -> None:
     if not root.writable:
         run_step("mount tmpfs for /tmp, /run and the home directory", rootfs.mount_scratch_space, root,
                  spec.home)
-    run_step("mount /proc, /sys and /dev", mount_system, root.path, spec.pid_namespace)
+    run_step("mount /proc, /sys and /dev", mount_system, root.path, spec.pid_namespace, spec.shm_size)
     run_step("add the user to /etc/passwd", add_user, root, spec)
     for mount in spec.binds:
         run_step(f"bind {mount.host} to {mount.inside}", bind, root.path, mount)

@@ -51,6 +51,9 @@ class Mount:
 
 
 DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+# POSIX shared memory (postgres keeps its own there): the kernel's default size, half the RAM,
+# unless a size is asked for (--shm-size; a service's default is Docker's 64 MiB).
+SHM = Mount(TMPFS, "toolbox-shm", "dev/shm", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777")
 
 SYSTEM_MOUNTS = (
     # /proc: a new procfs needs a new pid namespace, which would need a resident parent; the
@@ -62,7 +65,7 @@ SYSTEM_MOUNTS = (
     *(Mount(DEVICE, f"/dev/{name}", f"dev/{name}") for name in DEVICE_NODES),
     Mount(BIND_DIR, "/dev/pts", "dev/pts", sc.MS_REC, when=(os.path.isdir, "/dev/pts")),
     Mount(SYMLINK, "pts/ptmx", "dev/ptmx", when=(os.path.isdir, "/dev/pts")),
-    Mount(TMPFS, "toolbox-shm", "dev/shm", sc.MS_NOSUID | sc.MS_NODEV, "mode=1777"),
+    SHM,
     Mount(SYMLINK, "/proc/self/fd", "dev/fd"),
     Mount(SYMLINK, "/proc/self/fd/0", "dev/stdin"),
     Mount(SYMLINK, "/proc/self/fd/1", "dev/stdout"),
@@ -78,8 +81,12 @@ OWN_PROC = Mount(PROC, "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 SYSTEM_MOUNTS_OWN_PROC = (OWN_PROC,) + SYSTEM_MOUNTS[1:]
 
 
-def mount_system(root: str, own_proc: bool = False) -> None:
-    mount_table(root, SYSTEM_MOUNTS_OWN_PROC if own_proc else SYSTEM_MOUNTS)
+def mount_system(root: str, own_proc: bool = False, shm_size: int | None = None) -> None:
+    table = SYSTEM_MOUNTS_OWN_PROC if own_proc else SYSTEM_MOUNTS
+    if shm_size is not None:
+        sized = Mount(SHM.kind, SHM.source, SHM.target, SHM.flags, f"{SHM.data},size={shm_size}")
+        table = tuple(sized if entry is SHM else entry for entry in table)
+    mount_table(root, table)
 
 
 def mount_table(root: str, table: tuple[Mount, ...]) -> None:

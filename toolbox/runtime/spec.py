@@ -57,7 +57,7 @@ class RunSpec:
 
     __slots__ = ("layers_dir", "layers", "scratch_dir", "argv", "env", "cwd", "binds", "tmpfs", "network",
                  "user_name", "home", "read_only", "uid", "gid", "upper", "work", "rootfs", "flat_root",
-                 "subid_maps", "pid_namespace")
+                 "subid_maps", "pid_namespace", "shm_size")
 
     def __init__(self, layers_dir: str, layers: list[str], scratch_dir: str, argv: list[str],
                  env: dict[str, str], cwd: str, binds: list[Bind] | tuple[Bind, ...] = (),
@@ -65,7 +65,8 @@ class RunSpec:
                  home: str = "/home/user", read_only: bool = False, uid: int | None = None,
                  gid: int | None = None, upper: str | None = None, work: str | None = None,
                  rootfs: tuple[str, ...] | None = None, flat_root: str | None = None,
-                 subid_maps: IdRanges | None = None, pid_namespace: bool = False) -> None:
+                 subid_maps: IdRanges | None = None, pid_namespace: bool = False,
+                 shm_size: int | None = None) -> None:
         self.layers_dir = layers_dir  # the directory that holds the layer trees
         self.layers = layers  # layer tree names relative to layers_dir, topmost first
         self.scratch_dir = scratch_dir  # an empty directory to mount the scratch tmpfs on
@@ -94,6 +95,7 @@ class RunSpec:
         # A pid namespace of its own, the tool its pid 1 (with its own /proc): a service's, whose
         # processes all end with it. Needs a parent outside to fork it (runtime/monitor.py).
         self.pid_namespace = pid_namespace
+        self.shm_size = shm_size  # bytes of /dev/shm; None: the kernel's default for a tmpfs
 
 
 def spec_to_values(spec: RunSpec) -> dict[str, object]:
