@@ -304,6 +304,8 @@ def tree_summary(path):
     except OSError as err:
         if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
             return 0, 0, 0  # nothing, a file or a symlink: no tree below it
+        if err.errno == errno.EACCES:
+            return 0, 0, 0  # not ours to list (a service gave it to a subordinate id), as below
         raise
     walk_down(top_fd, count, _open_to_read, lambda _fd, _name: None)
     return allocated, names, content

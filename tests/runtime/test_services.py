@@ -287,8 +287,8 @@ def test_a_service_runs_as_the_image_user_with_subordinate_ids_and_its_files_are
     """As the official database images do: start as root, chown the data to 999, switch to it."""
     try:
         start_service(toolbox, "--name", "db", "-v", "dbdata:/data", busybox, "sh", "-c",
-                      "mkdir -p /data/pg /var/lib/db && chown -R 999:999 /data/pg /var/lib/db && "
-                      "chmod 700 /data/pg /var/lib/db && touch /var/lib/db/f && id -u && "
+                      "mkdir -p /data/pg /var/lib/db && chown -R 999:999 /data /var/lib/db && "
+                      "chmod 700 /data /data/pg /var/lib/db && touch /var/lib/db/f && id -u && "
                       "while true; do sleep 0.05; done")
         wait_for(lambda: logged(toolbox, "db").stdout == "0\n", what="the service to run as root")
         # the current directory it was started in is yours: not 999's to enter
@@ -296,8 +296,10 @@ def test_a_service_runs_as_the_image_user_with_subordinate_ids_and_its_files_are
         assert refused.returncode == 125 and "cannot run id in the service: chdir" in refused.stderr
         as_999 = toolbox_command(toolbox, "exec", "-u", "999", "-w", "/", "db", "id")
         assert as_999.stdout.startswith("uid=999 gid=999 groups=999"), as_999.stderr
-        outside = os.stat(os.path.join(toolbox.layout.volume_data("dbdata"), "pg"))
+        outside = os.stat(toolbox.layout.volume_data("dbdata"))  # the volume itself, as postgres's PGDATA
         assert outside.st_uid not in (os.getuid(), 999)  # one of the user's subordinate ids
+        listed_volumes = toolbox_command(toolbox, "volume", "ls")
+        assert listed_volumes.returncode == 0 and "dbdata" in listed_volumes.stdout, listed_volumes.stderr
         assert toolbox_command(toolbox, "rm", "-f", "db").returncode == 0
         assert not os.path.exists(os.path.join(toolbox.layout.containers_dir, "db"))
         removed = toolbox_command(toolbox, "volume", "rm", "dbdata")
