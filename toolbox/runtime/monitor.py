@@ -92,8 +92,8 @@ class Monitor:
         write_state(self.path, status=RUNNING, pid=pid, pid_start=start_time(pid), monitor=os.getpid(),
                     monitor_start=start_time(os.getpid()), started=f"{started:.3f}")
         _tell(self.ready_fd, {"pid": pid})
-        pump_output(out_read, err_read, os.path.join(self.path, LOG), _log_max_bytes(), forwarder)
-        code = _exit_code(os.waitpid(pid, 0)[1])
+        log = os.path.join(self.path, LOG)
+        code = _exit_code(pump_output(out_read, err_read, log, _log_max_bytes(), pid, forwarder))
         self._finished(started, code)
         return 0
 
@@ -162,44 +162,64 @@ def _log_max_bytes() -> int:
     return int(text) if text.isdigit() and int(text) > 0 else LOG_MAX_BYTES
 
 
-def pump_output(out_fd: int, err_fd: int, log_path: str, max_bytes: int,
-                forwarder: object | None = None) -> None:
-    """Copy the tool's stdout and stderr into the log until both are closed: when the tool and
-    everything it started are gone (they all end with it, in its pid namespace). Published
-    ports are forwarded meanwhile, from the same loop (`forwarder`: a forward.Forwarder)."""
+def pump_output(out_fd: int, err_fd: int, log_path: str, max_bytes: int, pid: int,
+                forwarder: object | None = None) -> int:
+    """Copy the tool's stdout and stderr into the log, and forward its published ports
+    (`forwarder`: a forward.Forwarder), until the tool `pid` has exited and its output is read
+    (everything it started ends with it, in its pid namespace, so the pipes close then). A tool
+    that closes its stdout and stderr early (logging to files, as servers may) keeps its ports.
+    Returns its wait status."""
     log = Log(log_path, max_bytes)
     pending = {out_fd: b"", err_fd: b""}
     streams = {out_fd: "stdout", err_fd: "stderr"}
     poller = select.poll()
     for fd in pending:
         poller.register(fd, select.POLLIN)
+    exited = os.pidfd_open(pid)
+    poller.register(exited, select.POLLIN)
     if forwarder is not None:
         forwarder.attach(poller)
-    while pending:
-        for fd, events in poller.poll():
-            if fd not in pending:
-                if forwarder is not None:
-                    forwarder.handle(fd, events)
-                continue
-            data = os.read(fd, 65536)
-            if not data:
-                if pending[fd]:
-                    log.write(streams[fd], "P", pending[fd])
-                poller.unregister(fd)
-                os.close(fd)
-                del pending[fd]
-                continue
-            lines = (pending[fd] + data).split(b"\n")
-            for line in lines[:-1]:
-                log.write(streams[fd], "F", line)
-            rest = lines[-1]
-            while len(rest) > PARTIAL_AFTER:
-                log.write(streams[fd], "P", rest[:PARTIAL_AFTER])
-                rest = rest[PARTIAL_AFTER:]
-            pending[fd] = rest
+    status, drain_until = None, None
+    while pending and (drain_until is None or time.monotonic() < drain_until) or status is None:
+        for fd, events in poller.poll(None if drain_until is None else 100):
+            if fd == exited:
+                status = os.waitpid(pid, 0)[1]
+                poller.unregister(exited)
+                os.close(exited)
+                drain_until = time.monotonic() + 2.0  # what is left in the pipes, then no longer
+            elif fd in pending:
+                _copy(fd, pending, streams[fd], log, poller)
+            elif forwarder is not None:
+                forwarder.handle(fd, events)
+    for fd, rest in pending.items():
+        if rest:
+            log.write(streams[fd], "P", rest)
+        os.close(fd)
     log.close()
     if forwarder is not None:
         forwarder.close()
+    return status
+
+
+def _copy(fd: int, pending: dict[int, bytes], stream: str, log: "Log", poller: "select.poll") -> None:
+    """One read of the tool's `stream`, its whole lines logged; a line longer than PARTIAL_AFTER
+    in parts, the rest kept in `pending` for the next read. At EOF the stream is done."""
+    data = os.read(fd, 65536)
+    if not data:
+        if pending[fd]:
+            log.write(stream, "P", pending[fd])
+        poller.unregister(fd)
+        os.close(fd)
+        del pending[fd]
+        return
+    lines = (pending[fd] + data).split(b"\n")
+    for line in lines[:-1]:
+        log.write(stream, "F", line)
+    rest = lines[-1]
+    while len(rest) > PARTIAL_AFTER:
+        log.write(stream, "P", rest[:PARTIAL_AFTER])
+        rest = rest[PARTIAL_AFTER:]
+    pending[fd] = rest
 
 
 class Log:
