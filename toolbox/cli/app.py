@@ -8,7 +8,7 @@ import sys
 import typer
 
 from toolbox import __version__
-from toolbox.cli import common, containers, host, images, login, recipes, shims, tools, volumes
+from toolbox.cli import common, containers, host, images, login, recipes, services, shims, tools, volumes
 from toolbox.cli import support as complete
 from toolbox.errors import EXIT_TOOLBOX_FAILED, ToolboxError, report
 
@@ -41,7 +41,7 @@ def _global_options(
 
 
 # The commands, then the groups, each in the order `toolbox --help` lists them.
-for module in (images, containers, host, login, tools, shims):
+for module in (images, containers, services, host, login, tools, shims):
     module.register(app)
 app.add_typer(volumes.volume_app, name="volume")
 app.add_typer(host.self_app, name="self")

@@ -46,18 +46,18 @@ def ps(everything: bool = typer.Option(False, "--all", "-a",
     from toolbox.ops import services
 
     found = services.listing(common.services().layout, everything)
-    print_listing(found, as_json, ("NAME", "IMAGE", "STATUS", "PID", "PORTS", "VOLUMES"), _ps_row,
+    print_listing(found, as_json, ("NAME", "IMAGE", "STATUS", "PID", "PORTS", "VOLUMES"), ps_row,
                   to_json=_ps_json)
 
 
-def _ps_row(c):
+def ps_row(c):
     """STATUS as docker's ps says it: `running, up 5 minutes`, `exited (0) 3 minutes ago`."""
     status = c["status"]
     if c["running"] and c["started"]:
         status += f", up {human_duration(time.time() - c['started'])}"
-        if c["monitor"] is False:
+        if c.get("monitor") is False:
             status += " (monitor gone: no logs or ports until restarted)"
-    elif c["finished"]:
+    elif c.get("finished"):
         status += f" {human_duration(time.time() - c['finished'])} ago"
     return (c["name"], c["image"], status, str(c["pid"] or ""), ", ".join(c["ports"]),
             ", ".join(c["volumes"]))

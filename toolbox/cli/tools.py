@@ -206,15 +206,16 @@ def list_tools(as_json: bool = common.JSON_OPTION):
 
 # -- trust ---------------------------------------------------------------------------------------------
 def trust():
-    """Trust this project's recipes as they are now: what they grant (image, command, mounts,
-    host variables, network) may be used until a recipe's grants change."""
+    """Trust this project's recipes and services as they are now: what they grant (image, command,
+    mounts, host variables, network, ports, volumes) may be used until their grants change."""
     from toolbox.ops.tools import trust_project
 
     trusted = trust_project()
     if not trusted.recipes:
-        print(f"{trusted.path} defines no recipes of its own: nothing to trust (its pins need none)")
+        print(f"{trusted.path} defines no recipes or services of its own: nothing to trust "
+              "(its pins need none)")
         return
-    print(f"Trusted the recipes of {trusted.path}:")
+    print(f"Trusted the recipes and services of {trusted.path}:")
     for line in trusted.described:
         print(line)
 

@@ -13,9 +13,9 @@ from toolbox.runtime.spec import spec_to_values
 SERVICE_SHM_SIZE = 64 * 1024 * 1024  # Docker's default /dev/shm: a server sized for it expects no more
 
 
-def start_service(layout, options, plan, requested):
+def start_service(layout, options, plan, requested, extra=None):
     """Start the service `options` describe (`requested`: the image or tool as typed, what
-    `toolbox ps` shows); returns the exit status after printing its name."""
+    `toolbox ps` shows; `extra`: more to keep in its settings); returns its name."""
     from toolbox.hot.runspec import make_spec
 
     ports = published_ports(options.ports)
@@ -38,7 +38,7 @@ def start_service(layout, options, plan, requested):
         services.write_service(container.path, {
             "spec": spec_to_values(spec), "stop_signal": plan.get("stop_signal"), "remove": options.remove,
             "requested": requested, "reference": plan["reference"],
-            "ports": [port.values() for port in ports]})
+            "ports": [port.values() for port in ports], **(extra or {})})
         if options.limits:
             from toolbox.hot.options import apply_limits
 
@@ -46,8 +46,7 @@ def start_service(layout, options, plan, requested):
         services.start_monitor(container.path, container.lock_fd)
     finally:
         os.close(container.lock_fd)
-    print(name, flush=True)
-    return 0
+    return name
 
 
 def published_ports(texts):

@@ -97,7 +97,8 @@ def main(argv, layout=None, settings=None):
         if options.detach:
             from toolbox.hot.detach import start_service
 
-            return start_service(layout, options, plan, requested)
+            print(start_service(layout, options, plan, requested), flush=True)
+            return 0
         container = None
         if options.name is not None:
             from toolbox.hot.options import claim_container

@@ -196,13 +196,17 @@ class Trusted:
 
 
 def trust_project():
-    """Trust this project's recipes as they are now. What is described and what is recorded
-    come from the same read of toolbox.toml."""
+    """Trust this project's recipes and services as they are now. What is described and what
+    is recorded come from the same read of toolbox.toml."""
+    from toolbox.project.services import TrustedAs, parse_services
     from toolbox.project.trust import TrustStore, describe
 
     context = context_here()
     pins = _project_pins(context)
     recipes = sorted(pins.recipes.values(), key=lambda r: r.name)
+    if pins.services:
+        defined = parse_services(pins.services, pins.path)
+        recipes += [TrustedAs(defined[name]) for name in sorted(defined)]
     store = TrustStore(context.layout)
     before = store.read(pins.path)
     store.trust(pins.path, recipes)

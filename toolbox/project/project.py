@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # names for the annotations only
     from toolbox.project.config import UserConfig
 
 LOCK_FILE = "toolbox.lock"
-PROJECT_KEYS = {"tools", "recipes"}
+PROJECT_KEYS = {"tools", "recipes", "services"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class Pins:
     stamp: tuple | None = None  # of the bytes parsed (stamps.stamp_of)
     is_project: bool = True
     broken_recipes: dict = field(default_factory=dict)  # name -> BrokenRecipe: only that name fails
+    services: object = None  # the [services] table as written; read by `toolbox up` (services.py)
 
     @property
     def directory(self) -> str:
@@ -74,7 +75,7 @@ def load_project(path: str, safe_directories: Iterable[str] = (),
     unknown = sorted(set(doc) - PROJECT_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r}",
-                          hint="allowed: [tools] and [recipes.NAME]")
+                          hint="allowed: [tools], [recipes.NAME] and [services.NAME]")
     recipes_table = doc.get("recipes", {})
     if not isinstance(recipes_table, dict):
         raise ConfigError(f"{path}: 'recipes' must hold [recipes.NAME] tables")
@@ -85,7 +86,7 @@ def load_project(path: str, safe_directories: Iterable[str] = (),
         except RecipeError as err:
             broken[name] = BrokenRecipe(name, "project", path, err)
     return Pins(path, os.path.join(os.path.dirname(path), LOCK_FILE), parse_pins(doc.get("tools", {}), path),
-                recipes, found.stamp, broken_recipes=broken)
+                recipes, found.stamp, broken_recipes=broken, services=doc.get("services"))
 
 
 def check_owner(found: InputFile, safe_directories: Iterable[str] = (),

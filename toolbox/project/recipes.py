@@ -141,7 +141,8 @@ class Recipe:
         return [describe_grant(item) for item in sorted_grants(self.grant_items())]
 
 
-_GRANT_ORDER = ("image", "tag", "command", "default_command", "alias", "mount", "pass_env", "env", "network")
+_GRANT_ORDER = ("image", "tag", "entrypoint", "command", "default_command", "alias", "mount", "pass_env",
+                "env", "network", "port", "volume")
 
 
 def sorted_grants(items: Iterable[tuple]) -> list[tuple]:
@@ -150,13 +151,15 @@ def sorted_grants(items: Iterable[tuple]) -> list[tuple]:
 
 
 _DESCRIPTIONS = {"image": "image {0}", "pass_env": "host variable {0}", "env": "variable {0}={1}",
-                 "network": "network {0}"}
+                 "network": "network {0}", "port": "publish port {0}", "volume": "volume {0} at {1}"}
 
 
 def describe_grant(item: tuple) -> str:
     kind, *values = item
     if kind == "command":
         return f"command {_shell_words(values)}"
+    if kind == "entrypoint":
+        return f"entrypoint {_shell_words(values)}"
     if kind == "default_command":
         return f"without arguments, command {_shell_words(values)}"
     if kind == "alias":

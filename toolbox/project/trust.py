@@ -160,7 +160,8 @@ def grant_diff(recipe: Recipe, record: TrustRecord, catalog: Catalog) -> tuple[s
         if replaced is not None:
             basis, before = f"replaces the {replaced.source} recipe", replaced.grant_items()
         else:
-            basis, before = "a recipe of this project's own", frozenset()
+            kind = "a service" if recipe.name.startswith("service ") else "a recipe"
+            basis, before = f"{kind} of this project's own", frozenset()
     after = recipe.grant_items()
     lines = []
     for item in sorted_grants(after | before):
@@ -181,13 +182,14 @@ def describe(recipes: list[Recipe], record: TrustRecord, catalog: Catalog) -> li
 
 
 def refusal(pins: Pins, recipes: list[Recipe], record: TrustRecord, catalog: Catalog,
-            elsewhere: Iterable[str] = ()) -> NotTrusted:
-    """The NotTrusted error for using `recipes` (project recipes) whose grants are not trusted."""
+            elsewhere: Iterable[str] = (), kind: str = "recipes") -> NotTrusted:
+    """The NotTrusted error for using `recipes` (project recipes, or services: `kind`) whose
+    grants are not trusted."""
     changed = any(recipe.name in record.recipes for recipe in recipes)
     what = "changed since you trusted them" if changed else "not trusted yet"
     hint = f"read {pins.path}, then run `toolbox trust` in {pins.directory}"
     if elsewhere:
         hint += f" (the same grants are trusted for {elsewhere[0]}: another checkout?)"
     hint += f"; in CI, {TRUST_ENV}={pins.directory}"
-    return NotTrusted(f"{pins.path} defines recipes {what}; using them would grant:\n"
+    return NotTrusted(f"{pins.path} defines {kind} {what}; using them would grant:\n"
                       + "\n".join(describe(recipes, record, catalog)), hint=hint)
