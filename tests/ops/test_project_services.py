@@ -4,14 +4,13 @@ trust as for project recipes, names scoped to the checkout, a changed definition
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from tests.runtime.test_forward import free_port
-from tests.runtime.test_services import wait_for
+from tests.runtime.test_services import echoes, wait_for
 
 pytestmark = pytest.mark.needs_userns_overlay
 
@@ -33,16 +32,6 @@ ports = ["{port}:7000"]
 env = {{ GREETING = "{greeting}" }}
 volumes = ["data:/data"]
 """
-
-
-def echoes(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-            client.sendall(b"ping\n")
-            client.shutdown(socket.SHUT_WR)
-            return client.recv(100) == b"ping\n"
-    except OSError:
-        return False
 
 
 @pytest.fixture

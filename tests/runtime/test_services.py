@@ -60,6 +60,19 @@ def wait_for(predicate, timeout=20.0, what="the condition"):
         time.sleep(0.02)
 
 
+def echoes(port, data=b"ping\n"):
+    """Whether an echo server answers `data` on 127.0.0.1:`port` (it sees the client's EOF)."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            client.sendall(data)
+            client.shutdown(socket.SHUT_WR)
+            return client.recv(len(data) + 1) == data
+    except OSError:
+        return False
+
+
 def logged(toolbox, name, *args):
     return toolbox_command(toolbox, "logs", *args, name)
 
@@ -385,25 +398,14 @@ def test_a_service_outlives_the_terminal_it_was_started_from(toolbox, busybox):
 
 def test_a_service_that_closes_its_output_keeps_its_ports_and_its_status(toolbox, busybox):
     """Servers that log to files close stdout and stderr: the monitor goes on forwarding."""
-    import socket
-
     from tests.runtime.test_forward import free_port
 
     port = free_port()
     start_service(toolbox, "--name", "quiet", "-p", f"{port}:7000", busybox, "sh", "-c",
                   "echo before; exec >/dev/null 2>&1; busybox nc -ll -p 7000 -e /bin/cat")
 
-    def echoed():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
-                client.sendall(b"still here\n")
-                client.shutdown(socket.SHUT_WR)
-                return client.recv(100) == b"still here\n"
-        except OSError:
-            return False
-
     wait_for(lambda: "before" in logged(toolbox, "quiet").stdout)
     time.sleep(0.3)
-    wait_for(echoed, what="an echo after the service closed its output")
+    wait_for(lambda: echoes(port), what="an echo after the service closed its output")
     assert toolbox_command(toolbox, "stop", "-t", "1", "quiet").returncode == 0
     assert listed(toolbox, "quiet")["status"] == "exited (137)"
