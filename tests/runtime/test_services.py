@@ -239,6 +239,9 @@ def test_logs_tail_since_timestamps_follow_and_rotation(toolbox, busybox):
     assert logged(toolbox, "talk", "--since", str(time.time() + 60)).stdout == ""
     bad = logged(toolbox, "talk", "--since", "yesterday")
     assert bad.returncode == 125 and "--since" in bad.stderr
+    assert toolbox_command(toolbox, "run", "--name", "fg", busybox, "true").returncode == 0
+    foreground = logged(toolbox, "fg")
+    assert foreground.returncode == 125 and "runs in the foreground" in foreground.stderr
     follow = toolbox_command(toolbox, "logs", "-f", "--tail", "2", "talk")  # not running: -f ends at once
     assert follow.returncode == 0 and follow.stdout == "line 300\nno newline"
     head = subprocess.run(f'"{sys.executable}" -m toolbox logs talk | head -1', shell=True, env=toolbox.env,

@@ -194,11 +194,20 @@ class LogLine:
 def read_log(layout: Layout, name: str, since: str | None = None, tail: int | None = None) -> list[LogLine]:
     """The service's output kept in its log (the rotated part first): lines from `since` (a
     log timestamp) on, the last `tail` of them."""
-    path = os.path.join(container_path(layout, name), services.LOG)
+    path = os.path.join(_service_path(layout, name), services.LOG)
     lines = _log_lines(_read(path + ".1") + _read(path))
     if since is not None:
         lines = [line for line in lines if line.time >= since]
     return lines[-tail:] if tail is not None and tail >= 0 else lines
+
+
+def _service_path(layout: Layout, name: str) -> str:
+    path = container_path(layout, name)
+    if services.read_service(path) is None:
+        raise ServiceError(f"{name!r} runs in the foreground (toolbox run --name): its output goes to its "
+                           "terminal, not to a log",
+                           hint="toolbox keeps the logs of services: toolbox run -d")
+    return path
 
 
 def _log_lines(data: bytes) -> list[LogLine]:
@@ -229,7 +238,7 @@ def follow_log(layout: Layout, name: str, since: str | None = None, tail: int | 
                poll: float = 0.1) -> Iterator[LogLine]:
     """The log as read_log gives it, then what the service writes, as it comes (a line in parts
     part by part), until the service is no longer running and its last lines are read."""
-    container = container_path(layout, name)
+    container = _service_path(layout, name)
     path = os.path.join(container, services.LOG)
     file = _open(path)
     data, carry = _whole_entries(_read(path + ".1") + (file.read() if file else b""))

@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
     except ToolboxError as err:
         _tell(ready_fd, {"message": err.message, "hint": err.hint})
         return EXIT_TOOLBOX_FAILED
-    return Monitor(path, settings, ready_fd).run()
+    return Monitor(path, settings, ready_fd, lock_fd).run()
 
 
 def _tell(ready_fd: int, report: dict[str, object]) -> None:
@@ -60,12 +60,13 @@ def _tell(ready_fd: int, report: dict[str, object]) -> None:
 
 
 class Monitor:
-    __slots__ = ("path", "settings", "ready_fd", "name")
+    __slots__ = ("path", "settings", "ready_fd", "lock_fd", "name")
 
-    def __init__(self, path: str, settings: dict, ready_fd: int) -> None:
+    def __init__(self, path: str, settings: dict, ready_fd: int, lock_fd: int) -> None:
         self.path = path
         self.settings = settings
         self.ready_fd = ready_fd
+        self.lock_fd = lock_fd  # the container's lock, which the tool inherits
         self.name = os.path.basename(path)
 
     def run(self) -> int:
@@ -98,9 +99,16 @@ class Monitor:
         return 0
 
     def _failed(self, report: dict[str, object], pid: int | None) -> int:
+        """Record the failure and let go of the container before the caller hears of it, so
+        that a `ps` right after shows it ended. Writing the state can fail here (in a user
+        namespace whose ids could not be mapped, no file can be made): the caller still hears."""
         if pid is not None:
             os.waitpid(pid, 0)
-        self._finished(None, report.get("exit_code", EXIT_TOOLBOX_FAILED))
+        try:
+            self._finished(None, report.get("exit_code", EXIT_TOOLBOX_FAILED))
+        except OSError:
+            pass  # `ps` shows it exited, without the status: its lock is free
+        os.close(self.lock_fd)
         _tell(self.ready_fd, report)
         return 0
 
@@ -223,32 +231,60 @@ def _copy(fd: int, pending: dict[int, bytes], stream: str, log: "Log", poller: "
 
 
 class Log:
-    """The service's log file, rotated to LOG.1 when it would grow past `max_bytes`."""
+    """The service's log file, rotated to LOG.1 when it would grow past `max_bytes`. A write the
+    disk refuses (full, or the file gone) drops that line, never the monitor: the service goes
+    on, and the next line that can be written is preceded by one saying what was lost."""
 
-    __slots__ = ("path", "max_bytes", "fd", "size")
+    __slots__ = ("path", "max_bytes", "fd", "size", "dropped", "reason")
 
     def __init__(self, path: str, max_bytes: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self.fd = None
+        self.size = 0
+        self.dropped = 0  # lines lost since the last one written
+        self.reason = ""
         self._open()
 
     def _open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        self.size = os.fstat(self.fd).st_size
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            self.size = os.fstat(self.fd).st_size
+        except OSError as err:
+            self.fd, self.reason = None, err.strerror
 
     def write(self, stream: str, flag: str, text: bytes) -> None:
-        line = f"{timestamp()} {stream} {flag} ".encode() + text + b"\n"
-        if self.size and self.size + len(line) > self.max_bytes:
-            os.close(self.fd)
-            os.replace(self.path, self.path + ".1")
-            self._open()
-        view = memoryview(line)
-        while view:
-            view = view[os.write(self.fd, view):]
+        if self.dropped and not self._append(b"stderr", f"toolbox: {self.dropped} lines of output lost: "
+                                                        f"{self.reason}".encode()):
+            self.dropped += 1
+            return
+        self.dropped = 0
+        if not self._append(stream.encode(), text, flag.encode()):
+            self.dropped = 1
+
+    def _append(self, stream: bytes, text: bytes, flag: bytes = b"F") -> bool:
+        line = f"{timestamp()} ".encode() + stream + b" " + flag + b" " + text + b"\n"
+        try:
+            if self.fd is not None and self.size and self.size + len(line) > self.max_bytes:
+                os.close(self.fd)
+                self.fd = None
+                os.replace(self.path, self.path + ".1")
+            if self.fd is None:
+                self._open()
+            if self.fd is None:
+                return False
+            view = memoryview(line)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as err:
+            self.reason = err.strerror
+            return False
         self.size += len(line)
+        return True
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def timestamp(ns: int | None = None) -> str:
