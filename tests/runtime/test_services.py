@@ -210,16 +210,26 @@ def test_ps_stays_truthful_when_the_monitor_or_everything_is_killed(toolbox, bus
     assert toolbox_command(toolbox, "rm", "-f", "db").returncode == 0
 
 
-def test_concurrent_starts_of_one_name_one_wins(toolbox, busybox):
+def concurrently(toolbox, *commands):
+    """Run the toolbox `commands` at once; [(exit status, stderr)] in their order."""
+    running = [subprocess.Popen([sys.executable, "-m", "toolbox", *command], env=toolbox.env,
+                                cwd=toolbox.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for command in commands]
+    return [(process.wait(timeout=60), process.stderr.read()) for process in running]
+
+
+def test_concurrent_starts_stops_and_removals_of_one_name_one_wins(toolbox, busybox):
     start_service(toolbox, "--name", "race", busybox, "sh", "-c", "while true; do sleep 0.05; done")
     assert toolbox_command(toolbox, "stop", "-t", "0", "race").returncode == 0
-    starts = [subprocess.Popen([sys.executable, "-m", "toolbox", "start", "race"], env=toolbox.env,
-                               cwd=toolbox.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for _ in range(3)]
-    results = [(p.wait(timeout=60), p.stderr.read()) for p in starts]
+    results = concurrently(toolbox, *[["start", "race"]] * 3)
     assert sorted(code for code, _ in results) == [0, 125, 125], results
     assert all("already running" in err for code, err in results if code)
-    assert toolbox_command(toolbox, "rm", "-f", "race").returncode == 0
+    stops = concurrently(toolbox, *[["stop", "-t", "0", "race"]] * 3)  # each waits until it is gone
+    assert [code for code, _ in stops] == [0, 0, 0] and not listed(toolbox, "race")["running"], stops
+    removals = concurrently(toolbox, *[["rm", "race"]] * 3)
+    assert sorted(code for code, _ in removals) == [0, 125, 125], removals
+    assert all("no container named 'race'" in err or "is running" in err for code, err in removals if code)
+    assert not os.path.exists(os.path.join(toolbox.layout.containers_dir, "race"))
 
 
 def test_logs_tail_since_timestamps_follow_and_rotation(toolbox, busybox):

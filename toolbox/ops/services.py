@@ -166,10 +166,12 @@ def remove(layout: Layout, name: str, force: bool = False) -> None:
 
     path = container_path(layout, name)
     if containers.is_running(path):
-        if services.read_state(path).get("status") != services.RUNNING:
+        state = services.read_state(path)
+        finishing = state.get("status") == services.EXITED and services.monitor_pid(state) is not None
+        if state.get("status") != services.RUNNING and not finishing:
             raise ServiceError(f"container {name!r} is running in the foreground (toolbox run --name)",
                                hint="stop it where it runs (Ctrl-C in its terminal), then remove it")
-        if not force:
+        if not force and not finishing:
             raise ServiceError(f"container {name!r} is running",
                                hint=f"stop it first (toolbox stop {name}), or remove it anyway: "
                                     f"toolbox rm -f {name}")

@@ -173,6 +173,9 @@ def stop(path: str, signum: int, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
     if not containers.is_running(path):
         return False
     state = read_state(path)
+    if state.get("status") == EXITED and monitor_pid(state) is not None:
+        _wait_until_stopped(path, 30.0)  # ended: its monitor is writing that down (another stop's)
+        return True
     if state.get("status") != RUNNING:
         raise ServiceError(f"container {os.path.basename(path)!r} runs in the foreground "
                            "(toolbox run --name)",
