@@ -99,14 +99,17 @@ def test_service_definitions_are_checked(toolbox, busybox, tmp_path):
         ('[services.db]\nimage = "x:1"\nports = ["5432"]\n', "port '5432'"),
         ('[services.db]\nimage = "x:1"\nvolumes = ["/etc:/etc"]\n', "must be NAME:/path inside"),
         ('[services.db]\nimage = "x:1"\nrestart = "always"\n', "unknown key 'restart'"),
-        ('[services.db]\ntool = "postgres@16"\n', "'tool' needs service recipes"),
+        ('[services.db]\ntool = "Postgres 16"\n', "must be a recipe's name, maybe @VERSION"),
+        ('[services.db]\ntool = "postgres@16"\nimage = "x:1"\n', "give either 'tool'"),
+        ('[services.db]\ntool = "postgress@16"\n', "postgres"),  # unknown: close names suggested
         ('[tools]\n', "defines no services"),
     ]
     for text, said in cases:
         (directory / "toolbox.toml").write_text(text)
         result = toolbox_in(toolbox, directory, "up", env={"TOOLBOX_TRUSTED_PROJECTS": str(directory)})
         assert result.returncode == 125 and said in result.stderr, (text, result.stderr)
-        assert str(directory / "toolbox.toml") in result.stderr or "no services" in result.stderr
+        assert (str(directory / "toolbox.toml") in result.stderr or "no services" in result.stderr
+                or "postgress" in result.stderr)
     (directory / "toolbox.toml").write_text(f'[services.db]\nimage = "{busybox}"\n')
     missing = toolbox_in(toolbox, directory, "up", "web", env={"TOOLBOX_TRUSTED_PROJECTS": str(directory)})
     assert missing.returncode == 125 and "defines no service 'web'" in missing.stderr

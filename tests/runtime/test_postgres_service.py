@@ -5,6 +5,8 @@ a killed server."""
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -97,3 +99,58 @@ def test_the_entrypoint_error_reaches_the_log_and_the_status(toolbox, postgres):
     wait_for(lambda: not listed(toolbox, "nopass")["running"], timeout=60)
     assert listed(toolbox, "nopass")["status"] == "exited (1)"
     assert "You must specify POSTGRES_PASSWORD" in logged(toolbox, "nopass").stderr
+
+
+@pytest.fixture
+def postgres_recipe(toolbox, registry, postgres_reference):
+    """The built-in postgres recipe (docker.io/library/postgres), its Docker Hub repository
+    mirrored to the test registry, where the image of tests/support/servers.py is tag 15."""
+    push_raw(registry, "mirror/docker/library/postgres", "15", postgres_image())
+    toolbox.trust(registry)
+    with open(toolbox.layout.config_file, "a") as config:
+        config.write(f'[registries."docker.io"]\nmirrors = ["http://{registry.host}/mirror/docker"]\n')
+    yield
+    for name in ("pg", "recipe-pg"):
+        toolbox_command(toolbox, "rm", "-f", name)
+    for volume in ("pg-data", "recipe-pg-data"):
+        toolbox_command(toolbox, "volume", "rm", volume)
+
+
+def test_the_postgres_recipe_runs_a_server_with_its_data_in_a_volume(toolbox, postgres_recipe):
+    port = free_port()
+    refused = toolbox_command(toolbox, "run", "-d", "--name", "pg", "-p", f"{port}:5432", "postgres@15")
+    assert refused.returncode == 125 and "postgres@15 needs POSTGRES_PASSWORD" in refused.stderr
+    toolbox_command(toolbox, "rm", "pg")
+    started = toolbox_command(toolbox, "run", "-d", "--name", "pg", "-e", "POSTGRES_PASSWORD=foobarbaz", "-p",
+                              f"{port}:5432", "postgres@15")
+    assert started.returncode == 0, started.stderr
+    assert f"connect: postgresql://postgres:foobarbaz@127.0.0.1:{port}/postgres" in started.stderr
+    assert listed(toolbox, "pg")["volumes"] == ["pg-data:/var/lib/postgresql/data"]
+    wait_for(lambda: is_ready(port), timeout=120)
+    assert psql(port, "create table t (x int); insert into t values (7)").returncode == 0
+    assert toolbox_command(toolbox, "rm", "-f", "pg").returncode == 0
+    again = toolbox_command(toolbox, "run", "-d", "--name", "pg", "-e", "POSTGRES_PASSWORD=foobarbaz", "-p",
+                            f"{port}:5432", "postgres@15")
+    assert again.returncode == 0, again.stderr
+    wait_for(lambda: is_ready(port), timeout=120)
+    assert psql(port, "select x from t").stdout == "7\n"  # the volume outlived the container
+
+
+def test_a_project_service_of_the_postgres_recipe_is_ready_when_up_returns(toolbox, postgres_recipe,
+                                                                            tmp_path):
+    project = tmp_path / "app"
+    project.mkdir()
+    port = free_port()
+    (project / "toolbox.toml").write_text(f'[services.db]\ntool = "postgres@15"\nports = ["{port}:5432"]\n'
+                                          'env = { POSTGRES_PASSWORD = "dev" }\n')
+    env = {"TOOLBOX_TRUSTED_PROJECTS": str(project)}
+    up = subprocess.run([sys.executable, "-m", "toolbox", "up"], cwd=project, env=dict(toolbox.env, **env),
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stderr
+    assert f"  connect: postgresql://postgres:dev@127.0.0.1:{port}/postgres" in up.stdout
+    assert psql(port, "select 1", password="dev").stdout == "1\n"  # ready: no waiting here
+    container = up.stdout.split("(")[1].split(")")[0]
+    down = subprocess.run([sys.executable, "-m", "toolbox", "down", "--volumes"], cwd=project,
+                          env=dict(toolbox.env, **env), capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert not os.path.exists(os.path.dirname(toolbox.layout.volume_data(f"{container}-data")))

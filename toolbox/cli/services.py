@@ -30,6 +30,8 @@ def up(names: list[str] = SERVICES_ARGUMENT,
     for state in start_all(_context(), tuple(names or ()), timeout):
         ports = f"  {', '.join(state.ports)}" if state.ports else ""
         print(f"{state.name}: {state.action} ({state.container}){ports}")
+        if state.connect:
+            print(f"  connect: {state.connect}")
 
 
 def down(names: list[str] = SERVICES_ARGUMENT,

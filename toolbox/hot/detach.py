@@ -6,7 +6,7 @@ none is given) and in a pid namespace of its own; a monitor then runs it in the 
 
 import os
 
-from toolbox.errors import say
+from toolbox.errors import ServiceError, say
 from toolbox.runtime import containers, services
 from toolbox.runtime.spec import spec_to_values
 
@@ -20,11 +20,16 @@ def start_service(layout, options, plan, requested, extra=None):
 
     ports = published_ports(options.ports)
     name = options.name or generated_name(layout, requested)
+    service = options.tool_service or {}
+    given = [volume.split(":")[1:2] for volume in options.volumes]
+    if service.get("data") and [service["data"]] not in given:
+        options.volumes.append(f"{name}-data:{service['data']}")  # a server recipe's data outlives `rm`
     use_subordinate_ids(options, plan)
     container = containers.claim(layout, name, options.image, plan)
     try:
         notes = []
         spec = make_spec(layout, plan, options, container, notes)
+        require_env(requested, service, spec.env)
         spec.pid_namespace = True
         if spec.shm_size is None:
             spec.shm_size = SERVICE_SHM_SIZE
@@ -38,7 +43,7 @@ def start_service(layout, options, plan, requested, extra=None):
         services.write_service(container.path, {
             "spec": spec_to_values(spec), "stop_signal": plan.get("stop_signal"), "remove": options.remove,
             "requested": requested, "reference": plan["reference"],
-            "ports": [port.values() for port in ports], **(extra or {})})
+            "ports": [port.values() for port in ports], "service": service or None, **(extra or {})})
         if options.limits:
             from toolbox.hot.options import apply_limits
 
@@ -46,7 +51,33 @@ def start_service(layout, options, plan, requested, extra=None):
         services.start_monitor(container.path, container.lock_fd)
     finally:
         os.close(container.lock_fd)
+    hint = connection_hint(service, spec.env, ports)
+    if hint:
+        say(f"connect: {hint}")
     return name
+
+
+def require_env(requested, service, env):
+    missing = [name for name in service.get("required_env", ()) if not env.get(name)]
+    if missing:
+        raise ServiceError(f"{requested} needs {', '.join(missing)}",
+                           hint=f"set it: toolbox run -d -e {missing[0]}=... {requested}")
+
+
+def connection_hint(service, env, ports):
+    """The recipe's `connect` template filled in: the host's address and port for its port (the
+    published one, else the same on the host's network) and the variables it names."""
+    if not service or not service.get("connect") or not service.get("port"):
+        return None
+    host, port = "127.0.0.1", service["port"]
+    for published in ports:
+        if published.container_port == service["port"] and published.protocol == "tcp":
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(published.host_ip, published.host_ip)
+            host, port = (f"[{host}]" if ":" in host else host), published.host_port
+    try:
+        return service["connect"].format(host=host, port=port, **env)
+    except (KeyError, IndexError, ValueError):
+        return None
 
 
 def published_ports(texts):

@@ -48,6 +48,7 @@ def apply_tool(options, settings):
     options.env = settings["env"] + passed + options.env  # -e wins over the recipe
     options.tool_mounts = settings["mounts"]
     options.network = options.network or settings["network"]
+    options.tool_service = settings.get("service")  # absent from plans of older toolboxes
 
 
 def _matches(name, pattern):

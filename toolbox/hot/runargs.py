@@ -57,7 +57,7 @@ class RunOptions:
     __slots__ = ("image", "command", "env", "env_files", "workdir", "entrypoint", "mount_cwd", "mount_args",
                  "read_only", "volumes", "tmpfs", "network", "limits", "user", "name", "pull", "platform",
                  "subids", "frozen", "tool_command", "tool_default_command", "tool_mounts", "detach",
-                 "remove", "ports", "shm_size")
+                 "remove", "ports", "shm_size", "tool_service")
 
     def __init__(self):
         self.image = None
@@ -78,6 +78,7 @@ class RunOptions:
         self.tool_command = None  # a recipe's command: replaces the image's entrypoint and cmd
         self.tool_default_command = None  # a recipe's command when no arguments are given
         self.tool_mounts = []  # a recipe's (host source, target, read only), `~` unexpanded
+        self.tool_service = None  # a server recipe's [service] (recipes.ServiceSpec.values())
         self.workdir = None
         self.entrypoint = None
         self.mount_cwd = True

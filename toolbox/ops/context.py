@@ -59,6 +59,7 @@ class ToolRun:
             "pass_env": list(recipe.pass_env),
             "mounts": [(m.source, m.target, m.read_only) for m in recipe.mounts],
             "network": recipe.network,
+            "service": recipe.service.values() if recipe.service else None,  # a server's (run -d)
         }
 
 

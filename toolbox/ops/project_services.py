@@ -26,6 +26,37 @@ class ServiceState:
     container: str
     action: str  # what `up` did: "started", "restarted", "made anew", "already running"; `down`: "removed"
     ports: tuple = ()
+    connect: str | None = None  # how to reach it, from a server recipe's `connect`
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A service definition made concrete: its image, a server recipe's [service] (plain
+    values, or None) and its volumes, the recipe's data directory among them."""
+
+    image: str
+    service: dict | None
+    volumes: tuple
+
+
+def resolve(context, definition) -> Resolved:
+    """`tool = "postgres@16"` through the catalog (a project's recipe needs its trust), the
+    version the project pins when none is given; the data directory of a server recipe gets
+    the volume NAME-data unless the definition mounts one there."""
+    from toolbox.ops.context import parse_tool_spec
+
+    image, service = definition.image, None
+    if definition.tool:
+        name, version = parse_tool_spec(definition.tool)
+        recipe, _ = context.catalog.find(name)
+        context.check_trusted([recipe])
+        image = recipe.reference_for(version or context.pins.versions.get(name) or recipe.default_version)
+        service = recipe.service.values() if recipe.service else None
+    volumes = tuple(definition.volumes)
+    data = (service or {}).get("data")
+    if data and data not in [target for _, target in volumes]:
+        volumes += ((f"{definition.name}-data", data),)
+    return Resolved(image, service, volumes)
 
 
 def project_definitions(context, names=()):
@@ -109,11 +140,15 @@ def up(context, names=(), timeout=READY_TIMEOUT) -> list[ServiceState]:
             action = "started"
         else:
             action = "started"
+        resolved = resolve(context, definition)
         if settings is None:
-            _run(context, pins, definition, name, prefix)
-        ports = tuple(str(port) for port in _ports(definition))
-        _wait_until_ready(context.layout, name, definition, timeout)
-        done.append(ServiceState(definition.name, name, action, ports))
+            _run(context, pins, definition, resolved, name, prefix)
+        ports = _ports(definition)
+        _wait_until_ready(context.layout, name, definition, resolved, timeout)
+        from toolbox.hot.detach import connection_hint
+
+        done.append(ServiceState(definition.name, name, action, tuple(str(port) for port in ports),
+                                 connection_hint(resolved.service, definition.env, ports)))
     return done
 
 
@@ -123,7 +158,7 @@ def _ports(definition):
     return [parse_port(port) for port in definition.ports]
 
 
-def _run(context, pins, definition, name, prefix):
+def _run(context, pins, definition, resolved, name, prefix):
     from toolbox.hot.detach import start_service
     from toolbox.hot.launch import load_plan
     from toolbox.hot.runargs import parse_args
@@ -133,27 +168,30 @@ def _run(context, pins, definition, name, prefix):
         argv += ["-e", f"{key}={value}"]
     for port in definition.ports:
         argv += ["-p", port]
-    for volume, target in definition.volumes:
+    for volume, target in resolved.volumes:
         argv += ["-v", f"{prefix}-{volume}:{target}"]
     command = list(definition.command or ())
     if definition.entrypoint:  # compose's list: the first word is the entrypoint, the rest comes first
         argv += ["--entrypoint", definition.entrypoint[0]]
         command = list(definition.entrypoint[1:]) + command
-    options = parse_args(argv + ["--", definition.image] + command)
+    options = parse_args(argv + ["--", resolved.image] + command)
+    options.tool_service = resolved.service  # its required variables are checked, as for run -d
     plan = load_plan(context.layout, options)
-    start_service(context.layout, options, plan, definition.image,
+    start_service(context.layout, options, plan, definition.tool or resolved.image,
                   extra={"definition": fingerprint(definition), "project": pins.path,
                          "service": definition.name})
 
 
-def _wait_until_ready(layout, name, definition, timeout):
-    """Until every published TCP port takes a connection and keeps it (the monitor accepts at
-    once and closes what the server does not take yet), or the service has ended (an error with
-    its last lines), or `timeout` seconds have passed."""
+def _wait_until_ready(layout, name, definition, resolved, timeout):
+    """Until a server recipe's `ready` command succeeds in the service, and every published TCP
+    port takes a connection and keeps it (the monitor accepts at once and closes what the server
+    does not take yet); or the service has ended (an error with its last lines), or `timeout`
+    seconds have passed."""
     from toolbox.ops import services as containers_ops
 
     path = os.path.join(layout.containers_dir, name)
     waiting = [port for port in _ports(definition) if port.protocol == "tcp"]
+    ready = (resolved.service or {}).get("ready")
     deadline = time.monotonic() + timeout
     while True:
         if not containers.is_running(path):
@@ -162,13 +200,32 @@ def _wait_until_ready(layout, name, definition, timeout):
             ended = containers_ops.describe(layout, name)["status"]
             message = f"service {definition.name} ({name}) ended: {ended}" + (f"\n{said}" if said else "")
             raise ServiceError(message, hint=f"toolbox logs {name}")
+        if ready and _ready(name, ready):
+            ready = None
         waiting = [port for port in waiting if not _accepts(port)]
-        if not waiting:
+        if not waiting and not ready:
             return
         if time.monotonic() > deadline:
-            raise ServiceError(f"service {definition.name} ({name}) does not accept connections on "
-                               f"{waiting[0]} after {timeout:.0f} s", hint=f"toolbox logs {name}")
+            what = (f"`{' '.join(ready)}` does not succeed in it" if ready
+                    else f"it refuses connections on {waiting[0]}")
+            raise ServiceError(f"service {definition.name} ({name}) is not ready after {timeout:.0f} s: "
+                               f"{what}", hint=f"toolbox logs {name}")
         time.sleep(0.1)
+
+
+def _ready(name, command) -> bool:
+    """A server recipe's readiness command, run in the service (`toolbox exec`, in a process of
+    its own: joining the service's namespaces is for a process that ends)."""
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-m", "toolbox", "exec", name, *command],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=30)
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
 
 
 def _accepts(port) -> bool:
@@ -202,7 +259,7 @@ def down(context, names=(), volumes=False, timeout=services.DEFAULT_STOP_TIMEOUT
             containers_ops.remove(context.layout, name)
             done.append(ServiceState(definition.name, name, "removed"))
         if volumes:
-            for volume, _ in definition.volumes:
+            for volume, _ in resolve(context, definition).volumes:
                 if os.path.isdir(context.layout.volume_data(f"{prefix}-{volume}")):
                     remove_volume(context.layout, f"{prefix}-{volume}")
     return done
@@ -220,7 +277,8 @@ def status(context) -> list[dict[str, object]]:
         if containers_ops.exists(context.layout, name):
             found.append(dict(containers_ops.describe(context.layout, name), service=definition.name))
         else:
-            found.append({"service": definition.name, "name": name, "image": definition.image,
+            found.append({"service": definition.name, "name": name,
+                          "image": definition.tool or definition.image,
                           "status": "not created", "running": False, "pid": None, "started": None,
                           "finished": None, "ports": list(definition.ports), "volumes": []})
     return found

@@ -20,6 +20,12 @@ project, user, built-in. The schema, with every key:
     [aliases]                             # other names for the tool
     "jq1.6" = { version = "1.6" }         # a version of it
     jq-raw = { command = ["jq", "-r"] }   # another command in the same image
+    [service]                             # a server (`toolbox run -d`, a project's services)
+    port = 5432                           # the port it listens on
+    data = "/var/lib/postgresql/data"     # gets a named volume unless one is given
+    required_env = ["POSTGRES_PASSWORD"]  # refused without them
+    ready = ["pg_isready", "-U", "postgres"]   # run inside: exit status 0 once it takes connections
+    connect = "postgresql://postgres:{POSTGRES_PASSWORD}@{host}:{port}/postgres"
 
 What runs: `command` (if any), then the arguments given, or `default_command` when there are none;
 as Docker's Entrypoint and Cmd, so `toolbox run ubuntu` starts bash and `toolbox run ubuntu ls /`
@@ -51,7 +57,8 @@ NETWORKS = ("host", "none")
 NOT_GRANTED_NETWORKS = ("none",)  # a restriction, not access: never listed nor recorded as a grant
 SOURCES = ("project", "user", "builtin")  # precedence, highest first
 KEYS = {"description", "image", "tag", "default_version", "command", "default_command", "env", "pass_env",
-        "mounts", "network", "tty", "aliases"}
+        "mounts", "network", "tty", "aliases", "service"}
+SERVICE_KEYS = {"port", "data", "required_env", "ready", "connect"}
 ALIAS_KEYS = {"version", "command"}
 MOUNT_KEYS = {"source", "target", "read_only"}
 
@@ -81,6 +88,23 @@ class Alias:
 
 
 @dataclass(frozen=True)
+class ServiceSpec:
+    """What a server recipe says of the service it runs: none of it is a grant (it gives the
+    image nothing of the host)."""
+
+    port: int | None = None
+    data: str | None = None
+    required_env: tuple = ()
+    ready: tuple | None = None
+    connect: str | None = None
+
+    def values(self) -> dict[str, object]:
+        """As the launch path takes it (plain values)."""
+        return {"port": self.port, "data": self.data, "required_env": list(self.required_env),
+                "ready": list(self.ready) if self.ready else None, "connect": self.connect}
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     image: str
@@ -97,6 +121,7 @@ class Recipe:
     network: str = "host"
     tty: bool = False
     aliases: dict = field(default_factory=dict)  # name -> Alias
+    service: ServiceSpec | None = None
 
     def tag_for(self, version: str) -> str:
         return self.tag.replace("{version}", version)
@@ -234,7 +259,34 @@ def parse_recipe(name: str, table: object, source: str, origin: str) -> Recipe:
         network=network,
         tty=tty,
         aliases=_aliases(table.get("aliases", {}), where),
+        service=_service(table.get("service"), where),
     )
+
+
+def _service(value, where):
+    if value is None:
+        return None
+    where = f"{where}: [service]"
+    if not isinstance(value, dict):
+        raise RecipeError(f"{where} must be a table")
+    unknown = sorted(set(value) - SERVICE_KEYS)
+    if unknown:
+        raise RecipeError(f"{where}: unknown key {unknown[0]!r}",
+                          hint=f"allowed: {', '.join(sorted(SERVICE_KEYS))}")
+    port = value.get("port")
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
+        raise RecipeError(f"{where}: 'port' must be a port number")
+    data = value.get("data")
+    if data is not None and (not isinstance(data, str) or not data.startswith("/") or data == "/"):
+        raise RecipeError(f"{where}: 'data' must be an absolute path inside, not /")
+    required = _list(value.get("required_env", []), f"{where}: 'required_env'")
+    if not all(isinstance(name, str) and ENV_NAME.match(name) for name in required):
+        raise RecipeError(f"{where}: 'required_env' must list variable names")
+    connect = value.get("connect")
+    if connect is not None and not isinstance(connect, str):
+        raise RecipeError(f"{where}: 'connect' must be a string")
+    return ServiceSpec(port=port, data=data, required_env=tuple(required),
+                       ready=_command(value.get("ready"), f"{where}: 'ready'"), connect=connect)
 
 
 def _string(table, key, where, required=False, default=None):

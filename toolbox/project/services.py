@@ -2,7 +2,8 @@
 together by `toolbox up` (ops/project_services.py).
 
     [services.db]
-    image = "docker.io/library/postgres:16"       # a full reference: registry, repository, tag
+    tool = "postgres@16"                          # a server recipe (recipes/postgres.toml), or
+    # image = "docker.io/library/postgres:16"     # a full reference: registry, repository, tag
     ports = ["5433:5432"]                          # as -p: [IP:]HOST:CONTAINER[/tcp|/udp]
     env = { POSTGRES_PASSWORD = "dev" }
     volumes = ["data:/var/lib/postgresql/data"]    # named volumes, scoped to this checkout
@@ -26,13 +27,15 @@ from toolbox.project.recipes import ENV_NAME, NAME_PATTERN
 
 KEYS = {"image", "tool", "ports", "env", "volumes", "command", "entrypoint"}
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+TOOL = re.compile(r"[a-z0-9][a-z0-9._-]*(@[A-Za-z0-9][A-Za-z0-9._+-]*)?\Z")
 
 
 @dataclass(frozen=True)
 class ServiceDefinition:
     name: str  # [services.NAME]
-    image: str
+    image: str | None  # this, or `tool`
     origin: str  # the toolbox.toml it is in
+    tool: str | None = None  # a recipe's name, maybe @VERSION (ops resolves it through the catalog)
     command: tuple | None = None
     entrypoint: tuple | None = None
     env: dict = field(default_factory=dict)
@@ -46,7 +49,7 @@ class ServiceDefinition:
 
     def grant_items(self) -> frozenset[tuple]:
         """What the service is given of the machine, as trust records and compares it."""
-        items = {("image", self.image)}
+        items = {("tool", self.tool) if self.tool else ("image", self.image)}
         if self.command:
             items.add(("command", *self.command))
         if self.entrypoint:
@@ -89,20 +92,21 @@ def parse_service(name: str, table: object, origin: str) -> ServiceDefinition:
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r}",
                           hint=f"allowed keys: {', '.join(sorted(KEYS))}")
-    if "tool" in table:
-        raise ConfigError(f"{where}: 'tool' needs service recipes, which toolbox does not have yet",
-                          hint="name the image: image = \"docker.io/library/postgres:16\"")
-    image = table.get("image")
-    if not isinstance(image, str) or not image:
-        raise ConfigError(f"{where}: missing 'image' (a reference such as docker.io/library/postgres:16)")
-    try:
-        ImageRef.parse(image)
-    except ToolboxError as err:
-        raise ConfigError(f"{where}: 'image' {image!r}: {err}") from None
+    image, tool = table.get("image"), table.get("tool")
+    if (image is None) == (tool is None):
+        raise ConfigError(f"{where}: give either 'tool' (a recipe: \"postgres@16\") or 'image' (a reference "
+                          "such as docker.io/library/postgres:16)")
+    if tool is not None and (not isinstance(tool, str) or not TOOL.match(tool)):
+        raise ConfigError(f"{where}: 'tool' {tool!r} must be a recipe's name, maybe @VERSION (postgres@16)")
+    if image is not None:
+        try:
+            ImageRef.parse(image if isinstance(image, str) else "")
+        except ToolboxError as err:
+            raise ConfigError(f"{where}: 'image' {image!r}: {err}") from None
     ports = _strings(table.get("ports", []), f"{where}: 'ports'")  # read as -p by `up` (ops)
     volumes = _strings(table.get("volumes", []), f"{where}: 'volumes'")
-    return ServiceDefinition(name=name, image=image, origin=origin, command=_command(table.get("command"),
-                                                                                   where),
+    return ServiceDefinition(name=name, image=image, tool=tool, origin=origin,
+                             command=_command(table.get("command"), where),
                              entrypoint=_command(table.get("entrypoint"), where, "entrypoint"),
                              env=_env(table.get("env", {}), where), ports=tuple(ports),
                              volumes=tuple(_volume(volume, where) for volume in volumes))
