@@ -217,12 +217,7 @@ def parse_recipe(name: str, table: object, source: str, origin: str) -> Recipe:
     if not NAME_PATTERN.match(name):
         raise RecipeError(f"{where}: the name must be lowercase letters, digits, '.', '_' or '-'",
                           hint="rename the file or table")
-    if not isinstance(table, dict):
-        raise RecipeError(f"{where} must be a table")
-    unknown = sorted(set(table) - KEYS)
-    if unknown:
-        raise RecipeError(f"{where}: unknown key {unknown[0]!r}",
-                          hint=f"allowed keys: {', '.join(sorted(KEYS))}")
+    check_table(table, KEYS, where)
     image = _string(table, "image", where, required=True)
     if ":" in image.rpartition("/")[2] or "@" in image:
         raise RecipeError(f"{where}: 'image' is a repository without tag or digest, e.g. ghcr.io/jqlang/jq",
@@ -263,16 +258,20 @@ def parse_recipe(name: str, table: object, source: str, origin: str) -> Recipe:
     )
 
 
+def check_table(table: object, keys: set[str], where: str, error: type[ToolboxError] = RecipeError) -> None:
+    """`table` is a TOML table with only `keys`, or `error` naming the first other key."""
+    if not isinstance(table, dict):
+        raise error(f"{where} must be a table")
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise error(f"{where}: unknown key {unknown[0]!r}", hint=f"allowed keys: {', '.join(sorted(keys))}")
+
+
 def _service(value, where):
     if value is None:
         return None
     where = f"{where}: [service]"
-    if not isinstance(value, dict):
-        raise RecipeError(f"{where} must be a table")
-    unknown = sorted(set(value) - SERVICE_KEYS)
-    if unknown:
-        raise RecipeError(f"{where}: unknown key {unknown[0]!r}",
-                          hint=f"allowed: {', '.join(sorted(SERVICE_KEYS))}")
+    check_table(value, SERVICE_KEYS, where)
     port = value.get("port")
     if port is not None and (not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536):
         raise RecipeError(f"{where}: 'port' must be a port number")

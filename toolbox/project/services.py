@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from toolbox.errors import ConfigError, ToolboxError
-from toolbox.project.recipes import ENV_NAME, NAME_PATTERN
+from toolbox.project.recipes import ENV_NAME, NAME_PATTERN, check_table
 
 KEYS = {"image", "tool", "ports", "env", "volumes", "command", "entrypoint"}
 VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -86,12 +86,7 @@ def parse_service(name: str, table: object, origin: str) -> ServiceDefinition:
     where = f"{origin}: service {name!r}"
     if not NAME_PATTERN.match(name):
         raise ConfigError(f"{where}: the name must be lowercase letters, digits, '.', '_' or '-'")
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where} must be a table")
-    unknown = sorted(set(table) - KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}",
-                          hint=f"allowed keys: {', '.join(sorted(KEYS))}")
+    check_table(table, KEYS, where, ConfigError)
     image, tool = table.get("image"), table.get("tool")
     if (image is None) == (tool is None):
         raise ConfigError(f"{where}: give either 'tool' (a recipe: \"postgres@16\") or 'image' (a reference "
