@@ -120,7 +120,7 @@ def test_the_postgres_recipe_runs_a_server_with_its_data_in_a_volume(toolbox, po
     port = free_port()
     refused = toolbox_command(toolbox, "run", "-d", "--name", "pg", "-p", f"{port}:5432", "postgres@15")
     assert refused.returncode == 125 and "postgres@15 needs POSTGRES_PASSWORD" in refused.stderr
-    toolbox_command(toolbox, "rm", "pg")
+    assert toolbox_command(toolbox, "ps", "-a").stdout.count("\n") == 1  # no container made for it
     started = toolbox_command(toolbox, "run", "-d", "--name", "pg", "-e", "POSTGRES_PASSWORD=foobarbaz", "-p",
                               f"{port}:5432", "postgres@15")
     assert started.returncode == 0, started.stderr

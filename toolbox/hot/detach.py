@@ -24,6 +24,7 @@ def start_service(layout, options, plan, requested, extra=None):
     given = [volume.split(":")[1:2] for volume in options.volumes]
     if service.get("data") and [service["data"]] not in given:
         options.volumes.append(f"{name}-data:{service['data']}")  # a server recipe's data outlives `rm`
+    require_env(requested, service, _given_env(options, plan))  # before a container is made for it
     use_subordinate_ids(options, plan)
     container = containers.claim(layout, name, options.image, plan)
     try:
@@ -55,6 +56,20 @@ def start_service(layout, options, plan, requested, extra=None):
     if hint:
         say(f"connect: {hint}")
     return name
+
+
+def _given_env(options, plan):
+    """The variables the image, the recipe, --env-file and -e set (as make_spec will)."""
+    env = dict(entry.partition("=")[::2] for entry in plan.get("env") or [])
+    files = []
+    if options.env_files:
+        from toolbox.hot.options import env_file_entries
+
+        files = [entry for path in options.env_files for entry in env_file_entries(path)]
+    for entry in files + options.env:
+        key, has_value, value = entry.partition("=")
+        env[key] = value if has_value else os.environ.get(key, "")
+    return env
 
 
 def require_env(requested, service, env):
