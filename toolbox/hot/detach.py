@@ -91,8 +91,8 @@ def connection_hint(service, env, ports):
             host, port = (f"[{host}]" if ":" in host else host), published.host_port
     try:
         return service["connect"].format(host=host, port=port, **env)
-    except (KeyError, IndexError, ValueError):
-        return None
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return None  # a template naming what is not there: no hint, never an error
 
 
 def published_ports(texts):
