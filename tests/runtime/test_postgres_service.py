@@ -148,6 +148,7 @@ def test_a_project_service_of_the_postgres_recipe_is_ready_when_up_returns(toolb
                         capture_output=True, text=True, timeout=300)
     assert up.returncode == 0, up.stderr
     assert f"  connect: postgresql://postgres:dev@127.0.0.1:{port}/postgres" in up.stdout
+    assert "connect:" not in up.stderr  # said once
     assert psql(port, "select 1", password="dev").stdout == "1\n"  # ready: no waiting here
     container = up.stdout.split("(")[1].split(")")[0]
     down = subprocess.run([sys.executable, "-m", "toolbox", "down", "--volumes"], cwd=project,

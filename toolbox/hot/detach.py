@@ -13,9 +13,10 @@ from toolbox.runtime.spec import spec_to_values
 SERVICE_SHM_SIZE = 64 * 1024 * 1024  # Docker's default /dev/shm: a server sized for it expects no more
 
 
-def start_service(layout, options, plan, requested, extra=None):
+def start_service(layout, options, plan, requested, extra=None, announce=True):
     """Start the service `options` describe (`requested`: the image or tool as typed, what
-    `toolbox ps` shows; `extra`: more to keep in its settings); returns its name."""
+    `toolbox ps` shows; `extra`: more to keep in its settings); returns its name. With
+    `announce`, a server recipe's connection string is said on stderr (`up` prints its own)."""
     from toolbox.hot.runspec import make_spec
 
     ports = published_ports(options.ports)
@@ -52,7 +53,7 @@ def start_service(layout, options, plan, requested, extra=None):
         services.start_monitor(container.path, container.lock_fd)
     finally:
         os.close(container.lock_fd)
-    hint = connection_hint(service, spec.env, ports)
+    hint = connection_hint(service, spec.env, ports) if announce else None
     if hint:
         say(f"connect: {hint}")
     return name

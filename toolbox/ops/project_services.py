@@ -179,7 +179,7 @@ def _run(context, pins, definition, resolved, name, prefix):
     plan = load_plan(context.layout, options)
     start_service(context.layout, options, plan, definition.tool or resolved.image,
                   extra={"definition": fingerprint(definition), "project": pins.path,
-                         "service": definition.name})
+                         "project_service": definition.name}, announce=False)
 
 
 def _wait_until_ready(layout, name, definition, resolved, timeout):

@@ -166,8 +166,8 @@ class Recipe:
         return [describe_grant(item) for item in sorted_grants(self.grant_items())]
 
 
-_GRANT_ORDER = ("image", "tag", "entrypoint", "command", "default_command", "alias", "mount", "pass_env",
-                "env", "network", "port", "volume")
+_GRANT_ORDER = ("image", "tool", "tag", "entrypoint", "command", "default_command", "alias", "mount",
+                "pass_env", "env", "network", "port", "volume")
 
 
 def sorted_grants(items: Iterable[tuple]) -> list[tuple]:
