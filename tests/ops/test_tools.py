@@ -887,8 +887,8 @@ def test_a_broken_recipe_stops_only_its_own_tool(toolbox, upstream, tmp_path):
     yq = run(toolbox, "yq", cwd=project)
     assert yq.returncode == 125 and yq.stderr.splitlines() == [
         f"toolbox: error: {recipes / 'yq.toml'}: recipe 'yq': unknown key 'colour'",
-        "toolbox: hint: allowed keys: aliases, command, default_command, default_version, description, env, "
-        "image, mounts, network, pass_env, service, tag, tty"], yq.stderr
+        "toolbox: hint: allowed keys: aliases, client_of, command, default_command, default_version, "
+        "description, env, image, mounts, network, pass_env, service, tag, tty"], yq.stderr
     lint = run(toolbox, "lint", cwd=project)
     assert (lint.returncode == 125
             and f"{project / 'toolbox.toml'}: recipe 'lint': 'network' must be one of host, none"

@@ -105,7 +105,8 @@ def test_the_entrypoint_error_reaches_the_log_and_the_status(toolbox, postgres):
 def postgres_recipe(toolbox, registry, postgres_reference):
     """The built-in postgres recipe (docker.io/library/postgres), its Docker Hub repository
     mirrored to the test registry, where the image of tests/support/servers.py is tag 15."""
-    push_raw(registry, "mirror/docker/library/postgres", "15", postgres_image())
+    for tag in ("15", "15-alpine"):  # the server's tag, and psql's (its recipe: {version}-alpine)
+        push_raw(registry, "mirror/docker/library/postgres", tag, postgres_image())
     toolbox.trust(registry)
     with open(toolbox.layout.config_file, "a") as config:
         config.write(f'[registries."docker.io"]\nmirrors = ["http://{registry.host}/mirror/docker"]\n')
@@ -150,6 +151,15 @@ def test_a_project_service_of_the_postgres_recipe_is_ready_when_up_returns(toolb
     assert f"  connect: postgresql://postgres:dev@127.0.0.1:{port}/postgres" in up.stdout
     assert "connect:" not in up.stderr  # said once
     assert psql(port, "select 1", password="dev").stdout == "1\n"  # ready: no waiting here
+    # the psql recipe, a client of postgres, reaches the project's service by itself
+    def run_psql(**more):
+        return subprocess.run([sys.executable, "-m", "toolbox", "run", "psql@15", "-Atc", "select 6*7"],
+                              cwd=project, env=dict(toolbox.env, PGPASSWORD="dev", **more),
+                              capture_output=True, text=True, timeout=120)
+
+    client = run_psql(**env)
+    assert client.returncode == 0 and client.stdout == "42\n", client.stderr
+    assert run_psql().returncode != 0  # the service not trusted (no TOOLBOX_TRUSTED_PROJECTS): not followed
     container = up.stdout.split("(")[1].split(")")[0]
     down = subprocess.run([sys.executable, "-m", "toolbox", "down", "--volumes"], cwd=project,
                           env=dict(toolbox.env, **env), capture_output=True, text=True, timeout=120)

@@ -81,17 +81,23 @@ def require_env(requested, service, env):
 
 
 def connection_hint(service, env, ports):
-    """The recipe's `connect` template filled in: the host's address and port for its port (the
-    published one, else the same on the host's network) and the variables it names."""
+    """The recipe's `connect` template filled in (fill_template)."""
     if not service or not service.get("connect") or not service.get("port"):
         return None
-    host, port = "127.0.0.1", service["port"]
+    return fill_template(service["connect"], service["port"], env, ports)
+
+
+def fill_template(template, server_port, env, ports, bracket=True):
+    """A server recipe's template (`connect`, `client_env`) filled in: {host} and {port} as the
+    host reaches `server_port` (its published port, else the same on the host's network), and
+    the service's variables ({POSTGRES_PASSWORD}). None when it names what is not there."""
+    host, port = "127.0.0.1", server_port
     for published in ports:
-        if published.container_port == service["port"] and published.protocol == "tcp":
+        if published.container_port == server_port and published.protocol == "tcp":
             host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(published.host_ip, published.host_ip)
-            host, port = (f"[{host}]" if ":" in host else host), published.host_port
+            host, port = (f"[{host}]" if ":" in host and bracket else host), published.host_port
     try:
-        return service["connect"].format(host=host, port=port, **env)
+        return template.format(host=host, port=port, **env)
     except (KeyError, IndexError, ValueError, AttributeError):
         return None  # a template naming what is not there: no hint, never an error
 

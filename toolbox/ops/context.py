@@ -46,6 +46,7 @@ class ToolRun:
     entry: LockEntry | None = None  # the lock entry it runs by
     default_command: tuple | None = None  # what runs when no arguments are given
     lock_path: str | None = None  # the lock that entry is from
+    client_env: tuple = ()  # KEY=VALUE: how a client reaches the project's service (client_env_for)
 
     def run_settings(self):
         """The recipe's part of the run, as the launch path takes it (plain values, no classes)."""
@@ -55,7 +56,7 @@ class ToolRun:
             "image": self.image,
             "command": list(self.command) if self.command else None,
             "default_command": list(self.default_command) if self.default_command else None,
-            "env": [f"{key}={value}" for key, value in sorted(recipe.env.items())],
+            "env": [f"{key}={value}" for key, value in sorted(recipe.env.items())] + list(self.client_env),
             "pass_env": list(recipe.pass_env),
             "mounts": [(m.source, m.target, m.read_only) for m in recipe.mounts],
             "network": recipe.network,
@@ -151,15 +152,51 @@ class Context:
         default_command = None if alias and alias.command else recipe.default_command
         if pinned is None and version is None:  # the version would come from a pin: is one misspelt?
             self.check_misspelt_pin(recipe.name)
+        client_env = self.client_env_for(recipe)
         if version is None or version == pinned:
             if pinned is not None:
                 entry = locked_entry(owner, recipe.name, frozen)
                 self._absorb(owner)
                 return ToolRun(name, recipe, pinned, entry.pinned_reference(), command, owner.pins.path,
-                               entry, default_command, owner.pins.lock_path)
+                               entry, default_command, owner.pins.lock_path, client_env)
             version = recipe.default_version
         return ToolRun(name, recipe, version, recipe.reference_for(version), command, None,
-                       default_command=default_command)
+                       default_command=default_command, client_env=client_env)
+
+    def client_env_for(self, recipe):
+        """For a client recipe (psql: client_of = "postgres"), the variables that point it at the
+        project's service of that server recipe, as its [service] client_env says (PGHOST,
+        PGPORT): only for a service whose grants are trusted, so an untrusted toolbox.toml cannot
+        send a client elsewhere. Variables set on the host (pass_env) or with -e still win."""
+        if not recipe.client_of or not self.pins.is_project or not self.pins.services:
+            return ()
+        from toolbox.errors import ConfigError
+        from toolbox.hot.detach import fill_template
+        from toolbox.project.services import TrustedAs, parse_services
+        from toolbox.project.trust import TrustStore
+        from toolbox.runtime.forward import parse_port
+
+        try:
+            definitions = parse_services(self.pins.services, self.pins.path)
+            server, _ = self.catalog.find(recipe.client_of)
+        except (ConfigError, ToolboxError):
+            return ()  # a broken [services] table stops `up`, not its clients
+        spec = server.service
+        for definition in sorted(definitions.values(), key=lambda d: d.name):
+            if not definition.tool or parse_tool_spec(definition.tool)[0] != recipe.client_of:
+                continue
+            store = TrustStore(self.layout, self.environ)
+            untrusted, _ = store.untrusted(self.pins.path, [TrustedAs(definition)])
+            if untrusted or spec is None or not spec.port:
+                return ()
+            try:
+                ports = [parse_port(port) for port in definition.ports]
+            except ValueError:
+                return ()
+            values = {key: fill_template(text, spec.port, definition.env, ports, bracket=False)
+                      for key, text in sorted(spec.client_env.items())}
+            return tuple(f"{key}={value}" for key, value in values.items() if value is not None)
+        return ()
 
     def plan_inputs(self):
         """Every file a tool plan made here depends on (hot/plans.py), present or not."""

@@ -26,6 +26,9 @@ project, user, built-in. The schema, with every key:
     required_env = ["POSTGRES_PASSWORD"]  # refused without them
     ready = ["pg_isready", "-U", "postgres"]   # run inside: exit status 0 once it takes connections
     connect = "postgresql://postgres:{POSTGRES_PASSWORD}@{host}:{port}/postgres"
+    client_env = { PGHOST = "{host}", PGPORT = "{port}" }   # for its clients (below), in a project
+    client_of = "postgres"                # a client (psql): in a project that runs a postgres
+                                          # service, it gets that service's client_env
 
 What runs: `command` (if any), then the arguments given, or `default_command` when there are none;
 as Docker's Entrypoint and Cmd, so `toolbox run ubuntu` starts bash and `toolbox run ubuntu ls /`
@@ -57,8 +60,8 @@ NETWORKS = ("host", "none")
 NOT_GRANTED_NETWORKS = ("none",)  # a restriction, not access: never listed nor recorded as a grant
 SOURCES = ("project", "user", "builtin")  # precedence, highest first
 KEYS = {"description", "image", "tag", "default_version", "command", "default_command", "env", "pass_env",
-        "mounts", "network", "tty", "aliases", "service"}
-SERVICE_KEYS = {"port", "data", "required_env", "ready", "connect"}
+        "mounts", "network", "tty", "aliases", "service", "client_of"}
+SERVICE_KEYS = {"port", "data", "required_env", "ready", "connect", "client_env"}
 ALIAS_KEYS = {"version", "command"}
 MOUNT_KEYS = {"source", "target", "read_only"}
 
@@ -97,6 +100,7 @@ class ServiceSpec:
     required_env: tuple = ()
     ready: tuple | None = None
     connect: str | None = None
+    client_env: dict = field(default_factory=dict)  # templates, as `connect`
 
     def values(self) -> dict[str, object]:
         """As the launch path takes it (plain values)."""
@@ -122,6 +126,7 @@ class Recipe:
     tty: bool = False
     aliases: dict = field(default_factory=dict)  # name -> Alias
     service: ServiceSpec | None = None
+    client_of: str | None = None  # the server recipe whose project service it reaches by default
 
     def tag_for(self, version: str) -> str:
         return self.tag.replace("{version}", version)
@@ -255,6 +260,7 @@ def parse_recipe(name: str, table: object, source: str, origin: str) -> Recipe:
         tty=tty,
         aliases=_aliases(table.get("aliases", {}), where),
         service=_service(table.get("service"), where),
+        client_of=_client_of(table.get("client_of"), where),
     )
 
 
@@ -284,8 +290,19 @@ def _service(value, where):
     connect = value.get("connect")
     if connect is not None and not isinstance(connect, str):
         raise RecipeError(f"{where}: 'connect' must be a string")
+    client_env = value.get("client_env", {})
+    if not isinstance(client_env, dict) or not all(ENV_NAME.match(key) and isinstance(text, str)
+                                                   for key, text in client_env.items()):
+        raise RecipeError(f"{where}: 'client_env' must be a table of NAME = \"template\"")
     return ServiceSpec(port=port, data=data, required_env=tuple(required),
-                       ready=_command(value.get("ready"), f"{where}: 'ready'"), connect=connect)
+                       ready=_command(value.get("ready"), f"{where}: 'ready'"), connect=connect,
+                       client_env=dict(client_env))
+
+
+def _client_of(value, where):
+    if value is not None and (not isinstance(value, str) or not NAME_PATTERN.match(value)):
+        raise RecipeError(f"{where}: 'client_of' must be a recipe's name")
+    return value
 
 
 def _string(table, key, where, required=False, default=None):
