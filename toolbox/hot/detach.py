@@ -8,7 +8,7 @@ import os
 
 from toolbox.errors import ServiceError, say
 from toolbox.runtime import containers, services
-from toolbox.runtime.spec import spec_to_values
+from toolbox.runtime.spec import own_user, spec_to_values
 
 SERVICE_SHM_SIZE = 64 * 1024 * 1024  # Docker's default /dev/shm: a server sized for it expects no more
 
@@ -17,7 +17,7 @@ def start_service(layout, options, plan, requested, extra=None, announce=True):
     """Start the service `options` describe (`requested`: the image or tool as typed, what
     `toolbox ps` shows; `extra`: more to keep in its settings); returns its name. With
     `announce`, a server recipe's connection string is said on stderr (`up` prints its own)."""
-    from toolbox.hot.runspec import make_spec
+    from toolbox.hot.runspec import environment, make_spec
 
     ports = published_ports(options.ports)
     name = options.name or generated_name(layout, requested)
@@ -25,13 +25,13 @@ def start_service(layout, options, plan, requested, extra=None, announce=True):
     given = [volume.split(":")[1:2] for volume in options.volumes]
     if service.get("data") and [service["data"]] not in given:
         options.volumes.append(f"{name}-data:{service['data']}")  # a server recipe's data outlives `rm`
-    require_env(requested, service, _given_env(options, plan))  # before a container is made for it
+    if service.get("required_env"):  # the environment make_spec will give it, before a container is made
+        require_env(requested, service, environment(plan, options, own_user()))
     use_subordinate_ids(options, plan)
     container = containers.claim(layout, name, options.image, plan)
     try:
         notes = []
         spec = make_spec(layout, plan, options, container, notes)
-        require_env(requested, service, spec.env)
         spec.pid_namespace = True
         if spec.shm_size is None:
             spec.shm_size = SERVICE_SHM_SIZE
@@ -57,20 +57,6 @@ def start_service(layout, options, plan, requested, extra=None, announce=True):
     if hint:
         say(f"connect: {hint}")
     return name
-
-
-def _given_env(options, plan):
-    """The variables the image, the recipe, --env-file and -e set (as make_spec will)."""
-    env = dict(entry.partition("=")[::2] for entry in plan.get("env") or [])
-    files = []
-    if options.env_files:
-        from toolbox.hot.options import env_file_entries
-
-        files = [entry for path in options.env_files for entry in env_file_entries(path)]
-    for entry in files + options.env:
-        key, has_value, value = entry.partition("=")
-        env[key] = value if has_value else os.environ.get(key, "")
-    return env
 
 
 def require_env(requested, service, env):
