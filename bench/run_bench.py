@@ -18,18 +18,16 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from isolated import isolated_toolbox  # noqa: E402 - bench/, first on the path of a script run from it
+from isolated import bench_setup  # noqa: E402 - bench/, first on the path of a script run from it
 
 from tests.support import images  # noqa: E402
 from tests.support.push import push_raw  # noqa: E402
-from tests.support.registry import RegistryServer  # noqa: E402
 
 
 def shared_libraries(binary):
@@ -96,70 +94,66 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="toolbox-run-bench-"))
-    try:
-        built = jq_image()
-        with RegistryServer(workdir / "registry", "plain") as registry:
-            push_raw(registry, "bench/jq", "1", built)
-            reference = f"{registry.host}/bench/jq:1"
-            toolbox, env, home = isolated_toolbox(workdir, registry)
-            subprocess.run(toolbox + ["pull", "-q", reference], env=env, check=True, capture_output=True)
-            rootfs = workdir / "rootfs"
-            rootfs.mkdir()
-            from toolbox.layout import Layout
-            from toolbox.oci.digest import Digest
-            from toolbox.runtime.flatten import merge_layers
+    built = jq_image()
+    with bench_setup("run-bench", "bench/jq", "1", built) as setup:
+        workdir, registry, reference = setup.workdir, setup.registry, setup.reference
+        toolbox, env, home = setup.toolbox, setup.env, setup.home
+        rootfs = workdir / "rootfs"
+        rootfs.mkdir()
+        from toolbox.layout import Layout
+        from toolbox.oci.digest import Digest
+        from toolbox.runtime.flatten import merge_layers
 
-            layout = Layout.from_env(env)
-            merge_layers([layout.layer_tree(Digest.parse(d)) for d in built.diff_ids], str(rootfs))
+        layout = Layout.from_env(env)
+        merge_layers([layout.layer_tree(Digest.parse(d)) for d in built.diff_ids], str(rootfs))
 
-            results = {"native jq": median_ms(["/usr/bin/jq", "--version"], args.runs)}
-            results["toolbox run"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"],
-                                               args.runs, env=env)
-            shim = shim_for_pinned_jq(registry, built, home, workdir, toolbox, env)
-            results["shim jq"] = median_ms([shim, "--version"], args.runs, env=env, cwd=workdir / "project")
-            # The fallbacks for kernels without unprivileged overlayfs (fuse-overlayfs needs a
-            # /dev/fuse the user may open).
-            for mode in ("fuse-overlayfs", "read-only"):
-                try:
-                    results[f"  {mode} mode"] = median_ms(toolbox + ["run", "--no-cwd", reference,
-                                                                     "--version"], args.runs,
-                                                          env=dict(env, TOOLBOX_ROOTFS=mode))
-                except subprocess.CalledProcessError as err:
-                    print(f"toolbox run in {mode} mode failed: "
-                          f"{(err.stderr or b'').decode(errors='replace')[:300]}", file=sys.stderr)
-            peers = {
-                "bwrap": ["bwrap", "--unshare-user", "--ro-bind", str(rootfs), "/", "--dev-bind", "/dev",
-                          "/dev", "--ro-bind", "/proc", "/proc", "/usr/bin/jq", "--version"],
-                "ch-run": ["ch-run", str(rootfs), "--", "/usr/bin/jq", "--version"],
-            }
-            for name, command in peers.items():
-                if not shutil.which(command[0]):
-                    continue
-                try:
-                    results[name] = median_ms(command, args.runs)
-                except subprocess.CalledProcessError as err:
-                    print(f"{name} failed: {(err.stderr or b'').decode(errors='replace')[:300]}",
-                          file=sys.stderr)
-            if shutil.which("podman"):
-                # runc: crun 1.8 refuses hybrid v1/v2 cgroup hosts such as this one.
-                runtime = (["--runtime", "runc", "--cgroup-manager", "cgroupfs"] if shutil.which("runc")
-                           else [])
-                podman = ["podman", "--root", str(workdir / "podman"), "--runroot",
-                          str(workdir / "podman-run"), "--storage-driver", "overlay", *runtime]
-                try:
-                    subprocess.run(podman + ["pull", "-q", "--tls-verify=false", reference], check=True,
-                                   capture_output=True)
-                    # No cgroups: a hybrid v1/v2 host without systemd (like the CI machine) has none to offer.
-                    results["podman run --rm"] = median_ms(
-                        podman + ["run", "--rm", *(["--cgroups=disabled"] if not runtime else []),
-                                  "--network", "host", reference, "--version"],
-                        max(5, args.runs // 3))
-                except subprocess.CalledProcessError as err:
-                    print(f"podman failed: {err.stderr.decode(errors='replace')[:300]}", file=sys.stderr)
-                finally:
-                    subprocess.run(["podman", "unshare", "rm", "-rf", str(workdir / "podman")],
-                                   capture_output=True)
+        results = {"native jq": median_ms(["/usr/bin/jq", "--version"], args.runs)}
+        results["toolbox run"] = median_ms(toolbox + ["run", "--no-cwd", reference, "--version"],
+                                           args.runs, env=env)
+        shim = shim_for_pinned_jq(registry, built, home, workdir, toolbox, env)
+        results["shim jq"] = median_ms([shim, "--version"], args.runs, env=env, cwd=workdir / "project")
+        # The fallbacks for kernels without unprivileged overlayfs (fuse-overlayfs needs a
+        # /dev/fuse the user may open).
+        for mode in ("fuse-overlayfs", "read-only"):
+            try:
+                results[f"  {mode} mode"] = median_ms(toolbox + ["run", "--no-cwd", reference,
+                                                                 "--version"], args.runs,
+                                                      env=dict(env, TOOLBOX_ROOTFS=mode))
+            except subprocess.CalledProcessError as err:
+                print(f"toolbox run in {mode} mode failed: "
+                      f"{(err.stderr or b'').decode(errors='replace')[:300]}", file=sys.stderr)
+        peers = {
+            "bwrap": ["bwrap", "--unshare-user", "--ro-bind", str(rootfs), "/", "--dev-bind", "/dev",
+                      "/dev", "--ro-bind", "/proc", "/proc", "/usr/bin/jq", "--version"],
+            "ch-run": ["ch-run", str(rootfs), "--", "/usr/bin/jq", "--version"],
+        }
+        for name, command in peers.items():
+            if not shutil.which(command[0]):
+                continue
+            try:
+                results[name] = median_ms(command, args.runs)
+            except subprocess.CalledProcessError as err:
+                print(f"{name} failed: {(err.stderr or b'').decode(errors='replace')[:300]}",
+                      file=sys.stderr)
+        if shutil.which("podman"):
+            # runc: crun 1.8 refuses hybrid v1/v2 cgroup hosts such as this one.
+            runtime = (["--runtime", "runc", "--cgroup-manager", "cgroupfs"] if shutil.which("runc")
+                       else [])
+            podman = ["podman", "--root", str(workdir / "podman"), "--runroot",
+                      str(workdir / "podman-run"), "--storage-driver", "overlay", *runtime]
+            try:
+                subprocess.run(podman + ["pull", "-q", "--tls-verify=false", reference], check=True,
+                               capture_output=True)
+                # No cgroups: a hybrid v1/v2 host without systemd (like the CI machine) has none to offer.
+                results["podman run --rm"] = median_ms(
+                    podman + ["run", "--rm", *(["--cgroups=disabled"] if not runtime else []),
+                              "--network", "host", reference, "--version"],
+                    max(5, args.runs // 3))
+            except subprocess.CalledProcessError as err:
+                print(f"podman failed: {err.stderr.decode(errors='replace')[:300]}", file=sys.stderr)
+            finally:
+                subprocess.run(["podman", "unshare", "rm", "-rf", str(workdir / "podman")],
+                               capture_output=True)
         ours = results["toolbox run"]
         print(f"jq --version, median of {args.runs} warm runs each")
         for name, value in results.items():
@@ -170,9 +164,6 @@ def main():
         if "podman run --rm" in results:
             print("shim jq vs podman run --rm: "
                   f"{results['podman run --rm'] / results['shim jq']:.1f}x faster")
-    finally:
-        subprocess.run(["chmod", "-R", "u+w", str(workdir)], capture_output=True)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,17 +19,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from isolated import isolated_toolbox  # noqa: E402 - bench/, first on the path of a script run from it
+from isolated import bench_setup  # noqa: E402 - bench/, first on the path of a script run from it
 
-from tests.support.push import push_raw  # noqa: E402
-from tests.support.registry import RegistryServer  # noqa: E402
 from tests.support.servers import host_has_postgres, is_ready, postgres_image  # noqa: E402
 
 PASSWORD = "POSTGRES_PASSWORD=bench"
@@ -113,35 +110,26 @@ def main():
     if not host_has_postgres():
         sys.exit("service_bench: needs Debian's postgresql-15 and gosu: "
                  "sudo apt-get install postgresql-15 gosu")
-    workdir = Path(tempfile.mkdtemp(prefix="toolbox-service-bench-"))
-    try:
-        built = postgres_image()
-        with RegistryServer(workdir / "registry", "plain") as registry:
-            push_raw(registry, "bench/postgres", "15", built)
-            reference = f"{registry.host}/bench/postgres:15"
-            toolbox, env, home = isolated_toolbox(workdir, registry)
-            subprocess.run(toolbox + ["pull", "-q", reference], env=env, check=True, capture_output=True)
-            first, restart, rss = bench_toolbox(toolbox, reference, env, args.runs, home / "data")
-            print(f"postgres {args.runs} runs, medians")
-            print(f"toolbox run -d → accepting connections (initdb)  {ms(first)}")
-            print(f"toolbox start  → accepting connections           {ms(restart)}")
-            print(f"monitor resident memory                         {statistics.median(rss) / 1024:7.1f} MiB")
-            if shutil.which("podman"):
-                try:
-                    peer_first, peer_restart = bench_podman(registry, reference, args.runs)
-                except subprocess.CalledProcessError as err:
-                    detail = (err.stderr or b"").decode(errors="replace")[:300]
-                    print(f"podman failed: {detail}", file=sys.stderr)
-                else:
-                    print(f"podman run -d  → accepting connections (initdb)  {ms(peer_first)}   "
-                          f"toolbox is {ratio(first, peer_first)} its time")
-                    print(f"podman start   → accepting connections           {ms(peer_restart)}   "
-                          f"toolbox is {ratio(restart, peer_restart)} its time")
+    with bench_setup("service-bench", "bench/postgres", "15", postgres_image()) as setup:
+        registry, reference, toolbox, env = setup.registry, setup.reference, setup.toolbox, setup.env
+        first, restart, rss = bench_toolbox(toolbox, reference, env, args.runs, setup.home / "data")
+        print(f"postgres {args.runs} runs, medians")
+        print(f"toolbox run -d → accepting connections (initdb)  {ms(first)}")
+        print(f"toolbox start  → accepting connections           {ms(restart)}")
+        print(f"monitor resident memory                         {statistics.median(rss) / 1024:7.1f} MiB")
+        if shutil.which("podman"):
+            try:
+                peer_first, peer_restart = bench_podman(registry, reference, args.runs)
+            except subprocess.CalledProcessError as err:
+                detail = (err.stderr or b"").decode(errors="replace")[:300]
+                print(f"podman failed: {detail}", file=sys.stderr)
             else:
-                print("podman: not installed (apt-get install podman to compare)")
-    finally:
-        subprocess.run(["chmod", "-R", "u+rwX", str(workdir)], capture_output=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+                print(f"podman run -d  → accepting connections (initdb)  {ms(peer_first)}   "
+                      f"toolbox is {ratio(first, peer_first)} its time")
+                print(f"podman start   → accepting connections           {ms(peer_restart)}   "
+                      f"toolbox is {ratio(restart, peer_restart)} its time")
+        else:
+            print("podman: not installed (apt-get install podman to compare)")
 
 
 if __name__ == "__main__":
