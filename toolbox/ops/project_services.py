@@ -120,6 +120,7 @@ def fingerprint(definition) -> str:
 def up(context, names=(), timeout=READY_TIMEOUT) -> list[ServiceState]:
     """Start the project's services (or `names`) and wait until each accepts connections on its
     published ports."""
+    from toolbox.hot.detach import connection_hint
     from toolbox.ops import services as containers_ops
 
     pins, definitions = project_definitions(context, names)
@@ -144,9 +145,7 @@ def up(context, names=(), timeout=READY_TIMEOUT) -> list[ServiceState]:
         if settings is None:
             _run(context, pins, definition, resolved, name, prefix)
         ports = _ports(definition)
-        _wait_until_ready(context.layout, name, definition, resolved, timeout)
-        from toolbox.hot.detach import connection_hint
-
+        _wait_until_ready(context.layout, name, definition, resolved, ports, timeout)
         done.append(ServiceState(definition.name, name, action, tuple(str(port) for port in ports),
                                  connection_hint(resolved.service, definition.env, ports)))
     return done
@@ -182,7 +181,7 @@ def _run(context, pins, definition, resolved, name, prefix):
                          "project_service": definition.name}, announce=False)
 
 
-def _wait_until_ready(layout, name, definition, resolved, timeout):
+def _wait_until_ready(layout, name, definition, resolved, ports, timeout):
     """Until a server recipe's `ready` command succeeds in the service, and every published TCP
     port takes a connection and keeps it (the monitor accepts at once and closes what the server
     does not take yet); or the service has ended (an error with its last lines), or `timeout`
@@ -190,7 +189,7 @@ def _wait_until_ready(layout, name, definition, resolved, timeout):
     from toolbox.ops import services as containers_ops
 
     path = os.path.join(layout.containers_dir, name)
-    waiting = [port for port in _ports(definition) if port.protocol == "tcp"]
+    waiting = [port for port in ports if port.protocol == "tcp"]
     ready = (resolved.service or {}).get("ready")
     deadline = time.monotonic() + timeout
     while True:
